@@ -1,0 +1,29 @@
+"""Shared test set-up: a per-session scene cache, the gpu marker, small default scenes."""
+
+import os
+import tempfile
+
+import pytest
+import torch
+
+# One scene cache per test session: each procedural scene is generated once, then memory-mapped.
+_CACHE = tempfile.mkdtemp(prefix="worldfm-test-scenes-")
+os.environ.setdefault("WORLDFM_ENV_SCENE_CACHE", _CACHE)
+
+# Small, fast scenes for tests: one procedural training scene at a low resolution.
+SMALL = dict(scenes="procedural:train:1", resolution=32, device="cpu")
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def small_kwargs():
+    """Keyword arguments for a small, fast CPU environment."""
+    return dict(SMALL)

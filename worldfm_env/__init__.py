@@ -1,0 +1,40 @@
+"""worldfm-env: Gymnasium environments whose renderer is a WorldFM-style generative frame model.
+
+``import worldfm_env`` registers ``WorldFM/PointNav-v0`` and ``WorldFM/Explore-v0`` (single
+``entry_point`` and native ``vector_entry_point``).
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+
+__version__ = "0.1.0"
+
+ENV_IDS = {"WorldFM/PointNav-v0": "pointnav", "WorldFM/Explore-v0": "explore"}
+
+
+def _register() -> None:
+    for env_id, task in ENV_IDS.items():
+        if env_id in gym.registry:
+            continue
+        gym.register(
+            id=env_id,
+            entry_point="worldfm_env.envs.single:WorldFMEnv",
+            vector_entry_point="worldfm_env.envs.vector:WorldFMVectorEnv",
+            kwargs={"task": task},
+        )
+
+
+_register()
+
+
+def __getattr__(name: str):
+    # Heavy modules (torch, warp) load on first use, not on `import worldfm_env`.
+    if name in ("WorldFMEnv", "WorldFMVectorEnv", "EnvConfig"):
+        from worldfm_env import envs
+
+        return getattr(envs, name)
+    raise AttributeError(f"module 'worldfm_env' has no attribute {name!r}")
+
+
+__all__ = ["ENV_IDS", "WorldFMEnv", "WorldFMVectorEnv", "EnvConfig", "__version__"]

@@ -1,0 +1,425 @@
+"""The batched core: :class:`WorldFMVectorEnv`, a native ``gymnasium.vector.VectorEnv``."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from worldfm_env._device import resolve_device
+from worldfm_env.envs.config import EnvConfig
+from worldfm_env.envs.navigation_data import NavigationData
+from worldfm_env.envs.rng import hash_uniform
+from worldfm_env.envs.tasks import make_task
+from worldfm_env.geometry import integrate_continuous, integrate_discrete, intrinsics_from_fov, pose_from_yaw_pitch
+from worldfm_env.render.splat import Occluders, PointSplatter, ReferenceSelector
+from worldfm_env.renderers import RenderRequest, make_renderer
+from worldfm_env.scenes.catalog import resolve_scenes
+from worldfm_env.scenes.pool import ScenePool
+
+__all__ = ["WorldFMVectorEnv"]
+
+NUM_DISCRETE_ACTIONS = 6
+_CORE_DRAWS = 2  # scene choice, yaw
+
+
+def _to_numpy(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().numpy()
+    if isinstance(value, dict):
+        return {k: _to_numpy(v) for k, v in value.items()}
+    return value
+
+
+class WorldFMVectorEnv(VectorEnv):
+    """N camera agents in generated worlds, stepped together on one device.
+
+    ## Description
+    Each env is an agent's camera moving through a scene (procedural or imported). Every step
+    integrates the actions, blocks moves into occupied navigation cells (counted as collisions),
+    renders all N observations in one batch (the scene's point cloud splatted at each pose with
+    warp, the reference view voted for by depth consistency, then the chosen renderer backend),
+    and evaluates the task. State lives in ``(num_envs, ...)`` torch tensors on ``device``.
+
+    ## Action Space
+    ``discrete`` (default): ``MultiDiscrete([6] * N)``: 0 stop, 1 forward ``forward_step`` m, 2 turn
+    left / 3 turn right ``turn_angle_deg``, 4 look up / 5 look down ``tilt_angle_deg``.
+    ``continuous``: ``Box(-1, 1, (N, 4))``: forward, strafe right, yaw rate (left +), pitch rate (up +),
+    scaled by the same step sizes.
+
+    ## Observation Space
+    ``Dict``: ``rgb`` uint8 (N, H, W, 3); task keys (PointNav: ``pointgoal`` float32 (N, 2) = distance
+    and angle to the goal in the agent frame, angle positive to the left); optional ``depth``
+    float32 (N, H, W, 1) and ``pose`` float32 (N, 5) = x, y, z, yaw, pitch.
+
+    ## Rewards
+    PointNav: decrease of the geodesic distance to the goal + ``success_reward`` on success -
+    ``time_penalty``. Explore: newly observed free area (m^2) - ``time_penalty``.
+
+    ## Starting State
+    Drawn per env from its seed and episode number (counter-based hashing, so independent of the
+    batch): a scene of the pool, a start on the scene's main free component, a random yaw, pitch 0;
+    PointNav picks one of ``goal_candidates`` goal cells per scene and a start whose geodesic
+    distance lies in [``min_goal_distance``, ``max_goal_distance``] (the nearest to that range in
+    scenes too small for it).
+
+    ## Episode End
+    Terminated on STOP (discrete), or on reaching the goal radius (continuous PointNav).
+    Truncated after ``max_episode_steps``. Finished envs are reset by mask according to
+    ``metadata["autoreset_mode"]`` (NEXT_STEP by default, SAME_STEP selectable).
+
+    ## Arguments
+    ``num_envs`` and every field of :class:`~worldfm_env.envs.config.EnvConfig` as keyword arguments
+    (``task``, ``renderer``, ``resolution``, ``action_type``, ``scenes``, ``device``, ...). Unknown
+    keys raise ``ValueError``.
+
+    ## Vectorized environment
+    This *is* the vectorized form; ``gym.make`` gives :class:`~worldfm_env.envs.single.WorldFMEnv`,
+    a thin facade over this class with ``num_envs=1``. ``reset(options={"env_idx": idx})`` resets
+    only the listed envs. Outputs are torch tensors on the device (``array_type="torch"``) or numpy.
+
+    ## Version History
+    * v0: initial release.
+    """
+
+    metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": ["rgb_array"], "render_fps": 10}
+
+    def __init__(self, num_envs: int = 1, render_mode: str | None = None, **kwargs: Any) -> None:
+        if not isinstance(num_envs, (int, np.integer)) or isinstance(num_envs, bool) or num_envs <= 0:
+            raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode={render_mode!r} is not supported; use None or 'rgb_array'")
+        self.config = cfg = EnvConfig.from_kwargs(**kwargs)
+        self.num_envs = int(num_envs)
+        self.render_mode = render_mode
+        self.device = resolve_device(cfg.device)
+        self.autoreset_mode = AutoresetMode.NEXT_STEP if cfg.autoreset_mode == "next_step" else AutoresetMode.SAME_STEP
+        self.metadata = {**type(self).metadata, "autoreset_mode": self.autoreset_mode}
+        H, W = cfg.resolution
+        self.height, self.width = H, W
+        N, dev = self.num_envs, self.device
+
+        scenes = resolve_scenes(cfg.scenes, dev, (H, W), cfg.hfov_deg, cfg.num_scenes, cfg.scene_options)
+        self.pool = ScenePool(scenes, dev)
+        self.navigation = NavigationData(self.pool, cfg.goal_candidates, with_goal_fields=cfg.task == "pointnav")
+        self.renderer = make_renderer(cfg.renderer, self.pool, N, H, W, weights=cfg.weights)
+        need_anchor = self.renderer.needs_anchor or self.renderer.needs_reference
+        self.splatter = None
+        if need_anchor:
+            occluders = Occluders.from_pool(self.pool) if cfg.occlusion_culling else None
+            self.splatter = PointSplatter(
+                self.pool.points, N, H, W, radius=cfg.splat_radius, lod_scale=cfg.anchor_lod, occluders=occluders
+            )
+        self.selector = (
+            ReferenceSelector(self.pool, N, H, W, cfg.reference_samples, cfg.reference_tolerance)
+            if self.renderer.needs_reference
+            else None
+        )
+        self.K = intrinsics_from_fov(W, H, cfg.hfov_deg, device=dev).expand(N, 3, 3).contiguous()
+
+        # Batched state, (N, ...) on the device.
+        self.scene_index = torch.zeros(N, dtype=torch.int32, device=dev)
+        self.position = torch.zeros(N, 3, dtype=torch.float32, device=dev)
+        self.yaw = torch.zeros(N, dtype=torch.float32, device=dev)
+        self.pitch = torch.zeros(N, dtype=torch.float32, device=dev)
+        self.elapsed_steps = torch.zeros(N, dtype=torch.int64, device=dev)
+        self.collisions = torch.zeros(N, dtype=torch.int32, device=dev)
+        self.path_length = torch.zeros(N, dtype=torch.float32, device=dev)
+        self.seeds = torch.zeros(N, dtype=torch.int64, device=dev)
+        self.episode_count = torch.full((N,), -1, dtype=torch.int64, device=dev)
+        self._autoreset = torch.zeros(N, dtype=torch.bool, device=dev)
+        self._has_reset = False
+        self._last_obs: dict[str, torch.Tensor] | None = None
+
+        self.task = make_task(cfg.task, self)
+        self._setup_spaces()
+        # Collision checks sample the move at half a cell; the longest move is a diagonal full step.
+        max_move = cfg.forward_step * (math.sqrt(2.0) if cfg.action_type == "continuous" else 1.0)
+        self._collision_samples = max(2, int(math.ceil(max_move / (0.5 * float(self.pool.nav_cell_size.min())))))
+
+    # ------------------------------------------------------------------ spaces
+    def _setup_spaces(self) -> None:
+        cfg = self.config
+        H, W = self.height, self.width
+        obs = {"rgb": spaces.Box(0, 255, (H, W, 3), dtype=np.uint8)}
+        obs.update(self.task.observation_spaces())
+        if cfg.include_depth:
+            obs["depth"] = spaces.Box(0.0, np.inf, (H, W, 1), dtype=np.float32)
+        if cfg.include_pose:
+            obs["pose"] = spaces.Box(-np.inf, np.inf, (5,), dtype=np.float32)
+        self.single_observation_space = spaces.Dict(obs)
+        if cfg.action_type == "discrete":
+            self.single_action_space = spaces.Discrete(NUM_DISCRETE_ACTIONS)
+        else:
+            self.single_action_space = spaces.Box(-1.0, 1.0, (4,), dtype=np.float32)
+        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+        self.action_space = batch_space(self.single_action_space, self.num_envs)
+
+    # ------------------------------------------------------------------ reset
+    def reset(self, *, seed: int | list[int] | None = None, options: dict | None = None):
+        """Reset all envs, or only ``options["env_idx"]`` (a list/array/tensor of indices or a bool mask).
+
+        ``seed`` (int) seeds env i with ``seed + i`` (the SyncVectorEnv convention); a list gives one
+        seed per env. Returns (observations, infos) for all envs.
+        """
+        N, dev = self.num_envs, self.device
+        options = dict(options or {})
+        unknown = set(options) - {"env_idx"}
+        if unknown:
+            raise ValueError(f"unknown reset options {sorted(unknown)}; valid: ['env_idx']")
+        mask = self._env_mask(options.get("env_idx"))
+        if seed is not None:
+            seeds = self._parse_seed(seed)
+            self.seeds = torch.where(mask, seeds, self.seeds)
+            self.episode_count = torch.where(mask, torch.full_like(self.episode_count, -1), self.episode_count)
+        elif not self._has_reset:
+            base = int(np.random.SeedSequence().generate_state(1, dtype=np.uint32)[0])
+            self.seeds = torch.arange(N, dtype=torch.int64, device=dev) + base
+        if not self._has_reset and not bool(mask.all()):
+            raise ValueError("the first reset must reset every env (options['env_idx'] given before any full reset)")
+        self._has_reset = True
+        self._begin_episodes(mask)
+        self._autoreset = self._autoreset & ~mask
+        obs = self._observe()
+        infos = self._wrap_info(self.task.metrics())
+        return self._out(obs), infos
+
+    def _parse_seed(self, seed) -> torch.Tensor:
+        N = self.num_envs
+        if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+            values = [int(seed) + i for i in range(N)]
+        elif isinstance(seed, (list, tuple, np.ndarray)) and len(seed) == N:
+            values = [int(s) for s in seed]
+        else:
+            raise ValueError(f"seed must be an int or a list of {N} ints, got {seed!r}")
+        if any(v < 0 for v in values):
+            raise ValueError(f"seed must be non-negative, got {seed!r}")
+        return torch.tensor(values, dtype=torch.int64, device=self.device)
+
+    def _env_mask(self, env_idx) -> torch.Tensor:
+        N = self.num_envs
+        if env_idx is None:
+            return torch.ones(N, dtype=torch.bool, device=self.device)
+        idx = torch.as_tensor(env_idx.cpu() if isinstance(env_idx, torch.Tensor) else np.asarray(env_idx))
+        if idx.dtype == torch.bool:
+            if idx.shape != (N,):
+                raise ValueError(f"options['env_idx'] as a mask must have shape ({N},), got {tuple(idx.shape)}")
+            return idx.to(self.device)
+        if idx.dtype.is_floating_point or idx.dtype.is_complex:
+            raise ValueError(f"options['env_idx'] must hold integer indices or a bool mask, got {idx.dtype}")
+        idx = idx.reshape(-1).long()
+        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= N):
+            raise ValueError(f"options['env_idx'] must index envs in [0, {N}), got {idx.tolist()}")
+        mask = torch.zeros(N, dtype=torch.bool)
+        mask[idx] = True
+        return mask.to(self.device)
+
+    def _begin_episodes(self, mask: torch.Tensor) -> None:
+        """New episodes where ``mask``: bump the episode counter, draw scene/start/yaw, let the task init."""
+        self.episode_count = torch.where(mask, self.episode_count + 1, self.episode_count)
+        draws = hash_uniform(self.seeds, self.episode_count, _CORE_DRAWS + self.task.num_draws)
+        S = self.pool.num_scenes
+        scene = (draws[:, 0] * S).long().clamp(max=S - 1).to(torch.int32)
+        self.scene_index = torch.where(mask, scene, self.scene_index)
+        self.yaw = torch.where(mask, draws[:, 1] * (2 * math.pi) - math.pi, self.yaw)
+        self.pitch = torch.where(mask, torch.zeros_like(self.pitch), self.pitch)
+        self.elapsed_steps = torch.where(mask, torch.zeros_like(self.elapsed_steps), self.elapsed_steps)
+        self.collisions = torch.where(mask, torch.zeros_like(self.collisions), self.collisions)
+        self.path_length = torch.where(mask, torch.zeros_like(self.path_length), self.path_length)
+        self.task.initialize_episodes(mask, draws[:, _CORE_DRAWS:])
+
+    # ------------------------------------------------------------------ step
+    def step(self, actions):
+        """Advance every env by one action; see the class docstring for the autoreset semantics."""
+        if not self._has_reset:
+            raise RuntimeError("call reset() before step()")
+        action = self._convert_actions(actions)
+        cfg = self.config
+        if self.autoreset_mode == AutoresetMode.NEXT_STEP:
+            resetting = self._autoreset
+        else:
+            resetting = torch.zeros_like(self._autoreset)
+        active = ~resetting
+
+        # Dynamics.
+        if cfg.action_type == "discrete":
+            new_pos, new_yaw, new_pitch = integrate_discrete(
+                self.position,
+                self.yaw,
+                self.pitch,
+                action,
+                cfg.forward_step,
+                math.radians(cfg.turn_angle_deg),
+                math.radians(cfg.tilt_angle_deg),
+                math.radians(cfg.max_pitch_deg),
+            )
+            stop = action == 0
+        else:
+            new_pos, new_yaw, new_pitch = integrate_continuous(
+                self.position,
+                self.yaw,
+                self.pitch,
+                action,
+                cfg.forward_step,
+                cfg.forward_step,
+                math.radians(cfg.turn_angle_deg),
+                math.radians(cfg.tilt_angle_deg),
+                math.radians(cfg.max_pitch_deg),
+            )
+            stop = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
+        move = new_pos - self.position
+        attempted = (move[:, 0].abs() + move[:, 2].abs()) > 0
+        blocked = attempted & ~self._path_free(self.position, new_pos)
+        new_pos = torch.where(blocked[:, None], self.position, new_pos)
+        a3 = active[:, None]
+        moved = torch.where(active & ~blocked, move[:, [0, 2]].norm(dim=1), torch.zeros_like(self.path_length))
+        self.position = torch.where(a3, new_pos, self.position)
+        self.yaw = torch.where(active, new_yaw, self.yaw)
+        self.pitch = torch.where(active, new_pitch, self.pitch)
+        self.collisions = self.collisions + (blocked & active).to(torch.int32)
+        self.path_length = self.path_length + moved
+        self.elapsed_steps = self.elapsed_steps + active.long()
+
+        reward, terminated, metrics = self.task.evaluate(stop, active)
+        truncated = (self.elapsed_steps >= cfg.max_episode_steps) & ~terminated & active
+        terminated = terminated & active
+
+        if self.autoreset_mode == AutoresetMode.NEXT_STEP:
+            self._begin_episodes(resetting)
+            metrics = {
+                k: torch.where(resetting, fresh, v)
+                for (k, v), fresh in zip(metrics.items(), self.task.metrics().values(), strict=True)
+            }
+            obs = self._observe()
+            self._autoreset = terminated | truncated
+            infos = self._wrap_info(metrics)
+        else:
+            obs = self._observe()
+            done = terminated | truncated
+            infos = self._wrap_info(metrics)
+            if bool(done.any()):
+                infos = self._same_step_reset(done, obs, infos)
+                obs = self._last_obs
+        return self._out(obs), self._out(reward), self._out(terminated), self._out(truncated), infos
+
+    def _same_step_reset(self, done: torch.Tensor, final_obs: dict, infos: dict) -> dict:
+        final_info = infos
+        self._begin_episodes(done)
+        self._observe()
+        infos = self._wrap_info(self.task.metrics())
+        if self.config.array_type == "numpy":
+            idx = torch.nonzero(done).flatten().tolist()
+            arr = np.full(self.num_envs, None, dtype=object)
+            for i in idx:
+                arr[i] = {k: v[i] for k, v in _to_numpy(final_obs).items()}
+            infos["final_obs"] = arr
+        else:
+            infos["final_obs"] = {k: v.clone() for k, v in final_obs.items()}
+        infos["_final_obs"] = self._out(done)
+        infos["final_info"] = {k: v for k, v in final_info.items()}
+        for k in list(infos["final_info"]):
+            if k.startswith("_"):
+                infos["final_info"][k] = self._out(done)
+        infos["_final_info"] = self._out(done)
+        return infos
+
+    def _convert_actions(self, actions) -> torch.Tensor:
+        N = self.num_envs
+        cfg = self.config
+        if isinstance(actions, torch.Tensor):
+            a = actions.to(self.device)
+        else:
+            try:
+                arr = np.asarray(actions)
+            except Exception as err:  # pragma: no cover - exotic inputs
+                raise ValueError(f"actions could not be read as an array: {err}") from err
+            if arr.dtype == object:
+                raise ValueError(f"actions must be numeric, got an object array {actions!r}")
+            a = torch.as_tensor(arr, device=self.device)
+        if cfg.action_type == "discrete":
+            if a.shape != (N,):
+                raise ValueError(
+                    f"actions must have shape ({N},) for {N} envs with discrete actions, got {tuple(a.shape)}"
+                )
+            if cfg.validate_actions:
+                if a.dtype.is_floating_point:
+                    if bool((~torch.isfinite(a)).any()) or bool((a != torch.round(a)).any()):
+                        raise ValueError(f"actions must be integers in [0, {NUM_DISCRETE_ACTIONS}), got {actions!r}")
+                if a.dtype == torch.bool or bool(((a < 0) | (a >= NUM_DISCRETE_ACTIONS)).any()):
+                    raise ValueError(f"actions must be integers in [0, {NUM_DISCRETE_ACTIONS}), got {actions!r}")
+            return a.long()
+        if a.shape != (N, 4):
+            raise ValueError(
+                f"actions must have shape ({N}, 4) for {N} envs with continuous actions, got {tuple(a.shape)}"
+            )
+        a = a.float()
+        if cfg.validate_actions:
+            if bool((~torch.isfinite(a)).any()):
+                raise ValueError(f"actions must be finite (no NaN or inf), got {actions!r}")
+            if bool(((a < -1.0) | (a > 1.0)).any()):
+                raise ValueError(f"actions must lie in [-1, 1], got {actions!r}")
+        return a
+
+    def _path_free(self, start: torch.Tensor, end: torch.Tensor) -> torch.Tensor:
+        """Whether the straight move from ``start`` to ``end`` (N, 3) stays on free cells."""
+        n = self._collision_samples
+        t = torch.arange(1, n + 1, device=self.device, dtype=torch.float32) / n  # (n,)
+        x = start[:, None, 0] + t[None] * (end[:, None, 0] - start[:, None, 0])
+        z = start[:, None, 2] + t[None] * (end[:, None, 2] - start[:, None, 2])
+        return self.navigation.is_free(self.scene_index.long(), x, z).all(dim=1)
+
+    # ------------------------------------------------------------------ observation
+    def camera_poses(self) -> torch.Tensor:
+        """Current camera-to-world poses (N, 4, 4)."""
+        return pose_from_yaw_pitch(self.position, self.yaw, self.pitch)
+
+    def _observe(self) -> dict[str, torch.Tensor]:
+        c2w = self.camera_poses()
+        request = RenderRequest(self.scene_index, c2w, self.K)
+        if self.splatter is not None:
+            request.anchor = self.splatter.render(self.scene_index, c2w, self.K)
+        if self.selector is not None:
+            request.reference_index = self.selector.select(request.anchor.depth, self.scene_index, c2w, self.K)
+        if self.renderer.name != "anchor" and self.renderer.name != "oracle":
+            step = self.elapsed_steps
+            request.noise_seed = (
+                hash_uniform(self.seeds, self.episode_count * 65536 + step, 2, stream=1) * 2**31
+            ).long()[:, 0]
+        frame = self.renderer.render(request)
+        obs = {"rgb": frame.rgb.clone()}
+        obs.update(self.task.observations())
+        if self.config.include_depth:
+            depth = frame.depth if frame.depth is not None else request.anchor.depth
+            obs["depth"] = depth[..., None].clone()
+        if self.config.include_pose:
+            obs["pose"] = torch.cat([self.position, self.yaw[:, None], self.pitch[:, None]], dim=1)
+        self._last_obs = obs
+        self._last_request = request
+        return obs
+
+    def _wrap_info(self, metrics: dict[str, torch.Tensor]) -> dict[str, Any]:
+        infos: dict[str, Any] = {}
+        ones = torch.ones(self.num_envs, dtype=torch.bool, device=self.device)
+        for key, value in metrics.items():
+            infos[key] = self._out(value)
+            infos[f"_{key}"] = self._out(ones)
+        return infos
+
+    def _out(self, value):
+        return _to_numpy(value) if self.config.array_type == "numpy" else value
+
+    def render(self):
+        """The current rgb observations as a numpy array (N, H, W, 3) (``render_mode="rgb_array"``)."""
+        if self._last_obs is None:
+            return None
+        return self._last_obs["rgb"].cpu().numpy()
+
+    def close(self, **kwargs: Any) -> None:
+        """Release device buffers."""
+        self._last_obs = None
+        super().close(**kwargs)

@@ -1,0 +1,285 @@
+"""The immutable, device-resident scene and its one file format.
+
+A :class:`Scene` holds everything a step needs: the point cloud that the anchor is splatted from,
+the reference bank that the implicit memory is chosen from, the navigation grid that collisions
+and geodesics use, and (for procedural scenes) the triangle mesh that the oracle ray casts.
+Scenes are saved as one safetensors file (``.wfscene``): tensors by name plus a JSON header, so a
+scene reloads with a memory map in milliseconds.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+import torch
+
+__all__ = ["ReferenceBank", "NavigationGrid", "TriangleMesh", "Scene", "save_scene", "load_scene_file"]
+
+SCENE_FORMAT_VERSION = 1
+
+
+def _check(cond: bool, message: str) -> None:
+    if not cond:
+        raise ValueError(message)
+
+
+@dataclass(frozen=True)
+class ReferenceBank:
+    """Reference views of a scene (the implicit spatial memory).
+
+    Attributes:
+        images: (B, H, W, 3) uint8 RGB of each view.
+        depth: (B, H, W) float32 z-depth of each view in scene units; 0 where unknown.
+        K: (B, 3, 3) float32 intrinsics in pixels of ``images``.
+        c2w: (B, 4, 4) float32 camera-to-world poses (OpenCV).
+    """
+
+    images: torch.Tensor
+    depth: torch.Tensor
+    K: torch.Tensor
+    c2w: torch.Tensor
+
+    def __post_init__(self) -> None:
+        B = self.images.shape[0]
+        _check(
+            self.images.ndim == 4 and self.images.shape[-1] == 3,
+            f"bank images must be (B, H, W, 3), got {tuple(self.images.shape)}",
+        )
+        _check(self.images.dtype == torch.uint8, f"bank images must be uint8, got {self.images.dtype}")
+        _check(B > 0, "reference bank must hold at least one view")
+        _check(
+            self.depth.shape == self.images.shape[:3],
+            f"bank depth must be (B, H, W) = {tuple(self.images.shape[:3])} to match images, "
+            f"got {tuple(self.depth.shape)}",
+        )
+        _check(self.K.shape == (B, 3, 3), f"bank K must be ({B}, 3, 3), got {tuple(self.K.shape)}")
+        _check(self.c2w.shape == (B, 4, 4), f"bank c2w must be ({B}, 4, 4), got {tuple(self.c2w.shape)}")
+
+    @property
+    def num_views(self) -> int:
+        """Number of views B."""
+        return int(self.images.shape[0])
+
+    @property
+    def resolution(self) -> tuple[int, int]:
+        """(height, width) of the bank images."""
+        return int(self.images.shape[1]), int(self.images.shape[2])
+
+    def to(self, device: torch.device | str) -> ReferenceBank:
+        """The same bank with every tensor on ``device``."""
+        return ReferenceBank(*(getattr(self, f.name).to(device) for f in fields(self)))
+
+
+@dataclass(frozen=True)
+class NavigationGrid:
+    """Top-down 2-D occupancy of the floor at the agent's height.
+
+    Attributes:
+        free: (Gz, Gx) bool; True where the agent's centre may stand (obstacles already dilated by
+            the agent radius). Row index follows world z, column index follows world x.
+        origin: (x0, z0) world coordinates of the corner of cell (0, 0).
+        cell_size: edge of one square cell in scene units.
+        floor_y: world y of the floor (gravity is +y, so the floor has the largest y).
+    """
+
+    free: torch.Tensor
+    origin: tuple[float, float]
+    cell_size: float
+    floor_y: float
+
+    def __post_init__(self) -> None:
+        _check(
+            self.free.ndim == 2 and self.free.dtype == torch.bool,
+            f"navigation grid free must be a 2-D bool tensor, got {self.free.dtype} {tuple(self.free.shape)}",
+        )
+        _check(self.cell_size > 0, f"navigation grid cell_size must be positive, got {self.cell_size}")
+        _check(bool(self.free.any()), "navigation grid has no free cell: the scene has no space to stand in")
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(Gz, Gx) cells."""
+        return int(self.free.shape[0]), int(self.free.shape[1])
+
+    def world_to_cell(self, x: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Integer (row, col) of world coordinates (may be out of range)."""
+        col = torch.floor((x - self.origin[0]) / self.cell_size).long()
+        row = torch.floor((z - self.origin[1]) / self.cell_size).long()
+        return row, col
+
+    def cell_center(self, row: torch.Tensor, col: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """World (x, z) of cell centres."""
+        x = self.origin[0] + (col.to(torch.float32) + 0.5) * self.cell_size
+        z = self.origin[1] + (row.to(torch.float32) + 0.5) * self.cell_size
+        return x, z
+
+    def to(self, device: torch.device | str) -> NavigationGrid:
+        """The same grid on ``device``."""
+        return replace(self, free=self.free.to(device))
+
+
+@dataclass(frozen=True)
+class TriangleMesh:
+    """A triangle mesh with one material per face (procedural scenes).
+
+    Attributes:
+        vertices: (V, 3) float32 world positions.
+        faces: (F, 3) int32 vertex indices.
+        face_material: (F,) int32 row of ``materials`` for each face.
+        materials: (M, D) float32 material parameters, read by the oracle's shading kernel.
+    """
+
+    vertices: torch.Tensor
+    faces: torch.Tensor
+    face_material: torch.Tensor
+    materials: torch.Tensor
+
+    def __post_init__(self) -> None:
+        _check(
+            self.vertices.ndim == 2 and self.vertices.shape[1] == 3,
+            f"mesh vertices must be (V, 3), got {tuple(self.vertices.shape)}",
+        )
+        _check(
+            self.faces.ndim == 2 and self.faces.shape[1] == 3,
+            f"mesh faces must be (F, 3), got {tuple(self.faces.shape)}",
+        )
+        _check(
+            self.face_material.shape == self.faces.shape[:1],
+            f"mesh face_material must be ({self.faces.shape[0]},), got {tuple(self.face_material.shape)}",
+        )
+        _check(self.materials.ndim == 2, f"mesh materials must be (M, D), got {tuple(self.materials.shape)}")
+
+    def to(self, device: torch.device | str) -> TriangleMesh:
+        """The same mesh on ``device``."""
+        return TriangleMesh(*(getattr(self, f.name).to(device) for f in fields(self)))
+
+
+@dataclass(frozen=True)
+class Scene:
+    """An immutable scene on one device.
+
+    Attributes:
+        name: identifier, e.g. ``procedural-train-00003`` or a file stem.
+        points_xyz: (P, 3) float32 world points of the explicit 3-D anchor.
+        points_rgb: (P, 3) uint8 colours of those points.
+        bank: the reference views (implicit spatial memory).
+        navigation_grid: free space for the agent.
+        camera_height: height of the agent's camera above ``navigation_grid.floor_y`` (scene units).
+        mesh: ground-truth triangle mesh, or None for imported scenes (no oracle renderer then).
+        info: JSON-serialisable metadata (source, seed, units, ...).
+    """
+
+    name: str
+    points_xyz: torch.Tensor
+    points_rgb: torch.Tensor
+    bank: ReferenceBank
+    navigation_grid: NavigationGrid
+    camera_height: float
+    mesh: TriangleMesh | None = None
+    info: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check(
+            self.points_xyz.ndim == 2 and self.points_xyz.shape[1] == 3,
+            f"points_xyz must be (P, 3), got {tuple(self.points_xyz.shape)}",
+        )
+        _check(self.points_xyz.shape[0] > 0, f"scene {self.name!r}: the point cloud is empty (points_xyz has 0 points)")
+        _check(
+            self.points_rgb.shape == self.points_xyz.shape,
+            f"points_rgb must be {tuple(self.points_xyz.shape)} to match points_xyz, "
+            f"got {tuple(self.points_rgb.shape)}",
+        )
+        _check(self.points_rgb.dtype == torch.uint8, f"points_rgb must be uint8, got {self.points_rgb.dtype}")
+        _check(self.camera_height > 0, f"camera_height must be positive, got {self.camera_height}")
+
+    @property
+    def device(self) -> torch.device:
+        """Device holding the scene's tensors."""
+        return self.points_xyz.device
+
+    def to(self, device: torch.device | str) -> Scene:
+        """The same scene on ``device``."""
+        return replace(
+            self,
+            points_xyz=self.points_xyz.to(device),
+            points_rgb=self.points_rgb.to(device),
+            bank=self.bank.to(device),
+            navigation_grid=self.navigation_grid.to(device),
+            mesh=None if self.mesh is None else self.mesh.to(device),
+        )
+
+
+def save_scene(scene: Scene, path: str | Path) -> Path:
+    """Write ``scene`` to one safetensors file (conventionally ``*.wfscene``); returns the path."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    tensors = {
+        "points_xyz": scene.points_xyz,
+        "points_rgb": scene.points_rgb,
+        "bank.images": scene.bank.images,
+        "bank.depth": scene.bank.depth,
+        "bank.K": scene.bank.K,
+        "bank.c2w": scene.bank.c2w,
+        "navigation_grid.free": scene.navigation_grid.free.to(torch.uint8),
+    }
+    if scene.mesh is not None:
+        for f in fields(scene.mesh):
+            tensors[f"mesh.{f.name}"] = getattr(scene.mesh, f.name)
+    header = {
+        "format": "worldfm-scene",
+        "version": SCENE_FORMAT_VERSION,
+        "name": scene.name,
+        "camera_height": scene.camera_height,
+        "navigation_grid": {
+            "origin": list(scene.navigation_grid.origin),
+            "cell_size": scene.navigation_grid.cell_size,
+            "floor_y": scene.navigation_grid.floor_y,
+        },
+        "info": scene.info,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(
+        {k: v.detach().contiguous().cpu() for k, v in tensors.items()},
+        str(path),
+        metadata={"scene": json.dumps(header)},
+    )
+    return path
+
+
+def load_scene_file(path: str | Path, device: torch.device | str = "cpu") -> Scene:
+    """Load a scene written by :func:`save_scene` onto ``device``."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"scene file {str(path)!r} does not exist")
+    with safe_open(str(path), framework="pt", device="cpu") as f:
+        meta = f.metadata() or {}
+        if "scene" not in meta:
+            raise ValueError(f"{str(path)!r} is not a worldfm scene file (no 'scene' header)")
+        header = json.loads(meta["scene"])
+        if header.get("format") != "worldfm-scene" or header.get("version") != SCENE_FORMAT_VERSION:
+            raise ValueError(
+                f"{str(path)!r}: unsupported scene format {header.get('format')!r} version {header.get('version')!r}; "
+                f"expected 'worldfm-scene' version {SCENE_FORMAT_VERSION}"
+            )
+        t = {k: f.get_tensor(k) for k in f.keys()}
+    nav = header["navigation_grid"]
+    mesh = None
+    if "mesh.vertices" in t:
+        mesh = TriangleMesh(t["mesh.vertices"], t["mesh.faces"], t["mesh.face_material"], t["mesh.materials"])
+    scene = Scene(
+        name=header["name"],
+        points_xyz=t["points_xyz"],
+        points_rgb=t["points_rgb"],
+        bank=ReferenceBank(t["bank.images"], t["bank.depth"], t["bank.K"], t["bank.c2w"]),
+        navigation_grid=NavigationGrid(
+            t["navigation_grid.free"].bool(), tuple(nav["origin"]), float(nav["cell_size"]), float(nav["floor_y"])
+        ),
+        camera_height=float(header["camera_height"]),
+        mesh=mesh,
+        info=header.get("info", {}),
+    )
+    return scene.to(device)
