@@ -77,7 +77,7 @@ def _horizon_kernel(
     step = 0.5 * cs
     rows = occluders.shape[1]
     cols = occluders.shape[2]
-    t = 0.0
+    t = float(0.0)
     while True:
         col = int(wp.floor((cam[0] + dx * t - o[0]) / cs))
         row = int(wp.floor((cam[2] + dz * t - o[1]) / cs))
@@ -142,12 +142,12 @@ def _splat_kernel(
     # Frustum test of the chunk's box: cull when all 8 corners fail one plane.
     lo = chunk_min[c]
     hi = chunk_max[c]
-    n_near = 0
-    n_far = 0
-    n_left = 0
-    n_right = 0
-    n_top = 0
-    n_bottom = 0
+    n_near = int(0)
+    n_far = int(0)
+    n_left = int(0)
+    n_right = int(0)
+    n_top = int(0)
+    n_bottom = int(0)
     for k in range(8):
         corner = wp.vec3(lo[0], lo[1], lo[2])
         if k & 1:
@@ -182,8 +182,8 @@ def _splat_kernel(
         d_min = wp.sqrt((nx - cam[0]) * (nx - cam[0]) + (nz - cam[2]) * (nz - cam[2]))
         if d_min > occlusion_margin:
             center = wp.atan2(0.5 * (lo[2] + hi[2]) - cam[2], 0.5 * (lo[0] + hi[0]) - cam[0])
-            a_lo = 0.0
-            a_hi = 0.0
+            a_lo = float(0.0)
+            a_hi = float(0.0)
             for k in range(4):
                 corner_x = lo[0]
                 corner_z = lo[2]
@@ -197,7 +197,7 @@ def _splat_kernel(
             scale = float(rays) / (2.0 * wp.pi)
             b0 = int(wp.floor((center + a_lo) * scale - 0.5)) - 1
             b1 = int(wp.floor((center + a_hi) * scale - 0.5)) + 2
-            visible = 0
+            visible = int(0)
             for b in range(b0, b1 + 1):
                 bb = ((b % rays) + rays) % rays
                 if horizon[env, bb] + occlusion_margin >= d_min:
@@ -218,7 +218,7 @@ def _splat_kernel(
         )
         d_chunk = wp.length(nearest - cam)
         levels = chunk_prefix.shape[1]
-        need = 0
+        need = int(0)
         if d_chunk > 0.0:
             need = int(wp.ceil(wp.log2(d_chunk * lod_scale / (focal * base))))
         need = wp.clamp(need, 0, levels - 1)
@@ -311,7 +311,7 @@ def _reference_hits_kernel(
     Kb = bank_K[b]
     hb = bank_depth.shape[1]
     wb = bank_depth.shape[2]
-    count = 0
+    count = int(0)
     for i in range(samples.shape[0]):
         px = samples[i]
         d = anchor_depth[env, px[1], px[0]]
