@@ -99,49 +99,26 @@ def _wrap_angle(a: float) -> float:
     return a
 
 
-@wp.kernel
-def _splat_kernel(
-    points: wp.array(dtype=wp.vec3),  # (P,)
-    points_rank: wp.array(dtype=wp.uint8),  # (P,)
-    chunk_start: wp.array(dtype=wp.int32),  # (C,)
-    chunk_count: wp.array(dtype=wp.int32),  # (C,)
-    chunk_min: wp.array(dtype=wp.vec3),  # (C,)
-    chunk_max: wp.array(dtype=wp.vec3),  # (C,)
-    chunk_prefix: wp.array2d(dtype=wp.int32),  # (C, L)
-    scene_chunk_start: wp.array(dtype=wp.int32),  # (S,)
-    scene_chunk_count: wp.array(dtype=wp.int32),  # (S,)
-    lod_base: wp.array(dtype=wp.float32),  # (S,)
-    scene_index: wp.array(dtype=wp.int32),  # (N,)
-    w2c: wp.array(dtype=wp.mat44),  # (N,)
-    camera_position: wp.array(dtype=wp.vec3),  # (N,)
-    intrinsics: wp.array(dtype=wp.mat33),  # (N,)
-    lod_scale: float,
-    horizon: wp.array2d(dtype=wp.float32),  # (N, R) occluder distance per azimuth, R = 0 disables
-    occlusion_margin: float,
-    height: int,
+@wp.func
+def _box_visible(
+    lo: wp.vec3,
+    hi: wp.vec3,
+    T: wp.mat44,
+    fx: float,
+    fy: float,
+    cx: float,
+    cy: float,
     width: int,
-    radius: int,
-    center_weight: float,
+    height: int,
+    r: float,
     near: float,
     far: float,
-    lanes: int,
-    zbuf: wp.array3d(dtype=wp.uint64),  # (N, H, W)
-):
-    env, slot, lane = wp.tid()
-    s = scene_index[env]
-    if slot >= scene_chunk_count[s]:
-        return
-    c = scene_chunk_start[s] + slot
-    T = w2c[env]
-    K = intrinsics[env]
-    fx = K[0, 0]
-    fy = K[1, 1]
-    cx = K[0, 2]
-    cy = K[1, 2]
-    r = float(radius)
-    # Frustum test of the chunk's box: cull when all 8 corners fail one plane.
-    lo = chunk_min[c]
-    hi = chunk_max[c]
+    cam: wp.vec3,
+    horizon: wp.array2d(dtype=wp.float32),
+    env: int,
+    occlusion_margin: float,
+) -> int:
+    # Frustum test: the box is outside when all 8 corners fail one plane.
     n_near = int(0)
     n_far = int(0)
     n_left = int(0)
@@ -171,47 +148,137 @@ def _splat_kernel(
         if (float(height) + r - cy) * q[2] - fy * q[1] < 0.0:
             n_bottom += 1
     if n_near == 8 or n_far == 8 or n_left == 8 or n_right == 8 or n_top == 8 or n_bottom == 8:
-        return
-    cam = camera_position[env]
-    # 2.5-D occlusion: cull the chunk when, over its whole azimuth range seen from above, a
-    # floor-to-ceiling occluder (a wall) is nearer than the chunk's nearest point.
+        return 0
+    # 2.5-D occlusion: the box is hidden when, over its whole azimuth range seen from above, a
+    # floor-to-ceiling occluder (a wall) is nearer than the box's nearest point.
     rays = horizon.shape[1]
-    if rays > 0:
-        nx = wp.clamp(cam[0], lo[0], hi[0])
-        nz = wp.clamp(cam[2], lo[2], hi[2])
-        d_min = wp.sqrt((nx - cam[0]) * (nx - cam[0]) + (nz - cam[2]) * (nz - cam[2]))
-        if d_min > occlusion_margin:
-            center = wp.atan2(0.5 * (lo[2] + hi[2]) - cam[2], 0.5 * (lo[0] + hi[0]) - cam[0])
-            a_lo = float(0.0)
-            a_hi = float(0.0)
-            for k in range(4):
-                corner_x = lo[0]
-                corner_z = lo[2]
-                if k & 1:
-                    corner_x = hi[0]
-                if k & 2:
-                    corner_z = hi[2]
-                a = _wrap_angle(wp.atan2(corner_z - cam[2], corner_x - cam[0]) - center)
-                a_lo = wp.min(a_lo, a)
-                a_hi = wp.max(a_hi, a)
-            scale = float(rays) / (2.0 * wp.pi)
-            b0 = int(wp.floor((center + a_lo) * scale - 0.5)) - 1
-            b1 = int(wp.floor((center + a_hi) * scale - 0.5)) + 2
-            visible = int(0)
-            for b in range(b0, b1 + 1):
-                bb = ((b % rays) + rays) % rays
-                if horizon[env, bb] + occlusion_margin >= d_min:
-                    visible = 1
-                    break
-            if visible == 0:
-                return
-    start = chunk_start[c]
-    count = chunk_count[c]
+    if rays == 0:
+        return 1
+    nx = wp.clamp(cam[0], lo[0], hi[0])
+    nz = wp.clamp(cam[2], lo[2], hi[2])
+    d_min = wp.sqrt((nx - cam[0]) * (nx - cam[0]) + (nz - cam[2]) * (nz - cam[2]))
+    if d_min <= occlusion_margin:
+        return 1
+    center = wp.atan2(0.5 * (lo[2] + hi[2]) - cam[2], 0.5 * (lo[0] + hi[0]) - cam[0])
+    a_lo = float(0.0)
+    a_hi = float(0.0)
+    for k in range(4):
+        corner_x = lo[0]
+        corner_z = lo[2]
+        if k & 1:
+            corner_x = hi[0]
+        if k & 2:
+            corner_z = hi[2]
+        a = _wrap_angle(wp.atan2(corner_z - cam[2], corner_x - cam[0]) - center)
+        a_lo = wp.min(a_lo, a)
+        a_hi = wp.max(a_hi, a)
+    scale = float(rays) / (2.0 * wp.pi)
+    b0 = int(wp.floor((center + a_lo) * scale - 0.5)) - 1
+    b1 = int(wp.floor((center + a_hi) * scale - 0.5)) + 2
+    for b in range(b0, b1 + 1):
+        bb = ((b % rays) + rays) % rays
+        if horizon[env, bb] + occlusion_margin >= d_min:
+            return 1
+    return 0
+
+
+@wp.kernel
+def _splat_kernel(
+    points: wp.array(dtype=wp.vec3),  # (P,)
+    points_rank: wp.array(dtype=wp.uint8),  # (P,)
+    chunk_start: wp.array(dtype=wp.int32),  # (C,)
+    chunk_count: wp.array(dtype=wp.int32),  # (C,)
+    chunk_min: wp.array(dtype=wp.vec3),  # (C,)
+    chunk_max: wp.array(dtype=wp.vec3),  # (C,)
+    chunk_prefix: wp.array2d(dtype=wp.int32),  # (C, L)
+    group_start: wp.array(dtype=wp.int32),  # (Gc,) first chunk of each chunk group
+    group_count: wp.array(dtype=wp.int32),  # (Gc,)
+    group_min: wp.array(dtype=wp.vec3),  # (Gc,)
+    group_max: wp.array(dtype=wp.vec3),  # (Gc,)
+    scene_group_start: wp.array(dtype=wp.int32),  # (S,)
+    scene_group_count: wp.array(dtype=wp.int32),  # (S,)
+    lod_base: wp.array(dtype=wp.float32),  # (S,)
+    scene_index: wp.array(dtype=wp.int32),  # (N,)
+    w2c: wp.array(dtype=wp.mat44),  # (N,)
+    camera_position: wp.array(dtype=wp.vec3),  # (N,)
+    intrinsics: wp.array(dtype=wp.mat33),  # (N,)
+    lod_scale: float,
+    horizon: wp.array2d(dtype=wp.float32),  # (N, R) occluder distance per azimuth, R = 0 disables
+    occlusion_margin: float,
+    height: int,
+    width: int,
+    radius: int,
+    center_weight: float,
+    near: float,
+    far: float,
+    lanes: int,
+    zbuf: wp.array3d(dtype=wp.uint64),  # (N, H, W)
+):
+    env, slot, lane = wp.tid()
+    s = scene_index[env]
+    if slot >= scene_group_count[s]:
+        return
+    g = scene_group_start[s] + slot
+    T = w2c[env]
+    K = intrinsics[env]
+    fx = K[0, 0]
+    fy = K[1, 1]
+    cx = K[0, 2]
+    cy = K[1, 2]
+    r = float(radius)
+    cam = camera_position[env]
+    # Two-level culling: a group of chunks first, then each of its chunks.
+    if _box_visible(group_min[g], group_max[g], T, fx, fy, cx, cy, width, height, r, near, far, cam, horizon, env,
+                    occlusion_margin) == 0:
+        return
+    focal = wp.min(fx, fy)
+    base = lod_base[s]
+    first = group_start[g]
+    for c in range(first, first + group_count[g]):
+        lo = chunk_min[c]
+        hi = chunk_max[c]
+        if _box_visible(lo, hi, T, fx, fy, cx, cy, width, height, r, near, far, cam, horizon, env,
+                        occlusion_margin) == 0:
+            continue
+        _splat_chunk(points, points_rank, chunk_start[c], chunk_count[c], chunk_prefix, c, lo, hi, base, focal,
+                     lod_scale, cam, T, fx, fy, cx, cy, height, width, radius, center_weight, near, far, lane, lanes,
+                     env, zbuf)
+
+
+@wp.func
+def _splat_chunk(
+    points: wp.array(dtype=wp.vec3),
+    points_rank: wp.array(dtype=wp.uint8),
+    start: int,
+    count: int,
+    chunk_prefix: wp.array2d(dtype=wp.int32),
+    c: int,
+    lo: wp.vec3,
+    hi: wp.vec3,
+    base: float,
+    focal: float,
+    lod_scale: float,
+    cam: wp.vec3,
+    T: wp.mat44,
+    fx: float,
+    fy: float,
+    cx: float,
+    cy: float,
+    height: int,
+    width: int,
+    radius: int,
+    center_weight: float,
+    near: float,
+    far: float,
+    lane: int,
+    lanes: int,
+    env: int,
+    zbuf: wp.array3d(dtype=wp.uint64),
+):
     # Level of detail: a point of rank l is drawn up to distance base * 2**l * f / lod_scale, where
     # level-l spacing is lod_scale pixels. Points are stored coarse to fine, so the chunk's nearest
     # distance bounds how long a prefix can contain drawable points.
-    focal = wp.min(fx, fy)
-    base = lod_base[s]
+    n = count
     if lod_scale > 0.0:
         nearest = wp.vec3(
             wp.clamp(cam[0], lo[0], hi[0]), wp.clamp(cam[1], lo[1], hi[1]), wp.clamp(cam[2], lo[2], hi[2])
@@ -222,8 +289,8 @@ def _splat_kernel(
         if d_chunk > 0.0:
             need = int(wp.ceil(wp.log2(d_chunk * lod_scale / (focal * base))))
         need = wp.clamp(need, 0, levels - 1)
-        count = chunk_prefix[c, need]
-    for j in range(lane, count, lanes):
+        n = chunk_prefix[c, need]
+    for j in range(lane, n, lanes):
         index = start + j
         p_world = points[index]
         if lod_scale > 0.0:
@@ -429,8 +496,12 @@ class PointSplatter:
             wp.from_torch(self.points.chunk_min, dtype=wp.vec3),
             wp.from_torch(self.points.chunk_max, dtype=wp.vec3),
             wp.from_torch(self.points.chunk_prefix),
-            wp.from_torch(self.points.scene_chunk_start),
-            wp.from_torch(self.points.scene_chunk_count),
+            wp.from_torch(self.points.group_start),
+            wp.from_torch(self.points.group_count),
+            wp.from_torch(self.points.group_min, dtype=wp.vec3),
+            wp.from_torch(self.points.group_max, dtype=wp.vec3),
+            wp.from_torch(self.points.scene_group_start),
+            wp.from_torch(self.points.scene_group_count),
             wp.from_torch(self.points.lod_base),
         ]
         self._wp_out = [wp.from_torch(self.rgb), wp.from_torch(self.depth), wp.from_torch(self.mask, dtype=wp.bool)]
@@ -464,7 +535,7 @@ class PointSplatter:
             )
         wp.launch(
             _splat_kernel,
-            dim=(n, self.points.max_chunks, self.lanes),
+            dim=(n, self.points.max_groups, self.lanes),
             inputs=[
                 self._wp_points,
                 *self._wp_chunk,

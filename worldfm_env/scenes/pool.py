@@ -37,6 +37,7 @@ def _morton_order(xyz: torch.Tensor) -> torch.Tensor:
 
 
 LOD_LEVELS = 10
+GROUP_SIZE = 16
 
 
 def _lod_ranks(xyz: torch.Tensor, base: float, levels: int) -> torch.Tensor:
@@ -74,6 +75,8 @@ class ChunkedPoints:
         chunk_start, chunk_count (C,) int32; chunk_min, chunk_max (C, 3) float32 bounding boxes.
         chunk_prefix (C, L) int32: number of points of rank >= l at the start of each chunk.
         scene_chunk_start, scene_chunk_count (S,) int32; max_chunks: most chunks of any cloud.
+        group_start, group_count (Gc,) int32; group_min, group_max (Gc, 3): groups of GROUP_SIZE chunks.
+        scene_group_start, scene_group_count (S,) int32; max_groups: most groups of any cloud.
         lod_base (S,) float32: spacing of level 0 of each cloud.
     """
 
@@ -147,6 +150,32 @@ class ChunkedPoints:
         self.scene_chunk_count = torch.tensor(scene_chunk_count, dtype=torch.int32, device=self.device)
         self.lod_base = torch.tensor(lod_base, dtype=torch.float32, device=self.device)
         self.max_chunks = int(max(scene_chunk_count))
+        self._build_groups(scene_chunk_start, scene_chunk_count)
+
+    def _build_groups(self, scene_chunk_start: list[int], scene_chunk_count: list[int]) -> None:
+        # Groups of GROUP_SIZE consecutive chunks (Morton neighbours) with their own boxes, so the
+        # splat culls whole groups before testing their chunks.
+        group_start, group_count, scene_group_start, scene_group_count = [], [], [], []
+        for first, count in zip(scene_chunk_start, scene_chunk_count, strict=True):
+            scene_group_start.append(len(group_start))
+            for g in range(first, first + count, GROUP_SIZE):
+                group_start.append(g)
+                group_count.append(min(GROUP_SIZE, first + count - g))
+            scene_group_count.append(len(group_start) - scene_group_start[-1])
+        i32 = dict(dtype=torch.int32, device=self.device)
+        self.group_start = torch.tensor(group_start, **i32)
+        self.group_count = torch.tensor(group_count, **i32)
+        owner = torch.repeat_interleave(torch.arange(len(group_start), device=self.device), self.group_count.long())
+        G = len(group_start)
+        self.group_min = torch.full((G, 3), float("inf"), device=self.device).scatter_reduce(
+            0, owner[:, None].expand(-1, 3), self.chunk_min, "amin"
+        )
+        self.group_max = torch.full((G, 3), float("-inf"), device=self.device).scatter_reduce(
+            0, owner[:, None].expand(-1, 3), self.chunk_max, "amax"
+        )
+        self.scene_group_start = torch.tensor(scene_group_start, **i32)
+        self.scene_group_count = torch.tensor(scene_group_count, **i32)
+        self.max_groups = int(max(scene_group_count))
 
 
 def occluder_grid(
