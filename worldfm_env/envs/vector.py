@@ -13,14 +13,12 @@ from gymnasium.vector.utils import batch_space
 
 from worldfm_env._device import resolve_device
 from worldfm_env.envs.config import EnvConfig
-from worldfm_env.envs.navigation_data import NavigationData
 from worldfm_env.envs.rng import hash_uniform
+from worldfm_env.envs.shared import shared_world
 from worldfm_env.envs.tasks import make_task
 from worldfm_env.geometry import integrate_continuous, integrate_discrete, intrinsics_from_fov, pose_from_yaw_pitch
 from worldfm_env.render.splat import Occluders, PointSplatter, ReferenceSelector
 from worldfm_env.renderers import RenderRequest, make_renderer
-from worldfm_env.scenes.catalog import resolve_scenes
-from worldfm_env.scenes.pool import ScenePool
 
 __all__ = ["WorldFMVectorEnv"]
 
@@ -104,9 +102,9 @@ class WorldFMVectorEnv(VectorEnv):
         self.height, self.width = H, W
         N, dev = self.num_envs, self.device
 
-        scenes = resolve_scenes(cfg.scenes, dev, (H, W), cfg.hfov_deg, cfg.num_scenes, cfg.scene_options)
-        self.pool = ScenePool(scenes, dev)
-        self.navigation = NavigationData(self.pool, cfg.goal_candidates, with_goal_fields=cfg.task == "pointnav")
+        self.world = shared_world(cfg, dev, with_goal_fields=cfg.task == "pointnav")
+        self.pool = self.world.pool
+        self.navigation = self.world.navigation
         self.renderer = make_renderer(cfg.renderer, self.pool, N, H, W, weights=cfg.weights)
         need_anchor = self.renderer.needs_anchor or self.renderer.needs_reference
         self.splatter = None

@@ -128,7 +128,11 @@ def resolve_scenes(
             entries.extend(parse_scene_spec(str(spec), num_scenes))
     options = dict(scene_options or {})
     scenes: list[Scene] = []
-    for kind, value in entries:
+    from tqdm.auto import tqdm
+
+    # A progress bar only when several scenes must be built (procedural generation takes ~1 s each).
+    show = sum(kind == "procedural" for kind, _ in entries) > 1
+    for kind, value in tqdm(entries, desc="scenes", disable=not show, leave=False):
         if kind == "scene":
             scenes.append(value.to(device))  # type: ignore[union-attr]
         elif kind == "procedural":

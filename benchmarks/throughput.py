@@ -1,0 +1,168 @@
+"""Environment throughput: env-steps/s against num_envs, per renderer and device, and the native
+vector env against ``gymnasium.vector.SyncVectorEnv`` over single envs, measured in one run.
+
+    python benchmarks/throughput.py                      # the full grid on every device present
+    python benchmarks/throughput.py --num-envs 16 64 --renderers anchor --steps 20
+
+Writes ``benchmarks/results/throughput.csv`` and ``throughput.png`` and prints a table. Timing:
+random actions (never STOP, so episodes end by truncation at 500 steps), a few warm-up steps,
+then the median of ``--repeats`` timed blocks of ``--steps`` steps; CUDA is synchronised before
+each clock read. Resets caused by autoreset are part of the measured steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+import worldfm_env  # noqa: F401  (registers the ids)
+from worldfm_env.envs.vector import WorldFMVectorEnv
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_native(num_envs: int, renderer: str, device: str, steps: int, repeats: int, scenes: str, resolution: int):
+    """Median env-steps/s of the native vector env."""
+    env = WorldFMVectorEnv(num_envs=num_envs, renderer=renderer, device=device, scenes=scenes, resolution=resolution)
+    gen = torch.Generator(device=env.device).manual_seed(0)
+    env.reset(seed=0)
+
+    def block(n):
+        for _ in range(n):
+            env.step(torch.randint(1, 6, (num_envs,), generator=gen, device=env.device))
+        _sync(env.device)
+
+    block(3)
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        block(steps)
+        rates.append(steps * num_envs / (time.perf_counter() - start))
+    env.close()
+    return statistics.median(rates)
+
+
+def time_sync(num_envs: int, renderer: str, device: str, steps: int, repeats: int, scenes: str, resolution: int):
+    """Median env-steps/s of a SyncVectorEnv over ``num_envs`` single envs (numpy at every boundary)."""
+    kwargs = dict(renderer=renderer, device=device, scenes=scenes, resolution=resolution)
+    env = gym.vector.SyncVectorEnv([lambda: gym.make("WorldFM/PointNav-v0", **kwargs) for _ in range(num_envs)])
+    rng = np.random.default_rng(0)
+    env.reset(seed=0)
+
+    def block(n):
+        for _ in range(n):
+            env.step(rng.integers(1, 6, size=num_envs))
+
+    block(3)
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        block(steps)
+        rates.append(steps * num_envs / (time.perf_counter() - start))
+    env.close()
+    return statistics.median(rates)
+
+
+def machine_name(device: str) -> str:
+    """A short description of the machine behind ``device``."""
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    model = platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{model}, {os.cpu_count()} cores"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the grid, write CSV + plot, print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--num-envs", type=int, nargs="+", default=[1, 4, 16, 64, 256])
+    parser.add_argument("--sync-num-envs", type=int, nargs="+", default=[1, 4, 16, 64])
+    parser.add_argument("--renderers", nargs="+", default=["anchor", "oracle"])
+    parser.add_argument("--devices", nargs="+", default=None, help="default: cpu and cuda when present")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--scenes", default="procedural:train")
+    parser.add_argument("--resolution", type=int, default=64)
+    parser.add_argument("--out", default=str(RESULTS))
+    args = parser.parse_args(argv)
+    devices = args.devices or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    rows = []
+    for device in devices:
+        for renderer in args.renderers:
+            for n in args.num_envs:
+                rate = time_native(n, renderer, device, args.steps, args.repeats, args.scenes, args.resolution)
+                rows.append(dict(kind="native", device=device, machine=machine_name(device), renderer=renderer,
+                                 num_envs=n, resolution=args.resolution, env_steps_per_s=round(rate, 1)))
+                print(f"native {device:5s} {renderer:7s} num_envs={n:5d}: {rate:12,.0f} env-steps/s", flush=True)
+        for n in args.sync_num_envs:
+            rate = time_sync(n, "anchor", device, max(5, args.steps // 2), args.repeats, args.scenes, args.resolution)
+            rows.append(dict(kind="sync", device=device, machine=machine_name(device), renderer="anchor",
+                             num_envs=n, resolution=args.resolution, env_steps_per_s=round(rate, 1)))
+            print(f"sync   {device:5s} anchor  num_envs={n:5d}: {rate:12,.0f} env-steps/s", flush=True)
+
+    with open(out / "throughput.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    series = sorted({(r["kind"], r["device"], r["renderer"]) for r in rows})
+    for kind, device, renderer in series:
+        pts = [(r["num_envs"], r["env_steps_per_s"]) for r in rows
+               if (r["kind"], r["device"], r["renderer"]) == (kind, device, renderer)]
+        xs, ys = zip(*sorted(pts), strict=True)
+        style = "-o" if kind == "native" else "--s"
+        ax.plot(xs, ys, style, label=f"{kind} {renderer} ({device})")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("num_envs")
+    ax.set_ylabel("env-steps / s")
+    ax.set_title(f"worldfm-env throughput, {args.resolution}x{args.resolution}")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "throughput.png", dpi=120)
+
+    print()
+    print(f"| kind | device | renderer | num_envs | env-steps/s |  ({args.resolution}x{args.resolution})")
+    print("|---|---|---|---:|---:|")
+    for r in rows:
+        print(f"| {r['kind']} | {r['machine']} | {r['renderer']} | {r['num_envs']} | {r['env_steps_per_s']:,.0f} |")
+    native64 = [r for r in rows if r["kind"] == "native" and r["renderer"] == "anchor" and r["num_envs"] == 64]
+    sync64 = [r for r in rows if r["kind"] == "sync" and r["num_envs"] == 64]
+    for nat in native64:
+        for syn in sync64:
+            if syn["device"] == nat["device"]:
+                ratio = nat["env_steps_per_s"] / syn["env_steps_per_s"]
+                print(f"native / SyncVectorEnv at 64 envs ({nat['device']}): {ratio:.1f}x")
+    print(f"wrote {out / 'throughput.csv'} and {out / 'throughput.png'}")
+
+
+if __name__ == "__main__":
+    main()

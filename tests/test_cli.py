@@ -1,0 +1,73 @@
+"""Tests of the ``worldfm-env`` command line (``info``, ``rollout``, ``demo``)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import imageio.v2 as imageio
+import pytest
+import torch
+
+from worldfm_env.cli import main
+
+SCENE_ARGS = ["--scenes", "procedural:train:1", "--resolution", "32", "--device", "cpu"]
+
+
+def test_info(capsys):
+    assert main(["info"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["torch"] == torch.__version__
+    import warp
+
+    assert info["warp"] == warp.__version__
+    assert set(info["env_ids"]) == {"WorldFM/PointNav-v0", "WorldFM/Explore-v0"}
+    assert info["cuda_available"] is torch.cuda.is_available()
+
+
+@pytest.mark.parametrize("env_id", ["WorldFM/PointNav-v0", "WorldFM/Explore-v0"])
+def test_rollout(capsys, env_id):
+    code = main(["rollout", env_id, "--num-envs", "2", "--steps", "5", *SCENE_ARGS])
+    out = capsys.readouterr().out
+    assert code == 0
+    match = re.search(r"([\d,.]+) env-steps/s", out)
+    assert match, out
+    assert float(match.group(1).replace(",", "")) > 0
+    assert "num_envs=2" in out and env_id in out
+
+
+def test_rollout_scripted_with_video(capsys, tmp_path):
+    video = tmp_path / "rollout.mp4"
+    code = main(["rollout", "--policy", "scripted", "--num-envs", "1", "--steps", "4", "--video", str(video), *SCENE_ARGS])
+    assert code == 0, capsys.readouterr().err
+    assert video.is_file() and video.stat().st_size > 0
+
+
+def test_demo(capsys, tmp_path):
+    code = main(["demo", "--out", str(tmp_path), "--steps", "20", *SCENE_ARGS])
+    out = capsys.readouterr().out
+    assert code == 0
+    video, sheet_path = tmp_path / "demo.mp4", tmp_path / "demo_contact_sheet.png"
+    assert video.is_file() and video.stat().st_size > 0
+    assert sheet_path.is_file() and sheet_path.stat().st_size > 0
+    sheet = imageio.imread(sheet_path)
+    assert sheet.ndim == 3 and sheet.shape[2] in (3, 4)
+    assert sheet.shape[1] > sheet.shape[0], sheet.shape  # anchor | oracle pairs side by side, tiled in a row
+    assert sheet.shape[0] >= 32 and sheet.shape[1] >= 2 * 32
+    assert (sheet[..., :3] < 255).any()  # not only the white gutter
+    assert "success=" in out and "demo.mp4" in out
+
+
+def test_unknown_env_id(capsys):
+    assert main(["rollout", "WorldFM/NoSuchTask-v0", "--num-envs", "1", "--steps", "1", *SCENE_ARGS]) == 2
+    assert "unknown env id" in capsys.readouterr().err
+
+
+def test_bad_arguments_exit_code(capsys):
+    # A ValueError from the env (bad scene spec) is reported as exit code 2, not a traceback.
+    assert main(["rollout", "--num-envs", "1", "--steps", "1", "--scenes", "procedural:nosuchsplit",
+                 "--resolution", "32", "--device", "cpu"]) == 2
+    assert "scenes" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["nosuchcommand"])
+    assert exc.value.code == 2
