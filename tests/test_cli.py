@@ -38,7 +38,8 @@ def test_rollout(capsys, env_id):
 
 def test_rollout_scripted_with_video(capsys, tmp_path):
     video = tmp_path / "rollout.mp4"
-    code = main(["rollout", "--policy", "scripted", "--num-envs", "1", "--steps", "4", "--video", str(video), *SCENE_ARGS])
+    code = main(["rollout", "--policy", "scripted", "--num-envs", "1", "--steps", "4", "--video", str(video),
+                 *SCENE_ARGS])
     assert code == 0, capsys.readouterr().err
     assert video.is_file() and video.stat().st_size > 0
 

@@ -198,7 +198,8 @@ def test_partial_reset(task, form):
     assert (after["elapsed_steps"][fresh] == 0).all() and (after["path_length"][fresh] == 0).all()
     assert (after["collisions"][fresh] == 0).all()
     for i in fresh:  # a new episode: a new start pose
-        assert not (torch.equal(after["position"][i], before["position"][i]) and torch.equal(after["yaw"][i], before["yaw"][i]))
+        same_pose = all(torch.equal(after[k][i], before[k][i]) for k in ("position", "yaw"))
+        assert not same_pose, i
     assert set(infos) >= {"success", "collisions"}
 
 
@@ -229,6 +230,16 @@ def test_partial_reset_bad_env_idx(env_idx):
     before = state(env)
     with pytest.raises(ValueError, match="env_idx"):
         env.reset(options={"env_idx": env_idx})
+    assert_state_equal(before, state(env))
+
+
+def test_partial_reset_empty_env_idx_is_a_no_op():
+    """``env_idx=[]`` lists no env: nothing is reset (today it raises a ValueError about float dtype)."""
+    env = shared_env(num_envs=4, task="pointnav")
+    env.reset(seed=1)
+    env.step(torch.tensor([1, 2, 3, 4]))
+    before = state(env)
+    env.reset(options={"env_idx": []})
     assert_state_equal(before, state(env))
 
 
@@ -325,6 +336,31 @@ def test_same_step_autoreset_matches_sync():
     assert ends >= n, ends
 
 
+def test_single_env_seed_matches_vector_env_slot():
+    """``WorldFMEnv.reset(seed=s)`` gives env ``i`` of a vector env reset with ``seed=s - i``."""
+    single = gym.make(POINTNAV, **SMALL).unwrapped
+    vec = shared_env(num_envs=4, task="pointnav")
+    obs_s, info_s = single.reset(seed=10)
+    obs_v, info_v = vec.reset(seed=8)
+    assert np.array_equal(obs_s["rgb"], to_np(obs_v["rgb"][2]))
+    assert np.allclose(obs_s["pointgoal"], to_np(obs_v["pointgoal"][2]), atol=1e-6)
+    assert info_s["distance_to_goal"] == pytest.approx(float(info_v["distance_to_goal"][2]), abs=1e-6)
+    assert not np.array_equal(obs_s["rgb"], to_np(obs_v["rgb"][1]))
+
+
+@pytest.mark.parametrize("renderer", ["anchor", "oracle"])
+def test_depth_and_pose_observations(renderer):
+    env = WorldFMVectorEnv(num_envs=2, **SMALL, renderer=renderer, include_depth=True, include_pose=True)
+    obs, _ = env.reset(seed=0)
+    obs, *_ = env.step(torch.tensor([2, 4]))
+    assert tuple(obs["depth"].shape) == (2, 32, 32, 1) and obs["depth"].dtype == torch.float32
+    assert (obs["depth"] >= 0).all() and (obs["depth"] > 0).float().mean() > 0.9
+    expected = torch.cat([env.position, env.yaw[:, None], env.pitch[:, None]], dim=1)
+    assert torch.equal(obs["pose"], expected)
+    np_obs = {k: to_np(v) for k, v in obs.items()}
+    assert np_obs in env.observation_space
+
+
 # ---------------------------------------------------------------------------------------------
 # Infos, rewards, collisions
 # ---------------------------------------------------------------------------------------------
@@ -347,7 +383,8 @@ def test_pointnav_info_and_reward():
         ok = ~resetting
         assert torch.allclose(reward[ok], expected[ok], atol=1e-5), (reward, expected)
         assert (reward[resetting] == 0).all()
-        assert ((info["spl"] >= 0) & (info["spl"] <= 1)).all() and ((info["soft_spl"] >= 0) & (info["soft_spl"] <= 1)).all()
+        for key in ("spl", "soft_spl"):
+            assert ((info[key] >= 0) & (info[key] <= 1)).all(), key
         assert torch.equal(info["success"], info["success"] & term)  # success only on STOP
         assert torch.isfinite(d).all() and (d >= 0).all()
         checked += int(ok.sum())

@@ -84,7 +84,8 @@ def test_bank_view0_depth_reproduced(scene, view0):
     bank = scene.bank
     m = out.mask[0] & valid
     rel = (out.depth[0][m] - bank.depth[0][m]).abs() / bank.depth[0][m]
-    print(f"view 0 depth: max rel err {float(rel.max()):.2e}, pixels off by > 1e-4: {float((rel > 1e-4).float().mean()):.3f}")
+    off = float((rel > 1e-4).float().mean())
+    print(f"view 0 depth: max rel err {float(rel.max()):.2e}, pixels off by > 1e-4: {off:.3f}")
     assert float(rel.max()) < 1e-4, f"max rel depth error {float(rel.max()):.3g}, median {float(rel.median()):.3g}"
 
 
@@ -107,7 +108,8 @@ def test_bank_views_psnr_report_and_full_cloud(scene, full_cloud):
         line = [f"view {i:3d}"]
         for name, out in (("scene", scene_out), ("full", full_out)):
             m = out.mask[j] & valid
-            line.append(f"{name}: PSNR {psnr(out.rgb[j][m], bank.images[i][m]):5.1f} dB cov {float(m.sum() / valid.sum()):.3f}")
+            value, cov = psnr(out.rgb[j][m], bank.images[i][m]), float(m.sum() / valid.sum())
+            line.append(f"{name}: PSNR {value:5.1f} dB cov {cov:.3f}")
         m = full_out.mask[j] & valid
         rel = (full_out.depth[j] - bank.depth[i]).abs() / bank.depth[i].clamp_min(1e-6)
         own = m & (full_out.rgb[j] == bank.images[i]).all(-1) & (rel < 1e-4)
@@ -191,8 +193,10 @@ def test_reference_selection_picks_the_view_at_the_pose(pool, scene, shift, angl
     picked = selector.select(anchor.depth, scene_index, c2w, K)
     assert picked.dtype == torch.int64 and picked.shape == (N,)
     for j, i in enumerate(views):
-        ok = int(picked[j]) == i or torch.equal(pool.bank_c2w[int(picked[j])], pool.bank_c2w[i])
-        assert ok, f"pose at view {i} (shift {shift}, {angle} deg) selected view {int(picked[j])}; hits {selector.hits[j, i]} vs {selector.hits[j, int(picked[j])]}"
+        k = int(picked[j])
+        ok = k == i or torch.equal(pool.bank_c2w[k], pool.bank_c2w[i])
+        hits = selector.hits[j, [i, k]].tolist()
+        assert ok, f"pose at view {i} ({shift} m, {angle} deg) selected view {k}; hits {hits}"
 
 
 def test_scene_pool_rejects_mixed_bank_resolutions(scene):

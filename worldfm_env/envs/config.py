@@ -64,8 +64,9 @@ class EnvConfig:
     """Add a ``depth`` (H, W, 1) float32 observation (the renderer's depth, 0 where unknown)."""
     include_pose: bool = False
     """Add a ``pose`` (5,) float32 observation: x, y, z, yaw, pitch."""
-    splat_radius: int = 0
-    """Anchor splat half-size in pixels (0 = one pixel per point, as published)."""
+    splat_radius: int | str = 0
+    """Anchor splat half-size in pixels (0 = one pixel per point, as published), or ``"auto"``: each point
+    covers its local sample spacing in pixels (fills the holes of nearby, sparsely sampled surfaces)."""
     anchor_lod: float = 0.35
     """Anchor level of detail: distant points are thinned while their spacing covers at least this many
     pixels (0 draws every point, exactly as published; 0.35 keeps about 2+ points per pixel)."""
@@ -138,8 +139,12 @@ class EnvConfig:
             )
         if not (isinstance(self.anchor_lod, (int, float)) and 0.0 <= self.anchor_lod <= 4.0):
             raise ValueError(f"anchor_lod must be in [0, 4] (0 disables level of detail), got {self.anchor_lod!r}")
-        if not (isinstance(self.splat_radius, int) and 0 <= self.splat_radius <= 8):
-            raise ValueError(f"splat_radius must be an int in [0, 8], got {self.splat_radius!r}")
+        if self.splat_radius != "auto" and not (
+            isinstance(self.splat_radius, int)
+            and not isinstance(self.splat_radius, bool)
+            and 0 <= self.splat_radius <= 8
+        ):
+            raise ValueError(f"splat_radius must be an int in [0, 8] or 'auto', got {self.splat_radius!r}")
         if not 0.0 < self.reference_tolerance < 1.0:
             raise ValueError(f"reference_tolerance must be in (0, 1), got {self.reference_tolerance!r}")
         if not 0.0 < self.explore_success_coverage <= 1.0:

@@ -36,8 +36,16 @@ def _key(cfg: EnvConfig, device: torch.device, with_goal_fields: bool):
     if not all(isinstance(s, str) for s in specs):
         return None  # in-memory Scene objects: no sharing
     options = json.dumps(cfg.scene_options, sort_keys=True, default=str)
-    return (tuple(specs), str(device), tuple(cfg.resolution), cfg.hfov_deg, cfg.num_scenes, options,
-            cfg.goal_candidates, with_goal_fields)
+    return (
+        tuple(specs),
+        str(device),
+        tuple(cfg.resolution),
+        cfg.hfov_deg,
+        cfg.num_scenes,
+        options,
+        cfg.goal_candidates,
+        with_goal_fields,
+    )
 
 
 def shared_world(cfg: EnvConfig, device: torch.device, with_goal_fields: bool) -> SharedWorld:

@@ -186,6 +186,7 @@ def _box_visible(
 def _splat_kernel(
     points: wp.array(dtype=wp.vec3),  # (P,)
     points_rank: wp.array(dtype=wp.uint8),  # (P,)
+    points_spacing: wp.array(dtype=wp.float32),  # (P,) local sample spacing, for adaptive splats
     chunk_start: wp.array(dtype=wp.int32),  # (C,)
     chunk_count: wp.array(dtype=wp.int32),  # (C,)
     chunk_min: wp.array(dtype=wp.vec3),  # (C,)
@@ -207,7 +208,8 @@ def _splat_kernel(
     occlusion_margin: float,
     height: int,
     width: int,
-    radius: int,
+    radius: int,  # >= 0 fixed half-size; -1 adaptive up to max_radius
+    max_radius: int,
     center_weight: float,
     near: float,
     far: float,
@@ -225,11 +227,30 @@ def _splat_kernel(
     fy = K[1, 1]
     cx = K[0, 2]
     cy = K[1, 2]
-    r = float(radius)
+    r = float(wp.max(radius, max_radius))
     cam = camera_position[env]
     # Two-level culling: a group of chunks first, then each of its chunks.
-    if _box_visible(group_min[g], group_max[g], T, fx, fy, cx, cy, width, height, r, near, far, cam, horizon, env,
-                    occlusion_margin) == 0:
+    if (
+        _box_visible(
+            group_min[g],
+            group_max[g],
+            T,
+            fx,
+            fy,
+            cx,
+            cy,
+            width,
+            height,
+            r,
+            near,
+            far,
+            cam,
+            horizon,
+            env,
+            occlusion_margin,
+        )
+        == 0
+    ):
         return
     focal = wp.min(fx, fy)
     base = lod_base[s]
@@ -237,18 +258,49 @@ def _splat_kernel(
     for c in range(first, first + group_count[g]):
         lo = chunk_min[c]
         hi = chunk_max[c]
-        if _box_visible(lo, hi, T, fx, fy, cx, cy, width, height, r, near, far, cam, horizon, env,
-                        occlusion_margin) == 0:
+        if (
+            _box_visible(lo, hi, T, fx, fy, cx, cy, width, height, r, near, far, cam, horizon, env, occlusion_margin)
+            == 0
+        ):
             continue
-        _splat_chunk(points, points_rank, chunk_start[c], chunk_count[c], chunk_prefix, c, lo, hi, base, focal,
-                     lod_scale, cam, T, fx, fy, cx, cy, height, width, radius, center_weight, near, far, lane, lanes,
-                     env, zbuf)
+        _splat_chunk(
+            points,
+            points_rank,
+            points_spacing,
+            chunk_start[c],
+            chunk_count[c],
+            chunk_prefix,
+            c,
+            lo,
+            hi,
+            base,
+            focal,
+            lod_scale,
+            cam,
+            T,
+            fx,
+            fy,
+            cx,
+            cy,
+            height,
+            width,
+            radius,
+            max_radius,
+            center_weight,
+            near,
+            far,
+            lane,
+            lanes,
+            env,
+            zbuf,
+        )
 
 
 @wp.func
 def _splat_chunk(
     points: wp.array(dtype=wp.vec3),
     points_rank: wp.array(dtype=wp.uint8),
+    points_spacing: wp.array(dtype=wp.float32),
     start: int,
     count: int,
     chunk_prefix: wp.array2d(dtype=wp.int32),
@@ -267,6 +319,7 @@ def _splat_chunk(
     height: int,
     width: int,
     radius: int,
+    max_radius: int,
     center_weight: float,
     near: float,
     far: float,
@@ -307,17 +360,24 @@ def _splat_chunk(
         v = fy * q[1] / z + cy
         ui = int(wp.floor(u))
         vi = int(wp.floor(v))
-        for dy in range(-radius, radius + 1):
+        rad = radius
+        if radius < 0:
+            # Adaptive: cover the point's share of the surface, spacing * f / z pixels across.
+            rad = wp.clamp(int(0.7 * points_spacing[index] * focal / z), 0, max_radius)
+        # The centre penalty is normalised by the splat size, so it stays a tie-break between samples
+        # of one surface (at most 2 * center_weight) and never lets a farther surface win.
+        norm = 1.0 / ((float(rad) + 0.5) * (float(rad) + 0.5))
+        for dy in range(-rad, rad + 1):
             py = vi + dy
             if py < 0 or py >= height:
                 continue
-            for dx in range(-radius, radius + 1):
+            for dx in range(-rad, rad + 1):
                 px = ui + dx
                 if px < 0 or px >= width:
                     continue
                 du = float(px) + 0.5 - u
                 dv = float(py) + 0.5 - v
-                eff = wp.min(z * (1.0 + center_weight * (du * du + dv * dv)), 4095.0)
+                eff = wp.min(z * (1.0 + center_weight * norm * (du * du + dv * dv)), 4095.0)
                 key = (wp.uint64(eff * 1048576.0) << wp.uint64(32)) | wp.uint64(index)
                 wp.atomic_min(zbuf, env, py, px, key)
 
@@ -447,7 +507,8 @@ class PointSplatter:
     Args:
         points: the point clouds (``ScenePool.points``); env i sees cloud ``scene_index[i]``.
         num_envs, height, width: output batch and resolution.
-        radius: splat half-size in pixels (0 = one pixel per point, as published).
+        radius: splat half-size in pixels (0 = one pixel per point, as published), or ``"auto"``: each point
+            covers its local sample spacing in pixels (``spacing * f / z``), up to ``max_radius``.
         center_weight: effective-depth penalty per squared pixel of offset from the pixel centre.
         near, far: depth range kept (scene units).
         lod_scale: level of detail; a point of LOD rank l (spacing ``base * 2**l``) is drawn while that
@@ -461,17 +522,21 @@ class PointSplatter:
         num_envs: int,
         height: int,
         width: int,
-        radius: int = 0,
+        radius: int | str = 0,
         center_weight: float = 0.05,
         near: float = 0.01,
         far: float = 1000.0,
         lod_scale: float = 0.0,
         occluders: Occluders | None = None,
+        max_radius: int = 4,
     ) -> None:
         if lod_scale < 0:
             raise ValueError(f"lod_scale must be >= 0 (0 disables level of detail), got {lod_scale}")
-        if radius < 0:
-            raise ValueError(f"splat radius must be >= 0, got {radius}")
+        if radius == "auto":
+            radius = -1
+        elif not isinstance(radius, int) or isinstance(radius, bool) or radius < 0:
+            raise ValueError(f"splat radius must be an int >= 0 or 'auto', got {radius!r}")
+        self.max_radius = max_radius
         self.points = points
         self.device = points.device
         self.wp_device = warp_device(self.device)
@@ -491,6 +556,7 @@ class PointSplatter:
         self._wp_points_rgb = wp.from_torch(self.points.points_rgb)
         self._wp_chunk = [
             wp.from_torch(self.points.points_rank),
+            wp.from_torch(self.points.points_spacing),
             wp.from_torch(self.points.chunk_start),
             wp.from_torch(self.points.chunk_count),
             wp.from_torch(self.points.chunk_min, dtype=wp.vec3),
@@ -549,6 +615,7 @@ class PointSplatter:
                 self.height,
                 self.width,
                 self.radius,
+                self.max_radius if self.radius < 0 else 0,
                 self.center_weight,
                 self.near,
                 self.far,
@@ -650,7 +717,7 @@ def splat_points(
     K: torch.Tensor,
     height: int,
     width: int,
-    radius: int = 0,
+    radius: int | str = 0,
     lod_scale: float = 0.0,
 ) -> AnchorRender:
     """Splat one point cloud into N cameras (a convenience wrapper around :class:`PointSplatter`).
@@ -658,7 +725,7 @@ def splat_points(
     Args:
         xyz: (P, 3) float32 world points. rgb: (P, 3) uint8 colours.
         c2w: (N, 4, 4) camera poses. K: (3, 3) or (N, 3, 3) intrinsics in output pixels.
-        height, width: output size. radius: splat half-size in pixels.
+        height, width: output size. radius: splat half-size in pixels, or ``"auto"`` (adaptive).
         lod_scale: level-of-detail spacing in pixels (0 draws every point).
 
     Returns:

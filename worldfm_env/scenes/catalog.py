@@ -100,9 +100,14 @@ def _procedural_scene(seed: int, options: dict, device: torch.device) -> Scene:
 
 
 def _generator_version() -> str:
-    from worldfm_env.scenes import procedural
+    """A digest of the code that produces a procedural scene, so a changed generator never reads stale files."""
+    from worldfm_env.render import raycast
+    from worldfm_env.scenes import pointcloud, procedural, scene
 
-    return getattr(procedural, "GENERATOR_VERSION", "1")
+    digest = hashlib.sha1()
+    for module in (procedural, raycast, pointcloud, scene):
+        digest.update(Path(module.__file__).read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def resolve_scenes(

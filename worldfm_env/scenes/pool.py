@@ -62,6 +62,20 @@ def _lod_ranks(xyz: torch.Tensor, base: float, levels: int) -> torch.Tensor:
     return rank
 
 
+def _local_spacing(xyz: torch.Tensor, voxel: float) -> torch.Tensor:
+    """Approximate distance between neighbouring samples around each point.
+
+    Points are surface samples, so a voxel of edge ``voxel`` crossed by a surface holds about
+    ``(voxel / spacing)**2`` of them: spacing ~ voxel / sqrt(count). Corners and edges (two
+    surfaces in one voxel) read a little denser, which only makes adaptive splats smaller.
+    """
+    cells = torch.floor((xyz - xyz.min(0).values) / voxel).long()
+    dims = cells.max(0).values + 1
+    key = (cells[:, 0] * dims[1] + cells[:, 1]) * dims[2] + cells[:, 2]
+    _, inverse, counts = torch.unique(key, return_inverse=True, return_counts=True)
+    return (voxel / counts.float().sqrt())[inverse].contiguous()
+
+
 class ChunkedPoints:
     """Several point clouds in one flat, chunked layout for the splat kernel.
 
@@ -72,6 +86,7 @@ class ChunkedPoints:
 
     Attributes (S clouds, C chunks, P points, L levels):
         points_xyz (P, 3) float32, points_rgb (P, 3) uint8, points_rank (P,) uint8: chunk-contiguous.
+        points_spacing (P,) float32: local sample spacing (for adaptive splat sizes).
         chunk_start, chunk_count (C,) int32; chunk_min, chunk_max (C, 3) float32 bounding boxes.
         chunk_prefix (C, L) int32: number of points of rank >= l at the start of each chunk.
         scene_chunk_start, scene_chunk_count (S,) int32; max_chunks: most chunks of any cloud.
@@ -90,7 +105,7 @@ class ChunkedPoints:
         self.device = xyz[0].device
         self.chunk_size = chunk_size
         self.levels = LOD_LEVELS
-        xyz_parts, rgb_parts, rank_parts, prefix_parts, lod_base = [], [], [], [], []
+        xyz_parts, rgb_parts, rank_parts, prefix_parts, lod_base, spacing_parts = [], [], [], [], [], []
         chunk_start, chunk_count, scene_chunk_start, scene_chunk_count = [], [], [], []
         offset = 0
         num_chunks = 0
@@ -106,6 +121,7 @@ class ChunkedPoints:
             extent = float((cloud_xyz.max(0).values - cloud_xyz.min(0).values).max().clamp_min(1e-6))
             base = extent / 2048.0
             rank = _lod_ranks(cloud_xyz, base, self.levels)
+            spacing = _local_spacing(cloud_xyz, base * 16.0)
             order = _morton_order(cloud_xyz)
             P = cloud_xyz.shape[0]
             starts = torch.arange(0, P, chunk_size, device=self.device)
@@ -127,6 +143,7 @@ class ChunkedPoints:
             xyz_parts.append(cloud_xyz[order])
             rgb_parts.append(cloud_rgb[order])
             rank_parts.append(rank)
+            spacing_parts.append(spacing[order])
             prefix_parts.append(counts)
             lod_base.append(base)
             offset += P
@@ -135,6 +152,7 @@ class ChunkedPoints:
         self.points_xyz = torch.cat(xyz_parts).contiguous()
         self.points_rgb = torch.cat(rgb_parts).contiguous()
         self.points_rank = torch.cat(rank_parts).contiguous()
+        self.points_spacing = torch.cat(spacing_parts).contiguous()
         self.chunk_start = torch.cat(chunk_start).to(torch.int32)
         self.chunk_count = torch.cat(chunk_count).to(torch.int32)
         self.chunk_prefix = torch.cat(prefix_parts).contiguous()
