@@ -204,6 +204,8 @@ class WorldFMVectorEnv(VectorEnv):
         if env_idx is None:
             return torch.ones(N, dtype=torch.bool, device=self.device)
         idx = torch.as_tensor(env_idx.cpu() if isinstance(env_idx, torch.Tensor) else np.asarray(env_idx))
+        if idx.numel() == 0:
+            return torch.zeros(N, dtype=torch.bool, device=self.device)
         if idx.dtype == torch.bool:
             if idx.shape != (N,):
                 raise ValueError(f"options['env_idx'] as a mask must have shape ({N},), got {tuple(idx.shape)}")
@@ -336,8 +338,8 @@ class WorldFMVectorEnv(VectorEnv):
                 arr = np.asarray(actions)
             except Exception as err:  # pragma: no cover - exotic inputs
                 raise ValueError(f"actions could not be read as an array: {err}") from err
-            if arr.dtype == object:
-                raise ValueError(f"actions must be numeric, got an object array {actions!r}")
+            if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+                raise ValueError(f"actions must be numeric, got {arr.dtype} values {actions!r}")
             a = torch.as_tensor(arr, device=self.device)
         if cfg.action_type == "discrete":
             if a.shape != (N,):

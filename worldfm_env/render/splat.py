@@ -91,6 +91,30 @@ def _horizon_kernel(
 
 
 @wp.func
+def _plane_depth(
+    has_normal: bool,
+    n_cam: wp.vec3,
+    plane: float,
+    z: float,
+    u: float,
+    v: float,
+    fx: float,
+    fy: float,
+    cx: float,
+    cy: float,
+) -> float:
+    # z-depth where the ray through pixel (u, v) meets the plane n . X = plane; the point's own z when
+    # the normal is unknown or the ray grazes the plane, and clamped to [z/2, 2z] against bad normals.
+    if not has_normal:
+        return z
+    ray = wp.vec3((u - cx) / fx, (v - cy) / fy, 1.0)
+    denom = wp.dot(n_cam, ray)
+    if wp.abs(denom) < 0.1 * wp.length(ray):
+        return z
+    return wp.clamp(plane / denom, 0.5 * z, 2.0 * z)
+
+
+@wp.func
 def _wrap_angle(a: float) -> float:
     if a > wp.pi:
         return a - 2.0 * wp.pi
@@ -187,6 +211,7 @@ def _splat_kernel(
     points: wp.array(dtype=wp.vec3),  # (P,)
     points_rank: wp.array(dtype=wp.uint8),  # (P,)
     points_spacing: wp.array(dtype=wp.float32),  # (P,) local sample spacing, for adaptive splats
+    points_normal: wp.array(dtype=wp.vec3),  # (P,) unit normals, zero = unknown
     chunk_start: wp.array(dtype=wp.int32),  # (C,)
     chunk_count: wp.array(dtype=wp.int32),  # (C,)
     chunk_min: wp.array(dtype=wp.vec3),  # (C,)
@@ -267,6 +292,7 @@ def _splat_kernel(
             points,
             points_rank,
             points_spacing,
+            points_normal,
             chunk_start[c],
             chunk_count[c],
             chunk_prefix,
@@ -301,6 +327,7 @@ def _splat_chunk(
     points: wp.array(dtype=wp.vec3),
     points_rank: wp.array(dtype=wp.uint8),
     points_spacing: wp.array(dtype=wp.float32),
+    points_normal: wp.array(dtype=wp.vec3),
     start: int,
     count: int,
     chunk_prefix: wp.array2d(dtype=wp.int32),
@@ -364,9 +391,16 @@ def _splat_chunk(
         if radius < 0:
             # Adaptive: cover the point's share of the surface, spacing * f / z pixels across.
             rad = wp.clamp(int(0.7 * points_spacing[index] * focal / z), 0, max_radius)
-        # The centre penalty is normalised by the splat size, so it stays a tie-break between samples
-        # of one surface (at most 2 * center_weight) and never lets a farther surface win.
-        norm = 1.0 / ((float(rad) + 0.5) * (float(rad) + 0.5))
+        # Penalties in units of the point's own footprint (its sample spacing seen at depth z, pixels):
+        # inside the footprint cell only a small centre tie-break; once the pixel centre lies outside
+        # the cell (with slack for the spacing estimate) the point only wins when nothing covers it.
+        inv_footprint = 1.0 / wp.max(points_spacing[index] * focal / z, 0.25)
+        # With a normal, compare surfaces by their depth where the pixel-centre ray meets the point's
+        # tangent plane: samples of one surface then tie exactly and the centre penalty picks the
+        # sample nearest the centre, while a nearer surface still wins.
+        n_cam = wp.transform_vector(T, points_normal[index])
+        has_normal = wp.length_sq(n_cam) > 0.25
+        plane = wp.dot(n_cam, q)
         for dy in range(-rad, rad + 1):
             py = vi + dy
             if py < 0 or py >= height:
@@ -377,7 +411,14 @@ def _splat_chunk(
                     continue
                 du = float(px) + 0.5 - u
                 dv = float(py) + 0.5 - v
-                eff = wp.min(z * (1.0 + center_weight * norm * (du * du + dv * dv)), 4095.0)
+                t = _plane_depth(has_normal, n_cam, plane, z, float(px) + 0.5, float(py) + 0.5, fx, fy, cx, cy)
+                r_inf = wp.max(wp.abs(du), wp.abs(dv)) * inv_footprint
+                outside = wp.max(r_inf - 0.55, 0.0)
+                # Saturating tie-break: it can reorder samples within CENTER_BAND of one another in
+                # centre-ray depth (one surface, estimated normals), never a real occluder.
+                tie = wp.min((du * du + dv * dv) * inv_footprint * inv_footprint * 16.0, 1.0)
+                penalty = center_weight * tie
+                eff = wp.min(t * (1.0 + penalty + 16.0 * outside * outside), 4095.0)
                 key = (wp.uint64(eff * 1048576.0) << wp.uint64(32)) | wp.uint64(index)
                 wp.atomic_min(zbuf, env, py, px, key)
 
@@ -387,7 +428,9 @@ def _resolve_kernel(
     zbuf: wp.array3d(dtype=wp.uint64),  # (N, H, W), cleared to EMPTY on the way out
     points: wp.array(dtype=wp.vec3),  # (P,)
     points_rgb: wp.array2d(dtype=wp.uint8),  # (P, 3)
+    points_normal: wp.array(dtype=wp.vec3),  # (P,)
     w2c: wp.array(dtype=wp.mat44),  # (N,)
+    intrinsics: wp.array(dtype=wp.mat33),  # (N,)
     out_rgb: wp.array4d(dtype=wp.uint8),  # (N, H, W, 3)
     out_depth: wp.array3d(dtype=wp.float32),  # (N, H, W)
     out_mask: wp.array3d(dtype=wp.bool),  # (N, H, W)
@@ -402,11 +445,18 @@ def _resolve_kernel(
         out_mask[env, y, x] = False
         return
     index = int(key & wp.uint64(0xFFFFFFFF))
-    q = wp.transform_point(w2c[env], points[index])
+    T = w2c[env]
+    K = intrinsics[env]
+    q = wp.transform_point(T, points[index])
+    n_cam = wp.transform_vector(T, points_normal[index])
+    has_normal = wp.length_sq(n_cam) > 0.25
+    u = float(x) + 0.5
+    v = float(y) + 0.5
+    depth = _plane_depth(has_normal, n_cam, wp.dot(n_cam, q), q[2], u, v, K[0, 0], K[1, 1], K[0, 2], K[1, 2])
     out_rgb[env, y, x, 0] = points_rgb[index, 0]
     out_rgb[env, y, x, 1] = points_rgb[index, 1]
     out_rgb[env, y, x, 2] = points_rgb[index, 2]
-    out_depth[env, y, x] = q[2]
+    out_depth[env, y, x] = depth
     out_mask[env, y, x] = True
     zbuf[env, y, x] = wp.uint64(0xFFFFFFFFFFFFFFFF)
 
@@ -523,7 +573,7 @@ class PointSplatter:
         height: int,
         width: int,
         radius: int | str = 0,
-        center_weight: float = 0.05,
+        center_weight: float = 0.03,
         near: float = 0.01,
         far: float = 1000.0,
         lod_scale: float = 0.0,
@@ -554,9 +604,11 @@ class PointSplatter:
         )
         self._wp_points = wp.from_torch(self.points.points_xyz, dtype=wp.vec3)
         self._wp_points_rgb = wp.from_torch(self.points.points_rgb)
+        self._wp_normals = wp.from_torch(self.points.points_normal, dtype=wp.vec3)
         self._wp_chunk = [
             wp.from_torch(self.points.points_rank),
             wp.from_torch(self.points.points_spacing),
+            wp.from_torch(self.points.points_normal, dtype=wp.vec3),
             wp.from_torch(self.points.chunk_start),
             wp.from_torch(self.points.chunk_count),
             wp.from_torch(self.points.chunk_min, dtype=wp.vec3),
@@ -627,7 +679,7 @@ class PointSplatter:
         wp.launch(
             _resolve_kernel,
             dim=(n, self.height, self.width),
-            inputs=[self._wp_zbuf, self._wp_points, self._wp_points_rgb, w2c, *self._wp_out],
+            inputs=[self._wp_zbuf, self._wp_points, self._wp_points_rgb, self._wp_normals, w2c, Ks, *self._wp_out],
             device=self.wp_device,
         )
         return AnchorRender(self.rgb, self.depth, self.mask)
@@ -719,6 +771,8 @@ def splat_points(
     width: int,
     radius: int | str = 0,
     lod_scale: float = 0.0,
+    normals: torch.Tensor | None = None,
+    spacing: torch.Tensor | None = None,
 ) -> AnchorRender:
     """Splat one point cloud into N cameras (a convenience wrapper around :class:`PointSplatter`).
 
@@ -727,11 +781,13 @@ def splat_points(
         c2w: (N, 4, 4) camera poses. K: (3, 3) or (N, 3, 3) intrinsics in output pixels.
         height, width: output size. radius: splat half-size in pixels, or ``"auto"`` (adaptive).
         lod_scale: level-of-detail spacing in pixels (0 draws every point).
+        normals: optional (P, 3) unit normals (zero rows = unknown) for centre-ray depth tests.
+        spacing: optional (P,) sample spacing per point (estimated from the density when absent).
 
     Returns:
         A fresh :class:`AnchorRender` (tensors owned by the caller).
     """
-    points = ChunkedPoints([xyz], [rgb])
+    points = ChunkedPoints([xyz], [rgb], normals=[normals], spacings=[spacing])
     n = c2w.shape[0]
     if K.ndim == 2:
         K = K.expand(n, 3, 3)

@@ -362,8 +362,9 @@ def _resize_view(
     if h <= 0 or w <= 0:
         raise ValueError(f"resolution must be (height, width) with positive entries, got {resolution}")
     H, W = depth.shape
-    img = F.interpolate(image.permute(2, 0, 1)[None].float(), size=(h, w), mode="bilinear", antialias=True,
-                        align_corners=False)[0].permute(1, 2, 0)
+    img = F.interpolate(
+        image.permute(2, 0, 1)[None].float(), size=(h, w), mode="bilinear", antialias=True, align_corners=False
+    )[0].permute(1, 2, 0)
     img = img.round().clamp(0, 255).to(torch.uint8)
     # Nearest-exact keeps real depths (no blending across edges) and samples pixel centres symmetrically.
     dep = F.interpolate(depth[None, None], size=(h, w), mode="nearest-exact")[0, 0]
@@ -469,7 +470,9 @@ def load_meta_json_scene(
     dep_t = torch.from_numpy(depth_np)  # (H, W) float32
     K_t = torch.from_numpy(K).float()  # (3, 3)
     pose_t = torch.from_numpy(ref_pose).float()  # (4, 4)
-    xyz, rgb = points_from_views(img_t[None], dep_t[None], K_t[None], pose_t[None], voxel_size=voxel_size)
+    xyz, rgb, normals, spacing = points_from_views(
+        img_t[None], dep_t[None], K_t[None], pose_t[None], voxel_size=voxel_size, with_normals=True, with_spacing=True
+    )
     if xyz.shape[0] == 0:
         raise ValueError(
             f"depth has no valid pixels (all {H * W} are <= 0 or non-finite): the point cloud would be empty; "
@@ -480,8 +483,14 @@ def load_meta_json_scene(
     cam_y = float(ref_pose[1, 3])
     if floor_y is None and camera_height is not None:
         floor_y = cam_y + float(camera_height)
-    nav_kwargs = dict(cell_size=cell_size, floor_y=floor_y, camera_height=camera_height, agent_height=agent_height,
-                      agent_radius=agent_radius, include_xz=[[float(ref_pose[0, 3]), float(ref_pose[2, 3])]])
+    nav_kwargs = dict(
+        cell_size=cell_size,
+        floor_y=floor_y,
+        camera_height=camera_height,
+        agent_height=agent_height,
+        agent_radius=agent_radius,
+        include_xz=[[float(ref_pose[0, 3]), float(ref_pose[2, 3])]],
+    )
     try:
         grid = navigation_grid_from_points(xyz, **nav_kwargs)
         navigation = "observed-floor"
@@ -521,6 +530,8 @@ def load_meta_json_scene(
         navigation_grid=grid,
         camera_height=float(camera_height),
         info=info,
+        points_normal=normals,
+        points_spacing=spacing,
     ).to(device)
 
 
@@ -567,8 +578,12 @@ def _sample_bilinear_wrap(img: torch.Tensor, col: torch.Tensor, row: torch.Tenso
     c1 = (c0 + 1) % W  # the seam: the last column blends with the first
     r0 = r0f.long().clamp(0, H - 1)
     r1 = (r0 + 1).clamp(0, H - 1)
-    return (img[r0, c0] * (1 - fx) * (1 - fy) + img[r0, c1] * fx * (1 - fy)
-            + img[r1, c0] * (1 - fx) * fy + img[r1, c1] * fx * fy)
+    return (
+        img[r0, c0] * (1 - fx) * (1 - fy)
+        + img[r0, c1] * fx * (1 - fy)
+        + img[r1, c0] * (1 - fx) * fy
+        + img[r1, c1] * fx * fy
+    )
 
 
 def _render_panorama_crops(
@@ -576,8 +591,11 @@ def _render_panorama_crops(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Pinhole crops (B, h, w, 3) uint8 and z-depth (B, h, w) of a panorama seen from its centre."""
     Hp, Wp = pano_range.shape
-    v, u = torch.meshgrid(torch.arange(height, dtype=torch.float32, device=K.device) + 0.5,
-                          torch.arange(width, dtype=torch.float32, device=K.device) + 0.5, indexing="ij")
+    v, u = torch.meshgrid(
+        torch.arange(height, dtype=torch.float32, device=K.device) + 0.5,
+        torch.arange(width, dtype=torch.float32, device=K.device) + 0.5,
+        indexing="ij",
+    )
     ray = torch.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], torch.ones_like(u)], dim=-1)  # (h, w, 3), z=1
     ray_norm = ray.norm(dim=-1)  # (h, w): range / z along each pixel ray
     world = torch.einsum("bij,hwj->bhwi", c2w[:, :3, :3], ray / ray_norm[..., None])  # (B, h, w, 3) unit
@@ -682,8 +700,15 @@ def load_panorama_scene(
     bank = ReferenceBank(bank_rgb, bank_depth, K.expand(c2w.shape[0], 3, 3).contiguous(), c2w)
 
     floor_y = float(camera_height) if camera_height is not None else None  # camera at y = 0, floor below (+y)
-    grid = navigation_grid_from_points(xyz, cell_size=cell_size, floor_y=floor_y, camera_height=camera_height,
-                                       agent_height=agent_height, agent_radius=agent_radius, include_xz=[[0.0, 0.0]])
+    grid = navigation_grid_from_points(
+        xyz,
+        cell_size=cell_size,
+        floor_y=floor_y,
+        camera_height=camera_height,
+        agent_height=agent_height,
+        agent_radius=agent_radius,
+        include_xz=[[0.0, 0.0]],
+    )
     if camera_height is None:
         camera_height = grid.floor_y
         if camera_height <= 0:
@@ -697,12 +722,19 @@ def load_panorama_scene(
         "source": "panorama",
         "image": Path(image).name if isinstance(image, (str, Path)) else None,
         "spherical_convention": "worldfm: theta=col/W*2pi-pi, phi=row/H*pi, "
-                                "xyz=r*(sin(phi)cos(theta), -cos(phi), -sin(phi)sin(theta)), r=range",
+        "xyz=r*(sin(phi)cos(theta), -cos(phi), -sin(phi)sin(theta)), r=range",
         "bank_yaws": int(bank_yaws),
         "bank_pitches_deg": [float(p) for p in bank_pitches],
     }
-    return Scene(name=str(name), points_xyz=xyz, points_rgb=rgb, bank=bank, navigation_grid=grid,
-                 camera_height=float(camera_height), info=info)
+    return Scene(
+        name=str(name),
+        points_xyz=xyz,
+        points_rgb=rgb,
+        bank=bank,
+        navigation_grid=grid,
+        camera_height=float(camera_height),
+        info=info,
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -710,10 +742,22 @@ def load_panorama_scene(
 # --------------------------------------------------------------------------------------------------
 
 _PLY_TYPES = {
-    "char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1",
-    "short": "i2", "int16": "i2", "ushort": "u2", "uint16": "u2",
-    "int": "i4", "int32": "i4", "uint": "u4", "uint32": "u4",
-    "float": "f4", "float32": "f4", "double": "f8", "float64": "f8",
+    "char": "i1",
+    "int8": "i1",
+    "uchar": "u1",
+    "uint8": "u1",
+    "short": "i2",
+    "int16": "i2",
+    "ushort": "u2",
+    "uint16": "u2",
+    "int": "i4",
+    "int32": "i4",
+    "uint": "u4",
+    "uint32": "u4",
+    "float": "f4",
+    "float32": "f4",
+    "double": "f8",
+    "float64": "f8",
 }
 _PLY_FORMATS = {"ascii": None, "binary_little_endian": "<", "binary_big_endian": ">"}
 
@@ -800,7 +844,7 @@ def read_ply(path: PathLike) -> tuple[np.ndarray, np.ndarray]:
         text = [t for t in text if t.strip()]
         # In ASCII every element instance is one line, so earlier elements are skipped by count.
         start = sum(e["count"] for e in elements[:vertex_i])
-        rows = text[start:start + n]
+        rows = text[start : start + n]
         if len(rows) != n:
             raise ValueError(f"PLY file {str(path)!r}: expected {n} vertex lines, found {len(rows)}; file truncated")
         try:
@@ -873,12 +917,15 @@ def save_ply(path: PathLike, xyz: ArrayLike, rgb: ArrayLike | None = None, fmt: 
     path.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "ascii":
         # repr-precision floats so an ASCII round trip is exact in float32.
-        lines = [f"{x!r} {y!r} {z!r} {r} {g} {b}" for (x, y, z), (r, g, b) in
-                 zip(xyz_np.tolist(), rgb_np.tolist(), strict=True)]
+        lines = [
+            f"{x!r} {y!r} {z!r} {r} {g} {b}"
+            for (x, y, z), (r, g, b) in zip(xyz_np.tolist(), rgb_np.tolist(), strict=True)
+        ]
         path.write_bytes(header + ("\n".join(lines) + "\n").encode("ascii"))
     else:
-        verts = np.empty(n, dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green", "u1"),
-                                   ("blue", "u1")])
+        verts = np.empty(
+            n, dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1")]
+        )
         verts["x"], verts["y"], verts["z"] = xyz_np[:, 0], xyz_np[:, 1], xyz_np[:, 2]
         verts["red"], verts["green"], verts["blue"] = rgb_np[:, 0], rgb_np[:, 1], rgb_np[:, 2]
         path.write_bytes(header + verts.tobytes())
@@ -957,8 +1004,14 @@ def load_ply_scene(
     dev = torch.device(device)
     xyz = torch.from_numpy(xyz_np).to(dev)
     rgb = torch.from_numpy(rgb_np).to(dev)
-    grid = navigation_grid_from_points(xyz, cell_size=cell_size, floor_y=floor_y, camera_height=camera_height,
-                                       agent_height=agent_height, agent_radius=agent_radius)
+    grid = navigation_grid_from_points(
+        xyz,
+        cell_size=cell_size,
+        floor_y=floor_y,
+        camera_height=camera_height,
+        agent_height=agent_height,
+        agent_radius=agent_radius,
+    )
 
     from worldfm_env.render.splat import splat_points  # imported late: it initialises warp
 
@@ -978,8 +1031,15 @@ def load_ply_scene(
     render = splat_points(xyz, rgb, c2w, K, bh, bw, radius=splat_radius)
     bank = ReferenceBank(render.rgb, render.depth, K.expand(c2w.shape[0], 3, 3).contiguous(), c2w)
     info = {"source": "ply", "file": path.name, "bank_positions": int(S), "bank_yaws": int(bank_yaws)}
-    return Scene(name=name or path.stem, points_xyz=xyz.contiguous(), points_rgb=rgb.contiguous(), bank=bank,
-                 navigation_grid=grid, camera_height=float(camera_height), info=info)
+    return Scene(
+        name=name or path.stem,
+        points_xyz=xyz.contiguous(),
+        points_rgb=rgb.contiguous(),
+        bank=bank,
+        navigation_grid=grid,
+        camera_height=float(camera_height),
+        info=info,
+    )
 
 
 # --------------------------------------------------------------------------------------------------

@@ -87,6 +87,7 @@ class ChunkedPoints:
     Attributes (S clouds, C chunks, P points, L levels):
         points_xyz (P, 3) float32, points_rgb (P, 3) uint8, points_rank (P,) uint8: chunk-contiguous.
         points_spacing (P,) float32: local sample spacing (for adaptive splat sizes).
+        points_normal (P, 3) float32: unit normals, zero where unknown.
         chunk_start, chunk_count (C,) int32; chunk_min, chunk_max (C, 3) float32 bounding boxes.
         chunk_prefix (C, L) int32: number of points of rank >= l at the start of each chunk.
         scene_chunk_start, scene_chunk_count (S,) int32; max_chunks: most chunks of any cloud.
@@ -95,7 +96,14 @@ class ChunkedPoints:
         lod_base (S,) float32: spacing of level 0 of each cloud.
     """
 
-    def __init__(self, xyz: Sequence[torch.Tensor], rgb: Sequence[torch.Tensor], chunk_size: int = 512) -> None:
+    def __init__(
+        self,
+        xyz: Sequence[torch.Tensor],
+        rgb: Sequence[torch.Tensor],
+        chunk_size: int = 512,
+        normals: Sequence[torch.Tensor | None] | None = None,
+        spacings: Sequence[torch.Tensor | None] | None = None,
+    ) -> None:
         if chunk_size <= 0:
             raise ValueError(f"chunk_size must be positive, got {chunk_size}")
         if len(xyz) == 0 or len(xyz) != len(rgb):
@@ -106,10 +114,15 @@ class ChunkedPoints:
         self.chunk_size = chunk_size
         self.levels = LOD_LEVELS
         xyz_parts, rgb_parts, rank_parts, prefix_parts, lod_base, spacing_parts = [], [], [], [], [], []
+        normal_parts = []
+        normals = list(normals) if normals is not None else [None] * len(xyz)
+        spacings = list(spacings) if spacings is not None else [None] * len(xyz)
+        if len(normals) != len(xyz):
+            raise ValueError(f"need one normals entry (or None) per cloud, got {len(normals)} for {len(xyz)} clouds")
         chunk_start, chunk_count, scene_chunk_start, scene_chunk_count = [], [], [], []
         offset = 0
         num_chunks = 0
-        for cloud_xyz, cloud_rgb in zip(xyz, rgb, strict=True):
+        for cloud_xyz, cloud_rgb, cloud_normal, cloud_spacing in zip(xyz, rgb, normals, spacings, strict=True):
             if cloud_xyz.ndim != 2 or cloud_xyz.shape[1] != 3 or cloud_xyz.shape[0] == 0:
                 raise ValueError(f"point cloud xyz must be a non-empty (P, 3) tensor, got {tuple(cloud_xyz.shape)}")
             if cloud_rgb.shape != cloud_xyz.shape or cloud_rgb.dtype != torch.uint8:
@@ -121,7 +134,12 @@ class ChunkedPoints:
             extent = float((cloud_xyz.max(0).values - cloud_xyz.min(0).values).max().clamp_min(1e-6))
             base = extent / 2048.0
             rank = _lod_ranks(cloud_xyz, base, self.levels)
-            spacing = _local_spacing(cloud_xyz, base * 16.0)
+            if cloud_spacing is None:
+                spacing = _local_spacing(cloud_xyz, base * 16.0)
+            elif cloud_spacing.shape != cloud_xyz.shape[:1]:
+                raise ValueError(f"spacing must be ({cloud_xyz.shape[0]},), got {tuple(cloud_spacing.shape)}")
+            else:
+                spacing = cloud_spacing.float()
             order = _morton_order(cloud_xyz)
             P = cloud_xyz.shape[0]
             starts = torch.arange(0, P, chunk_size, device=self.device)
@@ -144,6 +162,11 @@ class ChunkedPoints:
             rgb_parts.append(cloud_rgb[order])
             rank_parts.append(rank)
             spacing_parts.append(spacing[order])
+            if cloud_normal is None:
+                cloud_normal = torch.zeros_like(cloud_xyz)
+            elif cloud_normal.shape != cloud_xyz.shape:
+                raise ValueError(f"normals must be {tuple(cloud_xyz.shape)}, got {tuple(cloud_normal.shape)}")
+            normal_parts.append(cloud_normal.float()[order])
             prefix_parts.append(counts)
             lod_base.append(base)
             offset += P
@@ -153,6 +176,7 @@ class ChunkedPoints:
         self.points_rgb = torch.cat(rgb_parts).contiguous()
         self.points_rank = torch.cat(rank_parts).contiguous()
         self.points_spacing = torch.cat(spacing_parts).contiguous()
+        self.points_normal = torch.cat(normal_parts).contiguous()
         self.chunk_start = torch.cat(chunk_start).to(torch.int32)
         self.chunk_count = torch.cat(chunk_count).to(torch.int32)
         self.chunk_prefix = torch.cat(prefix_parts).contiguous()
@@ -254,7 +278,11 @@ class ScenePool:
             )
         self.bank_resolution = resolutions.pop()
         self.points = ChunkedPoints(
-            [s.points_xyz for s in self.scenes], [s.points_rgb for s in self.scenes], chunk_size
+            [s.points_xyz for s in self.scenes],
+            [s.points_rgb for s in self.scenes],
+            chunk_size,
+            normals=[s.points_normal for s in self.scenes],
+            spacings=[s.points_spacing for s in self.scenes],
         )
         self._pack_banks()
         self._pack_navigation()

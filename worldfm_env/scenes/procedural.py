@@ -414,16 +414,25 @@ def _wall_material(rng) -> np.ndarray:
         )
     if kind == "stripes":
         sec = _hsv(h + rng.uniform(-0.1, 0.1), rng.uniform(0.2, 0.55), rng.uniform(0.5, 0.8))
-        return make_material(base, sec, PATTERN_STRIPES, scale=rng.uniform(0.18, 0.4), noise_amp=0.06,
-                             noise_scale=0.4, param=rng.uniform(0.3, 0.5))
+        return make_material(
+            base,
+            sec,
+            PATTERN_STRIPES,
+            scale=rng.uniform(0.18, 0.4),
+            noise_amp=0.06,
+            noise_scale=0.4,
+            param=rng.uniform(0.3, 0.5),
+        )
     if kind == "brick":
         base = _hsv(rng.uniform(0.0, 0.08), rng.uniform(0.35, 0.65), rng.uniform(0.5, 0.75))
         mortar = _hsv(0.1, 0.08, rng.uniform(0.7, 0.85))
-        return make_material(base, mortar, PATTERN_BRICK, scale=rng.uniform(0.35, 0.45), noise_amp=0.12,
-                             noise_scale=0.15, param=0.1)
+        return make_material(
+            base, mortar, PATTERN_BRICK, scale=rng.uniform(0.35, 0.45), noise_amp=0.12, noise_scale=0.15, param=0.1
+        )
     grout = base * rng.uniform(0.7, 0.85)
-    return make_material(base, grout, PATTERN_TILES, scale=rng.uniform(0.2, 0.35), noise_amp=0.05,
-                         noise_scale=0.3, param=0.1)
+    return make_material(
+        base, grout, PATTERN_TILES, scale=rng.uniform(0.2, 0.35), noise_amp=0.05, noise_scale=0.3, param=0.1
+    )
 
 
 def _floor_material(rng) -> np.ndarray:
@@ -433,12 +442,21 @@ def _floor_material(rng) -> np.ndarray:
         v = rng.uniform(0.4, 0.75)
         base = _hsv(h, rng.uniform(0.4, 0.7), v)
         sec = _hsv(h + 0.01, rng.uniform(0.5, 0.8), v * 0.7)
-        return make_material(base, sec, PATTERN_WOOD, scale=rng.uniform(0.15, 0.24), noise_amp=0.08,
-                             noise_scale=0.5, param=0.12, rotate=bool(rng.random() < 0.5))
+        return make_material(
+            base,
+            sec,
+            PATTERN_WOOD,
+            scale=rng.uniform(0.15, 0.24),
+            noise_amp=0.08,
+            noise_scale=0.5,
+            param=0.12,
+            rotate=bool(rng.random() < 0.5),
+        )
     if kind == "tiles":
         base = _hsv(rng.random(), rng.uniform(0.0, 0.25), rng.uniform(0.55, 0.9))
-        return make_material(base, base * 0.6, PATTERN_TILES, scale=rng.uniform(0.3, 0.6), noise_amp=0.08,
-                             noise_scale=0.3, param=0.06)
+        return make_material(
+            base, base * 0.6, PATTERN_TILES, scale=rng.uniform(0.3, 0.6), noise_amp=0.08, noise_scale=0.3, param=0.06
+        )
     if kind == "checker":
         a = _hsv(rng.random(), rng.uniform(0.0, 0.3), rng.uniform(0.75, 0.95))
         b = _hsv(rng.random(), rng.uniform(0.0, 0.5), rng.uniform(0.15, 0.4))
@@ -458,23 +476,45 @@ def _furniture_material(rng, kind: str) -> np.ndarray:
     if kind == "wood" or (kind == "any" and rng.random() < 0.5):
         h = rng.uniform(0.04, 0.12)
         v = rng.uniform(0.3, 0.7)
-        return make_material(_hsv(h, rng.uniform(0.4, 0.75), v), _hsv(h, 0.7, v * 0.65), PATTERN_WOOD,
-                             scale=rng.uniform(0.12, 0.2), noise_amp=0.08, noise_scale=0.4, param=0.0)
+        return make_material(
+            _hsv(h, rng.uniform(0.4, 0.75), v),
+            _hsv(h, 0.7, v * 0.65),
+            PATTERN_WOOD,
+            scale=rng.uniform(0.12, 0.2),
+            noise_amp=0.08,
+            noise_scale=0.4,
+            param=0.0,
+        )
     if kind == "fabric":
-        return make_material(_hsv(rng.random(), rng.uniform(0.3, 0.8), rng.uniform(0.3, 0.8)), pattern=PATTERN_PLAIN,
-                             noise_amp=0.2, noise_scale=0.07)
+        return make_material(
+            _hsv(rng.random(), rng.uniform(0.3, 0.8), rng.uniform(0.3, 0.8)),
+            pattern=PATTERN_PLAIN,
+            noise_amp=0.2,
+            noise_scale=0.07,
+        )
     # painted / laminate
-    return make_material(_hsv(rng.random(), rng.uniform(0.0, 0.6), rng.uniform(0.25, 0.9)), pattern=PATTERN_PLAIN,
-                         noise_amp=0.05, noise_scale=0.5)
+    return make_material(
+        _hsv(rng.random(), rng.uniform(0.0, 0.6), rng.uniform(0.25, 0.9)),
+        pattern=PATTERN_PLAIN,
+        noise_amp=0.05,
+        noise_scale=0.5,
+    )
 
 
 def _poster_material(rng) -> np.ndarray:
     a = _hsv(rng.random(), rng.uniform(0.6, 1.0), rng.uniform(0.7, 1.0))
     b = _hsv(rng.random(), rng.uniform(0.5, 1.0), rng.uniform(0.3, 0.9))
     kind = rng.choice([PATTERN_PLAIN, PATTERN_CHECKER, PATTERN_STRIPES, PATTERN_TILES])
-    return make_material(a, b, int(kind), scale=rng.uniform(0.08, 0.25), noise_amp=rng.uniform(0.2, 0.45),
-                         noise_scale=rng.uniform(0.06, 0.2), param=rng.uniform(0.2, 0.5),
-                         rotate=bool(rng.random() < 0.5))
+    return make_material(
+        a,
+        b,
+        int(kind),
+        scale=rng.uniform(0.08, 0.25),
+        noise_amp=rng.uniform(0.2, 0.45),
+        noise_scale=rng.uniform(0.06, 0.2),
+        param=rng.uniform(0.2, 0.5),
+        rotate=bool(rng.random() < 0.5),
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -581,8 +621,9 @@ def _rects_overlap(a, b, eps: float = 1e-6) -> bool:
     return a[0] < b[1] - eps and b[0] < a[1] - eps and a[2] < b[3] - eps and b[2] < a[3] - eps
 
 
-def _furnish_room(rng, mb: _MeshBuilder, mt: _MaterialTable, room_rect, room_doors, wall_mat: int, cfg,
-                  obstacles: list, kind: str) -> None:
+def _furnish_room(
+    rng, mb: _MeshBuilder, mt: _MaterialTable, room_rect, room_doors, wall_mat: int, cfg, obstacles: list, kind: str
+) -> None:
     """Pillars, furniture and posters of one room; appends obstacle footprints (x0, x1, z0, z1)."""
     t = cfg.wall_thickness
     H = cfg.ceiling_height
@@ -616,8 +657,13 @@ def _furnish_room(rng, mb: _MeshBuilder, mt: _MaterialTable, room_rect, room_doo
                 z = rng.uniform(iz0 + _PILLAR_CLEARANCE, iz1 - _PILLAR_CLEARANCE - s)
                 fp = (x, x + s, z, z + s)
                 if free_of(fp, _PILLAR_CLEARANCE):
-                    mat = wall_mat if rng.random() < 0.5 else mt.add(make_material(
-                        _hsv(0.1, 0.03, rng.uniform(0.55, 0.75)), noise_amp=0.15, noise_scale=0.12))
+                    mat = (
+                        wall_mat
+                        if rng.random() < 0.5
+                        else mt.add(
+                            make_material(_hsv(0.1, 0.03, rng.uniform(0.55, 0.75)), noise_amp=0.15, noise_scale=0.12)
+                        )
+                    )
                     mb.box(fp[0], fp[1], -H, 0.0, fp[2], fp[3], mat)
                     placed.append((*fp, H))
                     break
@@ -695,7 +741,7 @@ def _furnish_room(rng, mb: _MeshBuilder, mt: _MaterialTable, room_rect, room_doo
             frame_mat = mt.add(_furniture_material(rng, "wood" if rng.random() < 0.5 else "paint"))
             pic_mat = mt.add(_poster_material(rng))
             fr = 0.04 if rng.random() < 0.8 else 0.0
-            for (ea, eb, y0, y1, thick, mat) in (
+            for ea, eb, y0, y1, thick, mat in (
                 (a - fr, b + fr, -(yc + ph / 2 + fr), -(bottom - fr), 0.02, frame_mat),
                 (a, b, -(yc + ph / 2), -bottom, 0.03, pic_mat),
             ):
@@ -863,8 +909,15 @@ def generate_procedural_scene(
     room_wall, room_floor, room_ceil = [], [], []
     for room in lay.rooms:
         if room.kind == "corridor":  # corridors: calm paint and a hard floor
-            room_wall.append(mt.add(make_material(_hsv(rng.random(), rng.uniform(0.03, 0.2), rng.uniform(0.75, 0.9)),
-                                                  noise_amp=0.06, noise_scale=0.5)))
+            room_wall.append(
+                mt.add(
+                    make_material(
+                        _hsv(rng.random(), rng.uniform(0.03, 0.2), rng.uniform(0.75, 0.9)),
+                        noise_amp=0.06,
+                        noise_scale=0.5,
+                    )
+                )
+            )
         else:
             room_wall.append(mt.add(_wall_material(rng)))
         room_floor.append(mt.add(_floor_material(rng)))
@@ -955,8 +1008,11 @@ def generate_procedural_scene(
     V = n_y + n_d
     yaw_off = rng.uniform(0.0, 2 * math.pi, size=C)  # per-capture random heading, deterministic by seed
     yaw = np.concatenate(
-        [yaw_off[:, None] + np.arange(n_y)[None] * (2 * math.pi / n_y),
-         yaw_off[:, None] + (np.arange(n_d)[None] + 0.5) * (2 * math.pi / max(n_d, 1))], axis=1
+        [
+            yaw_off[:, None] + np.arange(n_y)[None] * (2 * math.pi / n_y),
+            yaw_off[:, None] + (np.arange(n_d)[None] + 0.5) * (2 * math.pi / max(n_d, 1)),
+        ],
+        axis=1,
     )[:, :V]  # (C, V)
     yaw = np.remainder(yaw + math.pi, 2 * math.pi) - math.pi
     pitch = np.concatenate([np.zeros((C, n_y)), np.full((C, n_d), -math.radians(cfg.down_pitch_deg))], axis=1)
@@ -973,7 +1029,9 @@ def generate_procedural_scene(
     raycaster = MeshRaycaster([mesh], dev)
     images, depth = raycaster.render(torch.zeros(B, dtype=torch.int32, device=dev), c2w, K, Hh, Ww)
     bank = ReferenceBank(images, depth, K.expand(B, 3, 3).contiguous(), c2w)
-    points_xyz, points_rgb = points_from_views(images, depth, bank.K, c2w, voxel_size=cfg.voxel_size)
+    points_xyz, points_rgb, points_normal, points_spacing = points_from_views(
+        images, depth, bank.K, c2w, voxel_size=cfg.voxel_size, with_normals=True, with_spacing=True
+    )
 
     free_count = int(free.sum())
     info = {
@@ -998,6 +1056,8 @@ def generate_procedural_scene(
         navigation_grid=nav,
         camera_height=float(cfg.camera_height),
         mesh=mesh,
+        points_normal=points_normal,
+        points_spacing=points_spacing,
         info=info,
     )
 

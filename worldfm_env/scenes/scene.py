@@ -168,6 +168,10 @@ class Scene:
         camera_height: height of the agent's camera above ``navigation_grid.floor_y`` (scene units).
         mesh: ground-truth triangle mesh, or None for imported scenes (no oracle renderer then).
         info: JSON-serialisable metadata (source, seed, units, ...).
+        points_normal: optional (P, 3) float32 unit normals (zero rows = unknown); the splat uses them
+            to compare surfaces at pixel centres (see :mod:`worldfm_env.render.splat`).
+        points_spacing: optional (P,) float32 sample spacing of each point (the side of the surface patch
+            it stands for, scene units); estimated from the point density when absent.
     """
 
     name: str
@@ -178,6 +182,8 @@ class Scene:
     camera_height: float
     mesh: TriangleMesh | None = None
     info: dict = field(default_factory=dict)
+    points_normal: torch.Tensor | None = None
+    points_spacing: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         _check(
@@ -192,6 +198,17 @@ class Scene:
         )
         _check(self.points_rgb.dtype == torch.uint8, f"points_rgb must be uint8, got {self.points_rgb.dtype}")
         _check(self.camera_height > 0, f"camera_height must be positive, got {self.camera_height}")
+        if self.points_normal is not None:
+            _check(
+                self.points_normal.shape == self.points_xyz.shape,
+                f"points_normal must be {tuple(self.points_xyz.shape)} to match points_xyz, "
+                f"got {tuple(self.points_normal.shape)}",
+            )
+        if self.points_spacing is not None:
+            _check(
+                self.points_spacing.shape == self.points_xyz.shape[:1],
+                f"points_spacing must be ({self.points_xyz.shape[0]},), got {tuple(self.points_spacing.shape)}",
+            )
 
     @property
     def device(self) -> torch.device:
@@ -207,6 +224,8 @@ class Scene:
             bank=self.bank.to(device),
             navigation_grid=self.navigation_grid.to(device),
             mesh=None if self.mesh is None else self.mesh.to(device),
+            points_normal=None if self.points_normal is None else self.points_normal.to(device),
+            points_spacing=None if self.points_spacing is None else self.points_spacing.to(device),
         )
 
 
@@ -224,6 +243,10 @@ def save_scene(scene: Scene, path: str | Path) -> Path:
         "bank.c2w": scene.bank.c2w,
         "navigation_grid.free": scene.navigation_grid.free.to(torch.uint8),
     }
+    if scene.points_normal is not None:
+        tensors["points_normal"] = scene.points_normal.float()
+    if scene.points_spacing is not None:
+        tensors["points_spacing"] = scene.points_spacing.float()
     if scene.mesh is not None:
         for f in fields(scene.mesh):
             tensors[f"mesh.{f.name}"] = getattr(scene.mesh, f.name)
@@ -281,5 +304,7 @@ def load_scene_file(path: str | Path, device: torch.device | str = "cpu") -> Sce
         camera_height=float(header["camera_height"]),
         mesh=mesh,
         info=header.get("info", {}),
+        points_normal=t.get("points_normal"),
+        points_spacing=t.get("points_spacing"),
     )
     return scene.to(device)

@@ -1,0 +1,55 @@
+"""The WorldFM frame model: DiT (named configs), autoencoders, samplers and checkpoint I/O.
+
+``build_model("xl")`` is the published layout (loads the official ``.pth`` strictly through
+:func:`load_checkpoint`); ``"s"`` is the small pixel-space model shipped with worldfm-env; ``"tiny"`` is for tests.
+"""
+
+from worldfm_env.model.autoencoders import (
+    Autoencoder,
+    DiffusersAutoencoderKL,
+    IdentityAutoencoder,
+)
+from worldfm_env.model.checkpoint import load_checkpoint, read_state_dict, save_checkpoint
+from worldfm_env.model.dit import MODEL_CONFIGS, DiTConfig, PanelCameras, WorldFMDiT, build_model
+from worldfm_env.model.samplers import (
+    DISTILLED_TIMESTEPS,
+    NoiseSchedule,
+    ddim_timesteps,
+    eps_to_x0,
+    iddpm_linear_schedule,
+    make_generators,
+    predict_x0,
+    sample_ddim,
+    sample_distilled,
+    split_prediction,
+    v_to_eps,
+    v_to_x0,
+    x0_to_eps,
+)
+
+__all__ = [
+    "Autoencoder",
+    "DISTILLED_TIMESTEPS",
+    "DiTConfig",
+    "DiffusersAutoencoderKL",
+    "IdentityAutoencoder",
+    "MODEL_CONFIGS",
+    "NoiseSchedule",
+    "PanelCameras",
+    "WorldFMDiT",
+    "build_model",
+    "ddim_timesteps",
+    "eps_to_x0",
+    "iddpm_linear_schedule",
+    "load_checkpoint",
+    "make_generators",
+    "predict_x0",
+    "read_state_dict",
+    "sample_ddim",
+    "sample_distilled",
+    "save_checkpoint",
+    "split_prediction",
+    "v_to_eps",
+    "v_to_x0",
+    "x0_to_eps",
+]

@@ -1,0 +1,176 @@
+"""Checkpoint I/O for :class:`~worldfm_env.model.dit.WorldFMDiT`.
+
+* Ours: safetensors, with the :class:`DiTConfig` as JSON in the header (``save_checkpoint``), so a file is enough
+  to rebuild the model.
+* Official: the published ``worldfm_1-step.pth`` / ``worldfm_2-step.pth`` torch pickles, either a bare state dict
+  or ``{"state_dict": ...}``, fp32 (read with ``torch.load(weights_only=True)``, so no code in the file runs).
+
+Loading is strict: a ValueError lists every missing, unexpected and mis-shaped key by name. Two published keys are
+handled explicitly:
+
+* ``pos_embed`` (a (1, 1024, 1152) sin-cos buffer for a single 64x64 panel) is dropped: the model recomputes
+  positions for the concatenated (H/p) x (3W/p) grid of each input, as the published inference also does (it deletes
+  the key before loading).
+* The text branch (``y_embedder.*``, ``blocks.*.cross_attn.*``, ``plucker_proj.*``) loads into the parameters the
+  ``xl`` config creates for it; with ``skip_text_branch=True`` those keys are skipped instead, for a model built
+  with ``with_text_branch=False`` (about 456M parameters, what inference uses).
+
+Published source read: ``modules/worldfm_infer.py`` and ``worldfm/download.py`` (repository ``inspatio/worldfm``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections.abc import Mapping
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from worldfm_env.model.dit import MODEL_CONFIGS, DiTConfig, WorldFMDiT
+
+__all__ = ["save_checkpoint", "load_checkpoint", "read_state_dict", "CONFIG_METADATA_KEY", "TEXT_BRANCH_PATTERN"]
+
+CONFIG_METADATA_KEY = "worldfm_env.dit_config"
+DROPPED_KEYS = ("pos_embed",)  # recomputed at run time for the concatenated grid
+_LOG = logging.getLogger(__name__)
+TEXT_BRANCH_PATTERN = re.compile(r"^(y_embedder\.|plucker_proj\.|blocks\.\d+\.cross_attn\.)")
+
+
+def save_checkpoint(model: WorldFMDiT, path: str | os.PathLike, metadata: Mapping[str, str] | None = None) -> None:
+    """Write ``model``'s state dict to a safetensors file with its config as JSON in the header.
+
+    Tensors are saved in their current dtype, from CPU copies. ``metadata`` adds extra string entries to the header.
+    """
+    config = getattr(model, "config", None)
+    if not isinstance(config, DiTConfig):
+        raise ValueError("save_checkpoint needs a WorldFMDiT (a model with a DiTConfig in model.config)")
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    header = {"format": "pt", CONFIG_METADATA_KEY: json.dumps(config.to_dict(), sort_keys=True)}
+    for k, v in (metadata or {}).items():
+        header[str(k)] = str(v)
+    save_file(tensors, os.fspath(path), metadata=header)
+
+
+def _is_safetensors(path: str) -> bool:
+    # safetensors: 8-byte little-endian header length, then a JSON object. Torch files are zip ("PK") or pickle.
+    with open(path, "rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:9] == b"{"
+
+
+def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], DiTConfig | None]:
+    """Read a checkpoint file into ``(state_dict on CPU, config or None)``.
+
+    Accepts our safetensors (config from the header) and the official ``.pth`` layouts (bare dict or
+    ``{"state_dict": ...}``). A leading ``module.`` (DistributedDataParallel) on every key is removed.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ValueError(f"checkpoint not found: {path!r}")
+    config = None
+    if _is_safetensors(path):
+        with safe_open(path, framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}
+        if CONFIG_METADATA_KEY in meta:
+            config = DiTConfig.from_dict(json.loads(meta[CONFIG_METADATA_KEY]))
+    else:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
+            obj = obj["state_dict"]
+        if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+            raise ValueError(f"{path!r} is not a state dict (or {{'state_dict': ...}}) of tensors")
+        state = dict(obj)
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module.") :]: v for k, v in state.items()}
+    return state, config
+
+
+def _resolve_config(config: str | DiTConfig | None, file_config: DiTConfig | None) -> DiTConfig:
+    if file_config is not None:
+        return file_config
+    if isinstance(config, DiTConfig):
+        return config
+    name = config or "xl"  # official .pth files carry no config: they are the xl layout
+    if name not in MODEL_CONFIGS:
+        raise ValueError(f"unknown model config {name!r}; valid names: {sorted(MODEL_CONFIGS)}")
+    return MODEL_CONFIGS[name]
+
+
+def load_checkpoint(
+    model: WorldFMDiT | None,
+    path: str | os.PathLike,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype | None = None,
+    *,
+    config: str | DiTConfig | None = None,
+    skip_text_branch: bool = False,
+) -> WorldFMDiT:
+    """Load a checkpoint strictly into ``model`` (or into a new model when ``model`` is None) and return it.
+
+    Args:
+        model: an existing model, or None to build one: from the file's header config (our safetensors), else from
+            ``config`` (a name in ``MODEL_CONFIGS`` or a :class:`DiTConfig`; default ``"xl"`` for official files).
+        path: a ``.safetensors`` written by :func:`save_checkpoint` or an official ``.pth``.
+        device, dtype: placement of the returned model. ``dtype=None`` keeps an existing model's dtype and gives
+            float32 for a new one. New models are built on the meta device and take the loaded tensors directly, so
+            the xl model is not initialised twice; they are returned in eval mode.
+        skip_text_branch: skip file keys of the unused text branch that the model does not have.
+
+    Raises:
+        ValueError: listing missing, unexpected and mis-shaped keys by name (nothing is loaded then).
+    """
+    state, file_config = read_state_dict(path)
+    notes = []
+    for key in DROPPED_KEYS:
+        if key in state:
+            del state[key]
+            notes.append(f"dropped {key!r} (positions are recomputed for each input size)")
+
+    built = model is None
+    if built:
+        with torch.device("meta"):
+            model = WorldFMDiT(_resolve_config(config, file_config))
+    expected = model.state_dict()
+    if skip_text_branch:
+        state = {k: v for k, v in state.items() if k in expected or not TEXT_BRANCH_PATTERN.match(k)}
+
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    misshaped = sorted(
+        f"{k} (file {tuple(state[k].shape)}, model {tuple(expected[k].shape)})"
+        for k in set(state) & set(expected)
+        if tuple(state[k].shape) != tuple(expected[k].shape)
+    )
+    if missing or unexpected or misshaped:
+        lines = [f"checkpoint {os.fspath(path)!r} does not match the model:"]
+        if missing:
+            lines.append(f"  missing keys ({len(missing)}): {', '.join(missing)}")
+        if unexpected:
+            lines.append(f"  unexpected keys ({len(unexpected)}): {', '.join(unexpected)}")
+        if misshaped:
+            lines.append(f"  mis-shaped keys ({len(misshaped)}): {', '.join(misshaped)}")
+        if unexpected and any(TEXT_BRANCH_PATTERN.match(k) for k in unexpected):
+            lines.append("  (text-branch keys: build with with_text_branch=True or pass skip_text_branch=True)")
+        raise ValueError("\n".join(lines))
+
+    if built:
+        target = dtype or torch.float32
+        cast = {
+            k: (v.to(device=device, dtype=target) if v.is_floating_point() else v.to(device)) for k, v in state.items()
+        }
+        model.load_state_dict(cast, strict=True, assign=True)
+        model.eval()
+    else:
+        model.load_state_dict(state, strict=True)  # copies into the existing tensors (casting as needed)
+        if dtype is not None:
+            model.to(device=device, dtype=dtype)
+        else:
+            model.to(device=device)
+    for note in notes:
+        _LOG.info("%s: %s", os.fspath(path), note)
+    return model
