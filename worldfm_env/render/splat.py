@@ -24,6 +24,8 @@ nearest view by pose.
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -64,8 +66,10 @@ def _horizon_kernel(
     scene_index: wp.array(dtype=wp.int32),  # (N,)
     camera_position: wp.array(dtype=wp.vec3),  # (N,)
     horizon: wp.array2d(dtype=wp.float32),  # (N, R) out: distance to the first occluder per azimuth
+    env_offset: int,
 ):
     env, ray = wp.tid()
+    env = env + env_offset
     s = scene_index[env]
     cs = cell_size[s]
     o = origin[s]
@@ -109,7 +113,7 @@ def _plane_depth(
         return z
     ray = wp.vec3((u - cx) / fx, (v - cy) / fy, 1.0)
     denom = wp.dot(n_cam, ray)
-    if wp.abs(denom) < 0.1 * wp.length(ray):
+    if denom * denom < 0.01 * wp.length_sq(ray):
         return z
     return wp.clamp(plane / denom, 0.5 * z, 2.0 * z)
 
@@ -240,8 +244,10 @@ def _splat_kernel(
     far: float,
     lanes: int,
     zbuf: wp.array3d(dtype=wp.uint64),  # (N, H, W)
+    env_offset: int,
 ):
     env, slot, lane = wp.tid()
+    env = env + env_offset
     s = scene_index[env]
     if slot >= scene_group_count[s]:
         return
@@ -370,37 +376,49 @@ def _splat_chunk(
             need = int(wp.ceil(wp.log2(d_chunk * lod_scale / (focal * base))))
         need = wp.clamp(need, 0, levels - 1)
         n = chunk_prefix[c, need]
+    # Hoisted divisions: the loop below runs once per point.
+    reach0 = float(0.0)
+    if lod_scale > 0.0:
+        reach0 = base * focal / lod_scale
+    top_rank = chunk_prefix.shape[1] - 1
+    inv_fx = 1.0 / fx
+    inv_fy = 1.0 / fy
     for j in range(lane, n, lanes):
         index = start + j
         p_world = points[index]
         if lod_scale > 0.0:
             rank = int(points_rank[index])
-            if rank < chunk_prefix.shape[1] - 1:
-                reach = base * float(1 << rank) * focal / lod_scale
+            if rank < top_rank:
+                reach = reach0 * float(1 << rank)
                 if wp.length_sq(p_world - cam) > reach * reach:
                     continue
         q = wp.transform_point(T, p_world)
         z = q[2]
         if z < near or z > far:
             continue
-        u = fx * q[0] / z + cx
-        v = fy * q[1] / z + cy
+        inv_z = 1.0 / z
+        u = fx * q[0] * inv_z + cx
+        v = fy * q[1] * inv_z + cy
         ui = int(wp.floor(u))
         vi = int(wp.floor(v))
         rad = radius
         if radius < 0:
             # Adaptive: cover the point's share of the surface, spacing * f / z pixels across.
-            rad = wp.clamp(int(0.7 * points_spacing[index] * focal / z), 0, max_radius)
+            rad = wp.clamp(int(0.7 * points_spacing[index] * focal * inv_z), 0, max_radius)
         # Penalties in units of the point's own footprint (its sample spacing seen at depth z, pixels):
         # inside the footprint cell only a small centre tie-break; once the pixel centre lies outside
         # the cell (with slack for the spacing estimate) the point only wins when nothing covers it.
-        inv_footprint = 1.0 / wp.max(points_spacing[index] * focal / z, 0.25)
+        inv_footprint = 1.0 / wp.max(points_spacing[index] * focal * inv_z, 0.25)
         # With a normal, compare surfaces by their depth where the pixel-centre ray meets the point's
         # tangent plane: samples of one surface then tie exactly and the centre penalty picks the
-        # sample nearest the centre, while a nearer surface still wins.
+        # sample nearest the centre, while a nearer surface still wins. The plane depth at pixel
+        # (x, y) is plane / (a x + b y + c); planes seen edge-on (|cos| < 0.1) keep the point's z.
         n_cam = wp.transform_vector(T, points_normal[index])
-        has_normal = wp.length_sq(n_cam) > 0.25
         plane = wp.dot(n_cam, q)
+        use_plane = wp.length_sq(n_cam) > 0.25 and plane * plane > 0.01 * wp.length_sq(q)
+        plane_a = n_cam[0] * inv_fx
+        plane_b = n_cam[1] * inv_fy
+        plane_c = n_cam[2] - plane_a * cx - plane_b * cy
         for dy in range(-rad, rad + 1):
             py = vi + dy
             if py < 0 or py >= height:
@@ -411,10 +429,16 @@ def _splat_chunk(
                     continue
                 du = float(px) + 0.5 - u
                 dv = float(py) + 0.5 - v
-                t = _plane_depth(has_normal, n_cam, plane, z, float(px) + 0.5, float(py) + 0.5, fx, fy, cx, cy)
+                t = z
+                if use_plane:
+                    denom = plane_a * (float(px) + 0.5) + plane_b * (float(py) + 0.5) + plane_c
+                    t = plane / denom
+                    if t <= 0.0:
+                        t = 2.0 * z  # the tangent plane turned away within a wide splat
+                    t = wp.clamp(t, 0.5 * z, 2.0 * z)
                 r_inf = wp.max(wp.abs(du), wp.abs(dv)) * inv_footprint
                 outside = wp.max(r_inf - 0.55, 0.0)
-                # Saturating tie-break: it can reorder samples within CENTER_BAND of one another in
+                # Saturating tie-break: it can reorder samples within center_weight of one another in
                 # centre-ray depth (one surface, estimated normals), never a real occluder.
                 tie = wp.min((du * du + dv * dv) * inv_footprint * inv_footprint * 16.0, 1.0)
                 penalty = center_weight * tie
@@ -434,8 +458,10 @@ def _resolve_kernel(
     out_rgb: wp.array4d(dtype=wp.uint8),  # (N, H, W, 3)
     out_depth: wp.array3d(dtype=wp.float32),  # (N, H, W)
     out_mask: wp.array3d(dtype=wp.bool),  # (N, H, W)
+    env_offset: int,
 ):
     env, y, x = wp.tid()
+    env = env + env_offset
     key = zbuf[env, y, x]
     if key == wp.uint64(0xFFFFFFFFFFFFFFFF):
         out_rgb[env, y, x, 0] = wp.uint8(0)
@@ -564,6 +590,8 @@ class PointSplatter:
         lod_scale: level of detail; a point of LOD rank l (spacing ``base * 2**l``) is drawn while that
             spacing covers at least ``lod_scale`` pixels. 0 draws every point (exact, as published).
         occluders: optional ``Occluders`` grids for 2.5-D occlusion culling (see :class:`Occluders`).
+        max_radius: largest adaptive splat half-size (``radius="auto"``).
+        cpu_threads: on CPU, render disjoint env ranges in this many threads (default: the core count).
     """
 
     def __init__(
@@ -579,6 +607,7 @@ class PointSplatter:
         lod_scale: float = 0.0,
         occluders: Occluders | None = None,
         max_radius: int = 4,
+        cpu_threads: int | None = None,
     ) -> None:
         if lod_scale < 0:
             raise ValueError(f"lod_scale must be >= 0 (0 disables level of detail), got {lod_scale}")
@@ -630,6 +659,11 @@ class PointSplatter:
             wp.from_torch(self.horizon) if rays else wp.zeros((num_envs, 0), dtype=wp.float32, device=self.wp_device)
         )
         self.occlusion_margin = occluders.margin if occluders is not None else 0.0
+        threads = cpu_threads if cpu_threads is not None else min(os.cpu_count() or 1, 8)
+        threads = max(1, min(threads, num_envs)) if self.device.type == "cpu" else 1
+        bounds = [round(k * num_envs / threads) for k in range(threads + 1)]
+        self._env_ranges = [(bounds[k], bounds[k + 1] - bounds[k]) for k in range(threads)]
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="splat") if threads > 1 else None
 
     def render(self, scene_index: torch.Tensor, c2w: torch.Tensor, K: torch.Tensor) -> AnchorRender:
         """Anchor of every env. ``scene_index`` (N,) int32, ``c2w`` (N, 4, 4), ``K`` (N, 3, 3).
@@ -643,17 +677,35 @@ class PointSplatter:
         if n != self.num_envs:
             raise ValueError(f"scene_index has {n} entries but the splatter was built for num_envs={self.num_envs}")
         scene_index = wp.from_torch(scene_index.to(torch.int32).contiguous())
+        args = (scene_index, w2c, camera_position, Ks)
+        if len(self._env_ranges) == 1:
+            self._render_range(*args, *self._env_ranges[0])
+        else:
+            # CPU: warp runs a kernel on one thread and releases the GIL, so disjoint env ranges render
+            # in parallel threads; each range writes only its own rows of the buffers.
+            list(self._pool.map(lambda r: self._render_range(*args, *r), self._env_ranges))
+        return AnchorRender(self.rgb, self.depth, self.mask)
+
+    def _render_range(self, scene_index, w2c, camera_position, Ks, first: int, count: int) -> None:
         if self.occluders is not None:
             occ = self.occluders
             wp.launch(
                 _horizon_kernel,
-                dim=(n, occ.rays),
-                inputs=[occ.wp_grid, occ.wp_origin, occ.wp_cell_size, scene_index, camera_position, self._wp_horizon],
+                dim=(count, occ.rays),
+                inputs=[
+                    occ.wp_grid,
+                    occ.wp_origin,
+                    occ.wp_cell_size,
+                    scene_index,
+                    camera_position,
+                    self._wp_horizon,
+                    first,
+                ],
                 device=self.wp_device,
             )
         wp.launch(
             _splat_kernel,
-            dim=(n, self.points.max_groups, self.lanes),
+            dim=(count, self.points.max_groups, self.lanes),
             inputs=[
                 self._wp_points,
                 *self._wp_chunk,
@@ -673,16 +725,25 @@ class PointSplatter:
                 self.far,
                 self.lanes,
                 self._wp_zbuf,
+                first,
             ],
             device=self.wp_device,
         )
         wp.launch(
             _resolve_kernel,
-            dim=(n, self.height, self.width),
-            inputs=[self._wp_zbuf, self._wp_points, self._wp_points_rgb, self._wp_normals, w2c, Ks, *self._wp_out],
+            dim=(count, self.height, self.width),
+            inputs=[
+                self._wp_zbuf,
+                self._wp_points,
+                self._wp_points_rgb,
+                self._wp_normals,
+                w2c,
+                Ks,
+                *self._wp_out,
+                first,
+            ],
             device=self.wp_device,
         )
-        return AnchorRender(self.rgb, self.depth, self.mask)
 
 
 def reference_sample_pixels(height: int, width: int, count: int = 300, device=None) -> torch.Tensor:
