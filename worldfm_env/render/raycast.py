@@ -36,7 +36,9 @@ col   name                        meaning
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -285,9 +287,11 @@ def _raycast_kernel(
     max_depth: float,
     rgb: wp.array4d(dtype=wp.uint8),  # (N, H, W, 3)
     depth: wp.array3d(dtype=wp.float32),  # (N, H, W)
+    env_offset: int,
 ):
     """One thread per pixel: cast the pixel-centre ray, write z-depth and shaded colour (0 on a miss)."""
     i, v, u = wp.tid()
+    i = i + env_offset
     s = scene_index[i]
     hit = False
     z = wp.float32(0.0)
@@ -354,6 +358,10 @@ class MeshRaycaster:
             self.device = torch.device("cuda", torch.cuda.current_device())
         self.wp_device = warp_device(self.device)
         self.max_depth = float(max_depth)
+        self.cpu_threads = min(os.cpu_count() or 1, 8)
+        self._executor = (
+            ThreadPoolExecutor(self.cpu_threads, thread_name_prefix="raycast") if self.cpu_threads > 1 else None
+        )
         self._vertices: list[torch.Tensor] = []  # torch storage shared with the wp.Mesh points
         self._indices: list[torch.Tensor] = []
         self.meshes: list = []
@@ -443,24 +451,37 @@ class MeshRaycaster:
         si = scene_index.to(self.device, torch.int32).contiguous()
         c2w_ = c2w.to(self.device, torch.float32).contiguous()
         K_ = K.to(self.device, torch.float32).contiguous()
-        wp.launch(
-            _raycast_kernel,
-            dim=(N, height, width),
-            inputs=[
-                *self._wp_static,
-                wp.from_torch(si),
-                wp.from_torch(c2w_, dtype=wp.mat44),
-                wp.from_torch(K_, dtype=wp.mat33),
-                k_stride,
-                self._key,
-                self._fill,
-                self.max_depth,
-                wp.from_torch(out_rgb),
-                wp.from_torch(out_depth),
-            ],
-            device=self.wp_device,
-            stream=self._stream(),  # torch's current stream: ordered with the producers and consumers
-        )
+        inputs = [
+            *self._wp_static,
+            wp.from_torch(si),
+            wp.from_torch(c2w_, dtype=wp.mat44),
+            wp.from_torch(K_, dtype=wp.mat33),
+            k_stride,
+            self._key,
+            self._fill,
+            self.max_depth,
+            wp.from_torch(out_rgb),
+            wp.from_torch(out_depth),
+        ]
+        stream = self._stream()  # torch's current stream: ordered with the producers and consumers
+
+        def launch(first: int, count: int) -> None:
+            wp.launch(
+                _raycast_kernel,
+                dim=(count, height, width),
+                inputs=[*inputs, first],
+                device=self.wp_device,
+                stream=stream,
+            )
+
+        threads = min(self.cpu_threads, N) if self.device.type == "cpu" else 1
+        if threads <= 1:
+            launch(0, N)
+        else:
+            # CPU: warp runs a kernel on one thread and releases the GIL; disjoint camera ranges run in
+            # parallel threads and write disjoint rows of the outputs.
+            bounds = [round(k * N / threads) for k in range(threads + 1)]
+            list(self._executor.map(lambda k: launch(bounds[k], bounds[k + 1] - bounds[k]), range(threads)))
         return out_rgb, out_depth
 
     def _stream(self):
