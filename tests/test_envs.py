@@ -640,7 +640,9 @@ def test_oracle_needs_a_mesh(tmp_path):
     assert obs["rgb"].any()
 
 
-def test_worldfm_renderer_unavailable():
-    with pytest.raises(ValueError, match=r"worldfm.*(weights|model)") as err:
+def test_worldfm_renderer_without_weights_says_so():
+    with pytest.raises(ValueError, match=r"worldfm.*needs frame-model weights") as err:
         WorldFMVectorEnv(num_envs=1, **SMALL, renderer="worldfm")
-    assert "not available" in str(err.value) or "not part of" in str(err.value)
+    assert "weights=PATH" in str(err.value)
+    with pytest.raises(ValueError, match="no such checkpoint"):
+        WorldFMVectorEnv(num_envs=1, **SMALL, renderer="worldfm", weights="missing.safetensors")

@@ -5,8 +5,8 @@ choice) once per step for all envs, then calls the backend once. Backends:
 
 * ``anchor``: the raw point splat (black where no point landed).
 * ``oracle``: ground truth, ray casting the procedural scene's mesh.
-* ``worldfm``: the frame model (in :mod:`worldfm_env.model` once available), conditioned on the
-  anchor rgb/depth/mask, the selected reference image and the poses.
+* ``worldfm``: the frame model (:mod:`worldfm_env.model.renderer`), conditioned on the anchor
+  render and the selected reference view.
 """
 
 from __future__ import annotations
@@ -118,13 +118,9 @@ class OracleRenderer(Renderer):
 
 
 def _worldfm_backend(pool: ScenePool, num_envs: int, height: int, width: int, **options) -> Renderer:
-    try:
-        from worldfm_env.model.renderer import WorldFMRenderer  # type: ignore[import-not-found]
-    except ImportError:
-        raise ValueError(
-            "renderer='worldfm' is not available in this version of worldfm-env: the frame model and its trained "
-            "weights are not part of the package yet. Use renderer='anchor' or renderer='oracle'."
-        ) from None
+    # Imported lazily: the model package is only needed by this backend.
+    from worldfm_env.model.renderer import WorldFMRenderer
+
     return WorldFMRenderer(pool, num_envs, height, width, **options)
 
 

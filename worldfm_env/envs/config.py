@@ -87,7 +87,15 @@ class EnvConfig:
     validate_actions: bool = True
     """Check every action against the action space (costs a device sync for CUDA torch actions)."""
     weights: str | None = None
-    """Frame-model checkpoint for ``renderer="worldfm"``."""
+    """Frame-model checkpoint for ``renderer="worldfm"`` (None: the one shipped for this resolution, if any)."""
+    sampler_steps: int = 2
+    """``renderer="worldfm"``: distilled sampler steps, 1 or 2."""
+    vae: str | None = None
+    """``renderer="worldfm"``: a diffusers AutoencoderKL folder for latent models (the official ``vae/``)."""
+    model_dtype: str = "auto"
+    """``renderer="worldfm"``: ``"auto"`` (fp32 on CPU, bf16 on CUDA), ``"float32"``, ``"bfloat16"``, ``"float16"``."""
+    compile_model: bool = False
+    """``renderer="worldfm"``: ``torch.compile`` the model (CUDA)."""
     scene_options: dict = field(default_factory=dict)
     """Extra options for scene generation/import (e.g. procedural config fields)."""
 

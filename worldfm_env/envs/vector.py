@@ -105,7 +105,16 @@ class WorldFMVectorEnv(VectorEnv):
         self.world = shared_world(cfg, dev, with_goal_fields=cfg.task == "pointnav")
         self.pool = self.world.pool
         self.navigation = self.world.navigation
-        self.renderer = make_renderer(cfg.renderer, self.pool, N, H, W, weights=cfg.weights)
+        model_options = dict(
+            weights=cfg.weights,
+            sampler_steps=cfg.sampler_steps,
+            vae=cfg.vae,
+            model_dtype=cfg.model_dtype,
+            compile_model=cfg.compile_model,
+        )
+        self.renderer = make_renderer(
+            cfg.renderer, self.pool, N, H, W, **(model_options if cfg.renderer == "worldfm" else {})
+        )
         need_anchor = self.renderer.needs_anchor or self.renderer.needs_reference
         self.splatter = None
         if need_anchor:

@@ -1,0 +1,141 @@
+"""The ``worldfm`` renderer backend: one batched frame-model call renders every env's observation.
+
+Per step: the anchor renders (rgb, black where empty) pass through the autoencoder, the reference
+latents are gathered from a per-scene cache encoded once at start-up, and the distilled sampler
+runs one model forward per step (1 or 2 steps) over all N envs. Each env draws its noise from its
+own ``torch.Generator`` seeded with the request's per-env seed, so a fixed seed and pose give the
+same frame whatever the batch. fp32 on CPU; bf16 (or fp16) with flash SDPA on CUDA.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from worldfm_env.model.autoencoders import Autoencoder, DiffusersAutoencoderKL, IdentityAutoencoder
+from worldfm_env.model.checkpoint import load_checkpoint
+from worldfm_env.model.samplers import make_generators, sample_distilled
+from worldfm_env.renderers import Renderer, RenderOutput, RenderRequest
+from worldfm_env.scenes.pool import ScenePool
+
+__all__ = ["WorldFMRenderer", "default_weights_path", "images_to_model", "model_to_images"]
+
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def default_weights_path(height: int, width: int) -> Path | None:
+    """The shipped checkpoint for a resolution, if the package has one (``weights/worldfm-*-HxW.safetensors``)."""
+    candidates = sorted(WEIGHTS_DIR.glob(f"worldfm-*-{height}x{width}.safetensors"))
+    return candidates[0] if candidates else None
+
+
+def images_to_model(rgb: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8 (N, H, W, 3) -> float (N, 3, H, W) in [-1, 1]."""
+    return rgb.permute(0, 3, 1, 2).to(dtype).mul_(2.0 / 255.0).sub_(1.0)
+
+
+def model_to_images(x: torch.Tensor) -> torch.Tensor:
+    """float (N, 3, H, W) in [-1, 1] -> uint8 (N, H, W, 3), rounded and clamped."""
+    return ((x.float().clamp(-1.0, 1.0) + 1.0) * 127.5).round_().to(torch.uint8).permute(0, 2, 3, 1)
+
+
+class WorldFMRenderer(Renderer):
+    """Frame-model backend conditioned on the anchor render and the selected reference view.
+
+    Args:
+        pool, num_envs, height, width: see :class:`~worldfm_env.renderers.Renderer`.
+        weights: checkpoint path (our ``.safetensors`` with its config, or the official ``.pth`` with
+            ``vae`` given); None loads the checkpoint shipped for this resolution, if any.
+        sampler_steps: distilled sampler steps, 1 or 2 (published schedules 999 and 999 -> 200).
+        vae: a diffusers ``AutoencoderKL`` folder (e.g. the official ``vae/``); None = pixel space.
+        model_dtype: ``"auto"`` (fp32 on CPU, bf16 on CUDA), ``"float32"``, ``"bfloat16"``, ``"float16"``.
+        compile_model: wrap the model in ``torch.compile`` (CUDA only).
+    """
+
+    name = "worldfm"
+    needs_anchor = True
+    needs_reference = True
+
+    def __init__(
+        self,
+        pool: ScenePool,
+        num_envs: int,
+        height: int,
+        width: int,
+        weights: str | None = None,
+        sampler_steps: int = 2,
+        vae: str | None = None,
+        model_dtype: str = "auto",
+        compile_model: bool = False,
+        **options,
+    ) -> None:
+        super().__init__(pool, num_envs, height, width)
+        if sampler_steps not in (1, 2):
+            raise ValueError(f"sampler_steps must be 1 or 2 (the distilled samplers), got {sampler_steps!r}")
+        if model_dtype == "auto":
+            dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        elif model_dtype in DTYPES:
+            dtype = DTYPES[model_dtype]
+        else:
+            raise ValueError(f"model_dtype={model_dtype!r} is not valid; choose 'auto' or one of {sorted(DTYPES)}")
+        path = Path(weights).expanduser() if weights else default_weights_path(height, width)
+        if path is None:
+            raise ValueError(
+                f"renderer='worldfm' needs frame-model weights and none were given (weights=None) and this package "
+                f"ships none for {height}x{width}. Pass weights=PATH: a checkpoint trained with worldfm-env "
+                "(.safetensors) or the official InSpatio-WorldFM 'worldfm_2-step.pth' together with vae=<its vae/ "
+                "folder>. Nothing is downloaded at run time."
+            )
+        if not path.is_file():
+            raise ValueError(f"weights={str(path)!r}: no such checkpoint file")
+        self.autoencoder: Autoencoder = (
+            DiffusersAutoencoderKL.from_folder(vae, device=self.device, dtype=dtype) if vae else IdentityAutoencoder()
+        )
+        self.model = load_checkpoint(None, path, device=self.device, dtype=dtype).eval().requires_grad_(False)
+        cfg = self.model.config
+        channels, lh, lw = self.autoencoder.latent_shape(height, width)
+        if cfg.in_channels != channels:
+            raise ValueError(
+                f"weights {path.name}: the model takes {cfg.in_channels}-channel latents but the autoencoder gives "
+                f"{channels} (vae={vae!r}); pixel-space models need vae=None, latent models need their vae folder"
+            )
+        if (lh, lw) != (cfg.input_size, cfg.input_size):
+            raise ValueError(
+                f"weights {path.name}: the model was built for {cfg.input_size}x{cfg.input_size} latents but "
+                f"resolution=({height}, {width}) gives {lh}x{lw}; use resolution="
+                f"{cfg.input_size * self.autoencoder.downsample}"
+            )
+        self.weights_path = path
+        self.dtype = dtype
+        self.steps = sampler_steps
+        self.forward = torch.compile(self.model) if (compile_model and self.device.type == "cuda") else self.model
+        self.bank_latents = self._encode_bank()  # (B, C, h, w), once per scene pool
+        self.rgb = torch.zeros(num_envs, height, width, 3, dtype=torch.uint8, device=self.device)
+
+    @torch.no_grad()
+    def _encode_bank(self, batch: int = 64) -> torch.Tensor:
+        images = self.pool.bank_images  # (B, Hb, Wb, 3) uint8
+        out = []
+        for start in range(0, images.shape[0], batch):
+            x = images_to_model(images[start : start + batch], torch.float32)
+            if x.shape[-2:] != (self.height, self.width):
+                x = F.interpolate(
+                    x, size=(self.height, self.width), mode="bilinear", align_corners=False, antialias=True
+                )
+            out.append(self.autoencoder.encode(x.to(self.dtype)).to(self.dtype))
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def render(self, request: RenderRequest) -> RenderOutput:
+        """Generate every env's frame in one batched sampler call."""
+        assert request.anchor is not None and request.reference_index is not None
+        anchor = self.autoencoder.encode(images_to_model(request.anchor.rgb, self.dtype))
+        reference = self.bank_latents[request.reference_index]
+        seeds = request.noise_seed.tolist() if request.noise_seed is not None else list(range(anchor.shape[0]))
+        generators = make_generators(seeds, self.device)
+        x0 = sample_distilled(self.forward, anchor, reference, steps=self.steps, generators=generators)
+        self.rgb.copy_(model_to_images(self.autoencoder.decode(x0)))
+        return RenderOutput(self.rgb, request.anchor.depth)
