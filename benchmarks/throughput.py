@@ -112,13 +112,31 @@ def main(argv: list[str] | None = None) -> None:
         for renderer in args.renderers:
             for n in args.num_envs:
                 rate = time_native(n, renderer, device, args.steps, args.repeats, args.scenes, args.resolution)
-                rows.append(dict(kind="native", device=device, machine=machine_name(device), renderer=renderer,
-                                 num_envs=n, resolution=args.resolution, env_steps_per_s=round(rate, 1)))
+                rows.append(
+                    dict(
+                        kind="native",
+                        device=device,
+                        machine=machine_name(device),
+                        renderer=renderer,
+                        num_envs=n,
+                        resolution=args.resolution,
+                        env_steps_per_s=round(rate, 1),
+                    )
+                )
                 print(f"native {device:5s} {renderer:7s} num_envs={n:5d}: {rate:12,.0f} env-steps/s", flush=True)
         for n in args.sync_num_envs:
             rate = time_sync(n, "anchor", device, max(5, args.steps // 2), args.repeats, args.scenes, args.resolution)
-            rows.append(dict(kind="sync", device=device, machine=machine_name(device), renderer="anchor",
-                             num_envs=n, resolution=args.resolution, env_steps_per_s=round(rate, 1)))
+            rows.append(
+                dict(
+                    kind="sync",
+                    device=device,
+                    machine=machine_name(device),
+                    renderer="anchor",
+                    num_envs=n,
+                    resolution=args.resolution,
+                    env_steps_per_s=round(rate, 1),
+                )
+            )
             print(f"sync   {device:5s} anchor  num_envs={n:5d}: {rate:12,.0f} env-steps/s", flush=True)
 
     with open(out / "throughput.csv", "w", newline="") as f:
@@ -134,8 +152,11 @@ def main(argv: list[str] | None = None) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     series = sorted({(r["kind"], r["device"], r["renderer"]) for r in rows})
     for kind, device, renderer in series:
-        pts = [(r["num_envs"], r["env_steps_per_s"]) for r in rows
-               if (r["kind"], r["device"], r["renderer"]) == (kind, device, renderer)]
+        pts = [
+            (r["num_envs"], r["env_steps_per_s"])
+            for r in rows
+            if (r["kind"], r["device"], r["renderer"]) == (kind, device, renderer)
+        ]
         xs, ys = zip(*sorted(pts), strict=True)
         style = "-o" if kind == "native" else "--s"
         ax.plot(xs, ys, style, label=f"{kind} {renderer} ({device})")

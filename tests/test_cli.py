@@ -72,3 +72,31 @@ def test_bad_arguments_exit_code(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["nosuchcommand"])
     assert exc.value.code == 2
+
+
+def test_render_meta_json_trajectory(tmp_path):
+    """`worldfm-env render` renders one frame per trajectory pose (anchor, then worldfm side by side)."""
+    import imageio.v2 as imageio
+    import torch
+    from test_importers import _write_meta
+
+    from worldfm_env.model import build_model, save_checkpoint
+
+    meta, *_ , trajectory = _write_meta(tmp_path)
+    out = tmp_path / "anchor.mp4"
+    assert main(["render", "--meta", str(meta), "--renderer", "anchor", "--resolution", "32", "--device", "cpu",
+                 "--batch-size", "2", "--out", str(out)]) == 0
+    frames = imageio.mimread(str(out))
+    assert len(frames) == len(trajectory)
+    torch.manual_seed(0)
+    weights = tmp_path / "tiny.safetensors"
+    save_checkpoint(build_model("tiny", input_size=32), weights)
+    out2 = tmp_path / "worldfm.mp4"
+    assert main(["render", "--meta", str(meta), "--weights", str(weights), "--resolution", "32", "--device", "cpu",
+                 "--side-by-side", "--out", str(out2)]) == 0
+    frames2 = imageio.mimread(str(out2))
+    assert len(frames2) == len(trajectory)
+    assert frames2[0].shape[1] == 2 * frames2[0].shape[0]  # anchor | generated
+    # Without weights the command fails with the explanation, not with random weights.
+    assert main(["render", "--meta", str(meta), "--resolution", "32", "--device", "cpu",
+                 "--out", str(tmp_path / "x.mp4")]) == 2

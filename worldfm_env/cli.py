@@ -1,4 +1,4 @@
-"""The ``worldfm-env`` command line: ``demo``, ``rollout``, ``info``."""
+"""The ``worldfm-env`` command line: ``demo``, ``rollout``, ``render``, ``info``."""
 
 from __future__ import annotations
 
@@ -145,6 +145,32 @@ def cmd_rollout(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_render(args: argparse.Namespace) -> int:
+    """Render every pose of an official meta.json trajectory to an MP4 (optionally anchor | generated)."""
+    from worldfm_env._device import resolve_device
+    from worldfm_env.scenes.importers import load_meta_json_scene
+    from worldfm_env.trajectory import render_trajectory, trajectory_from_scene
+
+    device = resolve_device(args.device)
+    H = W = args.resolution
+    scene = load_meta_json_scene(args.meta, depth=args.depth, device=device, resolution=(H, W))
+    c2w, K = trajectory_from_scene(scene, H, W)
+    options = {}
+    if args.renderer == "worldfm":
+        options = dict(weights=args.weights, vae=args.vae, sampler_steps=args.steps)
+    frames = []
+    stream = render_trajectory(
+        scene, c2w, K, H, W, renderer=args.renderer, batch_size=args.batch_size, seed=args.seed, **options
+    )
+    for anchor, frame in _progress(stream, c2w.shape[0], "render"):
+        pair = [anchor, frame] if args.side_by_side else [frame]
+        frames.append(_upscale(np.concatenate([f.cpu().numpy() for f in pair], axis=1), max(1, 256 // H)))
+    out = Path(args.out)
+    _write_video(out, frames, fps=args.fps)
+    print(f"wrote {out}: {len(frames)} frames ({args.renderer}{', anchor | generated' if args.side_by_side else ''})")
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     """Versions and devices."""
     import gymnasium
@@ -199,6 +225,22 @@ def build_parser() -> argparse.ArgumentParser:
     rollout.add_argument("--device", default="auto")
     rollout.add_argument("--video", default=None, help="write env 0's frames to this MP4")
     rollout.set_defaults(func=cmd_rollout)
+
+    render = sub.add_parser("render", help="render an official meta.json camera trajectory to an MP4")
+    render.add_argument("--meta", required=True, help="meta.json (image, K, c2w) or its folder")
+    render.add_argument("--depth", default=None, help="depth of the image (.npy, or 16-bit PNG in millimetres)")
+    render.add_argument("--weights", default=None, help="frame-model checkpoint (renderer worldfm)")
+    render.add_argument("--vae", default=None, help="diffusers AutoencoderKL folder for latent models")
+    render.add_argument("--renderer", default="worldfm", choices=["worldfm", "anchor"])
+    render.add_argument("--resolution", type=int, default=64)
+    render.add_argument("--steps", type=int, default=2, choices=[1, 2], help="distilled sampler steps")
+    render.add_argument("--batch-size", type=int, default=8)
+    render.add_argument("--side-by-side", action="store_true", help="anchor | generated in each frame")
+    render.add_argument("--fps", type=int, default=10)
+    render.add_argument("--seed", type=int, default=0)
+    render.add_argument("--device", default="auto")
+    render.add_argument("--out", default="trajectory.mp4")
+    render.set_defaults(func=cmd_render)
 
     info = sub.add_parser("info", help="versions and devices")
     info.set_defaults(func=cmd_info)
