@@ -35,9 +35,14 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_native(num_envs: int, renderer: str, device: str, steps: int, repeats: int, scenes: str, resolution: int):
+def time_native(
+    num_envs: int, renderer: str, device: str, steps: int, repeats: int, scenes: str, resolution: int, weights=None
+):
     """Median env-steps/s of the native vector env."""
-    env = WorldFMVectorEnv(num_envs=num_envs, renderer=renderer, device=device, scenes=scenes, resolution=resolution)
+    extra = {"weights": weights} if renderer == "worldfm" else {}
+    env = WorldFMVectorEnv(
+        num_envs=num_envs, renderer=renderer, device=device, scenes=scenes, resolution=resolution, **extra
+    )
     gen = torch.Generator(device=env.device).manual_seed(0)
     env.reset(seed=0)
 
@@ -101,8 +106,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--scenes", default="procedural:train")
     parser.add_argument("--resolution", type=int, default=64)
+    parser.add_argument("--weights", default=None, help="checkpoint for renderer worldfm (default: random 's')")
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args(argv)
+    if "worldfm" in args.renderers and args.weights is None:
+        # Compute only: an untrained model of the shipped size.
+        import tempfile
+
+        from worldfm_env.model import build_model, save_checkpoint
+
+        args.weights = str(Path(tempfile.mkdtemp()) / "random-s.safetensors")
+        save_checkpoint(build_model("s", input_size=args.resolution), args.weights)
     devices = args.devices or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -111,7 +125,9 @@ def main(argv: list[str] | None = None) -> None:
     for device in devices:
         for renderer in args.renderers:
             for n in args.num_envs:
-                rate = time_native(n, renderer, device, args.steps, args.repeats, args.scenes, args.resolution)
+                rate = time_native(
+                    n, renderer, device, args.steps, args.repeats, args.scenes, args.resolution, args.weights
+                )
                 rows.append(
                     dict(
                         kind="native",
