@@ -95,7 +95,7 @@ class EnvConfig:
     model_dtype: str = "auto"
     """``renderer="worldfm"``: ``"auto"`` (fp32 on CPU, bf16 on CUDA), ``"float32"``, ``"bfloat16"``, ``"float16"``."""
     compile_model: bool = False
-    """``renderer="worldfm"``: ``torch.compile`` the model (CUDA)."""
+    """``renderer="worldfm"``: ``torch.compile`` the model (slow start-up, faster steps)."""
     scene_options: dict = field(default_factory=dict)
     """Extra options for scene generation/import (e.g. procedural config fields)."""
 
