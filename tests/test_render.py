@@ -234,3 +234,40 @@ def test_chunked_points_rejects_empty_cloud():
         ChunkedPoints([], [])
     with pytest.raises(ValueError, match="rgb"):
         ChunkedPoints([torch.zeros(4, 3)], [torch.zeros(4, 3)])  # float colours
+
+
+def test_occlusion_culling_never_hides_visible_surfaces():
+    """Culling chunks behind walls removes see-through points, and (almost) no pixel the mesh says is visible."""
+    from worldfm_env.render.raycast import MeshRaycaster
+    from worldfm_env.render.splat import Occluders
+
+    H = W = 64
+    pool = ScenePool(resolve_scenes("procedural:train:2", DEVICE, (H, W), 90.0)[1:], DEVICE)
+    gen = torch.Generator().manual_seed(0)
+    N = 256
+    nav = pool.nav_free[0]
+    cells = torch.nonzero(nav)
+    pick = cells[torch.randint(0, len(cells), (N,), generator=gen)]
+    cs, (x0, z0) = float(pool.nav_cell_size[0]), pool.nav_origin[0].tolist()
+    y = float(pool.floor_y[0] - pool.camera_height[0])
+    pos = torch.stack([x0 + (pick[:, 1] + 0.5) * cs, torch.full((N,), y), z0 + (pick[:, 0] + 0.5) * cs], -1)
+    yaw = (torch.rand(N, generator=gen) * 2 - 1) * math.pi
+    pitch = (torch.rand(N, generator=gen) - 0.5) * math.radians(90)
+    c2w = pose_from_yaw_pitch(pos, yaw, pitch)
+    K = pool.bank_K[:1].expand(N, 3, 3).contiguous()
+    scene_index = torch.zeros(N, dtype=torch.int32)
+    assert bool(pool.occluders.any())
+    plain = PointSplatter(pool.points, N, H, W).render(scene_index, c2w, K)
+    plain = [t.clone() for t in (plain.depth, plain.mask)]
+    culled = PointSplatter(pool.points, N, H, W, occluders=Occluders.from_pool(pool)).render(scene_index, c2w, K)
+    _, gt_depth = MeshRaycaster([pool.scenes[0].mesh]).render(scene_index, c2w, K, H, W)
+    correct_plain = plain[1] & ((plain[0] - gt_depth).abs() < 0.05 * gt_depth)
+    correct_culled = culled.mask & ((culled.depth - gt_depth).abs() < 0.05 * gt_depth)
+    lost = int((correct_plain & ~correct_culled).sum())
+    removed_wrong = int((plain[1] & ~correct_plain & ~culled.mask).sum())
+    print(f"culling: lost {lost} correct pixels, removed {removed_wrong} see-through pixels of {N * H * W}")
+    # Occluder cells are coarse (a wall may fill part of a cell), so a ray grazing a wall junction can
+    # very rarely be cut; measured: 0 of 1M pixels in one scene, 36 in the other. Culling must stay a
+    # net gain against ground truth and lose at most 1e-4 of the pixels.
+    assert lost <= 1e-4 * N * H * W
+    assert removed_wrong > 20 * max(lost, 1)

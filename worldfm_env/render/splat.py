@@ -82,16 +82,23 @@ def _horizon_kernel(
     rows = occluders.shape[1]
     cols = occluders.shape[2]
     t = float(0.0)
-    while True:
+    inside = int(0)
+    # The horizon is where the ray LEAVES the first band of occluder cells: a wall hides what is
+    # behind it, while a ray grazing along a partly filled wall cell still sees the wall's own face.
+    # Bounded march (a non-finite camera position must not spin forever on the GPU).
+    for _ in range(2 * (rows + cols) + 4):
         col = int(wp.floor((cam[0] + dx * t - o[0]) / cs))
         row = int(wp.floor((cam[2] + dz * t - o[1]) / cs))
         if row < 0 or col < 0 or row >= rows or col >= cols:
             horizon[env, ray] = 1.0e30
             return
         if occluders[s, row, col] != wp.uint8(0):
+            inside = 1
+        elif inside == 1:
             horizon[env, ray] = t
             return
         t += step
+    horizon[env, ray] = 1.0e30
 
 
 @wp.func

@@ -227,9 +227,10 @@ def occluder_grid(
 
     The vertical span between the floor (``grid.floor_y``) and the ceiling (the 1st percentile of
     point y) is cut into bins of ``bin_height``; a cell is an occluder when points fill at least
-    ``fill`` of its bins. Such cells hide everything behind them at every height, so a chunk of
-    points entirely behind them (seen from above) cannot be visible. Door openings, furniture and
-    low walls never qualify, and a missed wall only costs speed, never correctness.
+    ``fill`` of its bins, and lies inside a run of such cells (the two end cells of every run are
+    dropped: a sight line may clip the empty part of a wall's end cell or a door jamb). Such cells
+    hide everything behind them at every height, so a chunk of points entirely behind them (seen
+    from above) cannot be visible. Door openings, furniture and low walls never qualify.
     """
     Gz, Gx = shape
     out = torch.zeros(Gz, Gx, dtype=torch.bool, device=xyz.device)
@@ -247,8 +248,17 @@ def occluder_grid(
     ok = (b >= 0) & (b < bins) & (row >= 0) & (row < Gz) & (col >= 0) & (col < Gx)
     occupancy = torch.zeros(Gz * Gx * bins, dtype=torch.bool, device=xyz.device)
     occupancy[((row * Gx + col) * bins + b)[ok]] = True
-    filled = occupancy.view(Gz, Gx, bins).float().mean(-1)
-    return filled >= fill
+    filled = occupancy.view(Gz, Gx, bins).float().mean(-1) >= fill
+    # A cell is treated as solid although the wall may fill only part of it. Inside a wall run that
+    # is harmless (the run blocks sight anyway), but at a wall's end or a door jamb a sight line can
+    # clip the empty part of the cell. So keep only cells with occluders on both sides along a row
+    # or a column (interior of a run), twice: the two outermost cells of every run are dropped.
+    for _ in range(2):
+        padded = torch.nn.functional.pad(filled[None, None].float(), (1, 1, 1, 1))[0, 0] > 0
+        along_x = padded[1:-1, :-2] & padded[1:-1, 2:]
+        along_z = padded[:-2, 1:-1] & padded[2:, 1:-1]
+        filled = filled & (along_x | along_z)
+    return filled
 
 
 class ScenePool:

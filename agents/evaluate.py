@@ -1,0 +1,248 @@
+"""Evaluate an agent on a fixed set of held-out episodes; per-episode CSV, optional videos.
+
+Episode ``i`` is the first episode of an env seeded with ``seed + i`` (episodes are drawn by
+hashing the env seed and episode number, so this set does not depend on ``num_envs``, on the
+batch an episode runs in, or on the device). The default scenes are the procedural test split.
+Episodes run in batches of ``num_envs``; each env plays exactly one episode per batch.
+
+Agents: ``random``, ``shortest-path``, ``frontier`` (see ``agents/scripted.py``),
+``ppo:PATH`` (a checkpoint of ``agents/ppo_torch.py``) and ``sb3:PATH`` (a policy zip of
+``agents/ppo_sb3.py``). The last line printed is ``success=<float> spl=<float> soft_spl=<float>``
+(means over episodes; SPL is undefined for Explore and printed as ``nan``).
+
+    python agents/evaluate.py --agent shortest-path --episodes 50 --renderer oracle
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+if __package__ in (None, ""):  # run as a script: make `agents` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from agents._args import parse_args
+from agents.scripted import AGENTS, make_agent
+from worldfm_env.envs.vector import WorldFMVectorEnv
+
+__all__ = ["Args", "EvalResult", "evaluate", "load_agent", "main"]
+
+
+@dataclass
+class Args:
+    """Evaluate an agent on fixed held-out episodes (episode i = first episode of env seed seed + i)."""
+
+    agent: str = "shortest-path"
+    """random, shortest-path, frontier, ppo:PATH (agents/ppo_torch.py checkpoint) or sb3:PATH (SB3 zip)."""
+    episodes: int = 50
+    """Number of episodes (episode i is the first episode of env seed seed + i)."""
+    seed: int = 0
+    """Seed of episode 0."""
+    num_envs: int = 16
+    """Environments stepped together (does not change the episode set)."""
+    task: str | None = None
+    """pointnav or explore (default: the checkpoint's task, else pointnav; explore for the frontier agent)."""
+    scenes: str = "procedural:test"
+    """Held-out scene spec (the procedural test split by default)."""
+    renderer: str = "anchor"
+    """Renderer backend: anchor, oracle or worldfm."""
+    resolution: int | None = None
+    """Observation size (default: the checkpoint's, else 64)."""
+    device: str = "auto"
+    """auto, cpu or cuda."""
+    max_episode_steps: int = 500
+    """Steps after which an episode is truncated."""
+    deterministic: bool = True
+    """Learned agents take their most likely action (else they sample)."""
+    output_dir: str | None = "runs/eval"
+    """Folder for episodes.csv and videos (None or empty: write nothing)."""
+    videos: int = 0
+    """Record MP4 videos of the first this-many episodes (needs output_dir)."""
+    weights: str | None = None
+    """Frame-model checkpoint for renderer=worldfm."""
+
+
+@dataclass
+class EvalResult:
+    """Per-episode records and their means."""
+
+    episodes: list[dict[str, float]] = field(default_factory=list)
+    """One dict per episode: episode, seed, scene, steps, return and the env's info metrics."""
+    summary: dict[str, float] = field(default_factory=dict)
+    """Mean of every metric over the episodes (success, spl, soft_spl, ...)."""
+    env_steps_per_second: float = 0.0
+    """Env steps (counting every env of every batch) per second of the evaluation loop."""
+
+
+class _TorchPPOAgent:
+    """A policy saved by ``agents/ppo_torch.py``, acting on the native env's torch observations."""
+
+    def __init__(self, checkpoint: dict, env: WorldFMVectorEnv, deterministic: bool) -> None:
+        from agents.ppo_torch import Agent
+
+        self.model = Agent(env.single_observation_space, env.single_action_space.n, **checkpoint["model_kwargs"])
+        self.model.load_state_dict(checkpoint["state_dict"])
+        self.model.to(env.device).eval()
+        self.deterministic = deterministic
+
+    @torch.no_grad()
+    def __call__(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
+        logits = self.model.actor(self.model.encode(observations))
+        if self.deterministic:
+            return logits.argmax(dim=-1)
+        return torch.distributions.Categorical(logits=logits).sample()
+
+
+class _SB3Agent:
+    """A Stable-Baselines3 policy; observations cross to numpy at this boundary."""
+
+    def __init__(self, model, env: WorldFMVectorEnv, deterministic: bool) -> None:
+        self.model = model
+        self.env = env
+        self.deterministic = deterministic
+
+    def __call__(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
+        numpy_obs = {k: v.cpu().numpy() for k, v in observations.items()}
+        actions, _ = self.model.predict(numpy_obs, deterministic=self.deterministic)
+        return torch.as_tensor(np.asarray(actions), device=self.env.device).long()
+
+
+def _load_learned(spec: str) -> tuple[object, dict]:
+    """(loaded checkpoint or SB3 model, the env settings it was trained with) for ppo:/sb3: specs."""
+    if spec.startswith("ppo:"):
+        checkpoint = torch.load(spec[4:], map_location="cpu", weights_only=True)
+        return checkpoint, {"task": checkpoint["args"]["task"], "resolution": checkpoint["args"]["resolution"]}
+    if spec.startswith("sb3:"):
+        from stable_baselines3 import PPO
+
+        model = PPO.load(spec[4:], device="cpu")
+        space = model.observation_space
+        rgb_shape = space["rgb"].shape  # (3, H, W) after SB3's image transpose, or (H, W, 3)
+        resolution = rgb_shape[1] if rgb_shape[0] == 3 else rgb_shape[0]
+        return model, {"task": "pointnav" if "pointgoal" in space.spaces else "explore", "resolution": resolution}
+    return None, {}
+
+
+def load_agent(spec: str, env: WorldFMVectorEnv, seed: int = 0, deterministic: bool = True, loaded=None):
+    """An agent callable from ``spec``: a scripted name, ``ppo:PATH`` or ``sb3:PATH``.
+
+    ``loaded`` is the checkpoint or model already read for ``spec`` (read from ``PATH`` when None).
+    """
+    if spec.startswith(("ppo:", "sb3:")):
+        if loaded is None:
+            loaded, _ = _load_learned(spec)
+        wrapper = _TorchPPOAgent if spec.startswith("ppo:") else _SB3Agent
+        return wrapper(loaded, env, deterministic)
+    if spec in AGENTS:
+        return make_agent(spec, env, seed=seed)
+    raise ValueError(f"agent={spec!r} is not valid; use one of {list(AGENTS)}, 'ppo:PATH' or 'sb3:PATH'")
+
+
+def _write_video(path: Path, frames: list[np.ndarray]) -> None:
+    import imageio.v2 as imageio
+
+    # Nearest-neighbour upscaling to >= 128 px so that small observations stay watchable.
+    scale = max(1, math.ceil(128 / frames[0].shape[0]))
+    frames = [f.repeat(scale, axis=0).repeat(scale, axis=1) for f in frames]
+    imageio.mimsave(path, frames, fps=10, macro_block_size=1)
+
+
+def evaluate(args: Args) -> EvalResult:
+    """Run ``args.episodes`` held-out episodes; write the CSV and videos when ``output_dir`` is set."""
+    if args.episodes <= 0:
+        raise ValueError(f"episodes must be positive, got {args.episodes}")
+    loaded, saved = _load_learned(args.agent)
+    task = args.task or saved.get("task") or ("explore" if args.agent == "frontier" else "pointnav")
+    resolution = args.resolution or saved.get("resolution") or 64
+    if saved and (saved["task"], saved["resolution"]) != (task, resolution):
+        raise ValueError(
+            f"the checkpoint was trained with task={saved['task']!r}, resolution={saved['resolution']}; "
+            f"evaluating it with task={task!r}, resolution={resolution} would not fit its network"
+        )
+    num_envs = min(args.num_envs, args.episodes)
+    env_kwargs = dict(
+        task=task,
+        scenes=args.scenes,
+        renderer=args.renderer,
+        resolution=resolution,
+        device=args.device,
+        max_episode_steps=args.max_episode_steps,
+    )
+    if args.weights:
+        env_kwargs["weights"] = args.weights
+    env = WorldFMVectorEnv(num_envs=num_envs, **env_kwargs)
+    agent = load_agent(args.agent, env, seed=args.seed, deterministic=args.deterministic, loaded=loaded)
+    out_dir = Path(args.output_dir) if args.output_dir else None
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+
+    result = EvalResult()
+    total_steps, start = 0, time.perf_counter()
+    for first in range(0, args.episodes, num_envs):
+        # Pad the last batch with extra seeds whose episodes are played but not counted.
+        episode_ids = list(range(first, first + num_envs))
+        counted = torch.tensor([i < args.episodes for i in episode_ids], device=env.device)
+        obs, _ = env.reset(seed=[args.seed + i for i in episode_ids])
+        scene = env.scene_index.cpu().numpy().copy()
+        running = counted.clone()
+        returns = torch.zeros(num_envs, device=env.device)
+        filmed = [i for i in range(num_envs) if episode_ids[i] < min(args.videos, args.episodes)]
+        frames = {i: [obs["rgb"][i].cpu().numpy()] for i in filmed} if out_dir is not None else {}
+        while bool(running.any()):
+            actions = agent(obs)
+            obs, reward, terminated, truncated, info = env.step(actions)
+            total_steps += num_envs
+            returns += torch.where(running, reward, torch.zeros_like(reward))
+            for i in frames:
+                if bool(running[i]):
+                    frames[i].append(obs["rgb"][i].cpu().numpy())
+            finished = running & (terminated | truncated)
+            for i in torch.nonzero(finished)[:, 0].tolist():
+                record = {"episode": episode_ids[i], "seed": args.seed + episode_ids[i], "scene": int(scene[i])}
+                record["steps"] = int(env.elapsed_steps[i])
+                record["return"] = float(returns[i])
+                for key, value in info.items():
+                    if not key.startswith("_"):
+                        record[key] = float(value[i])
+                result.episodes.append(record)
+            running &= ~finished
+        for i, clip in frames.items():
+            _write_video(out_dir / f"episode_{episode_ids[i]:03d}.mp4", clip)
+    result.env_steps_per_second = total_steps / (time.perf_counter() - start)
+    env.close()
+
+    result.episodes.sort(key=lambda r: r["episode"])
+    metric_keys = [k for k in result.episodes[0] if k not in ("episode", "seed", "scene")]
+    result.summary = {k: float(np.mean([r[k] for r in result.episodes])) for k in metric_keys}
+    if out_dir is not None:
+        with open(out_dir / "episodes.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(result.episodes[0]))
+            writer.writeheader()
+            writer.writerows(result.episodes)
+    return result
+
+
+def main(argv: list[str] | None = None) -> EvalResult:
+    """Command line: evaluate, print a summary, end with the ``success= spl= soft_spl=`` line."""
+    args = parse_args(Args, argv)
+    result = evaluate(args)
+    s = result.summary
+    print(f"agent={args.agent} episodes={len(result.episodes)} scenes={args.scenes} renderer={args.renderer}")
+    print(f"env-steps/s={result.env_steps_per_second:,.0f}")
+    print(" ".join(f"{k}={v:.4f}" for k, v in s.items() if k not in ("success", "spl", "soft_spl")))
+    if args.output_dir:
+        print(f"per-episode results: {Path(args.output_dir) / 'episodes.csv'}")
+    nan = float("nan")
+    print(f"success={s['success']:.4f} spl={s.get('spl', nan):.4f} soft_spl={s.get('soft_spl', nan):.4f}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

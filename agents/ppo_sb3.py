@@ -1,0 +1,181 @@
+"""Stable-Baselines3 PPO on worldfm-env through :class:`worldfm_env.integrations.sb3.SB3VecEnv`.
+
+One batched :class:`~worldfm_env.envs.vector.WorldFMVectorEnv` (SAME_STEP autoreset, as SB3
+expects) serves all ``num_envs`` envs; SB3 sees numpy at the adapter boundary. The policy is
+``MultiInputPolicy`` with :class:`SmallCombinedExtractor` (a small CNN that works from 8x8 images,
+where SB3's ``NatureCNN`` needs 36x36) plus an MLP over ``pointgoal``. SB3 logs ``time/fps``
+(env steps per second); the script prints the overall env-steps/s at the end and saves the policy
+zip, which ``python agents/evaluate.py --agent sb3:PATH.zip`` evaluates.
+
+    python agents/ppo_sb3.py --total-timesteps 100000 --num-envs 16 --renderer anchor
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import gymnasium as gym
+import torch
+import torch.nn as nn
+from stable_baselines3 import PPO
+from stable_baselines3.common.preprocessing import is_image_space, is_image_space_channels_first
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from stable_baselines3.common.vec_env import VecMonitor
+
+if __package__ in (None, ""):  # run as a script: make `agents` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from agents._args import parse_args
+from worldfm_env.integrations.sb3 import SB3VecEnv
+
+__all__ = ["Args", "SmallCombinedExtractor", "main"]
+
+
+@dataclass
+class Args:
+    """Stable-Baselines3 PPO on worldfm-env (PointNav by default) via SB3VecEnv."""
+
+    exp_name: str = "ppo_sb3"
+    """Name of this run (policy zip file name)."""
+    seed: int = 1
+    """Seed of SB3 and of the envs (env i gets seed + i)."""
+    task: str = "pointnav"
+    """Task: pointnav or explore."""
+    scenes: str = "procedural:train"
+    """Training scene spec."""
+    renderer: str = "anchor"
+    """Renderer backend: anchor, oracle or worldfm."""
+    resolution: int = 64
+    """Observation size (square, >= 8)."""
+    env_device: str = "auto"
+    """Device of the batched env: auto, cpu or cuda."""
+    device: str = "auto"
+    """Device of the SB3 policy: auto, cpu or cuda."""
+    max_episode_steps: int = 500
+    """Steps after which an episode is truncated."""
+    total_timesteps: int = 1_000_000
+    """Total env steps (SB3 rounds up to whole rollouts)."""
+    num_envs: int = 16
+    """Environments stepped together."""
+    n_steps: int = 128
+    """Steps per env per rollout."""
+    batch_size: int = 256
+    """Minibatch size."""
+    n_epochs: int = 4
+    """Epochs per update."""
+    learning_rate: float = 2.5e-4
+    """Adam learning rate."""
+    gamma: float = 0.99
+    """Discount factor."""
+    gae_lambda: float = 0.95
+    """GAE lambda."""
+    clip_range: float = 0.1
+    """Surrogate clipping coefficient."""
+    ent_coef: float = 0.01
+    """Entropy coefficient."""
+    features_dim: int = 256
+    """Output width of the CNN."""
+    verbose: int = 1
+    """SB3 verbosity (1 prints the rollout/train tables)."""
+    save_path: str | None = None
+    """Policy zip path (default runs/<exp_name>_<seed>.zip)."""
+
+
+class SmallCombinedExtractor(BaseFeaturesExtractor):
+    """Features of a Dict observation: a small CNN for images (any size >= 8), flatten for the rest.
+
+    ``pointgoal`` (distance, angle) becomes (log1p distance, cos angle, sin angle).
+    """
+
+    def __init__(self, observation_space: gym.spaces.Dict, features_dim: int = 256) -> None:
+        extractors: dict[str, nn.Module] = {}
+        total = 0
+        for key, space in observation_space.spaces.items():
+            if is_image_space(space, check_channels=False):
+                channels = space.shape[0] if is_image_space_channels_first(space) else space.shape[-1]
+                extractors[key] = nn.Sequential(
+                    nn.Conv2d(channels, 32, 5, stride=2, padding=2),
+                    nn.ReLU(),
+                    nn.Conv2d(32, 64, 3, stride=2, padding=1),
+                    nn.ReLU(),
+                    nn.Conv2d(64, 64, 3, stride=2, padding=1),
+                    nn.ReLU(),
+                    nn.AdaptiveAvgPool2d(4),
+                    nn.Flatten(),
+                    nn.Linear(64 * 4 * 4, features_dim),
+                    nn.ReLU(),
+                )
+                total += features_dim
+            else:
+                extractors[key] = nn.Flatten()
+                total += 3 if key == "pointgoal" else int(torch.Size(space.shape).numel())
+        super().__init__(observation_space, features_dim=total)
+        self.extractors = nn.ModuleDict(extractors)
+        self.channels_last = {
+            key: is_image_space(space, check_channels=False) and not is_image_space_channels_first(space)
+            for key, space in observation_space.spaces.items()
+        }
+
+    def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
+        features = []
+        for key, extractor in self.extractors.items():
+            value = observations[key]
+            if self.channels_last[key]:
+                value = value.permute(0, 3, 1, 2)
+            if key == "pointgoal":
+                rho, phi = value[:, 0], value[:, 1]
+                value = torch.stack([torch.log1p(rho), torch.cos(phi), torch.sin(phi)], dim=-1)
+            features.append(extractor(value))
+        return torch.cat(features, dim=1)
+
+
+def main(argv: list[str] | None = None) -> Path:
+    """Train; return the path of the saved policy zip."""
+    args = parse_args(Args, argv)
+    save_path = Path(args.save_path or f"runs/{args.exp_name}_{args.seed}.zip")
+    venv = SB3VecEnv.from_kwargs(
+        num_envs=args.num_envs,
+        task=args.task,
+        scenes=args.scenes,
+        renderer=args.renderer,
+        resolution=args.resolution,
+        device=args.env_device,
+        max_episode_steps=args.max_episode_steps,
+    )
+    info_keywords = ("success", "spl") if args.task == "pointnav" else ("coverage",)
+    venv = VecMonitor(venv, info_keywords=info_keywords)
+    model = PPO(
+        "MultiInputPolicy",
+        venv,
+        n_steps=args.n_steps,
+        batch_size=args.batch_size,
+        n_epochs=args.n_epochs,
+        learning_rate=args.learning_rate,
+        gamma=args.gamma,
+        gae_lambda=args.gae_lambda,
+        clip_range=args.clip_range,
+        ent_coef=args.ent_coef,
+        policy_kwargs=dict(
+            features_extractor_class=SmallCombinedExtractor,
+            features_extractor_kwargs=dict(features_dim=args.features_dim),
+        ),
+        seed=args.seed,
+        device=args.device,
+        verbose=args.verbose,
+    )
+    start = time.perf_counter()
+    model.learn(total_timesteps=args.total_timesteps)
+    elapsed = time.perf_counter() - start
+    print(f"trained {model.num_timesteps} env steps: {model.num_timesteps / elapsed:,.0f} env-steps/s")
+    save_path.parent.mkdir(parents=True, exist_ok=True)
+    model.save(save_path)
+    print(f"saved {save_path}")
+    venv.close()
+    return save_path
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,202 @@
+"""Batched scripted agents over the native vector env: ``random``, ``shortest-path`` and ``frontier``.
+
+``random`` and ``shortest-path`` are :class:`worldfm_env.policies.RandomPolicy` and
+:class:`worldfm_env.policies.ShortestPathPolicy`. ``frontier`` explores (``task="explore"``): each
+env heads for the nearest not-yet-observed free cell of its scene's main component (geodesic
+distance on the navigation grid, read from the task's ``seen`` mask), and picks a new one once
+that cell has been observed.
+
+Every agent is a callable ``agent(observations) -> actions`` over all N envs (a torch tensor on the
+env's device). Run ``python agents/scripted.py --help``; e.g.
+``python agents/scripted.py --agent frontier --task explore --steps 200`` rolls the agent out and
+prints env-steps/s and the mean metrics.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+if __package__ in (None, ""):  # run as a script: make `agents` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from agents._args import parse_args
+from worldfm_env.envs.vector import WorldFMVectorEnv
+from worldfm_env.policies import RandomPolicy, ShortestPathPolicy
+from worldfm_env.scenes.navigation import geodesic_distance
+
+__all__ = ["AGENTS", "FrontierPolicy", "make_agent", "Args", "main"]
+
+Agent = Callable[..., torch.Tensor]
+
+FORWARD, TURN_LEFT, TURN_RIGHT, LOOK_UP, LOOK_DOWN = 1, 2, 3, 4, 5
+
+
+class FrontierPolicy:
+    """Frontier exploration: walk the geodesic towards the nearest unobserved reachable free cell.
+
+    Per env it keeps a target cell and its geodesic field (computed with
+    :func:`~worldfm_env.scenes.navigation.geodesic_distance`, batched over the envs that replan).
+    An env replans when its episode starts, when its target has been observed, or after
+    ``patience`` steps on one target (the target is then given up for the episode, so an agent
+    never circles a cell it cannot see). Each step it scores the headings reachable by whole turns
+    by the target distance after one forward step, like ``ShortestPathPolicy``, levels the camera
+    first, and never takes STOP (that would end the episode). Envs with nothing left to observe
+    turn in place.
+    """
+
+    def __init__(self, env: WorldFMVectorEnv, patience: int = 60) -> None:
+        if env.config.task != "explore" or env.config.action_type != "discrete":
+            raise ValueError("FrontierPolicy needs task='explore' with action_type='discrete'")
+        self.env = env
+        self.patience = patience
+        nav = env.navigation
+        N, dev = env.num_envs, env.device
+        cells = nav.shape[0] * nav.shape[1]
+        self.turn = math.radians(env.config.turn_angle_deg)
+        self.num_headings = max(4, int(round(2 * math.pi / self.turn)))
+        self.target = torch.full((N,), -1, dtype=torch.long, device=dev)  # flat cell, -1 = none
+        self.target_field = torch.full((N, cells), float("inf"), device=dev)  # (N, Gz*Gx) scene units
+        self.pursuit_steps = torch.zeros(N, dtype=torch.long, device=dev)
+        self.given_up = torch.zeros(N, cells, dtype=torch.bool, device=dev)
+        self._rows = torch.arange(N, device=dev)
+
+    def __call__(self, observations=None) -> torch.Tensor:
+        """Discrete actions (N,) for the env's current state."""
+        env = self.env
+        new_episode = env.elapsed_steps == 0
+        self.given_up &= ~new_episode[:, None]
+        self.target = torch.where(new_episode, torch.full_like(self.target, -1), self.target)
+
+        seen = env.task.seen.flatten(1).bool()  # (N, Gz*Gx)
+        has_target = self.target >= 0
+        target_seen = has_target & seen.gather(1, self.target.clamp_min(0)[:, None])[:, 0]
+        stuck = has_target & ~target_seen & (self.pursuit_steps >= self.patience)
+        self.given_up[self._rows[stuck], self.target[stuck]] = True
+        replan = ~has_target | target_seen | stuck
+        if bool(replan.any()):
+            self._replan(torch.nonzero(replan)[:, 0], seen)
+        self.pursuit_steps += 1
+        return self._follow_field()
+
+    def _replan(self, idx: torch.Tensor, seen: torch.Tensor) -> None:
+        """New targets and fields for envs ``idx``: the nearest unobserved main-component cell."""
+        env, nav = self.env, self.env.navigation
+        Gz, Gx = nav.shape
+        scene = env.scene_index.long()[idx]
+        free = nav.free[scene]  # (M, Gz, Gx)
+        cs = env.pool.nav_cell_size[scene]
+        origin = env.pool.nav_origin[scene]
+        col = torch.floor((env.position[idx, 0] - origin[:, 0]) / cs).long().clamp(0, Gx - 1)
+        row = torch.floor((env.position[idx, 2] - origin[:, 1]) / cs).long().clamp(0, Gz - 1)
+        from_agent = geodesic_distance(free, torch.stack([row, col], dim=-1)).flatten(1)  # (M, Gz*Gx) cells
+        wanted = nav.main[scene].flatten(1) & ~seen[idx] & ~self.given_up[idx]
+        from_agent = torch.where(wanted, from_agent, torch.full_like(from_agent, float("inf")))
+        nearest, target = from_agent.min(dim=1)
+        found = torch.isfinite(nearest)
+        field = geodesic_distance(free, torch.stack([target // Gx, target % Gx], dim=-1)).flatten(1)
+        self.target[idx] = torch.where(found, target, torch.full_like(target, -1))
+        self.target_field[idx] = field * cs[:, None]
+        self.pursuit_steps[idx] = 0
+
+    def _follow_field(self) -> torch.Tensor:
+        """Turn towards / step along the heading that most decreases the target distance."""
+        env, cfg = self.env, self.env.config
+        N, H = env.num_envs, self.num_headings
+        scene = env.scene_index.long()
+        k = torch.arange(H, device=env.device, dtype=torch.float32)
+        offsets = torch.remainder(k * self.turn + math.pi, 2 * math.pi) - math.pi  # (H,) relative yaw
+        heading = env.yaw[:, None] + offsets[None]  # (N, H)
+        nx = env.position[:, None, 0] - torch.sin(heading) * cfg.forward_step
+        nz = env.position[:, None, 2] + torch.cos(heading) * cfg.forward_step
+        candidate = torch.stack([nx, env.position[:, None, 1].expand(N, H), nz], dim=-1)  # (N, H, 3)
+        dist = env.navigation.interpolate_field(
+            self.target_field, self._rows.repeat_interleave(H), scene.repeat_interleave(H), candidate.reshape(-1, 3)
+        ).reshape(N, H)
+        # The move must stay on free cells, sampled along the segment as the env's collision check does.
+        n = env._collision_samples
+        t = torch.arange(1, n + 1, device=env.device, dtype=torch.float32) / n  # (n,)
+        x = env.position[:, None, None, 0] + t * (nx[..., None] - env.position[:, None, None, 0])  # (N, H, n)
+        z = env.position[:, None, None, 2] + t * (nz[..., None] - env.position[:, None, None, 2])
+        free = env.navigation.is_free(scene, x, z).all(dim=-1)  # (N, H)
+        dist = torch.where(free, dist, torch.full_like(dist, float("inf")))
+        best = (dist + 1e-3 * offsets.abs()[None]).argmin(dim=1)
+        reachable = torch.isfinite(dist.min(dim=1).values) & (self.target >= 0)
+        best_offset = offsets[best]
+        action = torch.where(best_offset > 0, torch.full_like(best, TURN_LEFT), torch.full_like(best, TURN_RIGHT))
+        action = torch.where(best_offset.abs() < 1e-4, torch.full_like(best, FORWARD), action)
+        action = torch.where(reachable, action, torch.full_like(best, TURN_LEFT))
+        level = env.pitch.abs() > 1e-4
+        return torch.where(level, torch.where(env.pitch > 0, LOOK_DOWN, LOOK_UP), action)
+
+
+AGENTS = ("random", "shortest-path", "frontier")
+
+
+def make_agent(name: str, env: WorldFMVectorEnv, seed: int = 0) -> Agent:
+    """The scripted agent ``name`` (one of :data:`AGENTS`) bound to ``env``."""
+    if name == "random":
+        return RandomPolicy(env, seed=seed)
+    if name == "shortest-path":
+        return ShortestPathPolicy(env)
+    if name == "frontier":
+        return FrontierPolicy(env)
+    raise ValueError(f"agent={name!r} is not a scripted agent; choose one of {list(AGENTS)}")
+
+
+@dataclass
+class Args:
+    """Roll out a scripted agent over the native vector env; print env-steps/s and mean metrics."""
+
+    agent: str = "shortest-path"
+    """Scripted agent: random, shortest-path (PointNav) or frontier (Explore)."""
+    task: str = "pointnav"
+    """Task: pointnav or explore."""
+    num_envs: int = 8
+    """Environments stepped together."""
+    steps: int = 200
+    """Vector steps to run."""
+    seed: int = 0
+    """Env i is seeded with seed + i; the random agent's generator with seed."""
+    scenes: str = "procedural:train"
+    """Scene spec, e.g. procedural:train, procedural:test:4."""
+    renderer: str = "anchor"
+    """Renderer backend: anchor, oracle or worldfm."""
+    resolution: int = 64
+    """Observation size (square)."""
+    device: str = "auto"
+    """auto, cpu or cuda."""
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    """Run the rollout; return the mean final metrics."""
+    args = parse_args(Args, argv)
+    env = WorldFMVectorEnv(
+        num_envs=args.num_envs,
+        task=args.task,
+        scenes=args.scenes,
+        renderer=args.renderer,
+        resolution=args.resolution,
+        device=args.device,
+    )
+    agent = make_agent(args.agent, env, seed=args.seed)
+    obs, info = env.reset(seed=args.seed)
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        obs, _, _, _, info = env.step(agent(obs))
+    elapsed = time.perf_counter() - start
+    summary = {k: float(v.float().mean()) for k, v in info.items() if not k.startswith("_")}
+    print(f"{args.agent} on {args.task}: {args.num_envs * args.steps / elapsed:,.0f} env-steps/s")
+    print(" ".join(f"{k}={v:.4f}" for k, v in summary.items()))
+    env.close()
+    return summary
+
+
+if __name__ == "__main__":
+    main()
