@@ -646,3 +646,57 @@ def test_worldfm_renderer_without_weights_says_so():
     assert "weights=PATH" in str(err.value)
     with pytest.raises(ValueError, match="no such checkpoint"):
         WorldFMVectorEnv(num_envs=1, **SMALL, renderer="worldfm", weights="missing.safetensors")
+
+
+def test_stop_on_the_last_step_is_terminated_and_truncated():
+    """Like Gymnasium's TimeLimit: the time limit truncates even when the same step terminates."""
+    env = WorldFMVectorEnv(num_envs=2, **SMALL, max_episode_steps=3)
+    env.reset(seed=0)
+    for _ in range(2):
+        env.step(torch.tensor([2, 2]))
+    _, _, term, trunc, _ = env.step(torch.tensor([0, 2]))
+    assert term.tolist() == [True, False] and trunc.tolist() == [True, True]
+
+
+def test_single_env_rejects_vector_only_options():
+    for key, value in (("autoreset_mode", "same_step"), ("array_type", "numpy")):
+        with pytest.raises(ValueError, match=key):
+            WorldFMEnv(**SMALL, **{key: value})
+
+
+def test_reset_mask_option_info_masks_and_none_seeds():
+    env = WorldFMVectorEnv(num_envs=3, **SMALL)
+    env.reset(seed=[5, 6, 7])
+    for _ in range(3):
+        env.step(torch.tensor([1, 2, 3]))
+    before = env.position.clone()
+    mask = np.array([False, True, False])
+    _, infos = env.reset(seed=[None, 40, None], options={"reset_mask": mask})
+    assert infos["_success"].tolist() == [False, True, False]
+    assert torch.equal(env.position[[0, 2]], before[[0, 2]])
+    assert env.seeds.tolist() == [5, 40, 7] and env.elapsed_steps.tolist()[1] == 0
+    with pytest.raises(ValueError, match="reset_mask"):
+        env.reset(options={"reset_mask": [1, 0, 1]})
+    with pytest.raises(ValueError, match="env_idx.*reset_mask|reset_mask.*env_idx"):
+        env.reset(options={"env_idx": [0], "reset_mask": mask})
+
+
+def test_scene_index_reset_option():
+    env = WorldFMVectorEnv(num_envs=4, **{**SMALL, "scenes": "procedural:train:2"})
+    env.reset(seed=0, options={"scene_index": 1})
+    assert env.scene_index.tolist() == [1, 1, 1, 1]
+    env.reset(seed=0, options={"scene_index": [0, 1, 0, 1]})
+    assert env.scene_index.tolist() == [0, 1, 0, 1]
+    free = env.navigation.is_free(env.scene_index.long(), env.position[:, 0:1], env.position[:, 2:3])
+    assert bool(free.all())
+    with pytest.raises(ValueError, match="scene_index"):
+        env.reset(options={"scene_index": 2})
+
+
+def test_non_finite_actions_without_validation_are_blocked():
+    env = WorldFMVectorEnv(num_envs=2, **SMALL, action_type="continuous", validate_actions=False)
+    env.reset(seed=0)
+    before = env.position.clone()
+    env.step(torch.tensor([[float("nan"), 0.0, float("nan"), 0.0], [1.0, 0.0, 0.0, 0.0]]))
+    assert torch.isfinite(env.position).all() and torch.isfinite(env.yaw).all()
+    assert torch.equal(env.position[0], before[0]) and int(env.collisions[0]) == 1

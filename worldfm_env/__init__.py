@@ -22,6 +22,9 @@ def _register() -> None:
             entry_point="worldfm_env.envs.single:WorldFMEnv",
             vector_entry_point="worldfm_env.envs.vector:WorldFMVectorEnv",
             kwargs={"task": task},
+            # gym.make wraps TimeLimit(500); the env's own max_episode_steps (also 500) truncates the
+            # same way (truncated at the limit even on a terminating step), so both paths agree.
+            max_episode_steps=500,
         )
 
 

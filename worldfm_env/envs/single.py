@@ -28,7 +28,10 @@ class WorldFMEnv(gym.Env):
     def __init__(self, render_mode: str | None = None, **kwargs: Any) -> None:
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode={render_mode!r} is not supported; use None or 'rgb_array'")
-        kwargs = {**kwargs, "array_type": "torch"}
+        for key in ("autoreset_mode", "array_type"):
+            if key in kwargs:
+                raise ValueError(f"{key} applies to the vector env only; a single env is reset by its caller")
+        kwargs = {**kwargs, "array_type": "torch", "autoreset_mode": "next_step"}
         self.vector_env = WorldFMVectorEnv(num_envs=1, **kwargs)
         self.render_mode = render_mode
         self.config = self.vector_env.config

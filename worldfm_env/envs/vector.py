@@ -168,45 +168,91 @@ class WorldFMVectorEnv(VectorEnv):
         self.action_space = batch_space(self.single_action_space, self.num_envs)
 
     # ------------------------------------------------------------------ reset
-    def reset(self, *, seed: int | list[int] | None = None, options: dict | None = None):
-        """Reset all envs, or only ``options["env_idx"]`` (a list/array/tensor of indices or a bool mask).
+    def reset(self, *, seed: int | list[int | None] | None = None, options: dict | None = None):
+        """Reset all envs, or only some of them.
 
-        ``seed`` (int) seeds env i with ``seed + i`` (the SyncVectorEnv convention); a list gives one
-        seed per env. Returns (observations, infos) for all envs.
+        Options: ``env_idx`` (indices, or a bool mask) or Gymnasium's ``reset_mask`` (bool (N,)) picks
+        the envs to reset; ``scene_index`` (an int, or one per env) puts the reset envs in given
+        scenes of the pool instead of drawing them. ``seed`` (int) seeds env i with ``seed + i`` (the
+        SyncVectorEnv convention); a list gives one seed per env, ``None`` entries keep that env's
+        seed and continue its episode sequence. Returns (observations, infos) for all envs; the info
+        masks (``_key``) mark the envs that were reset.
         """
         N, dev = self.num_envs, self.device
         options = dict(options or {})
-        unknown = set(options) - {"env_idx"}
+        unknown = set(options) - {"env_idx", "reset_mask", "scene_index"}
         if unknown:
-            raise ValueError(f"unknown reset options {sorted(unknown)}; valid: ['env_idx']")
-        mask = self._env_mask(options.get("env_idx"))
+            raise ValueError(
+                f"unknown reset options {sorted(unknown)}; valid: ['env_idx', 'reset_mask', 'scene_index']"
+            )
+        if "env_idx" in options and "reset_mask" in options:
+            raise ValueError("give options['env_idx'] or options['reset_mask'], not both")
+        if "reset_mask" in options:
+            reset_mask = torch.as_tensor(
+                np.asarray(options["reset_mask"])
+                if not isinstance(options["reset_mask"], torch.Tensor)
+                else options["reset_mask"].cpu()
+            )
+            if reset_mask.dtype != torch.bool or reset_mask.shape != (N,):
+                raise ValueError(
+                    f"options['reset_mask'] must be a bool array of shape ({N},), got "
+                    f"{reset_mask.dtype} {tuple(reset_mask.shape)}"
+                )
+            mask = reset_mask.to(dev)
+        else:
+            mask = self._env_mask(options.get("env_idx"))
+        scene_index = self._parse_scene_index(options.get("scene_index"))
         if seed is not None:
-            seeds = self._parse_seed(seed)
-            self.seeds = torch.where(mask, seeds, self.seeds)
-            self.episode_count = torch.where(mask, torch.full_like(self.episode_count, -1), self.episode_count)
+            seeds, given = self._parse_seed(seed)
+            given = given & mask
+            self.seeds = torch.where(given, seeds, self.seeds)
+            self.episode_count = torch.where(given, torch.full_like(self.episode_count, -1), self.episode_count)
         elif not self._has_reset:
             base = int(np.random.SeedSequence().generate_state(1, dtype=np.uint32)[0])
             self.seeds = torch.arange(N, dtype=torch.int64, device=dev) + base
         if not self._has_reset and not bool(mask.all()):
             raise ValueError("the first reset must reset every env (options['env_idx'] given before any full reset)")
         self._has_reset = True
-        self._begin_episodes(mask)
+        self._begin_episodes(mask, scene_index)
         self._autoreset = self._autoreset & ~mask
         obs = self._observe()
-        infos = self._wrap_info(self.task.metrics())
+        infos = self._wrap_info(self.task.metrics(), mask)
         return self._out(obs), infos
 
-    def _parse_seed(self, seed) -> torch.Tensor:
+    def _parse_seed(self, seed) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-env seeds (N,) and which envs got one (N,) bool."""
         N = self.num_envs
-        if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+
+        def is_int(v) -> bool:
+            return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+        if is_int(seed):
             values = [int(seed) + i for i in range(N)]
-        elif isinstance(seed, (list, tuple, np.ndarray)) and len(seed) == N:
-            values = [int(s) for s in seed]
+        elif (
+            isinstance(seed, (list, tuple, np.ndarray)) and len(seed) == N and all(s is None or is_int(s) for s in seed)
+        ):
+            values = [None if s is None else int(s) for s in seed]
         else:
-            raise ValueError(f"seed must be an int or a list of {N} ints, got {seed!r}")
-        if any(v < 0 for v in values):
+            raise ValueError(f"seed must be an int or a list of {N} ints (or None), got {seed!r}")
+        if any(v is not None and v < 0 for v in values):
             raise ValueError(f"seed must be non-negative, got {seed!r}")
-        return torch.tensor(values, dtype=torch.int64, device=self.device)
+        given = torch.tensor([v is not None for v in values], device=self.device)
+        seeds = torch.tensor([0 if v is None else v for v in values], dtype=torch.int64, device=self.device)
+        return seeds, given
+
+    def _parse_scene_index(self, scene_index) -> torch.Tensor | None:
+        if scene_index is None:
+            return None
+        S, N = self.pool.num_scenes, self.num_envs
+        values = torch.as_tensor(
+            scene_index.cpu() if isinstance(scene_index, torch.Tensor) else np.asarray(scene_index)
+        )
+        if values.dtype.is_floating_point or values.dtype == torch.bool or values.ndim > 1:
+            raise ValueError(f"options['scene_index'] must be an int or {N} ints, got {scene_index!r}")
+        values = values.reshape(-1).long().expand(N) if values.numel() == 1 else values.reshape(-1).long()
+        if values.shape != (N,) or int(values.min()) < 0 or int(values.max()) >= S:
+            raise ValueError(f"options['scene_index'] must be an int or {N} ints in [0, {S}), got {scene_index!r}")
+        return values.to(torch.int32).to(self.device)
 
     def _env_mask(self, env_idx) -> torch.Tensor:
         N = self.num_envs
@@ -228,12 +274,16 @@ class WorldFMVectorEnv(VectorEnv):
         mask[idx] = True
         return mask.to(self.device)
 
-    def _begin_episodes(self, mask: torch.Tensor) -> None:
+    def _begin_episodes(self, mask: torch.Tensor, scene_index: torch.Tensor | None = None) -> None:
         """New episodes where ``mask``: bump the episode counter, draw scene/start/yaw, let the task init."""
+        if self.device.type == "cpu" and not bool(mask.any()):
+            return  # nothing to reset (a free check on the CPU; on CUDA the masked update avoids a sync)
         self.episode_count = torch.where(mask, self.episode_count + 1, self.episode_count)
         draws = hash_uniform(self.seeds, self.episode_count, _CORE_DRAWS + self.task.num_draws)
         S = self.pool.num_scenes
         scene = (draws[:, 0] * S).long().clamp(max=S - 1).to(torch.int32)
+        if scene_index is not None:
+            scene = scene_index
         self.scene_index = torch.where(mask, scene, self.scene_index)
         self.yaw = torch.where(mask, draws[:, 1] * (2 * math.pi) - math.pi, self.yaw)
         self.pitch = torch.where(mask, torch.zeros_like(self.pitch), self.pitch)
@@ -283,7 +333,10 @@ class WorldFMVectorEnv(VectorEnv):
             stop = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
         move = new_pos - self.position
         attempted = (move[:, 0].abs() + move[:, 2].abs()) > 0
-        blocked = attempted & ~self._path_free(self.position, new_pos)
+        # Non-finite moves (possible only with validate_actions=False) are blocked, never applied.
+        blocked = (attempted & ~self._path_free(self.position, new_pos)) | ~torch.isfinite(move).all(dim=1)
+        new_yaw = torch.where(torch.isfinite(new_yaw), new_yaw, self.yaw)
+        new_pitch = torch.where(torch.isfinite(new_pitch), new_pitch, self.pitch)
         new_pos = torch.where(blocked[:, None], self.position, new_pos)
         a3 = active[:, None]
         moved = torch.where(active & ~blocked, move[:, [0, 2]].norm(dim=1), torch.zeros_like(self.path_length))
@@ -295,7 +348,8 @@ class WorldFMVectorEnv(VectorEnv):
         self.elapsed_steps = self.elapsed_steps + active.long()
 
         reward, terminated, metrics = self.task.evaluate(stop, active)
-        truncated = (self.elapsed_steps >= cfg.max_episode_steps) & ~terminated & active
+        # As Gymnasium's TimeLimit: truncated at the limit even when the same step also terminates.
+        truncated = (self.elapsed_steps >= cfg.max_episode_steps) & active
         terminated = terminated & active
 
         if self.autoreset_mode == AutoresetMode.NEXT_STEP:
@@ -411,12 +465,12 @@ class WorldFMVectorEnv(VectorEnv):
         self._last_request = request
         return obs
 
-    def _wrap_info(self, metrics: dict[str, torch.Tensor]) -> dict[str, Any]:
+    def _wrap_info(self, metrics: dict[str, torch.Tensor], mask: torch.Tensor | None = None) -> dict[str, Any]:
         infos: dict[str, Any] = {}
-        ones = torch.ones(self.num_envs, dtype=torch.bool, device=self.device)
+        present = torch.ones(self.num_envs, dtype=torch.bool, device=self.device) if mask is None else mask
         for key, value in metrics.items():
             infos[key] = self._out(value)
-            infos[f"_{key}"] = self._out(ones)
+            infos[f"_{key}"] = self._out(present)
         return infos
 
     def _out(self, value):

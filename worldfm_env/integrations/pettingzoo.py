@@ -17,8 +17,6 @@ import torch
 from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
-from worldfm_env.envs import vector as vector_module
-from worldfm_env.envs.rng import hash_uniform
 from worldfm_env.envs.vector import WorldFMVectorEnv
 
 __all__ = ["WorldFMParallelEnv", "parallel_env"]
@@ -135,34 +133,21 @@ class WorldFMParallelEnv(ParallelEnv):
         ``seed`` seeds ``agent_i`` with ``seed + i``. ``options`` is accepted for API compatibility;
         no option is used.
         """
-        obs, infos = self.vector_env.reset(seed=seed)
-        if self._share_scene():
-            obs = self.vector_env._observe()
-            infos = self.vector_env._wrap_info(self.vector_env.task.metrics())
+        env = self.vector_env
+        obs, infos = env.reset(seed=seed)
+        scene = env.scene_index
+        if env.pool.num_scenes > 1 and not bool((scene == scene[0]).all()):
+            # Every agent in agent_0's scene: the same reset again (same seeds when given, so the same
+            # draws), with the scene forced for all.
+            if seed is None:
+                env.episode_count = env.episode_count - 1  # redo this episode's draws, not the next one's
+            obs, infos = env.reset(seed=seed, options={"scene_index": int(scene[0])})
         self.agents = list(self.possible_agents)
         self._snapshot(torch.ones(len(self.possible_agents), dtype=torch.bool))
         obs_np = {key: value.cpu().numpy() for key, value in obs.items()}
         metrics = self._metrics(infos)
         observations = {a: self._agent_obs(obs_np, i) for a, i in self.agent_index.items()}
         return observations, {a: self._agent_info(metrics, i) for a, i in self.agent_index.items()}
-
-    def _share_scene(self) -> bool:
-        """Put every agent in agent_0's scene and re-draw their starts (and goals) there; True if anything moved.
-
-        This re-runs the task's episode initialisation with the same per-agent draws as
-        ``WorldFMVectorEnv._begin_episodes`` (a reset option ``scene_index`` on the vector env would
-        make this unnecessary).
-        """
-        env = self.vector_env
-        scene = env.scene_index
-        if env.pool.num_scenes == 1 or bool((scene == scene[0]).all()):
-            return False
-        env.scene_index = scene[:1].expand_as(scene).clone()
-        core = vector_module._CORE_DRAWS
-        draws = hash_uniform(env.seeds, env.episode_count, core + env.task.num_draws)
-        every = torch.ones(env.num_envs, dtype=torch.bool, device=env.device)
-        env.task.initialize_episodes(every, draws[:, core:])
-        return True
 
     def step(self, actions: dict[str, Any]):
         """One step for every agent in ``agents``; returns five dicts keyed by those agents.
