@@ -117,6 +117,7 @@ def cmd_rollout(args: argparse.Namespace) -> int:
         resolution=args.resolution,
         device=args.device,
         action_type="discrete",
+        **(dict(weights=args.weights, vae=args.vae) if args.renderer == "worldfm" else {}),
     )
     policy = ShortestPathPolicy(env) if args.policy == "scripted" else RandomPolicy(env, seed=args.seed)
     obs, _ = env.reset(seed=args.seed)
@@ -157,7 +158,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     c2w, K = trajectory_from_scene(scene, H, W)
     options = {}
     if args.renderer == "worldfm":
-        options = dict(weights=args.weights, vae=args.vae, sampler_steps=args.steps)
+        options = dict(weights=args.weights, vae=args.vae, sampler_steps=args.sampler_steps)
     frames = []
     stream = render_trajectory(
         scene, c2w, K, H, W, renderer=args.renderer, batch_size=args.batch_size, seed=args.seed, **options
@@ -224,6 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     rollout.add_argument("--seed", type=int, default=0)
     rollout.add_argument("--device", default="auto")
     rollout.add_argument("--video", default=None, help="write env 0's frames to this MP4")
+    rollout.add_argument("--weights", default=None, help="frame-model checkpoint (renderer worldfm)")
+    rollout.add_argument("--vae", default=None, help="diffusers AutoencoderKL folder for latent models")
     rollout.set_defaults(func=cmd_rollout)
 
     render = sub.add_parser("render", help="render an official meta.json camera trajectory to an MP4")
@@ -233,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--vae", default=None, help="diffusers AutoencoderKL folder for latent models")
     render.add_argument("--renderer", default="worldfm", choices=["worldfm", "anchor"])
     render.add_argument("--resolution", type=int, default=64)
-    render.add_argument("--steps", type=int, default=2, choices=[1, 2], help="distilled sampler steps")
+    render.add_argument("--sampler-steps", type=int, default=2, choices=[1, 2], help="distilled sampler steps")
     render.add_argument("--batch-size", type=int, default=8)
     render.add_argument("--side-by-side", action="store_true", help="anchor | generated in each frame")
     render.add_argument("--fps", type=int, default=10)

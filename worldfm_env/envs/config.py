@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
 from dataclasses import asdict, dataclass, field, fields
+
+import numpy as np
 
 __all__ = ["EnvConfig", "TASKS", "RENDERERS", "ACTION_TYPES"]
 
@@ -13,6 +16,7 @@ RENDERERS = ("worldfm", "anchor", "oracle")
 ACTION_TYPES = ("discrete", "continuous")
 ARRAY_TYPES = ("torch", "numpy")
 AUTORESET_MODES = ("next_step", "same_step")
+MODEL_DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 @dataclass
@@ -100,69 +104,79 @@ class EnvConfig:
     """Extra options for scene generation/import (e.g. procedural config fields)."""
 
     def __post_init__(self) -> None:
+        def fail(name: str, expected: str) -> None:
+            raise ValueError(f"{name} must be {expected}, got {getattr(self, name)!r}")
+
+        def is_int(v) -> bool:
+            return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+        def is_real(v) -> bool:
+            return (is_int(v) or isinstance(v, (float, np.floating))) and math.isfinite(v)
+
         def one_of(name: str, valid: tuple[str, ...]) -> None:
-            value = getattr(self, name)
-            if value not in valid:
-                raise ValueError(f"{name}={value!r} is not valid; choose one of {list(valid)}")
+            if getattr(self, name) not in valid:
+                fail(name, f"one of {list(valid)}")
+
+        def number(name: str, lo: float, hi: float, lo_open: bool = False, hi_open: bool = False, integer=False):
+            v = getattr(self, name)
+            ok = is_int(v) if integer else is_real(v)
+            if ok:
+                ok = (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
+            if not ok:
+                kind = "an int" if integer else "a number"
+                fail(name, f"{kind} in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}")
 
         one_of("task", TASKS)
         one_of("renderer", RENDERERS)
         one_of("action_type", ACTION_TYPES)
         one_of("array_type", ARRAY_TYPES)
         one_of("autoreset_mode", AUTORESET_MODES)
+        one_of("model_dtype", MODEL_DTYPES)
         res = self.resolution
-        if isinstance(res, int) and not isinstance(res, bool):
+        if is_int(res):
             res = (res, res)
-        if not (
-            isinstance(res, (tuple, list))
-            and len(res) == 2
-            and all(isinstance(v, int) and not isinstance(v, bool) and 8 <= v <= 4096 for v in res)
-        ):
-            raise ValueError(
-                f"resolution must be an int or (height, width) of ints in [8, 4096], got {self.resolution!r}"
-            )
+        if not (isinstance(res, (tuple, list)) and len(res) == 2 and all(is_int(v) and 8 <= v <= 4096 for v in res)):
+            fail("resolution", "an int or (height, width) of ints in [8, 4096]")
         self.resolution = (int(res[0]), int(res[1]))
-        positive = (
-            "max_episode_steps",
-            "forward_step",
-            "turn_angle_deg",
-            "tilt_angle_deg",
-            "success_distance",
-            "explore_view_distance",
-            "reference_samples",
-            "goal_candidates",
-        )
-        for name in positive:
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a positive number, got {value!r}")
-        if not 0.0 < self.hfov_deg < 180.0:
-            raise ValueError(f"hfov_deg must be in (0, 180), got {self.hfov_deg!r}")
-        if not 0.0 <= self.max_pitch_deg <= 89.0:
-            raise ValueError(f"max_pitch_deg must be in [0, 89], got {self.max_pitch_deg!r}")
-        if not 0.0 <= self.min_goal_distance <= self.max_goal_distance:
-            raise ValueError(
-                "need 0 <= min_goal_distance <= max_goal_distance, got "
-                f"{self.min_goal_distance!r} and {self.max_goal_distance!r}"
-            )
-        if not (isinstance(self.anchor_lod, (int, float)) and 0.0 <= self.anchor_lod <= 4.0):
-            raise ValueError(f"anchor_lod must be in [0, 4] (0 disables level of detail), got {self.anchor_lod!r}")
-        if self.splat_radius != "auto" and not (
-            isinstance(self.splat_radius, int)
-            and not isinstance(self.splat_radius, bool)
-            and 0 <= self.splat_radius <= 8
-        ):
-            raise ValueError(f"splat_radius must be an int in [0, 8] or 'auto', got {self.splat_radius!r}")
-        if not 0.0 < self.reference_tolerance < 1.0:
-            raise ValueError(f"reference_tolerance must be in (0, 1), got {self.reference_tolerance!r}")
-        if not 0.0 < self.explore_success_coverage <= 1.0:
-            raise ValueError(f"explore_success_coverage must be in (0, 1], got {self.explore_success_coverage!r}")
-        if self.num_scenes is not None and (not isinstance(self.num_scenes, int) or self.num_scenes <= 0):
-            raise ValueError(f"num_scenes must be a positive int or None, got {self.num_scenes!r}")
+        inf = float("inf")
+        number("hfov_deg", 0.0, 180.0, lo_open=True, hi_open=True)
+        number("max_episode_steps", 1, 10**9, integer=True)
+        for name in ("forward_step", "turn_angle_deg", "tilt_angle_deg", "success_distance", "explore_view_distance"):
+            number(name, 0.0, inf, lo_open=True)
+        number("max_pitch_deg", 0.0, 89.0)
+        number("min_goal_distance", 0.0, inf)
+        number("max_goal_distance", 0.0, inf)
+        if self.min_goal_distance > self.max_goal_distance:
+            fail("min_goal_distance", f"<= max_goal_distance ({self.max_goal_distance!r})")
+        number("success_reward", -inf, inf, lo_open=True, hi_open=True)
+        number("time_penalty", -inf, inf, lo_open=True, hi_open=True)
+        number("explore_success_coverage", 0.0, 1.0, lo_open=True)
+        number("anchor_lod", 0.0, 4.0)
+        if self.splat_radius != "auto" and not (is_int(self.splat_radius) and 0 <= self.splat_radius <= 8):
+            fail("splat_radius", "an int in [0, 8] or 'auto'")
+        number("reference_samples", 1, 100000, integer=True)
+        number("reference_tolerance", 0.0, 1.0, lo_open=True, hi_open=True)
+        number("goal_candidates", 1, 4096, integer=True)
+        if self.num_scenes is not None:
+            number("num_scenes", 1, 10**6, integer=True)
+        for name in ("include_depth", "include_pose", "occlusion_culling", "validate_actions", "compile_model"):
+            if not isinstance(getattr(self, name), bool):
+                fail(name, "True or False")
+        if self.sampler_steps not in (1, 2) or not is_int(self.sampler_steps):
+            fail("sampler_steps", "1 or 2")
+        for name in ("weights", "vae"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), (str, os.PathLike)):
+                fail(name, "a path or None")
+        if self.renderer != "worldfm":
+            used = [n for n in ("weights", "vae") if getattr(self, n) is not None]
+            if used:
+                raise ValueError(f"{used} apply to renderer='worldfm' only; renderer is {self.renderer!r}")
+        if not isinstance(self.scene_options, dict):
+            fail("scene_options", "a dict of scene generator/importer options")
         if not isinstance(self.scenes, (str, list, tuple)) or (
             not isinstance(self.scenes, str) and len(self.scenes) == 0
         ):
-            raise ValueError(f"scenes must be a scene spec string or a non-empty list of them, got {self.scenes!r}")
+            fail("scenes", "a scene spec string or a non-empty list of them")
 
     @classmethod
     def from_kwargs(cls, **kwargs) -> EnvConfig:

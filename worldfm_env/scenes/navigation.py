@@ -4,8 +4,10 @@ Distances are shortest paths on the 16-connected grid of free cells (the 8 neigh
 knight moves, each costing its Euclidean length; a move is allowed only when the cells its straight
 segment passes through are free, so paths never cut a corner), in scene units. Against the true
 (any-angle) shortest path this overestimates by at most about 2.7 % in open space, where an
-8-connected grid overestimates by up to 8.2 %, which matters for SPL. The solver is a chaotic Bellman-Ford relaxation in a warp kernel, alternating
-forward and backward sweeps until nothing changes: on the CPU each sweep runs in index order
+8-connected grid overestimates by up to 8.2 %, which matters for SPL.
+
+The solver is a chaotic Bellman-Ford relaxation in a warp kernel, alternating forward and
+backward sweeps until nothing changes: on the CPU each sweep runs in index order
 (Gauss-Seidel, so distances travel the whole grid in a few sweeps), on CUDA the sweeps run in
 parallel (Jacobi-like) and simply need more of them. Either way the fixed point is the exact
 16-connected shortest-path distance.
