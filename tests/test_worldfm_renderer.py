@@ -70,3 +70,17 @@ def test_bad_model_options(tiny_weights):
         WorldFMVectorEnv(num_envs=1, **SMALL, renderer="worldfm", weights=tiny_weights, model_dtype="int8")
     with pytest.raises(ValueError, match="resolution"):
         WorldFMVectorEnv(num_envs=1, **{**SMALL, "resolution": 64}, renderer="worldfm", weights=tiny_weights)
+
+
+@pytest.mark.parametrize("encoding", ["plucker", "prope"])
+def test_camera_conditioned_checkpoints_get_panel_cameras(tmp_path, encoding):
+    """Checkpoints with camera encodings receive target/anchor/reference cameras from the env."""
+    torch.manual_seed(0)
+    path = tmp_path / f"{encoding}.safetensors"
+    save_checkpoint(build_model("tiny", input_size=32, camera_encoding=encoding), path)
+    env = WorldFMVectorEnv(num_envs=2, **SMALL, renderer="worldfm", weights=str(path))
+    env.reset(seed=0)
+    obs, *_ = env.step(torch.tensor([1, 2]))
+    cameras = env.renderer._cameras(env._last_request)
+    assert cameras.c2w.shape == (2, 3, 4, 4) and torch.equal(cameras.c2w[:, 0], cameras.c2w[:, 1])
+    assert obs["rgb"].shape == (2, 32, 32, 3)

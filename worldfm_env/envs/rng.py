@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["hash_uniform"]
+__all__ = ["hash_int", "hash_uniform"]
 
 _MASK32 = 0xFFFFFFFF
 
@@ -29,16 +29,21 @@ def _mix32(x: torch.Tensor) -> torch.Tensor:
     return x ^ (x >> 16)
 
 
-def hash_uniform(seed: torch.Tensor, counter: torch.Tensor, count: int, stream: int = 0) -> torch.Tensor:
-    """Uniform floats in [0, 1), shape (N, count), from per-env ``seed`` (N,) and ``counter`` (N,) int64.
-
-    ``stream`` separates independent uses (e.g. episode sampling vs. renderer noise).
-    """
+def hash_int(seed: torch.Tensor, counter: torch.Tensor, count: int, stream: int = 0) -> torch.Tensor:
+    """Uniform 32-bit integers in [0, 2**32) as int64, shape (N, count); see :func:`hash_uniform`."""
     seed = seed.long()
     lo = seed & _MASK32
     hi = (seed >> 32) & _MASK32
     h = _mix32(lo ^ _mix32(hi ^ 0x9E3779B9))
     h = _mix32(h ^ _mix32((counter.long() & _MASK32) ^ ((stream * 0x85EBCA6B) & _MASK32)))
     k = torch.arange(count, device=seed.device, dtype=torch.long)
-    values = _mix32(h[:, None] ^ _mix32((k * 0x27D4EB2F + 0x165667B1) & _MASK32)[None, :])
+    return _mix32(h[:, None] ^ _mix32((k * 0x27D4EB2F + 0x165667B1) & _MASK32)[None, :])
+
+
+def hash_uniform(seed: torch.Tensor, counter: torch.Tensor, count: int, stream: int = 0) -> torch.Tensor:
+    """Uniform floats in [0, 1), shape (N, count), from per-env ``seed`` (N,) and ``counter`` (N,) int64.
+
+    ``stream`` separates independent uses (e.g. episode sampling vs. renderer noise).
+    """
+    values = hash_int(seed, counter, count, stream)
     return values.to(torch.float64).div_(4294967296.0).to(torch.float32).clamp_(max=0.99999994)

@@ -13,7 +13,7 @@ from gymnasium.vector.utils import batch_space
 
 from worldfm_env._device import resolve_device
 from worldfm_env.envs.config import EnvConfig
-from worldfm_env.envs.rng import hash_uniform
+from worldfm_env.envs.rng import hash_int, hash_uniform
 from worldfm_env.envs.shared import shared_world
 from worldfm_env.envs.tasks import make_task
 from worldfm_env.geometry import integrate_continuous, integrate_discrete, intrinsics_from_fov, pose_from_yaw_pitch
@@ -449,10 +449,9 @@ class WorldFMVectorEnv(VectorEnv):
         if self.selector is not None:
             request.reference_index = self.selector.select(request.anchor.depth, self.scene_index, c2w, self.K)
         if self.renderer.name != "anchor" and self.renderer.name != "oracle":
-            step = self.elapsed_steps
-            request.noise_seed = (
-                hash_uniform(self.seeds, self.episode_count * 65536 + step, 2, stream=1) * 2**31
-            ).long()[:, 0]
+            # Per-env noise seed from (env seed, episode, step): a fixed seed and pose give the same frame.
+            counter = self.episode_count * 65536 + self.elapsed_steps
+            request.noise_seed = hash_int(self.seeds, counter, 1, stream=1)[:, 0]
         frame = self.renderer.render(request)
         obs = {"rgb": frame.rgb.clone()}
         obs.update(self.task.observations())

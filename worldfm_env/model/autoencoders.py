@@ -110,6 +110,8 @@ class DiffusersAutoencoderKL(Autoencoder):
         if not os.path.isdir(path):
             raise ValueError(f"VAE folder not found: {os.fspath(path)!r} (expected a diffusers AutoencoderKL folder)")
         vae = AutoencoderKL.from_pretrained(os.fspath(path), local_files_only=True)
+        if dtype == torch.float16 and getattr(vae.config, "force_upcast", False):
+            dtype = torch.float32  # e.g. the SDXL VAE overflows in fp16: its config asks to run in float32
         vae = vae.to(device=device, dtype=dtype).eval()
         return cls(vae, scale=scale, sample_posterior=sample_posterior)
 

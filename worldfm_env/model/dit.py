@@ -646,8 +646,10 @@ class WorldFMDiT(nn.Module):
         elif c.camera_encoding == "prope":
             prope = ProjectiveEncoding(cameras, c.num_panels, h, w, c.head_dim, dtype)
 
-        # The published forward casts timesteps to the model dtype before the float32 sinusoid.
-        t = self.t_embedder(t_in.to(dtype))  # (B, D)
+        # The published forward casts timesteps to the model dtype (fp16 or fp32: integers up to 2048 stay
+        # exact) before the float32 sinusoid. bfloat16 would round t=999 to 1000, so it keeps float32.
+        t_dtype = torch.float32 if dtype == torch.bfloat16 else dtype
+        t = self.t_embedder(t_in.to(t_dtype))  # (B, D)
         t0 = self.t_block(t)  # (B, 6D)
 
         y = None

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from worldfm_env.model.autoencoders import Autoencoder, DiffusersAutoencoderKL, IdentityAutoencoder
 from worldfm_env.model.checkpoint import load_checkpoint
+from worldfm_env.model.dit import PanelCameras
 from worldfm_env.model.samplers import make_generators, sample_distilled
 from worldfm_env.renderers import Renderer, RenderOutput, RenderRequest
 from worldfm_env.scenes.pool import ScenePool
@@ -109,6 +110,7 @@ class WorldFMRenderer(Renderer):
                 f"resolution=({height}, {width}) gives {lh}x{lw}; use resolution="
                 f"{cfg.input_size * self.autoencoder.downsample}"
             )
+        self.cameras_needed = cfg.camera_encoding != "none"
         self.weights_path = path
         self.dtype = dtype
         self.steps = sampler_steps
@@ -130,6 +132,17 @@ class WorldFMRenderer(Renderer):
             out.append(self.autoencoder.encode(x.to(self.dtype)).to(self.dtype))
         return torch.cat(out)
 
+    def _cameras(self, request: RenderRequest) -> PanelCameras:
+        """Panel cameras for camera-conditioned checkpoints: target, anchor (= target) and reference."""
+        ref = request.reference_index
+        bank_K = self.pool.bank_K[ref].clone()  # (N, 3, 3) in bank pixels
+        hb, wb = self.pool.bank_resolution
+        bank_K[:, 0] *= self.width / wb
+        bank_K[:, 1] *= self.height / hb
+        c2w = torch.stack([request.c2w, request.c2w, self.pool.bank_c2w[ref]], dim=1).float()
+        K = torch.stack([request.K, request.K, bank_K], dim=1).float()
+        return PanelCameras(c2w, K, (self.height, self.width))
+
     @torch.no_grad()
     def render(self, request: RenderRequest) -> RenderOutput:
         """Generate every env's frame in one batched sampler call."""
@@ -141,6 +154,7 @@ class WorldFMRenderer(Renderer):
         for generator, seed in zip(self.generators, seeds, strict=True):
             generator.manual_seed(int(seed))
         generators = self.generators
-        x0 = sample_distilled(self.forward, anchor, reference, steps=self.steps, generators=generators)
+        cameras = self._cameras(request) if self.cameras_needed else None
+        x0 = sample_distilled(self.forward, anchor, reference, steps=self.steps, generators=generators, cameras=cameras)
         self.rgb.copy_(model_to_images(self.autoencoder.decode(x0)))
         return RenderOutput(self.rgb, request.anchor.depth)

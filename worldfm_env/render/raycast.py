@@ -362,6 +362,8 @@ class MeshRaycaster:
         self._executor = (
             ThreadPoolExecutor(self.cpu_threads, thread_name_prefix="raycast") if self.cpu_threads > 1 else None
         )
+        if self._executor is not None and self.device.type == "cpu":
+            wp.load_module(module=__name__, device="cpu")  # compile before threads may launch concurrently
         self._vertices: list[torch.Tensor] = []  # torch storage shared with the wp.Mesh points
         self._indices: list[torch.Tensor] = []
         self.meshes: list = []

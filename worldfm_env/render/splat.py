@@ -671,6 +671,9 @@ class PointSplatter:
         bounds = [round(k * num_envs / threads) for k in range(threads + 1)]
         self._env_ranges = [(bounds[k], bounds[k + 1] - bounds[k]) for k in range(threads)]
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="splat") if threads > 1 else None
+        if self._pool is not None:
+            # Load (compile) the kernels once here: warp's module loading is not meant to race.
+            wp.load_module(module=__name__, device=self.wp_device)
 
     def render(self, scene_index: torch.Tensor, c2w: torch.Tensor, K: torch.Tensor) -> AnchorRender:
         """Anchor of every env. ``scene_index`` (N,) int32, ``c2w`` (N, 4, 4), ``K`` (N, 3, 3).
