@@ -28,7 +28,7 @@ if __package__ in (None, ""):  # run as a script: make `agents` importable
 
 from agents._args import parse_args
 from worldfm_env.envs.vector import WorldFMVectorEnv
-from worldfm_env.policies import RandomPolicy, ShortestPathPolicy
+from worldfm_env.policies import RandomPolicy, ShortestPathPolicy, follow_distance_field
 from worldfm_env.scenes.navigation import geodesic_distance
 
 __all__ = ["AGENTS", "FrontierPolicy", "make_agent", "Args", "main"]
@@ -60,7 +60,6 @@ class FrontierPolicy:
         N, dev = env.num_envs, env.device
         cells = nav.shape[0] * nav.shape[1]
         self.turn = math.radians(env.config.turn_angle_deg)
-        self.num_headings = max(4, int(round(2 * math.pi / self.turn)))
         self.target = torch.full((N,), -1, dtype=torch.long, device=dev)  # flat cell, -1 = none
         self.target_field = torch.full((N, cells), float("inf"), device=dev)  # (N, Gz*Gx) scene units
         self.pursuit_steps = torch.zeros(N, dtype=torch.long, device=dev)
@@ -107,33 +106,10 @@ class FrontierPolicy:
 
     def _follow_field(self) -> torch.Tensor:
         """Turn towards / step along the heading that most decreases the target distance."""
-        env, cfg = self.env, self.env.config
-        N, H = env.num_envs, self.num_headings
-        scene = env.scene_index.long()
-        k = torch.arange(H, device=env.device, dtype=torch.float32)
-        offsets = torch.remainder(k * self.turn + math.pi, 2 * math.pi) - math.pi  # (H,) relative yaw
-        heading = env.yaw[:, None] + offsets[None]  # (N, H)
-        nx = env.position[:, None, 0] - torch.sin(heading) * cfg.forward_step
-        nz = env.position[:, None, 2] + torch.cos(heading) * cfg.forward_step
-        candidate = torch.stack([nx, env.position[:, None, 1].expand(N, H), nz], dim=-1)  # (N, H, 3)
-        dist = env.navigation.interpolate_field(
-            self.target_field, self._rows.repeat_interleave(H), scene.repeat_interleave(H), candidate.reshape(-1, 3)
-        ).reshape(N, H)
-        # The move must stay on free cells, sampled along the segment as the env's collision check does.
-        n = env._collision_samples
-        t = torch.arange(1, n + 1, device=env.device, dtype=torch.float32) / n  # (n,)
-        x = env.position[:, None, None, 0] + t * (nx[..., None] - env.position[:, None, None, 0])  # (N, H, n)
-        z = env.position[:, None, None, 2] + t * (nz[..., None] - env.position[:, None, None, 2])
-        free = env.navigation.is_free(scene, x, z).all(dim=-1)  # (N, H)
-        dist = torch.where(free, dist, torch.full_like(dist, float("inf")))
-        best = (dist + 1e-3 * offsets.abs()[None]).argmin(dim=1)
-        reachable = torch.isfinite(dist.min(dim=1).values) & (self.target >= 0)
-        best_offset = offsets[best]
-        action = torch.where(best_offset > 0, torch.full_like(best, TURN_LEFT), torch.full_like(best, TURN_RIGHT))
-        action = torch.where(best_offset.abs() < 1e-4, torch.full_like(best, FORWARD), action)
-        action = torch.where(reachable, action, torch.full_like(best, TURN_LEFT))
-        level = env.pitch.abs() > 1e-4
-        return torch.where(level, torch.where(env.pitch > 0, LOOK_DOWN, LOOK_UP), action)
+        action, reachable = follow_distance_field(self.env, self.target_field, self._rows, self.turn)
+        # Without a reachable target, turn in place (it looks around; nothing is left to see otherwise).
+        turn_in_place = ~(reachable & (self.target >= 0)) & (self.env.pitch.abs() <= 1e-4)
+        return torch.where(turn_in_place, torch.full_like(action, TURN_LEFT), action)
 
 
 AGENTS = ("random", "shortest-path", "frontier")

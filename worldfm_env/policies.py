@@ -8,7 +8,7 @@ import torch
 
 from worldfm_env.envs.vector import WorldFMVectorEnv
 
-__all__ = ["RandomPolicy", "ShortestPathPolicy"]
+__all__ = ["RandomPolicy", "ShortestPathPolicy", "follow_distance_field"]
 
 
 class RandomPolicy:
@@ -42,50 +42,48 @@ class ShortestPathPolicy:
         self.env = env
         cfg = env.config
         self.turn = math.radians(cfg.turn_angle_deg)
-        self.num_headings = max(4, int(round(2 * math.pi / self.turn)))
 
     def __call__(self, observations=None) -> torch.Tensor:
         """Discrete actions (N,) for the env's current state."""
         env, task, cfg = self.env, self.env.task, self.env.config
-        N, H = env.num_envs, self.num_headings
-        scene = env.scene_index.long()
-        rows = task.field_rows()
-        k = torch.arange(H, device=env.device, dtype=torch.float32)
-        offsets = torch.remainder(k * self.turn + math.pi, 2 * math.pi) - math.pi  # (H,) relative yaw
-        heading = env.yaw[:, None] + offsets[None]  # (N, H)
-        step = cfg.forward_step
-        nx = env.position[:, None, 0] - torch.sin(heading) * step
-        nz = env.position[:, None, 2] + torch.cos(heading) * step
-        candidate = torch.stack([nx, env.position[:, None, 1].expand(N, H), nz], dim=-1)  # (N, H, 3)
-        dist = env.navigation.interpolate_field(
-            task.fields.flatten(0, 1),
-            rows.repeat_interleave(H),
-            scene.repeat_interleave(H),
-            candidate.reshape(N * H, 3),
-        ).reshape(N, H)
-        free = self._moves_free(candidate)
-        dist = torch.where(free, dist, torch.full_like(dist, float("inf")))
-        # Prefer smaller turns among (nearly) equally good headings.
-        score = dist + 1e-3 * offsets.abs()[None]
-        best = score.argmin(dim=1)
-        best_offset = offsets[best]
-        action = torch.where(best_offset > 0, torch.full_like(best, 2), torch.full_like(best, 3))
-        action = torch.where(best_offset.abs() < 1e-4, torch.ones_like(best), action)
-        level = env.pitch.abs() > 1e-4
-        action = torch.where(
-            level, torch.where(env.pitch > 0, torch.full_like(best, 5), torch.full_like(best, 4)), action
-        )
-        action = torch.where(task.distance <= cfg.success_distance - 1e-3, torch.zeros_like(best), action)
-        return action
+        action, _ = follow_distance_field(env, task.fields.flatten(0, 1), task.field_rows(), self.turn)
+        return torch.where(task.distance <= cfg.success_distance - 1e-3, torch.zeros_like(action), action)
 
-    def _moves_free(self, candidate: torch.Tensor) -> torch.Tensor:
-        env = self.env
-        N, H = candidate.shape[:2]
-        start = env.position[:, None, :].expand(N, H, 3).reshape(N * H, 3)
-        end = candidate.reshape(N * H, 3)
-        n = env._collision_samples
-        t = torch.arange(1, n + 1, device=env.device, dtype=torch.float32) / n
-        x = start[:, None, 0] + t[None] * (end[:, None, 0] - start[:, None, 0])
-        z = start[:, None, 2] + t[None] * (end[:, None, 2] - start[:, None, 2])
-        scene = env.scene_index.long().repeat_interleave(H)
-        return env.navigation.is_free(scene, x, z).all(dim=1).reshape(N, H)
+
+def follow_distance_field(
+    env: WorldFMVectorEnv, fields: torch.Tensor, rows: torch.Tensor, turn: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One greedy step per env down a distance field: (discrete actions (N,), reachable (N,) bool).
+
+    For every heading reachable by whole turns of ``turn`` radians it scores the field's distance
+    after a forward step along that heading (moves that would collide score inf), then moves
+    forward when the best heading is the current one and otherwise turns towards it, preferring
+    smaller turns among equally good headings. The camera is levelled first. ``fields`` (R, Gz*Gx)
+    holds distance fields, env i follows ``fields[rows[i]]``; ``reachable`` is False when no free
+    heading has a finite distance (the action is then a turn).
+    """
+    cfg = env.config
+    N = env.num_envs
+    H = max(4, int(round(2 * math.pi / turn)))
+    scene = env.scene_index.long()
+    k = torch.arange(H, device=env.device, dtype=torch.float32)
+    offsets = torch.remainder(k * turn + math.pi, 2 * math.pi) - math.pi  # (H,) relative yaw
+    heading = env.yaw[:, None] + offsets[None]  # (N, H)
+    nx = env.position[:, None, 0] - torch.sin(heading) * cfg.forward_step
+    nz = env.position[:, None, 2] + torch.cos(heading) * cfg.forward_step
+    candidate = torch.stack([nx, env.position[:, None, 1].expand(N, H), nz], dim=-1)  # (N, H, 3)
+    dist = env.navigation.interpolate_field(
+        fields, rows.repeat_interleave(H), scene.repeat_interleave(H), candidate.reshape(N * H, 3)
+    ).reshape(N, H)
+    free = env.moves_free(env.position[:, None, :].expand(N, H, 3), candidate)  # (N, H)
+    dist = torch.where(free, dist, torch.full_like(dist, float("inf")))
+    best = (dist + 1e-3 * offsets.abs()[None]).argmin(dim=1)
+    reachable = torch.isfinite(dist.min(dim=1).values)
+    best_offset = offsets[best]
+    action = torch.where(best_offset > 0, torch.full_like(best, 2), torch.full_like(best, 3))
+    action = torch.where(best_offset.abs() < 1e-4, torch.ones_like(best), action)
+    action = torch.where(reachable, action, torch.full_like(best, 2))
+    level = env.pitch.abs() > 1e-4
+    return torch.where(
+        level, torch.where(env.pitch > 0, torch.full_like(best, 5), torch.full_like(best, 4)), action
+    ), reachable

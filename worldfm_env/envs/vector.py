@@ -334,7 +334,7 @@ class WorldFMVectorEnv(VectorEnv):
         move = new_pos - self.position
         attempted = (move[:, 0].abs() + move[:, 2].abs()) > 0
         # Non-finite moves (possible only with validate_actions=False) are blocked, never applied.
-        blocked = (attempted & ~self._path_free(self.position, new_pos)) | ~torch.isfinite(move).all(dim=1)
+        blocked = (attempted & ~self.moves_free(self.position, new_pos)) | ~torch.isfinite(move).all(dim=1)
         new_yaw = torch.where(torch.isfinite(new_yaw), new_yaw, self.yaw)
         new_pitch = torch.where(torch.isfinite(new_pitch), new_pitch, self.pitch)
         new_pos = torch.where(blocked[:, None], self.position, new_pos)
@@ -428,13 +428,17 @@ class WorldFMVectorEnv(VectorEnv):
                 raise ValueError(f"actions must lie in [-1, 1], got {actions!r}")
         return a
 
-    def _path_free(self, start: torch.Tensor, end: torch.Tensor) -> torch.Tensor:
-        """Whether the straight move from ``start`` to ``end`` (N, 3) stays on free cells."""
+    def moves_free(self, start: torch.Tensor, end: torch.Tensor) -> torch.Tensor:
+        """Whether straight moves stay on free cells of each env's scene, as the collision check sees it.
+
+        ``start``, ``end``: (N, ..., 3) world positions (env i's moves in row i); returns (N, ...) bool.
+        The segment is sampled every half cell, like the step's own collision test.
+        """
         n = self._collision_samples
         t = torch.arange(1, n + 1, device=self.device, dtype=torch.float32) / n  # (n,)
-        x = start[:, None, 0] + t[None] * (end[:, None, 0] - start[:, None, 0])
-        z = start[:, None, 2] + t[None] * (end[:, None, 2] - start[:, None, 2])
-        return self.navigation.is_free(self.scene_index.long(), x, z).all(dim=1)
+        x = start[..., 0, None] + t * (end[..., 0, None] - start[..., 0, None])  # (N, ..., n)
+        z = start[..., 2, None] + t * (end[..., 2, None] - start[..., 2, None])
+        return self.navigation.is_free(self.scene_index.long(), x, z).all(dim=-1)
 
     # ------------------------------------------------------------------ observation
     def camera_poses(self) -> torch.Tensor:
