@@ -35,6 +35,17 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _median_rate(block, steps: int, repeats: int, num_envs: int) -> float:
+    """Median env-steps/s of ``repeats`` timed calls of ``block(steps)`` after a 3-step warm-up."""
+    block(3)
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        block(steps)
+        rates.append(steps * num_envs / (time.perf_counter() - start))
+    return statistics.median(rates)
+
+
 def time_native(
     num_envs: int, renderer: str, device: str, steps: int, repeats: int, scenes: str, resolution: int, weights=None
 ):
@@ -51,14 +62,9 @@ def time_native(
             env.step(torch.randint(1, 6, (num_envs,), generator=gen, device=env.device))
         _sync(env.device)
 
-    block(3)
-    rates = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        block(steps)
-        rates.append(steps * num_envs / (time.perf_counter() - start))
+    rate = _median_rate(block, steps, repeats, num_envs)
     env.close()
-    return statistics.median(rates)
+    return rate
 
 
 def time_sync(num_envs: int, renderer: str, device: str, steps: int, repeats: int, scenes: str, resolution: int):
@@ -72,14 +78,9 @@ def time_sync(num_envs: int, renderer: str, device: str, steps: int, repeats: in
         for _ in range(n):
             env.step(rng.integers(1, 6, size=num_envs))
 
-    block(3)
-    rates = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        block(steps)
-        rates.append(steps * num_envs / (time.perf_counter() - start))
+    rate = _median_rate(block, steps, repeats, num_envs)
     env.close()
-    return statistics.median(rates)
+    return rate
 
 
 def machine_name(device: str) -> str:
