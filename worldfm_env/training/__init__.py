@@ -1,0 +1,1 @@
+"""Training the frame model: multi-view clip data (more stages to come)."""

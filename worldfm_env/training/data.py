@@ -1,0 +1,239 @@
+"""Multi-view training clips for the frame model, generated on the device from procedural scenes.
+
+A clip is ``views`` camera poses along a plausible agent trajectory in one scene (a walk down the
+geodesic field towards a random goal, with heading and pitch jitter). ``references`` of the views
+are ray cast with the ground-truth renderer and unprojected into the clip's own point cloud and
+reference bank, exactly as a scene's anchor and memory are built; every other view is a *target*:
+its anchor render (rgb, depth, coverage) is splatted from the clip's cloud, its reference is the
+one the env's depth-consistency vote picks among the clip's references, and its ground truth
+(rgb, depth) is ray cast. All clips of a batch render in one splat launch, one vote and one ray
+cast. Everything is deterministic given the seed (counter-based draws per clip).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import torch
+
+from worldfm_env.envs.rng import hash_uniform
+from worldfm_env.geometry import intrinsics_from_fov, pose_from_yaw_pitch
+from worldfm_env.render.raycast import MeshRaycaster
+from worldfm_env.render.splat import PointSplatter, ReferenceSelector
+from worldfm_env.scenes.navigation import geodesic_distance
+from worldfm_env.scenes.pointcloud import points_from_views
+from worldfm_env.scenes.pool import ScenePool
+from worldfm_env.scenes.scene import ReferenceBank, Scene
+
+__all__ = ["ClipConfig", "ClipBatch", "ClipGenerator"]
+
+
+@dataclass(frozen=True)
+class ClipConfig:
+    """How clips are made."""
+
+    views: int = 16
+    """Poses per clip (the paper: 16)."""
+    references: int = 4
+    """Views per clip that build the point cloud and reference bank (the paper: 4); the rest are targets."""
+    resolution: tuple[int, int] = (64, 64)
+    """(height, width) of every image."""
+    hfov_deg: float = 90.0
+    """Horizontal field of view."""
+    step: float = 0.3
+    """Distance between consecutive poses along the trajectory (metres)."""
+    yaw_jitter_deg: float = 35.0
+    """Heading noise around the direction of travel."""
+    pitch_jitter_deg: float = 12.0
+    """Pitch noise around level."""
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.views, int) and isinstance(self.references, int) and 1 <= self.references < self.views):
+            raise ValueError(f"need ints 1 <= references < views, got references={self.references}, views={self.views}")
+        if self.step <= 0:
+            raise ValueError(f"step must be positive, got {self.step}")
+
+    @property
+    def targets(self) -> int:
+        """Target views per clip."""
+        return self.views - self.references
+
+
+@dataclass
+class ClipBatch:
+    """A batch of B clips with T = views - references targets each (tensors on the generator's device).
+
+    Attributes:
+        anchor_rgb (B, T, H, W, 3) uint8, anchor_depth (B, T, H, W) float32, anchor_mask (B, T, H, W) bool.
+        reference_rgb (B, T, H, W, 3) uint8: the reference view the vote picked for each target.
+        reference_slot (B, T) int64: which of the clip's references (0..references-1) it is.
+        target_rgb (B, T, H, W, 3) uint8, target_depth (B, T, H, W) float32: ground truth.
+        target_c2w (B, T, 4, 4), reference_c2w (B, R, 4, 4), K (3, 3).
+        scene_seed (B,) int64: the procedural seed of each clip's scene.
+    """
+
+    anchor_rgb: torch.Tensor
+    anchor_depth: torch.Tensor
+    anchor_mask: torch.Tensor
+    reference_rgb: torch.Tensor
+    reference_slot: torch.Tensor
+    target_rgb: torch.Tensor
+    target_depth: torch.Tensor
+    target_c2w: torch.Tensor
+    reference_c2w: torch.Tensor
+    K: torch.Tensor
+    scene_seed: torch.Tensor
+
+
+class ClipGenerator:
+    """Makes :class:`ClipBatch` es from a set of procedural scenes (train seeds only, by convention).
+
+    Args:
+        scenes: the scenes clips are drawn from (each needs a mesh and a navigation grid).
+        config: clip parameters.
+        device: where everything is rendered.
+    """
+
+    def __init__(
+        self, scenes: list[Scene], config: ClipConfig | None = None, device: str | torch.device = "cpu"
+    ) -> None:
+        if not scenes:
+            raise ValueError("scenes must hold at least one procedural scene")
+        missing = [s.name for s in scenes if s.mesh is None]
+        if missing:
+            raise ValueError(f"clips need ground truth: scenes {missing} have no mesh (use procedural scenes)")
+        self.config = config or ClipConfig()
+        self.device = torch.device(device)
+        self.scenes = [s.to(self.device) for s in scenes]
+        self.raycaster = MeshRaycaster([s.mesh for s in self.scenes], self.device)
+        H, W = self.config.resolution
+        self.K = intrinsics_from_fov(W, H, self.config.hfov_deg, device=self.device)
+        # One free-cell list per scene for start/goal draws.
+        self.free_cells = [torch.nonzero(s.navigation_grid.free.flatten()).flatten() for s in self.scenes]
+
+    def _trajectory(self, scene_id: int, seed: int, index: int) -> torch.Tensor:
+        """Poses (views, 4, 4) of one clip: a walk along the geodesic towards a random goal."""
+        cfg = self.config
+        scene = self.scenes[scene_id]
+        grid = scene.navigation_grid
+        Gz, Gx = grid.shape
+        cells = self.free_cells[scene_id]
+        u = hash_uniform(
+            torch.tensor([seed], device=self.device), torch.tensor([index], device=self.device), 8 + 3 * cfg.views
+        )[0]
+        goal = cells[(u[0] * len(cells)).long().clamp(max=len(cells) - 1)]
+        field = geodesic_distance(grid.free, torch.stack([goal // Gx, goal % Gx]), grid.cell_size)  # (Gz, Gx)
+        reach = torch.isfinite(field.flatten()[cells])
+        far = cells[reach & (field.flatten()[cells] > cfg.step * cfg.views * 0.5)]
+        pool = far if len(far) else cells[reach]
+        start = pool[(u[1] * len(pool)).long().clamp(max=len(pool) - 1)]
+        # Walk downhill on the field, cell by cell, keeping points spaced by `step`.
+        r, c = int(start // Gx), int(start % Gx)
+        path = [(r, c)]
+        while field[r, c] > 0 and len(path) < 10 * cfg.views * max(1, int(cfg.step / grid.cell_size) + 1):
+            best = min(
+                (
+                    (field[r + dr, c + dc], r + dr, c + dc)
+                    for dr in (-1, 0, 1)
+                    for dc in (-1, 0, 1)
+                    if 0 <= r + dr < Gz and 0 <= c + dc < Gx and (dr or dc)
+                ),
+                key=lambda item: float(item[0]),
+            )
+            if not float(best[0]) < float(field[r, c]):
+                break
+            r, c = best[1], best[2]
+            path.append((r, c))
+        xz = torch.tensor(
+            [
+                [grid.origin[0] + (cc + 0.5) * grid.cell_size, grid.origin[1] + (rr + 0.5) * grid.cell_size]
+                for rr, cc in path
+            ],
+            device=self.device,
+        )
+        seg = (xz[1:] - xz[:-1]).norm(dim=1)
+        arclen = torch.cat([torch.zeros(1, device=self.device), seg.cumsum(0)])
+        wanted = torch.arange(cfg.views, device=self.device, dtype=torch.float32) * cfg.step
+        # Short paths (goal close by) stop at the goal and turn in place there.
+        idx = torch.searchsorted(arclen, wanted.clamp(max=float(arclen[-1]))).clamp(max=len(path) - 1)
+        points = xz[idx]
+        ahead = xz[(idx + 2).clamp(max=len(path) - 1)] - xz[(idx - 2).clamp(min=0)]
+        heading = torch.atan2(-ahead[:, 0], ahead[:, 1])  # yaw whose forward (-sin, cos) follows the path
+        noise = u[8:].reshape(3, cfg.views) * 2 - 1
+        yaw = heading + noise[0] * math.radians(cfg.yaw_jitter_deg) + noise[2] * math.pi * (len(path) < 3)
+        pitch = noise[1] * math.radians(cfg.pitch_jitter_deg)
+        y = torch.full((cfg.views,), grid.floor_y - scene.camera_height, device=self.device)
+        position = torch.stack([points[:, 0], y, points[:, 1]], dim=-1)
+        return pose_from_yaw_pitch(position, yaw.float(), pitch.float())
+
+    @torch.no_grad()
+    def batch(self, batch_size: int, seed: int, start_index: int = 0) -> ClipBatch:
+        """Clips ``start_index .. start_index + batch_size - 1`` of the stream seeded by ``seed``."""
+        cfg = self.config
+        H, W = cfg.resolution
+        B, R, T = batch_size, cfg.references, cfg.targets
+        clip_ids = range(start_index, start_index + B)
+        scene_ids = [
+            int(hash_uniform(torch.tensor([seed]), torch.tensor([i]), 1, stream=7)[0, 0] * len(self.scenes))
+            for i in clip_ids
+        ]
+        poses = torch.stack(
+            [self._trajectory(s, seed, i) for s, i in zip(scene_ids, clip_ids, strict=True)]
+        )  # (B, V, 4, 4)
+        # References: the first view and R-1 more spread over the clip; targets: the rest.
+        ref_slots = torch.linspace(0, cfg.views - 1, R).round().long().tolist()
+        tgt_slots = [v for v in range(cfg.views) if v not in ref_slots]
+        si = torch.tensor(scene_ids, dtype=torch.int32, device=self.device)
+        ref_c2w = poses[:, ref_slots]  # (B, R, 4, 4)
+        tgt_c2w = poses[:, tgt_slots]  # (B, T, 4, 4)
+        ref_rgb, ref_depth = self.raycaster.render(si.repeat_interleave(R), ref_c2w.reshape(-1, 4, 4), self.K, H, W)
+        tgt_rgb, tgt_depth = self.raycaster.render(si.repeat_interleave(T), tgt_c2w.reshape(-1, 4, 4), self.K, H, W)
+        ref_rgb, ref_depth = ref_rgb.reshape(B, R, H, W, 3), ref_depth.reshape(B, R, H, W)
+        # One "scene" per clip: its references are the bank and their points the anchor.
+        Ks = self.K.expand(R, 3, 3).contiguous()
+        clip_scenes = []
+        for b in range(B):
+            xyz, rgb, normals, spacing = points_from_views(
+                ref_rgb[b], ref_depth[b], Ks, ref_c2w[b], with_normals=True, with_spacing=True
+            )
+            if xyz.shape[0] == 0:  # all references stare into the void: give the clip one dummy point
+                xyz, rgb = (
+                    torch.zeros(1, 3, device=self.device),
+                    torch.zeros(1, 3, dtype=torch.uint8, device=self.device),
+                )
+                normals, spacing = torch.zeros(1, 3, device=self.device), torch.ones(1, device=self.device)
+            base = self.scenes[scene_ids[b]]
+            clip_scenes.append(
+                replace(
+                    base,
+                    name=f"clip-{seed}-{clip_ids[b]}",
+                    points_xyz=xyz,
+                    points_rgb=rgb,
+                    points_normal=normals,
+                    points_spacing=spacing,
+                    bank=ReferenceBank(ref_rgb[b], ref_depth[b], Ks, ref_c2w[b].contiguous()),
+                    mesh=None,
+                )
+            )
+        pool = ScenePool(clip_scenes, self.device)
+        N = B * T
+        clip_index = torch.arange(B, dtype=torch.int32, device=self.device).repeat_interleave(T)
+        K_all = self.K.expand(N, 3, 3).contiguous()
+        anchor = PointSplatter(pool.points, N, H, W).render(clip_index, tgt_c2w.reshape(N, 4, 4), K_all)
+        selector = ReferenceSelector(pool, N, H, W)
+        ref_global = selector.select(anchor.depth, clip_index, tgt_c2w.reshape(N, 4, 4), K_all)
+        slot = ref_global - pool.scene_bank_start.long()[clip_index.long()]
+        return ClipBatch(
+            anchor_rgb=anchor.rgb.reshape(B, T, H, W, 3).clone(),
+            anchor_depth=anchor.depth.reshape(B, T, H, W).clone(),
+            anchor_mask=anchor.mask.reshape(B, T, H, W).clone(),
+            reference_rgb=pool.bank_images[ref_global].reshape(B, T, H, W, 3),
+            reference_slot=slot.reshape(B, T),
+            target_rgb=tgt_rgb.reshape(B, T, H, W, 3),
+            target_depth=tgt_depth.reshape(B, T, H, W),
+            target_c2w=tgt_c2w,
+            reference_c2w=ref_c2w,
+            K=self.K,
+            scene_seed=torch.tensor([int(self.scenes[s].info.get("seed", -1)) for s in scene_ids], device=self.device),
+        )
