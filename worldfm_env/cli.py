@@ -1,4 +1,4 @@
-"""The ``worldfm-env`` command line: ``demo``, ``rollout``, ``render``, ``info``."""
+"""The ``worldfm-env`` command line: ``demo``, ``rollout``, ``render``, ``train``, ``info``."""
 
 from __future__ import annotations
 
@@ -172,6 +172,13 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train a frame-model stage; options go to ``worldfm_env.training.stages`` (see ``--help`` there)."""
+    from worldfm_env.training.stages import main as train_main
+
+    return train_main(["--stage", args.stage, *args.options])
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     """Versions and devices."""
     import gymnasium
@@ -244,6 +251,16 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--device", default="auto")
     render.add_argument("--out", default="trajectory.mp4")
     render.set_defaults(func=cmd_render)
+
+    train = sub.add_parser(
+        "train",
+        help="train the frame model: stage1 (image prior) or stage2 (frame model); torchrun-ready",
+        description="Options are TrainConfig fields, e.g. --steps 2000 --out runs/s2 --init runs/s1/model.safetensors "
+        "or --config run.json; run `python -m worldfm_env.training.stages --help` for the list.",
+    )
+    train.add_argument("stage", choices=["stage1", "stage2"])
+    train.add_argument("options", nargs=argparse.REMAINDER, help="TrainConfig options")
+    train.set_defaults(func=cmd_train)
 
     info = sub.add_parser("info", help="versions and devices")
     info.set_defaults(func=cmd_info)

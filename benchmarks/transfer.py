@@ -1,0 +1,302 @@
+"""Transfer to the ground-truth world: PPO trained in the ``anchor`` world (and in the ``worldfm``
+world when a frame-model checkpoint is given), against a reference PPO trained in the ``oracle``
+world, every policy evaluated in the ``oracle`` world and in its own world.
+
+    python benchmarks/transfer.py --total-timesteps 150000 --num-envs 16 --resolution 64 --episodes 50
+    python benchmarks/transfer.py --worldfm-weights my-model.safetensors   # adds the worldfm world
+
+Training is ``agents/ppo_torch.py`` (same arguments and seed in every world, training scenes);
+evaluation is ``agents/evaluate.py`` (deterministic policy; the same held-out episodes in every
+world: episode i is the first episode of env seed ``eval_seed + i`` on the evaluation scenes, the
+procedural test split by default). The gap columns are a metric minus that of the oracle-trained
+policy evaluated in the oracle world (the reference; negative is worse). One training seed per
+world: the standard errors cover only the evaluation episodes, not the training seed.
+
+Writes ``transfer.csv`` (one row per train world x eval world, with the budget), ``transfer.png``
+(grouped bars), ``transfer_episodes.csv`` (per episode), ``train_<world>.log`` and the policies
+(``checkpoints/ppo_<world>.pt``) to ``benchmarks/results/transfer/`` and prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+if str(Path(__file__).resolve().parents[1]) not in sys.path:  # run as a script: make `agents` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from agents import evaluate as evaluate_script  # noqa: E402
+from agents import ppo_torch  # noqa: E402
+from benchmarks.throughput import machine_name  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results" / "transfer"
+REFERENCE_WORLD = "oracle"
+METRICS = ("success", "spl", "soft_spl")
+
+
+class _Tee:
+    """A text stream writing to the console and to a log file."""
+
+    def __init__(self, console, log) -> None:
+        self.console, self.log = console, log
+
+    def write(self, text: str) -> int:
+        self.log.write(text)
+        return self.console.write(text)
+
+    def flush(self) -> None:
+        self.log.flush()
+        self.console.flush()
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line arguments of the benchmark."""
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument("--total-timesteps", type=int, default=150_000, help="PPO env steps per train world")
+    parser.add_argument("--num-envs", type=int, default=16, help="envs stepped together (training and evaluation)")
+    parser.add_argument("--num-steps", type=int, default=128, help="PPO rollout length per env")
+    parser.add_argument("--update-epochs", type=int, default=4, help="PPO epochs per update")
+    parser.add_argument("--resolution", type=int, default=64, help="observation size (square)")
+    parser.add_argument("--max-episode-steps", type=int, default=500, help="truncation, training and evaluation")
+    parser.add_argument("--episodes", type=int, default=50, help="held-out evaluation episodes per (policy, world)")
+    parser.add_argument("--train-scenes", default="procedural:train", help="training scene spec")
+    parser.add_argument("--eval-scenes", default="procedural:test", help="held-out scene spec")
+    parser.add_argument("--worldfm-weights", default=None, help="frame-model checkpoint: adds the worldfm world")
+    parser.add_argument("--seed", type=int, default=1, help="PPO seed (the same in every world)")
+    parser.add_argument("--eval-seed", type=int, default=0, help="env seed of held-out episode 0")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--out", default=str(RESULTS), help="output folder")
+    return parser.parse_args(argv)
+
+
+def train_worlds(args: argparse.Namespace) -> list[str]:
+    """The worlds policies are trained in: the oracle reference, anchor, and worldfm with weights."""
+    return [REFERENCE_WORLD, "anchor"] + (["worldfm"] if args.worldfm_weights else [])
+
+
+def _check_worldfm_training(args: argparse.Namespace) -> None:
+    """Fail before any training when the worldfm world is asked for but PPO cannot render it."""
+    if not args.worldfm_weights:
+        return
+    if not Path(args.worldfm_weights).exists():
+        raise ValueError(f"--worldfm-weights {args.worldfm_weights!r} does not exist")
+    if "weights" not in {f.name for f in dataclasses.fields(ppo_torch.Args)}:
+        raise ValueError(
+            "--worldfm-weights needs agents/ppo_torch.py to take the frame-model checkpoint (an Args field "
+            "`weights` passed to WorldFMVectorEnv); it has none, so PPO cannot train in the worldfm world"
+        )
+
+
+def train_policy(world: str, args: argparse.Namespace, out: Path) -> dict:
+    """Train PPO in ``world``; return the checkpoint path, env steps and wall time."""
+    checkpoint = out / "checkpoints" / f"ppo_{world}.pt"
+    argv = [
+        "--exp-name", f"transfer_{world}",
+        "--seed", str(args.seed),
+        "--device", args.device,
+        "--scenes", args.train_scenes,
+        "--renderer", world,
+        "--resolution", str(args.resolution),
+        "--max-episode-steps", str(args.max_episode_steps),
+        "--total-timesteps", str(args.total_timesteps),
+        "--num-envs", str(args.num_envs),
+        "--num-steps", str(args.num_steps),
+        "--update-epochs", str(args.update_epochs),
+        "--save-path", str(checkpoint),
+    ]  # fmt: skip
+    if world == "worldfm":
+        argv += ["--weights", args.worldfm_weights]
+    with open(out / f"train_{world}.log", "w") as log:
+        console, sys.stdout = sys.stdout, _Tee(sys.stdout, log)
+        try:
+            start = time.perf_counter()
+            ppo_torch.main(argv)
+            wall = time.perf_counter() - start
+        finally:
+            sys.stdout = console
+    # ppo_torch runs whole rollouts: max(1, total // batch) updates of num_envs x num_steps.
+    batch = args.num_envs * args.num_steps
+    env_steps = max(1, args.total_timesteps // batch) * batch
+    return {"checkpoint": checkpoint, "env_steps": env_steps, "wall_s": wall}
+
+
+def evaluate_policy(checkpoint: Path, world: str, args: argparse.Namespace) -> tuple[evaluate_script.EvalResult, float]:
+    """Evaluate a PPO checkpoint on the held-out episodes in ``world``; (result, wall seconds)."""
+    eval_args = evaluate_script.Args(
+        agent=f"ppo:{checkpoint}",
+        episodes=args.episodes,
+        seed=args.eval_seed,
+        num_envs=args.num_envs,
+        scenes=args.eval_scenes,
+        renderer=world,
+        resolution=args.resolution,
+        device=args.device,
+        max_episode_steps=args.max_episode_steps,
+        deterministic=True,
+        output_dir=None,
+        weights=args.worldfm_weights if world == "worldfm" else None,
+    )
+    start = time.perf_counter()
+    result = evaluate_script.evaluate(eval_args)
+    return result, time.perf_counter() - start
+
+
+def standard_error(values: list[float]) -> float:
+    """Standard error of the mean (population std / sqrt(n)); 0 for fewer than two values."""
+    n = len(values)
+    if n < 2:
+        return 0.0
+    mean = sum(values) / n
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / n / n)
+
+
+def plot(rows: list[dict], path: Path, title: str) -> None:
+    """Grouped bars: one panel per metric, one group per train world, one bar per eval world."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    worlds = list(dict.fromkeys(r["train_world"] for r in rows))
+    series = [("oracle world", lambda r: r["eval_world"] == REFERENCE_WORLD)]
+    series.append(("own (training) world", lambda r: r["eval_world"] == r["train_world"] != REFERENCE_WORLD))
+    width = 0.38
+    fig, axes = plt.subplots(1, len(METRICS), figsize=(4.2 * len(METRICS), 4.2), sharey=True)
+    for ax, metric in zip(axes, METRICS, strict=True):
+        for s, (label, picks) in enumerate(series):
+            xs, ys, errs = [], [], []
+            for g, world in enumerate(worlds):
+                for r in rows:
+                    if r["train_world"] == world and picks(r):
+                        xs.append(g + (s - 0.5) * width)
+                        ys.append(r[metric])
+                        errs.append(r[f"{metric}_se"])
+            bars = ax.bar(xs, ys, width, yerr=errs, capsize=3, label=f"evaluated in {label}", color=f"C{s}")
+            ax.bar_label(bars, fmt="%.2f", fontsize=7, padding=2)
+        reference = next(r[metric] for r in rows if r["train_world"] == r["eval_world"] == REFERENCE_WORLD)
+        ax.axhline(reference, color="gray", linestyle="--", linewidth=1)
+        ax.set_xticks(range(len(worlds)), [f"trained in\n{w}" for w in worlds])
+        ax.set_title(metric)
+        ax.set_ylim(0, 1.05)
+        ax.grid(True, axis="y", alpha=0.3)
+    axes[0].set_ylabel("mean over held-out episodes (± s.e.)")
+    axes[0].legend(fontsize=8, loc="upper right")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    """Train in every world, evaluate, write CSVs + plot, print the table; return the summary rows."""
+    args = parse_args(argv)
+    _check_worldfm_training(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    machine = machine_name(device)
+    start = time.perf_counter()
+
+    results, episode_rows = [], []  # results: (train world, eval world, metrics, budget)
+    for train_world in train_worlds(args):
+        trained = train_policy(train_world, args, out)
+        print(
+            f"trained in {train_world}: {trained['env_steps']} env steps in {trained['wall_s']:.0f} s "
+            f"({trained['env_steps'] / trained['wall_s']:,.0f} env-steps/s)",
+            flush=True,
+        )
+        for eval_world in dict.fromkeys([REFERENCE_WORLD, train_world]):
+            result, eval_wall = evaluate_policy(trained["checkpoint"], eval_world, args)
+            episodes, summary = result.episodes, result.summary
+            metrics = {}
+            for metric in METRICS:
+                metrics[metric] = round(summary[metric], 4)
+                metrics[f"{metric}_se"] = round(standard_error([e[metric] for e in episodes]), 4)
+            metrics["episodes"] = len(episodes)
+            budget = dict(
+                mean_steps=round(summary["steps"], 1),
+                distance_to_goal=round(summary["distance_to_goal"], 3),
+                collisions=round(summary["collisions"], 2),
+                train_env_steps=trained["env_steps"],
+                train_wall_s=round(trained["wall_s"], 1),
+                train_env_steps_per_s=round(trained["env_steps"] / trained["wall_s"], 1),
+                eval_wall_s=round(eval_wall, 1),
+                num_envs=args.num_envs,
+                num_steps=args.num_steps,
+                resolution=args.resolution,
+                max_episode_steps=args.max_episode_steps,
+                train_scenes=args.train_scenes,
+                eval_scenes=args.eval_scenes,
+                seed=args.seed,
+                eval_seed=args.eval_seed,
+                device=device,
+                machine=machine,
+            )
+            results.append((train_world, eval_world, metrics, budget))
+            episode_rows += [{"train_world": train_world, "eval_world": eval_world, **e} for e in episodes]
+            print(
+                f"  evaluated in {eval_world}: success={metrics['success']:.3f} spl={metrics['spl']:.3f} "
+                f"soft_spl={metrics['soft_spl']:.3f} ({len(episodes)} episodes, {eval_wall:.0f} s)",
+                flush=True,
+            )
+
+    reference = next(m for t, e, m, _ in results if t == e == REFERENCE_WORLD)
+    rows = [
+        {
+            "train_world": train_world,
+            "eval_world": eval_world,
+            **metrics,
+            **{f"gap_{m}": round(metrics[m] - reference[m], 4) for m in METRICS},
+            **budget,
+        }
+        for train_world, eval_world, metrics, budget in results
+    ]
+    total_wall = time.perf_counter() - start
+
+    with open(out / "transfer.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    episode_fields = list(dict.fromkeys(k for r in episode_rows for k in r))
+    with open(out / "transfer_episodes.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=episode_fields)
+        writer.writeheader()
+        writer.writerows(episode_rows)
+
+    budget = (
+        f"PPO {rows[0]['train_env_steps']:,} env steps per world, num_envs={args.num_envs}, "
+        f"{args.resolution}x{args.resolution}, seed {args.seed}; {args.episodes} held-out episodes "
+        f"({args.eval_scenes}); {machine} ({device}); {total_wall / 60:.1f} min"
+    )
+    plot(rows, out / "transfer.png", f"PointNav transfer: {budget}")
+
+    print()
+    print("| train world | eval world | success | SPL | SoftSPL | episodes | Δ success | Δ SPL | Δ SoftSPL |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(
+            f"| {r['train_world']} | {r['eval_world']} | {r['success']:.3f} ± {r['success_se']:.3f} "
+            f"| {r['spl']:.3f} ± {r['spl_se']:.3f} | {r['soft_spl']:.3f} ± {r['soft_spl_se']:.3f} "
+            f"| {r['episodes']} | {r['gap_success']:+.3f} | {r['gap_spl']:+.3f} | {r['gap_soft_spl']:+.3f} |"
+        )
+    print()
+    print("Δ = minus the oracle-trained policy in the oracle world; ± = standard error over episodes.")
+    print(f"Budget: {budget}.")
+    for world in train_worlds(args):
+        r = next(r for r in rows if r["train_world"] == world)
+        print(f"  train {world}: {r['train_wall_s']:.0f} s, {r['train_env_steps_per_s']:,.0f} env-steps/s")
+    print(f"wrote {out / 'transfer.csv'}, {out / 'transfer_episodes.csv'} and {out / 'transfer.png'}")
+    return rows
+
+
+if __name__ == "__main__":
+    main()

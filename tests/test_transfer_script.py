@@ -1,0 +1,80 @@
+"""Smoke test of ``benchmarks/transfer.py`` with a tiny budget: CSVs, plot, table, value ranges."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+
+import pytest
+
+# `benchmarks/` and `agents/` are top-level folders of scripts, not part of the installed package.
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from conftest import SMALL  # noqa: E402
+
+from agents import ppo_torch  # noqa: E402
+from benchmarks import transfer  # noqa: E402
+
+# 2 PPO updates of 4 envs x 16 steps per world, 4 held-out episodes of at most 40 steps.
+TINY = [
+    "--total-timesteps", "128",
+    "--num-envs", "4",
+    "--num-steps", "16",
+    "--update-epochs", "1",
+    "--resolution", str(SMALL["resolution"]),
+    "--max-episode-steps", "40",
+    "--episodes", "4",
+    "--train-scenes", SMALL["scenes"],
+    "--eval-scenes", SMALL["scenes"],
+    "--device", SMALL["device"],
+]  # fmt: skip
+
+
+def test_tiny_transfer_run_writes_csv_plot_and_table(capsys, tmp_path):
+    rows = transfer.main([*TINY, "--out", str(tmp_path)])
+    printed = capsys.readouterr().out
+    assert "| train world | eval world |" in printed
+
+    with open(tmp_path / "transfer.csv") as f:
+        table = list(csv.DictReader(f))
+    assert [(r["train_world"], r["eval_world"]) for r in table] == [
+        ("oracle", "oracle"),
+        ("anchor", "oracle"),
+        ("anchor", "anchor"),
+    ]
+    assert len(table) == len(rows)
+    columns = {"success", "spl", "soft_spl", "episodes", "gap_success", "gap_spl", "gap_soft_spl"}
+    columns |= {"train_env_steps", "train_wall_s", "device", "num_envs", "resolution"}
+    assert columns <= set(table[0])
+    for row in table:
+        for metric in ("success", "spl", "soft_spl"):
+            assert 0.0 <= float(row[metric]) <= 1.0, row
+            assert -1.0 <= float(row[f"gap_{metric}"]) <= 1.0, row
+        assert int(row["episodes"]) == 4
+        assert int(row["train_env_steps"]) == 128
+        assert int(row["resolution"]) == SMALL["resolution"]
+        assert row["device"] == "cpu"
+    reference = table[0]
+    assert all(float(reference[f"gap_{m}"]) == 0.0 for m in ("success", "spl", "soft_spl"))
+
+    with open(tmp_path / "transfer_episodes.csv") as f:
+        episodes = list(csv.DictReader(f))
+    assert len(episodes) == 3 * 4
+    assert (tmp_path / "transfer.png").stat().st_size > 0
+    assert (tmp_path / "checkpoints" / "ppo_anchor.pt").exists()
+    assert "global_step=" in (tmp_path / "train_anchor.log").read_text()
+
+
+@pytest.mark.skipif(
+    "weights" in {f.name for f in transfer.dataclasses.fields(ppo_torch.Args)},
+    reason="ppo_torch takes frame-model weights: the worldfm world can be trained",
+)
+def test_worldfm_world_fails_before_training_while_ppo_cannot_render_it(tmp_path):
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(b"")
+    with pytest.raises(ValueError, match="ppo_torch"):
+        transfer.main([*TINY, "--out", str(tmp_path / "out"), "--worldfm-weights", str(weights)])
+    assert not (tmp_path / "out").exists()

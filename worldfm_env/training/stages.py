@@ -1,0 +1,315 @@
+"""Training stages I and II of the frame model on procedural multi-view clips (torchrun/DDP ready).
+
+* Stage I (``stage1``): an image diffusion prior: the DiT learns to denoise target views with both
+  conditions blank (black panels), eps-MSE.
+* Stage II (``stage2``): the frame model: eps-MSE on the tri-condition input [noisy | anchor |
+  reference], with timesteps biased to high noise, the reference injected from the start and the
+  anchor brought in progressively (dropped entirely early in training, then kept with a linearly
+  rising probability), and random anchor masking (rectangular holes, whole-anchor dropout), as the
+  WorldFM paper describes. It usually starts from a stage I checkpoint (``init``).
+
+Stage III (few-step distillation) is not part of this module yet.
+
+Run on one process (``worldfm-env train stage2 --steps 2000``) or many (``torchrun --nproc_per_node
+N -m worldfm_env.training.stages --stage stage2``): each rank draws its own clips from one
+deterministic stream, gradients are averaged by DistributedDataParallel (gloo on CPU, NCCL on
+CUDA), rank 0 writes checkpoints and sample grids. Training resumes from ``out/state.pt``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from worldfm_env._device import resolve_device
+from worldfm_env.model import build_model, iddpm_linear_schedule, load_checkpoint, sample_ddim, save_checkpoint
+from worldfm_env.model.renderer import images_to_model, model_to_images
+from worldfm_env.scenes.catalog import resolve_scenes
+from worldfm_env.training.data import ClipConfig, ClipGenerator
+
+__all__ = ["TrainConfig", "train", "main", "condition_batch", "sample_timesteps"]
+
+STAGES = ("stage1", "stage2")
+
+
+@dataclass
+class TrainConfig:
+    """One training run. Unknown keys in a JSON config are a ``ValueError``."""
+
+    stage: str = "stage2"
+    """``stage1`` (image prior) or ``stage2`` (frame model)."""
+    model: str = "s"
+    """Model config name (``worldfm_env.model.MODEL_CONFIGS``)."""
+    model_overrides: dict = field(default_factory=dict)
+    """Overrides for ``build_model`` (e.g. depth, hidden_size)."""
+    init: str | None = None
+    """Checkpoint to start from (e.g. the stage I result); None starts from scratch."""
+    resolution: int = 64
+    """Square image size."""
+    scenes: str = "procedural:train:16"
+    """Training scenes (train split only)."""
+    clips_per_step: int = 4
+    """Clips per rank and step; each gives ``views - references`` target samples."""
+    steps: int = 1000
+    """Optimiser steps."""
+    lr: float = 3e-4
+    """AdamW learning rate (after a linear warm-up of ``warmup`` steps)."""
+    warmup: int = 100
+    """Warm-up steps."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    grad_clip: float = 1.0
+    """Gradient-norm clip."""
+    high_noise_bias: float = 1.0
+    """t = 999 * u ** (1 / (1 + bias)) with u ~ U(0, 1): 0 is uniform, larger favours high noise."""
+    anchor_start: float = 0.2
+    """Stage II: fraction of the run before which the anchor is always dropped (reference first)."""
+    anchor_full: float = 0.5
+    """Stage II: fraction of the run after which the anchor is kept with probability 1 - anchor_drop."""
+    anchor_drop: float = 0.1
+    """Stage II: probability of dropping the whole anchor once it is in (robustness to empty anchors)."""
+    anchor_hole_prob: float = 0.3
+    """Stage II: probability of cutting a random rectangular hole into the anchor."""
+    seed: int = 0
+    """Seed of the clip stream, the noise and the initialisation."""
+    device: str = "auto"
+    """``auto``, ``cpu``, ``cuda``; under torchrun each rank uses its local GPU."""
+    out: str = "runs/train"
+    """Output folder: ``model.safetensors``, ``state.pt``, ``samples/``, ``log.jsonl``."""
+    save_every: int = 250
+    """Checkpoint interval (steps)."""
+    sample_every: int = 250
+    """Sample-grid interval (steps); 0 disables."""
+    sample_steps: int = 20
+    """DDIM steps for the sample grids."""
+    fixed_batch: bool = False
+    """Train on the same clips every step (overfitting checks and debugging)."""
+
+    def __post_init__(self) -> None:
+        if self.stage not in STAGES:
+            raise ValueError(f"stage={self.stage!r} is not valid; choose one of {list(STAGES)}")
+        for name in ("clips_per_step", "steps", "resolution"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be a positive int, got {getattr(self, name)!r}")
+        if not 0.0 <= self.anchor_start <= self.anchor_full <= 1.0:
+            raise ValueError(f"need 0 <= anchor_start <= anchor_full <= 1, got {self.anchor_start}, {self.anchor_full}")
+        for name in ("anchor_drop", "anchor_hole_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
+        if self.high_noise_bias < 0:
+            raise ValueError(f"high_noise_bias must be >= 0, got {self.high_noise_bias}")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        """Build from a dict; unknown keys raise ``ValueError`` naming them."""
+        valid = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - valid)
+        if unknown:
+            raise ValueError(f"unknown training options {unknown}; valid: {sorted(valid)}")
+        return cls(**values)
+
+
+def sample_timesteps(n: int, bias: float, generator: torch.Generator, device) -> torch.Tensor:
+    """Timesteps (n,) in [0, 999], biased towards high noise by ``bias`` (see TrainConfig)."""
+    u = torch.rand(n, generator=generator, device=device)
+    return (999.0 * u.pow(1.0 / (1.0 + bias))).round().long().clamp(0, 999)
+
+
+def condition_batch(batch, cfg: TrainConfig, progress: float, generator: torch.Generator):
+    """Model inputs of a clip batch: (target x0, anchor, reference), each (N, 3, H, W) in [-1, 1].
+
+    Stage I blanks both conditions; stage II applies the anchor schedule and masking.
+    """
+    target = images_to_model(batch.target_rgb.flatten(0, 1))
+    anchor = images_to_model(batch.anchor_rgb.flatten(0, 1))
+    reference = images_to_model(batch.reference_rgb.flatten(0, 1))
+    N, _, H, W = target.shape
+    device = target.device
+    blank = torch.full_like(anchor, -1.0)  # an empty anchor is black, as rendered
+    if cfg.stage == "stage1":
+        return target, blank, blank.clone()
+    if progress < cfg.anchor_start:
+        keep = torch.zeros(N, dtype=torch.bool, device=device)
+    else:
+        ramp = (
+            1.0
+            if cfg.anchor_full <= cfg.anchor_start
+            else min(1.0, (progress - cfg.anchor_start) / (cfg.anchor_full - cfg.anchor_start))
+        )
+        keep = torch.rand(N, generator=generator, device=device) < ramp * (1.0 - cfg.anchor_drop)
+    # Random rectangular holes (each side 1/4 to 1/2 of the image) in a fraction of the anchors.
+    hole = torch.rand(N, generator=generator, device=device) < cfg.anchor_hole_prob
+    size = (torch.rand(N, 2, generator=generator, device=device) * 0.25 + 0.25) * torch.tensor([H, W], device=device)
+    corner = torch.rand(N, 2, generator=generator, device=device) * (torch.tensor([H, W], device=device) - size)
+    ys = torch.arange(H, device=device)[None, :, None]
+    xs = torch.arange(W, device=device)[None, None, :]
+    inside = (
+        (ys >= corner[:, 0, None, None])
+        & (ys < (corner[:, 0] + size[:, 0])[:, None, None])
+        & (xs >= corner[:, 1, None, None])
+        & (xs < (corner[:, 1] + size[:, 1])[:, None, None])
+    )  # (N, H, W)
+    masked = torch.where((inside & hole[:, None, None])[:, None], blank, anchor)
+    anchor = torch.where(keep[:, None, None, None], masked, blank)
+    return target, anchor, reference
+
+
+def _distributed() -> tuple[int, int, int]:
+    """(rank, world size, local rank); initialises the process group under torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+    if world > 1:
+        return dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0"))
+    return 0, 1, 0
+
+
+def _sample_grid(model, batch, cfg: TrainConfig, path: Path, generator: torch.Generator) -> None:
+    """PNG rows of anchor | reference | generated | ground truth for the first 4 targets of clip 0."""
+    import imageio.v2 as imageio
+
+    n = min(4, batch.target_rgb.shape[1])
+    anchor = images_to_model(batch.anchor_rgb[0, :n])
+    reference = images_to_model(batch.reference_rgb[0, :n])
+    if cfg.stage == "stage1":
+        anchor = reference = torch.full_like(anchor, -1.0)
+    x0 = sample_ddim(
+        model,
+        anchor,
+        reference,
+        num_steps=cfg.sample_steps,
+        prediction="eps",
+        generators=[torch.Generator(device=anchor.device).manual_seed(cfg.seed + i) for i in range(n)],
+    )
+    rows = torch.cat(
+        [batch.anchor_rgb[0, :n], batch.reference_rgb[0, :n], model_to_images(x0), batch.target_rgb[0, :n]], dim=2
+    )  # (n, H, 4W, 3)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    imageio.imwrite(path, rows.reshape(-1, *rows.shape[2:]).cpu().numpy())
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Run (or resume) one stage; returns a summary (final loss, steps, wall time)."""
+    rank, world, local_rank = _distributed()
+    device = (
+        torch.device("cuda", local_rank) if (world > 1 and torch.cuda.is_available()) else resolve_device(cfg.device)
+    )
+    out = Path(cfg.out)
+    torch.manual_seed(cfg.seed)
+    model = (
+        load_checkpoint(None, cfg.init, device=device)
+        if cfg.init
+        else build_model(cfg.model, input_size=cfg.resolution, **cfg.model_overrides).to(device)
+    )
+    model.train().requires_grad_(True)
+    if model.config.in_channels != 3:
+        raise ValueError(
+            f"model {cfg.model!r} takes {model.config.in_channels} channels; training runs in pixel space (3)"
+        )
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    start_step = 0
+    state_path = out / "state.pt"
+    if state_path.is_file():
+        state = torch.load(state_path, map_location=device, weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_step = int(state["step"])
+    ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    scenes = resolve_scenes(cfg.scenes, device, (cfg.resolution, cfg.resolution), 90.0)
+    clips = ClipGenerator(scenes, ClipConfig(resolution=(cfg.resolution, cfg.resolution)), device)
+    schedule = iddpm_linear_schedule()
+    abar = schedule.alphas_cumprod.to(device=device, dtype=torch.float32)
+    noise_gen = torch.Generator(device=device).manual_seed(cfg.seed * 1000 + rank + 1)
+    mask_gen = torch.Generator(device=device).manual_seed(cfg.seed * 1000 + rank + 7919)
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+    log = (out / "log.jsonl").open("a") if rank == 0 else None
+    from tqdm.auto import tqdm
+
+    bar = tqdm(range(start_step, cfg.steps), desc=cfg.stage, disable=rank != 0, leave=False)
+    loss_value, started, batch = float("nan"), time.perf_counter(), None
+    for step in bar:
+        for group in optimizer.param_groups:
+            group["lr"] = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup))
+        first_clip = (0 if cfg.fixed_batch else step * world + rank) * cfg.clips_per_step
+        batch = clips.batch(cfg.clips_per_step, seed=cfg.seed, start_index=first_clip)
+        x0, anchor, reference = condition_batch(batch, cfg, step / cfg.steps, mask_gen)
+        t = sample_timesteps(x0.shape[0], cfg.high_noise_bias, noise_gen, device)
+        eps = torch.randn(x0.shape, generator=noise_gen, device=device)
+        a = abar[t].sqrt()[:, None, None, None]
+        s = (1.0 - abar[t]).sqrt()[:, None, None, None]
+        out_t = ddp(a * x0 + s * eps, t, anchor, reference)
+        loss = F.mse_loss(out_t[:, :3].float(), eps)  # eps-MSE (a learned-sigma half is ignored)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        loss_value = float(loss.detach())
+        if rank == 0:
+            bar.set_postfix(loss=f"{loss_value:.4f}")
+            log.write(json.dumps({"step": step + 1, "loss": loss_value}) + "\n")
+            done = step + 1 == cfg.steps
+            if (step + 1) % cfg.save_every == 0 or done:
+                out.mkdir(parents=True, exist_ok=True)
+                save_checkpoint(model, out / "model.safetensors")
+                torch.save(
+                    {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step + 1}, state_path
+                )
+            if cfg.sample_every and ((step + 1) % cfg.sample_every == 0 or done):
+                model.eval()
+                with torch.no_grad():
+                    _sample_grid(model, batch, cfg, out / "samples" / f"step_{step + 1:06d}.png", noise_gen)
+                model.train()
+    if log is not None:
+        log.close()
+    summary = {
+        "stage": cfg.stage,
+        "steps": cfg.steps,
+        "final_loss": loss_value,
+        "ranks": world,
+        "wall_s": round(time.perf_counter() - started, 1),
+        "device": str(device),
+    }
+    if world > 1:
+        dist.barrier()
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m worldfm_env.training.stages --stage stage2 [--config C.json] [--key value ...]``."""
+    parser = argparse.ArgumentParser(description="Train the WorldFM frame model (stage I or II).")
+    parser.add_argument("--stage", choices=STAGES, default=None)
+    parser.add_argument("--config", default=None, help="JSON file with TrainConfig fields")
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in ("stage", "model_overrides"):
+            continue
+        if isinstance(f.default, bool):
+            parser.add_argument(f"--{f.name.replace('_', '-')}", action=argparse.BooleanOptionalAction, default=None)
+            continue
+        kind = {int: int, float: float}.get(type(f.default), str)
+        parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=None)
+    args = parser.parse_args(argv)
+    values = json.loads(Path(args.config).read_text()) if args.config else {}
+    for key, value in vars(args).items():
+        if key not in ("config",) and value is not None:
+            values[key] = value
+    summary = train(TrainConfig.from_dict(values))
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps(summary))
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
