@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
+import numpy as np
 import torch
 
 from worldfm_env.envs.rng import hash_uniform
@@ -93,10 +94,15 @@ class ClipGenerator:
         scenes: the scenes clips are drawn from (each needs a mesh and a navigation grid).
         config: clip parameters.
         device: where everything is rendered.
+        goals_per_scene: trajectory goals per scene whose geodesic fields are solved up front.
     """
 
     def __init__(
-        self, scenes: list[Scene], config: ClipConfig | None = None, device: str | torch.device = "cpu"
+        self,
+        scenes: list[Scene],
+        config: ClipConfig | None = None,
+        device: str | torch.device = "cpu",
+        goals_per_scene: int = 64,
     ) -> None:
         if not scenes:
             raise ValueError("scenes must hold at least one procedural scene")
@@ -109,8 +115,15 @@ class ClipGenerator:
         self.raycaster = MeshRaycaster([s.mesh for s in self.scenes], self.device)
         H, W = self.config.resolution
         self.K = intrinsics_from_fov(W, H, self.config.hfov_deg, device=self.device)
-        # One free-cell list per scene for start/goal draws.
+        # One free-cell list per scene for start draws, and a fixed set of goals per scene with their
+        # geodesic fields solved once (a clip walks towards one of them).
         self.free_cells = [torch.nonzero(s.navigation_grid.free.flatten()).flatten() for s in self.scenes]
+        self.goal_fields = []
+        for scene, cells in zip(self.scenes, self.free_cells, strict=True):
+            grid = scene.navigation_grid
+            pick = cells[torch.randperm(len(cells), generator=torch.Generator().manual_seed(17))[:goals_per_scene]]
+            rc = torch.stack([pick // grid.shape[1], pick % grid.shape[1]], dim=-1)
+            self.goal_fields.append(geodesic_distance(grid.free, rc, grid.cell_size).cpu().numpy())  # (G, Gz, Gx)
 
     def _trajectory(self, scene_id: int, seed: int, index: int) -> torch.Tensor:
         """Poses (views, 4, 4) of one clip: a walk along the geodesic towards a random goal."""
@@ -122,28 +135,25 @@ class ClipGenerator:
         u = hash_uniform(
             torch.tensor([seed], device=self.device), torch.tensor([index], device=self.device), 8 + 3 * cfg.views
         )[0]
-        goal = cells[(u[0] * len(cells)).long().clamp(max=len(cells) - 1)]
-        field = geodesic_distance(grid.free, torch.stack([goal // Gx, goal % Gx]), grid.cell_size)  # (Gz, Gx)
-        reach = torch.isfinite(field.flatten()[cells])
-        far = cells[reach & (field.flatten()[cells] > cfg.step * cfg.views * 0.5)]
-        pool = far if len(far) else cells[reach]
-        start = pool[(u[1] * len(pool)).long().clamp(max=len(pool) - 1)]
-        # Walk downhill on the field, cell by cell, keeping points spaced by `step`.
-        r, c = int(start // Gx), int(start % Gx)
+        fields = self.goal_fields[scene_id]  # (G, Gz, Gx) numpy
+        field = fields[min(int(float(u[0]) * len(fields)), len(fields) - 1)]
+        cells_np = cells.cpu().numpy()
+        flat = field.reshape(-1)[cells_np]
+        reach = np.isfinite(flat)
+        far = cells_np[reach & (flat > cfg.step * cfg.views * 0.5)]
+        pool = far if len(far) else cells_np[reach]
+        start = int(pool[min(int(float(u[1]) * len(pool)), len(pool) - 1)])
+        # Walk downhill on the field, cell by cell (numpy scalars: cheap), until the goal.
+        r, c = start // Gx, start % Gx
         path = [(r, c)]
-        while field[r, c] > 0 and len(path) < 10 * cfg.views * max(1, int(cfg.step / grid.cell_size) + 1):
-            best = min(
-                (
-                    (field[r + dr, c + dc], r + dr, c + dc)
-                    for dr in (-1, 0, 1)
-                    for dc in (-1, 0, 1)
-                    if 0 <= r + dr < Gz and 0 <= c + dc < Gx and (dr or dc)
-                ),
-                key=lambda item: float(item[0]),
-            )
-            if not float(best[0]) < float(field[r, c]):
+        limit = 10 * cfg.views * max(1, int(cfg.step / grid.cell_size) + 1)
+        while field[r, c] > 0 and len(path) < limit:
+            window = field[max(r - 1, 0) : r + 2, max(c - 1, 0) : c + 2]
+            k = int(np.argmin(window))
+            nr, nc = max(r - 1, 0) + k // window.shape[1], max(c - 1, 0) + k % window.shape[1]
+            if not window.flat[k] < field[r, c]:
                 break
-            r, c = best[1], best[2]
+            r, c = nr, nc
             path.append((r, c))
         xz = torch.tensor(
             [
