@@ -23,6 +23,7 @@ import argparse
 import csv
 import dataclasses
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -111,7 +112,7 @@ def train_policy(world: str, args: argparse.Namespace, out: Path) -> dict:
         "--num-envs", str(args.num_envs),
         "--num-steps", str(args.num_steps),
         "--update-epochs", str(args.update_epochs),
-        "--save-path", str(checkpoint),
+        "--save-path", os.path.relpath(checkpoint),  # relative: the checkpoint and log store it
     ]  # fmt: skip
     if world == "worldfm":
         argv += ["--weights", args.worldfm_weights]
