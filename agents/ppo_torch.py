@@ -57,6 +57,8 @@ class Args:
     """Training scene spec."""
     renderer: str = "anchor"
     """Renderer backend: anchor, oracle or worldfm."""
+    weights: str | None = None
+    """Frame-model checkpoint for renderer worldfm."""
     resolution: int = 64
     """Observation size (square, >= 8)."""
     max_episode_steps: int = 500
@@ -187,6 +189,7 @@ def main(argv: list[str] | None = None) -> Path:
         max_episode_steps=args.max_episode_steps,
         array_type="torch",
         validate_actions=False,  # sampled actions are valid by construction; skip the device sync
+        **({"weights": args.weights} if args.renderer == "worldfm" else {}),
     )
     device = envs.device
     assert isinstance(envs.single_action_space, spaces.Discrete), "ppo_torch needs discrete actions"

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import math
 import os
 import sys
@@ -85,16 +84,9 @@ def train_worlds(args: argparse.Namespace) -> list[str]:
 
 
 def _check_worldfm_training(args: argparse.Namespace) -> None:
-    """Fail before any training when the worldfm world is asked for but PPO cannot render it."""
-    if not args.worldfm_weights:
-        return
-    if not Path(args.worldfm_weights).exists():
+    """Fail before any training when the worldfm world is asked for with a missing checkpoint."""
+    if args.worldfm_weights and not Path(args.worldfm_weights).exists():
         raise ValueError(f"--worldfm-weights {args.worldfm_weights!r} does not exist")
-    if "weights" not in {f.name for f in dataclasses.fields(ppo_torch.Args)}:
-        raise ValueError(
-            "--worldfm-weights needs agents/ppo_torch.py to take the frame-model checkpoint (an Args field "
-            "`weights` passed to WorldFMVectorEnv); it has none, so PPO cannot train in the worldfm world"
-        )
 
 
 def train_policy(world: str, args: argparse.Namespace, out: Path) -> dict:

@@ -15,7 +15,6 @@ if str(ROOT) not in sys.path:
 
 from conftest import SMALL  # noqa: E402
 
-from agents import ppo_torch  # noqa: E402
 from benchmarks import transfer  # noqa: E402
 
 # 2 PPO updates of 4 envs x 16 steps per world, 4 held-out episodes of at most 40 steps.
@@ -68,13 +67,17 @@ def test_tiny_transfer_run_writes_csv_plot_and_table(capsys, tmp_path):
     assert "global_step=" in (tmp_path / "train_anchor.log").read_text()
 
 
-@pytest.mark.skipif(
-    "weights" in {f.name for f in transfer.dataclasses.fields(ppo_torch.Args)},
-    reason="ppo_torch takes frame-model weights: the worldfm world can be trained",
-)
-def test_worldfm_world_fails_before_training_while_ppo_cannot_render_it(tmp_path):
-    weights = tmp_path / "w.safetensors"
-    weights.write_bytes(b"")
-    with pytest.raises(ValueError, match="ppo_torch"):
-        transfer.main([*TINY, "--out", str(tmp_path / "out"), "--worldfm-weights", str(weights)])
-    assert not (tmp_path / "out").exists()
+def test_worldfm_world_trains_and_transfers(tmp_path):
+    """With a frame-model checkpoint (a tiny untrained one here) the worldfm world is trained and evaluated."""
+    import torch
+
+    from worldfm_env.model import build_model, save_checkpoint
+
+    torch.manual_seed(0)
+    weights = tmp_path / "tiny.safetensors"
+    save_checkpoint(build_model("tiny", input_size=32), weights)
+    rows = transfer.main([*TINY, "--out", str(tmp_path / "out"), "--worldfm-weights", str(weights)])
+    pairs = {(r["train_world"], r["eval_world"]) for r in rows}
+    assert {("worldfm", "oracle"), ("worldfm", "worldfm")} <= pairs
+    with pytest.raises(ValueError, match="worldfm-weights"):
+        transfer.main([*TINY, "--out", str(tmp_path / "x"), "--worldfm-weights", str(tmp_path / "missing.pt")])
