@@ -174,6 +174,10 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train a frame-model stage; options go to ``worldfm_env.training.stages`` (see ``--help`` there)."""
+    if args.stage == "stage3":
+        from worldfm_env.training.distill import main as distill_main
+
+        return distill_main(args.options)
     from worldfm_env.training.stages import main as train_main
 
     return train_main(["--stage", args.stage, *args.options])
@@ -254,11 +258,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser(
         "train",
-        help="train the frame model: stage1 (image prior) or stage2 (frame model); torchrun-ready",
+        help="train the frame model: stage1 (image prior), stage2 (frame model), stage3 (DMD distillation)",
         description="Options are TrainConfig fields, e.g. --steps 2000 --out runs/s2 --init runs/s1/model.safetensors "
         "or --config run.json; run `python -m worldfm_env.training.stages --help` for the list.",
     )
-    train.add_argument("stage", choices=["stage1", "stage2"])
+    train.add_argument("stage", choices=["stage1", "stage2", "stage3"])
     train.add_argument("options", nargs=argparse.REMAINDER, help="TrainConfig options")
     train.set_defaults(func=cmd_train)
 

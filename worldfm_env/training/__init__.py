@@ -1,1 +1,1 @@
-"""Training the frame model: multi-view clip data (more stages to come)."""
+"""Training the frame model: multi-view clips (data), stages I and II (stages), stage III (distill)."""

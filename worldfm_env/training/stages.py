@@ -8,7 +8,7 @@
   rising probability), and random anchor masking (rectangular holes, whole-anchor dropout), as the
   WorldFM paper describes. It usually starts from a stage I checkpoint (``init``).
 
-Stage III (few-step distillation) is not part of this module yet.
+Stage III (few-step distillation) is :mod:`worldfm_env.training.distill`.
 
 Run on one process (``worldfm-env train stage2 --steps 2000``) or many (``torchrun --nproc_per_node
 N -m worldfm_env.training.stages --stage stage2``): each rank draws its own clips from one
