@@ -68,8 +68,10 @@ class WorldFMVectorEnv(VectorEnv):
 
     ## Episode End
     Terminated on STOP (discrete), or on reaching the goal radius (continuous PointNav).
-    Truncated after ``max_episode_steps``. Finished envs are reset by mask according to
-    ``metadata["autoreset_mode"]`` (NEXT_STEP by default, SAME_STEP selectable).
+    Truncated after ``max_episode_steps`` (also on a step that terminates, like Gymnasium's
+    ``TimeLimit``). Finished envs are reset by mask according to ``metadata["autoreset_mode"]``
+    (NEXT_STEP by default, SAME_STEP selectable). ``reset(options=...)`` takes ``env_idx`` or
+    ``reset_mask`` (partial reset) and ``scene_index`` (force scenes).
 
     ## Arguments
     ``num_envs`` and every field of :class:`~worldfm_env.envs.config.EnvConfig` as keyword arguments
