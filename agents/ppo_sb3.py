@@ -120,6 +120,7 @@ class SmallCombinedExtractor(BaseFeaturesExtractor):
         }
 
     def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Concatenated features of every observation key (images through the CNN, vectors flattened)."""
         features = []
         for key, extractor in self.extractors.items():
             value = observations[key]
