@@ -25,7 +25,7 @@ import torch
 
 from worldfm_env.model import build_model, make_generators
 from worldfm_env.model.autoencoders import DiffusersAutoencoderKL, IdentityAutoencoder
-from worldfm_env.model.renderer import images_to_model, model_to_images
+from worldfm_env.model.renderer import auto_model_dtype, images_to_model, model_to_images
 from worldfm_env.model.samplers import iddpm_linear_schedule
 from worldfm_env.render.splat import PointSplatter, ReferenceSelector
 from worldfm_env.scenes.catalog import resolve_scenes
@@ -57,7 +57,7 @@ def setup(args, device: torch.device):
     """Scene pool, model, autoencoder."""
     H = W = args.resolution
     pool = ScenePool(resolve_scenes("procedural:test:1", device, (H, W), 90.0), device)
-    dtype = DTYPES[args.dtype] if args.dtype != "auto" else (torch.bfloat16 if device.type == "cuda" else torch.float32)
+    dtype = DTYPES[args.dtype] if args.dtype != "auto" else auto_model_dtype(device)
     if args.vae:
         ae = DiffusersAutoencoderKL.from_folder(args.vae, device=device, dtype=dtype)
     else:

@@ -97,7 +97,8 @@ class EnvConfig:
     vae: str | None = None
     """``renderer="worldfm"``: a diffusers AutoencoderKL folder for latent models (the official ``vae/``)."""
     model_dtype: str = "auto"
-    """``renderer="worldfm"``: ``"auto"`` (fp32 on CPU, bf16 on CUDA), ``"float32"``, ``"bfloat16"``, ``"float16"``."""
+    """``renderer="worldfm"``: ``"auto"`` (bf16 on CUDA and on CPUs with AMX bf16, else fp32), ``"float32"``,
+    ``"bfloat16"``, ``"float16"``."""
     compile_model: bool = False
     """``renderer="worldfm"``: ``torch.compile`` the model (slow start-up, faster steps)."""
     scene_options: dict = field(default_factory=dict)
