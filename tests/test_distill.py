@@ -14,7 +14,7 @@ from worldfm_env.training.distill import DistillConfig, distill
 def teacher(tmp_path_factory):
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("teacher") / "teacher.safetensors"
-    save_checkpoint(build_model("tiny", input_size=32), path)
+    save_checkpoint(build_model("tiny", input_size=32, prediction="eps"), path)
     return str(path)
 
 
@@ -31,6 +31,7 @@ def test_distill_runs_and_student_loads(tmp_path, teacher, sampler_steps):
         fake_lr=1e-3,
         regression_pairs=8,
         regression_weight=1.0,
+        dmd_start=10,
         teacher_steps=4,
         device="cpu",
         out=str(tmp_path),
@@ -57,3 +58,14 @@ def test_distill_runs_and_student_loads(tmp_path, teacher, sampler_steps):
 def test_distill_config_validation():
     with pytest.raises(ValueError, match="sampler_steps"):
         DistillConfig(sampler_steps=3)
+
+
+def test_distill_rejects_a_v_teacher(tmp_path):
+    path = tmp_path / "v.safetensors"
+    save_checkpoint(build_model("tiny", input_size=32), path)
+    with pytest.raises(ValueError, match="eps"):
+        distill(
+            DistillConfig(
+                teacher=str(path), resolution=32, scenes="procedural:train:1", device="cpu", out=str(tmp_path / "o")
+            )
+        )

@@ -84,3 +84,12 @@ def test_camera_conditioned_checkpoints_get_panel_cameras(tmp_path, encoding):
     cameras = env.renderer._cameras(env._last_request)
     assert cameras.c2w.shape == (2, 3, 4, 4) and torch.equal(cameras.c2w[:, 0], cameras.c2w[:, 1])
     assert obs["rgb"].shape == (2, 32, 32, 3)
+
+
+def test_eps_teacher_checkpoints_are_sampled_with_ddim(tmp_path):
+    """A stage II (eps) checkpoint is not read in the distilled v form: the renderer uses DDIM for it."""
+    path = tmp_path / "eps.safetensors"
+    save_checkpoint(build_model("tiny", input_size=32, prediction="eps"), path)
+    env = WorldFMVectorEnv(num_envs=2, **SMALL, renderer="worldfm", weights=str(path), teacher_steps=3)
+    obs, _ = env.reset(seed=0)
+    assert env.renderer.prediction == "eps" and obs["rgb"].shape == (2, 32, 32, 3)

@@ -93,7 +93,9 @@ class EnvConfig:
     weights: str | None = None
     """Frame-model checkpoint for ``renderer="worldfm"`` (None: the one shipped for this resolution, if any)."""
     sampler_steps: int = 2
-    """``renderer="worldfm"``: distilled sampler steps, 1 or 2."""
+    """``renderer="worldfm"``: distilled sampler steps, 1 or 2 (v-prediction checkpoints: published, students)."""
+    teacher_steps: int = 20
+    """``renderer="worldfm"``: DDIM steps for eps-prediction checkpoints (stage I/II teachers)."""
     vae: str | None = None
     """``renderer="worldfm"``: a diffusers AutoencoderKL folder for latent models (the official ``vae/``)."""
     model_dtype: str = "auto"
@@ -158,6 +160,7 @@ class EnvConfig:
         number("reference_samples", 1, 100000, integer=True)
         number("reference_tolerance", 0.0, 1.0, lo_open=True, hi_open=True)
         number("goal_candidates", 1, 4096, integer=True)
+        number("teacher_steps", 1, 1000, integer=True)
         if self.num_scenes is not None:
             number("num_scenes", 1, 10**6, integer=True)
         for name in ("include_depth", "include_pose", "occlusion_culling", "validate_actions", "compile_model"):

@@ -110,6 +110,7 @@ class WorldFMVectorEnv(VectorEnv):
         model_options = dict(
             weights=cfg.weights,
             sampler_steps=cfg.sampler_steps,
+            teacher_steps=cfg.teacher_steps,
             vae=cfg.vae,
             model_dtype=cfg.model_dtype,
             compile_model=cfg.compile_model,

@@ -414,7 +414,9 @@ class DiTConfig:
     per-block ``cross_attn``, ``plucker_proj``) so that it loads strictly. ``use_cross_attention`` turns the caption
     cross-attention on in the forward pass (off in the published inference). ``camera_encoding`` is an optional
     extension: ``"none"`` (published), ``"prope"`` (relative camera encoding in attention) or ``"plucker"``
-    (per-token Plücker rays through ``plucker_proj`` added to the tokens).
+    (per-token Plücker rays through ``plucker_proj`` added to the tokens). ``prediction`` says what the output
+    means: ``"v"`` for the published distilled samplers (``x0 = sqrt(abar) z - sqrt(1 - abar) out``) and for
+    students, ``"eps"`` for teachers trained with eps-MSE (stages I and II), which are sampled with DDIM.
     """
 
     input_size: int = 64
@@ -432,6 +434,7 @@ class DiTConfig:
     caption_tokens: int = 300
     use_cross_attention: bool = False
     camera_encoding: str = "none"
+    prediction: str = "v"
     description: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
@@ -456,6 +459,10 @@ class DiTConfig:
             raise ValueError(f"hidden_size ({self.hidden_size}) must be divisible by 4 (2-D sin-cos positions)")
         if self.input_size % self.patch_size:
             raise ValueError(f"input_size ({self.input_size}) must be divisible by patch_size ({self.patch_size})")
+        if self.prediction not in ("v", "eps"):
+            raise ValueError(
+                f"prediction must be 'v' (distilled samplers, as published) or 'eps', got {self.prediction!r}"
+            )
         if self.camera_encoding not in CAMERA_ENCODINGS:
             raise ValueError(f"camera_encoding must be one of {CAMERA_ENCODINGS}, got {self.camera_encoding!r}")
         if self.camera_encoding == "prope" and self.head_dim % 8:

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from worldfm_env.model.autoencoders import Autoencoder, DiffusersAutoencoderKL, IdentityAutoencoder
 from worldfm_env.model.checkpoint import load_checkpoint
 from worldfm_env.model.dit import PanelCameras
-from worldfm_env.model.samplers import make_generators, sample_distilled
+from worldfm_env.model.samplers import make_generators, sample_ddim, sample_distilled
 from worldfm_env.renderers import Renderer, RenderOutput, RenderRequest
 from worldfm_env.scenes.pool import ScenePool
 
@@ -62,7 +62,9 @@ class WorldFMRenderer(Renderer):
         pool, num_envs, height, width: see :class:`~worldfm_env.renderers.Renderer`.
         weights: checkpoint path (our ``.safetensors`` with its config, or the official ``.pth`` with
             ``vae`` given); None loads the checkpoint shipped for this resolution, if any.
-        sampler_steps: distilled sampler steps, 1 or 2 (published schedules 999 and 999 -> 200).
+        sampler_steps: distilled sampler steps, 1 or 2 (published schedules 999 and 999 -> 200), for v-prediction
+            checkpoints (the published ones and stage III students).
+        teacher_steps: DDIM steps for eps-prediction checkpoints (stage I/II teachers).
         vae: a diffusers ``AutoencoderKL`` folder (e.g. the official ``vae/``); None = pixel space.
         model_dtype: ``"auto"`` (bf16 on CUDA and on CPUs with AMX bf16, else fp32), ``"float32"``, ``"bfloat16"``,
             ``"float16"``.
@@ -82,6 +84,7 @@ class WorldFMRenderer(Renderer):
         width: int,
         weights: str | None = None,
         sampler_steps: int = 2,
+        teacher_steps: int = 20,
         vae: str | None = None,
         model_dtype: str = "auto",
         compile_model: bool = False,
@@ -127,6 +130,8 @@ class WorldFMRenderer(Renderer):
         self.weights_path = path
         self.dtype = dtype
         self.steps = sampler_steps
+        self.teacher_steps = teacher_steps
+        self.prediction = cfg.prediction
         self.forward = torch.compile(self.model) if compile_model else self.model
         self.bank_latents = self._encode_bank()  # (B, C, h, w), once per scene pool
         self.rgb = torch.zeros(num_envs, height, width, 3, dtype=torch.uint8, device=self.device)
@@ -168,6 +173,22 @@ class WorldFMRenderer(Renderer):
             generator.manual_seed(int(seed))
         generators = self.generators
         cameras = self._cameras(request) if self.cameras_needed else None
-        x0 = sample_distilled(self.forward, anchor, reference, steps=self.steps, generators=generators, cameras=cameras)
+        if self.prediction == "eps":
+            # A stage I/II teacher: multi-step DDIM (x0 clamped to the image range in pixel space).
+            clip = 1.0 if self.autoencoder.downsample == 1 else None
+            x0 = sample_ddim(
+                self.forward,
+                anchor,
+                reference,
+                num_steps=self.teacher_steps,
+                prediction="eps",
+                generators=generators,
+                cameras=cameras,
+                clip_x0=clip,
+            )
+        else:
+            x0 = sample_distilled(
+                self.forward, anchor, reference, steps=self.steps, generators=generators, cameras=cameras
+            )
         self.rgb.copy_(model_to_images(self.autoencoder.decode(x0)))
         return RenderOutput(self.rgb, request.anchor.depth)

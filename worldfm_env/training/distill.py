@@ -61,6 +61,8 @@ class DistillConfig:
     """Weight of the distribution-matching term."""
     regression_weight: float = 0.25
     """Weight of the regression onto teacher samples."""
+    dmd_start: int = 100
+    """Student steps trained by the regression alone before the distribution-matching term is switched on."""
     regression_pairs: int = 32
     """Teacher (noise, conditions) -> image pairs made at start."""
     teacher_steps: int = 25
@@ -79,7 +81,7 @@ class DistillConfig:
     def __post_init__(self) -> None:
         if self.sampler_steps not in DISTILLED_TIMESTEPS:
             raise ValueError(f"sampler_steps must be one of {sorted(DISTILLED_TIMESTEPS)}, got {self.sampler_steps!r}")
-        for name in ("steps", "clips_per_step", "regression_pairs", "teacher_steps"):
+        for name in ("steps", "clips_per_step", "regression_pairs", "teacher_steps", "save_every"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be a positive int, got {getattr(self, name)!r}")
 
@@ -107,7 +109,14 @@ def distill(cfg: DistillConfig) -> dict:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     teacher = load_checkpoint(None, cfg.teacher, device=device).eval().requires_grad_(False)
+    if teacher.config.prediction != "eps":
+        raise ValueError(
+            f"teacher={cfg.teacher!r} predicts {teacher.config.prediction!r}; the teacher must be eps (stage II)"
+        )
+    # The student is read in the published v form. It starts from the teacher's weights (an eps model, so
+    # its first outputs are far off); the regression onto teacher samples alone drives it for dmd_start steps.
     student = copy.deepcopy(teacher).train().requires_grad_(True)
+    student.config = dataclasses.replace(teacher.config, prediction="v")
     fake = copy.deepcopy(teacher).train().requires_grad_(True)
     opt_student = torch.optim.AdamW(student.parameters(), lr=cfg.lr)
     opt_fake = torch.optim.AdamW(fake.parameters(), lr=cfg.fake_lr)
@@ -178,7 +187,8 @@ def distill(cfg: DistillConfig) -> dict:
             abar,
         )
         reg_loss = F.mse_loss(x_pool, pool_target[idx])
-        loss = cfg.dmd_weight * dmd_loss + cfg.regression_weight * reg_loss
+        dmd_weight = cfg.dmd_weight if step >= cfg.dmd_start else 0.0
+        loss = dmd_weight * dmd_loss + (cfg.regression_weight if step >= cfg.dmd_start else 1.0) * reg_loss
         opt_student.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)

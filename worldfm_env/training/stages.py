@@ -209,9 +209,13 @@ def train(cfg: TrainConfig) -> dict:
     model = (
         load_checkpoint(None, cfg.init, device=device)
         if cfg.init
-        else build_model(cfg.model, input_size=cfg.resolution, **cfg.model_overrides).to(device)
+        else build_model(cfg.model, input_size=cfg.resolution, prediction="eps", **cfg.model_overrides).to(device)
     )
     model.train().requires_grad_(True)
+    if model.config.prediction != "eps":
+        raise ValueError(
+            f"init={cfg.init!r} predicts {model.config.prediction!r}; stages I and II train eps-prediction"
+        )
     if model.config.in_channels != 3:
         raise ValueError(
             f"model {cfg.model!r} takes {model.config.in_channels} channels; training runs in pixel space (3)"
