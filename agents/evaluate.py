@@ -175,7 +175,7 @@ def evaluate(args: Args) -> EvalResult:
         device=args.device,
         max_episode_steps=args.max_episode_steps,
     )
-    if args.weights:
+    if args.weights and args.renderer == "worldfm":
         env_kwargs["weights"] = args.weights
     env = WorldFMVectorEnv(num_envs=num_envs, **env_kwargs)
     agent = load_agent(args.agent, env, seed=args.seed, deterministic=args.deterministic, loaded=loaded)

@@ -700,3 +700,21 @@ def test_non_finite_actions_without_validation_are_blocked():
     env.step(torch.tensor([[float("nan"), 0.0, float("nan"), 0.0], [1.0, 0.0, 0.0, 0.0]]))
     assert torch.isfinite(env.position).all() and torch.isfinite(env.yaw).all()
     assert torch.equal(env.position[0], before[0]) and int(env.collisions[0]) == 1
+
+
+def test_gym_make_time_limit_above_the_default_is_honoured():
+    env = gym.make("WorldFM/Explore-v0", **SMALL, max_episode_steps=520)
+    env.reset(seed=0)
+    steps, truncated = 0, False
+    while not truncated:
+        _, _, terminated, truncated, _ = env.step(2)
+        steps += 1
+        assert not terminated
+    assert steps == 520
+
+
+def test_first_reset_with_none_seeds_draws_fresh_ones():
+    env = WorldFMVectorEnv(num_envs=3, **SMALL)
+    env.reset(seed=[None, 5, None])
+    seeds = env.seeds.tolist()
+    assert seeds[1] == 5 and seeds[0] != seeds[2] and 0 not in (seeds[0], seeds[2])

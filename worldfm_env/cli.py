@@ -259,8 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser(
         "train",
         help="train the frame model: stage1 (image prior), stage2 (frame model), stage3 (DMD distillation)",
-        description="Options are TrainConfig fields, e.g. --steps 2000 --out runs/s2 --init runs/s1/model.safetensors "
-        "or --config run.json; run `python -m worldfm_env.training.stages --help` for the list.",
+        description="stage1/stage2 options are TrainConfig fields (e.g. --steps 2000 --out runs/s2 --init "
+        "runs/s1/model.safetensors, or --config run.json; list: python -m worldfm_env.training.stages --help); "
+        "stage3 options are DistillConfig fields (python -m worldfm_env.training.distill --help).",
     )
     train.add_argument("stage", choices=["stage1", "stage2", "stage3"])
     train.add_argument("options", nargs=argparse.REMAINDER, help="TrainConfig options")

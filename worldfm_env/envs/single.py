@@ -32,6 +32,9 @@ class WorldFMEnv(gym.Env):
             if key in kwargs:
                 raise ValueError(f"{key} applies to the vector env only; a single env is reset by its caller")
         kwargs = {**kwargs, "array_type": "torch", "autoreset_mode": "next_step"}
+        # gym.make wraps the single env in TimeLimit (500 steps, or its own max_episode_steps=k, which never
+        # reaches us): that wrapper owns the limit unless max_episode_steps is passed to the env itself.
+        kwargs.setdefault("max_episode_steps", 10**9)
         self.vector_env = WorldFMVectorEnv(num_envs=1, **kwargs)
         self.render_mode = render_mode
         self.config = self.vector_env.config

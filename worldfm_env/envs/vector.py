@@ -205,14 +205,15 @@ class WorldFMVectorEnv(VectorEnv):
         else:
             mask = self._env_mask(options.get("env_idx"))
         scene_index = self._parse_scene_index(options.get("scene_index"))
+        if not self._has_reset:
+            # Fresh entropy first; seeds given below override it env by env (None keeps the fresh one).
+            base = int(np.random.SeedSequence().generate_state(1, dtype=np.uint32)[0])
+            self.seeds = torch.arange(N, dtype=torch.int64, device=dev) + base
         if seed is not None:
             seeds, given = self._parse_seed(seed)
             given = given & mask
             self.seeds = torch.where(given, seeds, self.seeds)
             self.episode_count = torch.where(given, torch.full_like(self.episode_count, -1), self.episode_count)
-        elif not self._has_reset:
-            base = int(np.random.SeedSequence().generate_state(1, dtype=np.uint32)[0])
-            self.seeds = torch.arange(N, dtype=torch.int64, device=dev) + base
         if not self._has_reset and not bool(mask.all()):
             raise ValueError("the first reset must reset every env (options['env_idx'] given before any full reset)")
         self._has_reset = True
@@ -424,11 +425,14 @@ class WorldFMVectorEnv(VectorEnv):
                 f"actions must have shape ({N}, 4) for {N} envs with continuous actions, got {tuple(a.shape)}"
             )
         a = a.float()
-        if cfg.validate_actions:
-            if bool((~torch.isfinite(a)).any()):
-                raise ValueError(f"actions must be finite (no NaN or inf), got {actions!r}")
-            if bool(((a < -1.0) | (a > 1.0)).any()):
-                raise ValueError(f"actions must lie in [-1, 1], got {actions!r}")
+        if not cfg.validate_actions:
+            # Unchecked actions are clamped into the box (a sync-free guard: the collision test samples moves
+            # sized for |a| <= 1); NaN passes through and the step blocks it.
+            return a.clamp(-1.0, 1.0)
+        if bool((~torch.isfinite(a)).any()):
+            raise ValueError(f"actions must be finite (no NaN or inf), got {actions!r}")
+        if bool(((a < -1.0) | (a > 1.0)).any()):
+            raise ValueError(f"actions must lie in [-1, 1], got {actions!r}")
         return a
 
     def moves_free(self, start: torch.Tensor, end: torch.Tensor) -> torch.Tensor:

@@ -107,6 +107,19 @@ class TrainConfig:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
         if self.high_noise_bias < 0:
             raise ValueError(f"high_noise_bias must be >= 0, got {self.high_noise_bias}")
+        for name in ("save_every", "sample_steps"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be a positive int, got {getattr(self, name)!r}")
+        if not isinstance(self.sample_every, int) or self.sample_every < 0:
+            raise ValueError(f"sample_every must be an int >= 0 (0 disables), got {self.sample_every!r}")
+        if not isinstance(self.warmup, int) or self.warmup < 0:
+            raise ValueError(f"warmup must be an int >= 0, got {self.warmup!r}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr!r}")
+        from worldfm_env.model import MODEL_CONFIGS
+
+        if self.init is None and self.model not in MODEL_CONFIGS:
+            raise ValueError(f"model={self.model!r} is not a model config; choose one of {sorted(MODEL_CONFIGS)}")
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
@@ -167,8 +180,11 @@ def _distributed() -> tuple[int, int, int]:
     """(rank, world size, local rank); initialises the process group under torchrun."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend)
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))  # bind before NCCL picks a GPU
+            dist.init_process_group("nccl")
+        else:
+            dist.init_process_group("gloo")
     if world > 1:
         return dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0"))
     return 0, 1, 0
@@ -237,6 +253,10 @@ def train(cfg: TrainConfig) -> dict:
     mask_gen = torch.Generator(device=device).manual_seed(cfg.seed * 1000 + rank + 7919)
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
+        log_path = out / "log.jsonl"
+        if log_path.is_file():  # drop entries past the checkpoint we resume from (a crash after saving)
+            kept = [line for line in log_path.read_text().splitlines() if json.loads(line)["step"] <= start_step]
+            log_path.write_text("".join(line + "\n" for line in kept))
     log = (out / "log.jsonl").open("a") if rank == 0 else None
     from tqdm.auto import tqdm
 
@@ -245,6 +265,9 @@ def train(cfg: TrainConfig) -> dict:
     for step in bar:
         for group in optimizer.param_groups:
             group["lr"] = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup))
+        # Noise and masks are drawn from (seed, rank, step): a resumed run continues exactly.
+        noise_gen.manual_seed((cfg.seed * 1_000_003 + rank) * 10_000_019 + step)
+        mask_gen.manual_seed((cfg.seed * 1_000_003 + rank) * 10_000_019 + step + 7_919)
         first_clip = (0 if cfg.fixed_batch else step * world + rank) * cfg.clips_per_step
         batch = clips.batch(cfg.clips_per_step, seed=cfg.seed, start_index=first_clip)
         x0, anchor, reference = condition_batch(batch, cfg, step / cfg.steps, mask_gen)
