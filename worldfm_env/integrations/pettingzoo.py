@@ -112,6 +112,7 @@ class WorldFMParallelEnv(ParallelEnv):
         )
         self._state = np.zeros((len(self.possible_agents), self._state_width), dtype=np.float32)
         # Action taken by rows whose agent has left: it moves nobody and ends nothing (turn in place / zero rates).
+        self._scene_rng: np.random.Generator | None = None
         if self.config.action_type == "discrete":
             self._idle_actions = np.full(len(self.possible_agents), 2, dtype=np.int64)
         else:
@@ -134,14 +135,11 @@ class WorldFMParallelEnv(ParallelEnv):
         no option is used.
         """
         env = self.vector_env
-        obs, infos = env.reset(seed=seed)
-        scene = env.scene_index
-        if env.pool.num_scenes > 1 and not bool((scene == scene[0]).all()):
-            # Every agent in agent_0's scene: the same reset again (same seeds when given, so the same
-            # draws), with the scene forced for all.
-            if seed is None:
-                env.episode_count = env.episode_count - 1  # redo this episode's draws, not the next one's
-            obs, infos = env.reset(seed=seed, options={"scene_index": int(scene[0])})
+        # One shared scene per episode, drawn from a generator that the reset seed re-seeds.
+        if seed is not None or self._scene_rng is None:
+            self._scene_rng = np.random.default_rng(seed)
+        scene = int(self._scene_rng.integers(env.pool.num_scenes))
+        obs, infos = env.reset(seed=seed, options={"scene_index": scene})
         self.agents = list(self.possible_agents)
         self._snapshot(torch.ones(len(self.possible_agents), dtype=torch.bool))
         obs_np = {key: value.cpu().numpy() for key, value in obs.items()}

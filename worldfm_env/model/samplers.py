@@ -177,6 +177,17 @@ def _model_dtype(model) -> torch.dtype:
     return torch.float32
 
 
+def _prepare(model, anchor, reference, generators, noise):
+    """Shared set-up: (model dtype, batch, device, conditions in the model dtype, float32 initial noise)."""
+    dtype = _model_dtype(model)
+    B, device, shape = anchor.shape[0], anchor.device, tuple(anchor.shape)
+    if noise is None:
+        noise = _randn(shape, generators, device)
+    elif tuple(noise.shape) != shape:
+        raise ValueError(f"noise must have shape {shape}, got {tuple(noise.shape)}")
+    return dtype, B, device, anchor.to(dtype), reference.to(dtype), noise.to(device=device, dtype=torch.float32)
+
+
 @torch.no_grad()
 def sample_distilled(
     model,
@@ -217,15 +228,9 @@ def sample_distilled(
     if renoise is not None and len(renoise) != len(timesteps) - 1:
         raise ValueError(f"renoise needs {len(timesteps) - 1} tensors, got {len(renoise)}")
     schedule = schedule or _default_schedule()
-    dtype = _model_dtype(model)
-    B, device, shape = anchor.shape[0], anchor.device, tuple(anchor.shape)
-    anchor, reference = anchor.to(dtype), reference.to(dtype)
-
-    if noise is None:
-        noise = _randn(shape, generators, device)
-    elif tuple(noise.shape) != shape:
-        raise ValueError(f"noise must have shape {shape}, got {tuple(noise.shape)}")
-    z = noise.to(device=device, dtype=dtype)
+    shape = tuple(anchor.shape)
+    dtype, B, device, anchor, reference, noise = _prepare(model, anchor, reference, generators, noise)
+    z = noise.to(dtype)
     x0 = None
     for i, t in enumerate(timesteps):
         a, s = schedule.coefficients(t, B, device)
@@ -273,14 +278,9 @@ def sample_ddim(
         raise ValueError(f"prediction must be 'eps' or 'v', got {prediction!r}")
     _check_conditions(anchor, reference, generators)
     schedule = schedule or _default_schedule()
-    dtype = _model_dtype(model)
-    B, device, shape = anchor.shape[0], anchor.device, tuple(anchor.shape)
-    anchor, reference = anchor.to(dtype), reference.to(dtype)
-    if noise is None:
-        noise = _randn(shape, generators, device)
-    elif tuple(noise.shape) != shape:
-        raise ValueError(f"noise must have shape {shape}, got {tuple(noise.shape)}")
-    z = noise.to(device=device, dtype=torch.float32)
+    shape = tuple(anchor.shape)
+    dtype, B, device, anchor, reference, noise = _prepare(model, anchor, reference, generators, noise)
+    z = noise
     ts = ddim_timesteps(num_steps, schedule.num_timesteps)
     x0 = z
     for i, t in enumerate(ts):
