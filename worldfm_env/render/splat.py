@@ -102,27 +102,27 @@ def _horizon_kernel(
 
 
 @wp.func
-def _plane_depth(
-    has_normal: bool,
-    n_cam: wp.vec3,
-    plane: float,
-    z: float,
-    u: float,
-    v: float,
-    fx: float,
-    fy: float,
-    cx: float,
-    cy: float,
-) -> float:
-    # z-depth where the ray through pixel (u, v) meets the plane n . X = plane; the point's own z when
-    # the normal is unknown or the ray grazes the plane, and clamped to [z/2, 2z] against bad normals.
-    if not has_normal:
+def _tangent_plane(n_cam: wp.vec3, q: wp.vec3, fx: float, fy: float, cx: float, cy: float) -> wp.vec4:
+    # A point's tangent plane n . X = plane in camera space, as (a, b, c, plane) such that its z-depth on the
+    # ray through pixel (u, v) is plane / (a u + b v + c). plane = 0 means "no usable plane" (unknown normal,
+    # or seen edge-on: |cos| < 0.1), and the point's own z is used.
+    plane = wp.dot(n_cam, q)
+    if wp.length_sq(n_cam) <= 0.25 or plane * plane <= 0.01 * wp.length_sq(q):
+        return wp.vec4(0.0, 0.0, 0.0, 0.0)
+    a = n_cam[0] / fx
+    b = n_cam[1] / fy
+    return wp.vec4(a, b, n_cam[2] - a * cx - b * cy, plane)
+
+
+@wp.func
+def _plane_depth(coeffs: wp.vec4, z: float, u: float, v: float) -> float:
+    # Depth of the tangent plane at pixel (u, v), clamped to [z/2, 2z] against bad normals; z without a plane.
+    if coeffs[3] == 0.0:
         return z
-    ray = wp.vec3((u - cx) / fx, (v - cy) / fy, 1.0)
-    denom = wp.dot(n_cam, ray)
-    if denom * denom < 0.01 * wp.length_sq(ray):
-        return z
-    return wp.clamp(plane / denom, 0.5 * z, 2.0 * z)
+    t = coeffs[3] / (coeffs[0] * u + coeffs[1] * v + coeffs[2])
+    if t <= 0.0:
+        t = 2.0 * z  # the plane turned away within a wide splat
+    return wp.clamp(t, 0.5 * z, 2.0 * z)
 
 
 @wp.func
@@ -388,8 +388,6 @@ def _splat_chunk(
     if lod_scale > 0.0:
         reach0 = base * focal / lod_scale
     top_rank = chunk_prefix.shape[1] - 1
-    inv_fx = 1.0 / fx
-    inv_fy = 1.0 / fy
     for j in range(lane, n, lanes):
         index = start + j
         p_world = points[index]
@@ -420,12 +418,7 @@ def _splat_chunk(
         # tangent plane: samples of one surface then tie exactly and the centre penalty picks the
         # sample nearest the centre, while a nearer surface still wins. The plane depth at pixel
         # (x, y) is plane / (a x + b y + c); planes seen edge-on (|cos| < 0.1) keep the point's z.
-        n_cam = wp.transform_vector(T, points_normal[index])
-        plane = wp.dot(n_cam, q)
-        use_plane = wp.length_sq(n_cam) > 0.25 and plane * plane > 0.01 * wp.length_sq(q)
-        plane_a = n_cam[0] * inv_fx
-        plane_b = n_cam[1] * inv_fy
-        plane_c = n_cam[2] - plane_a * cx - plane_b * cy
+        plane = _tangent_plane(wp.transform_vector(T, points_normal[index]), q, fx, fy, cx, cy)
         for dy in range(-rad, rad + 1):
             py = vi + dy
             if py < 0 or py >= height:
@@ -436,13 +429,7 @@ def _splat_chunk(
                     continue
                 du = float(px) + 0.5 - u
                 dv = float(py) + 0.5 - v
-                t = z
-                if use_plane:
-                    denom = plane_a * (float(px) + 0.5) + plane_b * (float(py) + 0.5) + plane_c
-                    t = plane / denom
-                    if t <= 0.0:
-                        t = 2.0 * z  # the tangent plane turned away within a wide splat
-                    t = wp.clamp(t, 0.5 * z, 2.0 * z)
+                t = _plane_depth(plane, z, float(px) + 0.5, float(py) + 0.5)
                 r_inf = wp.max(wp.abs(du), wp.abs(dv)) * inv_footprint
                 outside = wp.max(r_inf - 0.55, 0.0)
                 # Saturating tie-break: it can reorder samples within center_weight of one another in
@@ -481,11 +468,9 @@ def _resolve_kernel(
     T = w2c[env]
     K = intrinsics[env]
     q = wp.transform_point(T, points[index])
-    n_cam = wp.transform_vector(T, points_normal[index])
-    has_normal = wp.length_sq(n_cam) > 0.25
-    u = float(x) + 0.5
-    v = float(y) + 0.5
-    depth = _plane_depth(has_normal, n_cam, wp.dot(n_cam, q), q[2], u, v, K[0, 0], K[1, 1], K[0, 2], K[1, 2])
+    # The same centre-ray depth the splat compared (tangent plane of the winning point).
+    plane = _tangent_plane(wp.transform_vector(T, points_normal[index]), q, K[0, 0], K[1, 1], K[0, 2], K[1, 2])
+    depth = _plane_depth(plane, q[2], float(x) + 0.5, float(y) + 0.5)
     out_rgb[env, y, x, 0] = points_rgb[index, 0]
     out_rgb[env, y, x, 1] = points_rgb[index, 1]
     out_rgb[env, y, x, 2] = points_rgb[index, 2]
