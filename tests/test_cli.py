@@ -38,8 +38,9 @@ def test_rollout(capsys, env_id):
 
 def test_rollout_scripted_with_video(capsys, tmp_path):
     video = tmp_path / "rollout.mp4"
-    code = main(["rollout", "--policy", "scripted", "--num-envs", "1", "--steps", "4", "--video", str(video),
-                 *SCENE_ARGS])
+    code = main(
+        ["rollout", "--policy", "scripted", "--num-envs", "1", "--steps", "4", "--video", str(video), *SCENE_ARGS]
+    )
     assert code == 0, capsys.readouterr().err
     assert video.is_file() and video.stat().st_size > 0
 
@@ -66,8 +67,24 @@ def test_unknown_env_id(capsys):
 
 def test_bad_arguments_exit_code(capsys):
     # A ValueError from the env (bad scene spec) is reported as exit code 2, not a traceback.
-    assert main(["rollout", "--num-envs", "1", "--steps", "1", "--scenes", "procedural:nosuchsplit",
-                 "--resolution", "32", "--device", "cpu"]) == 2
+    assert (
+        main(
+            [
+                "rollout",
+                "--num-envs",
+                "1",
+                "--steps",
+                "1",
+                "--scenes",
+                "procedural:nosuchsplit",
+                "--resolution",
+                "32",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 2
+    )
     assert "scenes" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
         main(["nosuchcommand"])
@@ -82,21 +99,58 @@ def test_render_meta_json_trajectory(tmp_path):
 
     from worldfm_env.model import build_model, save_checkpoint
 
-    meta, *_ , trajectory = _write_meta(tmp_path)
+    meta, *_, trajectory = _write_meta(tmp_path)
     out = tmp_path / "anchor.mp4"
-    assert main(["render", "--meta", str(meta), "--renderer", "anchor", "--resolution", "32", "--device", "cpu",
-                 "--batch-size", "2", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "render",
+                "--meta",
+                str(meta),
+                "--renderer",
+                "anchor",
+                "--resolution",
+                "32",
+                "--device",
+                "cpu",
+                "--batch-size",
+                "2",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     frames = imageio.mimread(str(out))
     assert len(frames) == len(trajectory)
     torch.manual_seed(0)
     weights = tmp_path / "tiny.safetensors"
     save_checkpoint(build_model("tiny", input_size=32), weights)
     out2 = tmp_path / "worldfm.mp4"
-    assert main(["render", "--meta", str(meta), "--weights", str(weights), "--resolution", "32", "--device", "cpu",
-                 "--side-by-side", "--out", str(out2)]) == 0
+    assert (
+        main(
+            [
+                "render",
+                "--meta",
+                str(meta),
+                "--weights",
+                str(weights),
+                "--resolution",
+                "32",
+                "--device",
+                "cpu",
+                "--side-by-side",
+                "--out",
+                str(out2),
+            ]
+        )
+        == 0
+    )
     frames2 = imageio.mimread(str(out2))
     assert len(frames2) == len(trajectory)
     assert frames2[0].shape[1] == 2 * frames2[0].shape[0]  # anchor | generated
     # Without weights the command fails with the explanation, not with random weights.
-    assert main(["render", "--meta", str(meta), "--resolution", "32", "--device", "cpu",
-                 "--out", str(tmp_path / "x.mp4")]) == 2
+    assert (
+        main(["render", "--meta", str(meta), "--resolution", "32", "--device", "cpu", "--out", str(tmp_path / "x.mp4")])
+        == 2
+    )

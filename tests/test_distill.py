@@ -58,6 +58,8 @@ def test_distill_runs_and_student_loads(tmp_path, teacher, sampler_steps):
 def test_distill_config_validation():
     with pytest.raises(ValueError, match="sampler_steps"):
         DistillConfig(sampler_steps=3)
+    with pytest.raises(ValueError, match="fake_lr"):
+        DistillConfig(fake_lr=0.0)
 
 
 def test_distill_rejects_a_v_teacher(tmp_path):

@@ -21,8 +21,17 @@ from worldfm_env.envs.vector import WorldFMVectorEnv
 from worldfm_env.policies import ShortestPathPolicy
 
 POINTNAV, EXPLORE = "WorldFM/PointNav-v0", "WorldFM/Explore-v0"
-CORE_STATE = ("position", "yaw", "pitch", "scene_index", "elapsed_steps", "collisions", "path_length", "seeds",
-              "episode_count")
+CORE_STATE = (
+    "position",
+    "yaw",
+    "pitch",
+    "scene_index",
+    "elapsed_steps",
+    "collisions",
+    "path_length",
+    "seeds",
+    "episode_count",
+)
 TASK_STATE = {
     "pointnav": ("goal", "goal_slot", "start_distance", "distance", "success"),
     "explore": ("seen", "seen_count", "coverage", "success"),
@@ -112,8 +121,14 @@ def test_make_vec_native():
     assert venv.metadata["autoreset_mode"] is AutoresetMode.NEXT_STEP
     obs, _ = venv.reset(seed=0)
     assert tuple(obs["rgb"].shape) == (4, 32, 32, 3)
-    same = gym.make_vec(EXPLORE, num_envs=2, vectorization_mode="vector_entry_point", autoreset_mode="same_step",
-                        action_type="continuous", **SMALL)
+    same = gym.make_vec(
+        EXPLORE,
+        num_envs=2,
+        vectorization_mode="vector_entry_point",
+        autoreset_mode="same_step",
+        action_type="continuous",
+        **SMALL,
+    )
     assert same.metadata["autoreset_mode"] is AutoresetMode.SAME_STEP
     assert same.action_space.shape == (2, 4)
     assert "pointgoal" not in same.observation_space.spaces
@@ -141,8 +156,15 @@ def _compare_infos(native: dict, sync: dict, step: int) -> None:
 @pytest.mark.parametrize("env_id", [POINTNAV, EXPLORE])
 def test_native_matches_sync_vector_env(env_id):
     n, steps, seed = 4, 30, 123
-    native = gym.make_vec(env_id, num_envs=n, vectorization_mode="vector_entry_point", renderer="anchor",
-                          max_episode_steps=10, array_type="numpy", **SMALL)
+    native = gym.make_vec(
+        env_id,
+        num_envs=n,
+        vectorization_mode="vector_entry_point",
+        renderer="anchor",
+        max_episode_steps=10,
+        array_type="numpy",
+        **SMALL,
+    )
     spec = spec_with(env_id, max_episode_steps=10)
     sync = SyncVectorEnv([lambda: gym.make(spec, renderer="anchor", **SMALL) for _ in range(n)])
     assert sync.metadata["autoreset_mode"] is native.metadata["autoreset_mode"]
@@ -552,9 +574,18 @@ def test_bad_continuous_actions(actions):
     assert_state_equal(before, state(env))
 
 
-@pytest.mark.parametrize("action_type, action", [("discrete", 6), ("discrete", -1), ("discrete", [1, 2]),
-                                                 ("discrete", 2.5), ("continuous", [0.0, 0.0, 2.0, 0.0]),
-                                                 ("continuous", [float("nan")] * 4), ("continuous", [0.0, 0.0])])
+@pytest.mark.parametrize(
+    "action_type, action",
+    [
+        ("discrete", 6),
+        ("discrete", -1),
+        ("discrete", [1, 2]),
+        ("discrete", 2.5),
+        ("continuous", [0.0, 0.0, 2.0, 0.0]),
+        ("continuous", [float("nan")] * 4),
+        ("continuous", [0.0, 0.0]),
+    ],
+)
 def test_bad_action_single_env(action_type, action):
     env = gym.make(POINTNAV, **SMALL, action_type=action_type).unwrapped
     env.reset(seed=0)

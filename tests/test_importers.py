@@ -187,8 +187,14 @@ def test_unknown_scene_kind(tmp_path):
 # ------------------------------------------------------------------------------------------------
 
 CUBE = 2.0  # half-size of the box room around the panorama's centre
-FACE_RGB = {(0, 1): (255, 0, 0), (0, -1): (0, 255, 255), (1, 1): (0, 255, 0), (1, -1): (255, 0, 255),
-            (2, 1): (0, 0, 255), (2, -1): (255, 255, 0)}
+FACE_RGB = {
+    (0, 1): (255, 0, 0),
+    (0, -1): (0, 255, 255),
+    (1, 1): (0, 255, 0),
+    (1, -1): (255, 0, 255),
+    (2, 1): (0, 0, 255),
+    (2, -1): (255, 255, 0),
+}
 
 
 def _cube_range(d: np.ndarray) -> np.ndarray:
@@ -263,8 +269,9 @@ def test_panorama_errors_and_png_depth(tmp_path):
     with pytest.raises(ValueError, match=r"depth has no valid pixels"):
         load_panorama_scene(rgb, np.zeros_like(rng))
     Image.fromarray(np.round(rng * 1000).astype(np.uint16)).save(tmp_path / "d.png")
-    scene = load_panorama_scene(rgb, tmp_path / "d.png", camera_height=CUBE, bank_pitches=(0.0,), bank_yaws=4,
-                                cell_size=0.3)
+    scene = load_panorama_scene(
+        rgb, tmp_path / "d.png", camera_height=CUBE, bank_pitches=(0.0,), bank_yaws=4, cell_size=0.3
+    )
     assert scene.bank.num_views == 4 and scene.camera_height == CUBE
     assert (scene.points_xyz.abs().max(dim=1).values - CUBE).abs().max() < 1e-3
 
@@ -295,18 +302,23 @@ def test_ply_float_colours_no_colours_and_faces(tmp_path):
     xyz, rgb = read_ply(tmp_path / "f.ply")
     assert xyz.shape == (3, 3) and rgb.tolist() == [[255, 0, 128], [0, 255, 0], [0, 0, 255]]
     # Binary with a face element after the vertices and no colours: grey.
-    header = ("ply\nformat binary_little_endian 1.0\nelement vertex 2\nproperty float x\nproperty float y\n"
-              "property float z\nelement face 1\nproperty list uchar int vertex_indices\nend_header\n")
+    header = (
+        "ply\nformat binary_little_endian 1.0\nelement vertex 2\nproperty float x\nproperty float y\n"
+        "property float z\nelement face 1\nproperty list uchar int vertex_indices\nend_header\n"
+    )
     body = np.arange(6, dtype="<f4").tobytes() + bytes([3]) + np.arange(3, dtype="<i4").tobytes()
     (tmp_path / "g.ply").write_bytes(header.encode() + body)
     xyz, rgb = read_ply(tmp_path / "g.ply")
     assert xyz.tolist() == [[0, 1, 2], [3, 4, 5]] and (rgb == 128).all()
-    (tmp_path / "bad.ply").write_bytes(b"ply\nformat binary_little_endian 1.0\nelement vertex 5\n"
-                                       b"property float x\nproperty float y\nproperty float z\nend_header\n\0\0")
+    (tmp_path / "bad.ply").write_bytes(
+        b"ply\nformat binary_little_endian 1.0\nelement vertex 5\n"
+        b"property float x\nproperty float y\nproperty float z\nend_header\n\0\0"
+    )
     with pytest.raises(ValueError, match=r"file truncated"):
         read_ply(tmp_path / "bad.ply")
-    (tmp_path / "noz.ply").write_text("ply\nformat ascii 1.0\nelement vertex 1\nproperty float x\n"
-                                      "property float y\nend_header\n0 0\n")
+    (tmp_path / "noz.ply").write_text(
+        "ply\nformat ascii 1.0\nelement vertex 1\nproperty float x\nproperty float y\nend_header\n0 0\n"
+    )
     with pytest.raises(ValueError, match=r"no 'z' property"):
         read_ply(tmp_path / "noz.ply")
 

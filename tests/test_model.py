@@ -94,8 +94,11 @@ def test_xl_layout_and_parameter_count():
     assert got == xl_expected_table()
     assert "y_embedder.y_embedding" in dict(model.named_buffers())
     # Parameters the published inference actually uses (no text branch): ~456M, as DESIGN.md states.
-    unused = sum(p.numel() for n, p in model.named_parameters()
-                 if n.startswith(("y_embedder.", "plucker_proj.")) or ".cross_attn." in n)
+    unused = sum(
+        p.numel()
+        for n, p in model.named_parameters()
+        if n.startswith(("y_embedder.", "plucker_proj.")) or ".cross_attn." in n
+    )
     assert abs((n_params - unused) / 1e6 - 456.0) < 0.1
 
 
@@ -180,9 +183,9 @@ def test_batched_forward_equals_per_sample():
     with torch.no_grad():
         batched = model(noisy, t, anchor, reference)
         for i in range(3):
-            single = model(noisy[i:i + 1], t[i:i + 1], anchor[i:i + 1], reference[i:i + 1])
+            single = model(noisy[i : i + 1], t[i : i + 1], anchor[i : i + 1], reference[i : i + 1])
             # float32 with outputs of magnitude ~5: differences come only from batched matmul blocking.
-            torch.testing.assert_close(batched[i:i + 1], single, rtol=1e-5, atol=1e-4)
+            torch.testing.assert_close(batched[i : i + 1], single, rtol=1e-5, atol=1e-4)
 
 
 def test_gradient_checkpointing_matches():
@@ -221,8 +224,12 @@ def test_plucker_extension_runs_and_starts_as_identity():
     base = randomize(build_model("tiny"))
     model = build_model("tiny", camera_encoding="plucker")
     missing = model.load_state_dict(base.state_dict(), strict=False).missing_keys
-    assert sorted(missing) == ["plucker_proj.0.bias", "plucker_proj.0.weight", "plucker_proj.2.bias",
-                               "plucker_proj.2.weight"]
+    assert sorted(missing) == [
+        "plucker_proj.0.bias",
+        "plucker_proj.0.weight",
+        "plucker_proj.2.bias",
+        "plucker_proj.2.weight",
+    ]
     data = inputs()
     with torch.no_grad():  # zero-initialised last layer: adding the extension does not change the output
         torch.testing.assert_close(model(*data, cameras=random_cameras(2)), base(*data))
@@ -323,8 +330,12 @@ def test_two_step_sampler_hand_computed():
     torch.testing.assert_close(one, torch.full(shape, -0.4936371), rtol=0, atol=2e-7)
     # predict_x0 drops the sigma half and uses the v form.
     z = torch.ones(shape)
-    torch.testing.assert_close(predict_x0(stub(z, torch.tensor([999, 999]), cond, cond), z, 999),
-                               torch.full(shape, -0.4936371), rtol=0, atol=2e-7)
+    torch.testing.assert_close(
+        predict_x0(stub(z, torch.tensor([999, 999]), cond, cond), z, 999),
+        torch.full(shape, -0.4936371),
+        rtol=0,
+        atol=2e-7,
+    )
 
 
 def test_batched_sampling_with_generators_equals_per_sample():
@@ -333,9 +344,10 @@ def test_batched_sampling_with_generators_equals_per_sample():
     seeds = [5, 6, 7]
     batched = sample_distilled(model, anchor, reference, steps=2, generators=make_generators(seeds))
     for i, seed in enumerate(seeds):
-        single = sample_distilled(model, anchor[i:i + 1], reference[i:i + 1], steps=2,
-                                  generators=make_generators([seed]))
-        torch.testing.assert_close(batched[i:i + 1], single, rtol=1e-5, atol=1e-5)
+        single = sample_distilled(
+            model, anchor[i : i + 1], reference[i : i + 1], steps=2, generators=make_generators([seed])
+        )
+        torch.testing.assert_close(batched[i : i + 1], single, rtol=1e-5, atol=1e-5)
     # A row's frame does not depend on its neighbours.
     swapped = sample_distilled(model, anchor[[0, 2]], reference[[0, 2]], steps=2, generators=make_generators([5, 7]))
     torch.testing.assert_close(swapped[1], batched[2], rtol=1e-5, atol=1e-5)
@@ -431,7 +443,7 @@ def ref_forward(sd, cfg, noisy, t, anchor, reference, cross=False, caption=None)
     tokens = torch.zeros(B, gh * gw, Dm, dtype=x.dtype)
     for r in range(gh):
         for c in range(gw):
-            patch = x[:, :, r * p:(r + 1) * p, c * p:(c + 1) * p].reshape(B, -1)
+            patch = x[:, :, r * p : (r + 1) * p, c * p : (c + 1) * p].reshape(B, -1)
             tokens[:, r * gw + c] = patch @ w.T + sd["x_embedder.proj.bias"]
     tokens = tokens + ref_pos_embed(Dm, gh, gw, cfg.input_size // p, cfg.pe_interpolation).to(x.dtype)
     # Timestep: cos then sin, float32 frequencies.
@@ -446,10 +458,10 @@ def ref_forward(sd, cfg, noisy, t, anchor, reference, cross=False, caption=None)
     for i in range(cfg.depth):
         pre = f"blocks.{i}."
         mod = sd[pre + "scale_shift_table"][None] + t0.reshape(B, 6, Dm)
-        sh1, sc1, g1, sh2, sc2, g2 = (mod[:, j:j + 1] for j in range(6))
+        sh1, sc1, g1, sh2, sc2, g2 = (mod[:, j : j + 1] for j in range(6))
         hmod = ref_layer_norm(tokens) * (1 + sc1) + sh1
         qkv = ref_linear(sd, pre + "attn.qkv", hmod)
-        q, k, v = qkv[..., :Dm], qkv[..., Dm:2 * Dm], qkv[..., 2 * Dm:]
+        q, k, v = qkv[..., :Dm], qkv[..., Dm : 2 * Dm], qkv[..., 2 * Dm :]
         tokens = tokens + g1 * ref_linear(sd, pre + "attn.proj", ref_attention(q, k, v, heads))
         if cross:
             q = ref_linear(sd, pre + "cross_attn.q_linear", tokens)
@@ -474,9 +486,21 @@ def ref_forward(sd, cfg, noisy, t, anchor, reference, cross=False, caption=None)
 
 @pytest.mark.parametrize("size, cross, pe_interp", [((8, 8), False, 1.0), ((6, 10), True, 2.0)])
 def test_matches_independent_reimplementation_of_published_forward(size, cross, pe_interp):
-    model = build_model("tiny", in_channels=4, hidden_size=64, num_heads=4, depth=2, patch_size=2, input_size=8,
-                        learn_sigma=True, with_text_branch=True, caption_channels=16, caption_tokens=5,
-                        use_cross_attention=cross, pe_interpolation=pe_interp)
+    model = build_model(
+        "tiny",
+        in_channels=4,
+        hidden_size=64,
+        num_heads=4,
+        depth=2,
+        patch_size=2,
+        input_size=8,
+        learn_sigma=True,
+        with_text_branch=True,
+        caption_channels=16,
+        caption_tokens=5,
+        use_cross_attention=cross,
+        pe_interpolation=pe_interp,
+    )
     model = randomize(model, seed=4).double().eval()
     sd = {k: v.detach() for k, v in model.state_dict().items()}
     H, W = size

@@ -140,8 +140,12 @@ def _distance_to_mesh(mesh, xyz: torch.Tensor) -> torch.Tensor:
     idx = mesh.faces.int().reshape(-1).contiguous()
     m = wp.Mesh(points=wp.from_torch(verts, dtype=wp.vec3), indices=wp.from_torch(idx))
     out = torch.empty(xyz.shape[0])
-    wp.launch(_closest_kernel, dim=xyz.shape[0], inputs=[m.id, wp.from_torch(xyz.contiguous(), dtype=wp.vec3),
-                                                          wp.from_torch(out)], device="cpu")
+    wp.launch(
+        _closest_kernel,
+        dim=xyz.shape[0],
+        inputs=[m.id, wp.from_torch(xyz.contiguous(), dtype=wp.vec3), wp.from_torch(out)],
+        device="cpu",
+    )
     return out
 
 
@@ -229,8 +233,12 @@ def test_splits():
 
 def test_small_config_and_no_voxel():
     cfg = ProceduralConfig(
-        building_size_min=(6.0, 6.0), building_size_max=(7.0, 7.0), resolution=(24, 32), bank_yaws=4,
-        bank_down_views=0, voxel_size=None,
+        building_size_min=(6.0, 6.0),
+        building_size_max=(7.0, 7.0),
+        resolution=(24, 32),
+        bank_yaws=4,
+        bank_down_views=0,
+        voxel_size=None,
     )
     scene = generate_procedural_scene(11, cfg, name="tiny")
     assert scene.name == "tiny" and scene.bank.resolution == (24, 32)

@@ -47,11 +47,13 @@ def _corner_mesh() -> TriangleMesh:
         dtype=torch.float32,
     )
     f = torch.tensor([[0, 1, 2], [0, 2, 3], [4, 6, 5], [4, 7, 6]], dtype=torch.int32)
-    mats = np.stack([
-        make_material([0.6, 0.4, 0.2], [0.4, 0.25, 0.1], PATTERN_WOOD, scale=0.2, noise_amp=0.1, param=0.1),
-        make_material([0.7, 0.7, 0.8], [0.3, 0.3, 0.5], PATTERN_STRIPES, scale=0.3, noise_amp=0.1, param=0.4),
-        make_material([0.9, 0.2, 0.2], pattern=PATTERN_PLAIN, noise_amp=0.3, noise_scale=0.1),
-    ])
+    mats = np.stack(
+        [
+            make_material([0.6, 0.4, 0.2], [0.4, 0.25, 0.1], PATTERN_WOOD, scale=0.2, noise_amp=0.1, param=0.1),
+            make_material([0.7, 0.7, 0.8], [0.3, 0.3, 0.5], PATTERN_STRIPES, scale=0.3, noise_amp=0.1, param=0.4),
+            make_material([0.9, 0.2, 0.2], pattern=PATTERN_PLAIN, noise_amp=0.3, noise_scale=0.1),
+        ]
+    )
     return TriangleMesh(v, f, torch.tensor([0, 0, 1, 1], dtype=torch.int32), torch.from_numpy(mats))
 
 
@@ -100,12 +102,14 @@ def test_depth_is_camera_z_not_ray_length():
 
 def test_batched_equals_single_renders_bit_exact():
     rc = MeshRaycaster([_quad_mesh(), _corner_mesh()])
-    poses = torch.stack([
-        _pose([0.0, 0.0, 0.0]),
-        _pose([0.5, -0.5, 0.5], 20.0, -30.0),
-        _pose([-1.0, -0.5, 0.0], -35.0, -10.0),
-        _pose([0.2, 0.0, -0.3], 5.0, 5.0),
-    ])
+    poses = torch.stack(
+        [
+            _pose([0.0, 0.0, 0.0]),
+            _pose([0.5, -0.5, 0.5], 20.0, -30.0),
+            _pose([-1.0, -0.5, 0.0], -35.0, -10.0),
+            _pose([0.2, 0.0, -0.3], 5.0, 5.0),
+        ]
+    )
     scenes = torch.tensor([0, 1, 1, 0])
     Ks = torch.stack([intrinsics_from_fov(W, H, fov) for fov in (90.0, 70.0, 100.0, 60.0)])
     rgb, depth = rc.render(scenes, poses, Ks, H, W)
@@ -192,8 +196,16 @@ def test_out_of_range_scene_renders_empty():
 
 
 def test_make_material_layout():
-    row = make_material([0.1, 0.2, 0.3], [0.4, 0.5, 0.6], PATTERN_TILES, scale=0.4, noise_amp=0.2, noise_scale=0.3,
-                        param=0.05, rotate=True)
+    row = make_material(
+        [0.1, 0.2, 0.3],
+        [0.4, 0.5, 0.6],
+        PATTERN_TILES,
+        scale=0.4,
+        noise_amp=0.2,
+        noise_scale=0.3,
+        param=0.05,
+        rotate=True,
+    )
     assert row.shape == (MATERIAL_DIM,) and row.dtype == np.float32
     np.testing.assert_allclose(row, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, PATTERN_TILES, 0.4, 0.2, 0.3, 0.05, 1.0], rtol=1e-6)
     with pytest.raises(ValueError, match="pattern"):

@@ -41,3 +41,7 @@ def test_clips_deterministic_by_seed(generator):
 def test_clip_config_validation():
     with pytest.raises(ValueError, match="references"):
         ClipConfig(views=4, references=4)
+    with pytest.raises(ValueError, match="resolution"):
+        ClipConfig(resolution=(4, 64))
+    with pytest.raises(ValueError, match="hfov_deg"):
+        ClipConfig(hfov_deg=200.0)

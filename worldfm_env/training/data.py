@@ -54,6 +54,15 @@ class ClipConfig:
             raise ValueError(f"need ints 1 <= references < views, got references={self.references}, views={self.views}")
         if self.step <= 0:
             raise ValueError(f"step must be positive, got {self.step}")
+        res = self.resolution
+        if not (isinstance(res, (tuple, list)) and len(res) == 2 and all(isinstance(v, int) and v >= 8 for v in res)):
+            raise ValueError(f"resolution must be (height, width) ints >= 8, got {res!r}")
+        if not 0.0 < self.hfov_deg < 180.0:
+            raise ValueError(f"hfov_deg must be in (0, 180), got {self.hfov_deg!r}")
+        if self.yaw_jitter_deg < 0 or self.pitch_jitter_deg < 0:
+            raise ValueError(
+                f"yaw_jitter_deg and pitch_jitter_deg must be >= 0, got {self.yaw_jitter_deg}, {self.pitch_jitter_deg}"
+            )
 
     @property
     def targets(self) -> int:
@@ -180,6 +189,8 @@ class ClipGenerator:
     @torch.no_grad()
     def batch(self, batch_size: int, seed: int, start_index: int = 0) -> ClipBatch:
         """Clips ``start_index .. start_index + batch_size - 1`` of the stream seeded by ``seed``."""
+        if not isinstance(batch_size, int) or batch_size <= 0:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         cfg = self.config
         H, W = cfg.resolution
         B, R, T = batch_size, cfg.references, cfg.targets

@@ -81,6 +81,12 @@ class DistillConfig:
     def __post_init__(self) -> None:
         if self.sampler_steps not in DISTILLED_TIMESTEPS:
             raise ValueError(f"sampler_steps must be one of {sorted(DISTILLED_TIMESTEPS)}, got {self.sampler_steps!r}")
+        for name in ("lr", "fake_lr"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+        for name in ("dmd_weight", "regression_weight"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         for name in ("steps", "clips_per_step", "regression_pairs", "teacher_steps", "save_every"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be a positive int, got {getattr(self, name)!r}")
