@@ -17,6 +17,7 @@ ACTION_TYPES = ("discrete", "continuous")
 ARRAY_TYPES = ("torch", "numpy")
 AUTORESET_MODES = ("next_step", "same_step")
 MODEL_DTYPES = ("auto", "float32", "bfloat16", "float16")
+NOISE_MODES = ("auto", "generator", "hash")
 
 
 @dataclass
@@ -103,6 +104,11 @@ class EnvConfig:
     ``"bfloat16"``, ``"float16"``."""
     compile_model: bool = False
     """``renderer="worldfm"``: ``torch.compile`` the model (slow start-up, faster steps)."""
+    noise: str = "auto"
+    """``renderer="worldfm"``: how per-env seeds become diffusion noise: ``"generator"`` (one ``torch.Generator``
+    per env and step; a host sync and N small launches per draw), ``"hash"`` (one batched counter-based draw on
+    the device, no host sync) or ``"auto"`` (``"hash"`` on CUDA, ``"generator"`` on CPU). Both keep a fixed seed
+    and pose giving the same frame whatever the batch; they draw different noise for the same seed."""
     scene_options: dict = field(default_factory=dict)
     """Extra options for scene generation/import (e.g. procedural config fields)."""
 
@@ -135,6 +141,7 @@ class EnvConfig:
         one_of("array_type", ARRAY_TYPES)
         one_of("autoreset_mode", AUTORESET_MODES)
         one_of("model_dtype", MODEL_DTYPES)
+        one_of("noise", NOISE_MODES)
         res = self.resolution
         if is_int(res):
             res = (res, res)

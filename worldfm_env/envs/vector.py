@@ -114,6 +114,7 @@ class WorldFMVectorEnv(VectorEnv):
             vae=cfg.vae,
             model_dtype=cfg.model_dtype,
             compile_model=cfg.compile_model,
+            noise=cfg.noise,
         )
         self.renderer = make_renderer(
             cfg.renderer, self.pool, N, H, W, **(model_options if cfg.renderer == "worldfm" else {})

@@ -2,9 +2,11 @@
 
 Per step: the anchor renders (rgb, black where empty) pass through the autoencoder, the reference
 latents are gathered from a per-scene cache encoded once at start-up, and the distilled sampler
-runs one model forward per step (1 or 2 steps) over all N envs. Each env draws its noise from its
-own ``torch.Generator`` seeded with the request's per-env seed, so a fixed seed and pose give the
-same frame whatever the batch. bf16 on CUDA (flash SDPA) and on CPUs with AMX bf16 tiles, fp32 on other CPUs.
+runs one model forward per step (1 or 2 steps) over all N envs. Each env's noise comes from the
+request's per-env seed, either through its own ``torch.Generator`` (``noise="generator"``) or as a
+batched counter-based hash on the device (``noise="hash"``: no host sync, no per-env launches), so a
+fixed seed and pose give the same frame whatever the batch. bf16 on CUDA (flash SDPA) and on CPUs
+with AMX bf16 tiles, fp32 on other CPUs.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ __all__ = ["WorldFMRenderer", "auto_model_dtype", "default_weights_path", "image
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+NOISE_MODES = ("auto", "generator", "hash")
 
 
 def auto_model_dtype(device: torch.device) -> torch.dtype:
@@ -70,6 +73,10 @@ class WorldFMRenderer(Renderer):
             ``"float16"``.
         compile_model: wrap the model in ``torch.compile`` (about 30 s of compilation at start-up; measured
             +20 % frames/s for config ``s`` on a 2-core CPU).
+        noise: how per-env seeds become diffusion noise: ``"generator"`` (one ``torch.Generator`` per env,
+            re-seeded every step: a host sync plus N small launches per draw), ``"hash"`` (one batched
+            counter-based draw on the device, :func:`~worldfm_env.envs.rng.hash_normal`; no host sync) or
+            ``"auto"`` (``"hash"`` on CUDA, ``"generator"`` on CPU). The two modes give different frames for a seed.
     """
 
     name = "worldfm"
@@ -88,9 +95,12 @@ class WorldFMRenderer(Renderer):
         vae: str | None = None,
         model_dtype: str = "auto",
         compile_model: bool = False,
+        noise: str = "auto",
         **options,
     ) -> None:
         super().__init__(pool, num_envs, height, width)
+        if noise not in NOISE_MODES:
+            raise ValueError(f"noise={noise!r} is not valid; choose one of {list(NOISE_MODES)}")
         if sampler_steps not in (1, 2):
             raise ValueError(f"sampler_steps must be 1 or 2 (the distilled samplers), got {sampler_steps!r}")
         if model_dtype == "auto":
@@ -135,7 +145,10 @@ class WorldFMRenderer(Renderer):
         self.forward = torch.compile(self.model) if compile_model else self.model
         self.bank_latents = self._encode_bank()  # (B, C, h, w), once per scene pool
         self.rgb = torch.zeros(num_envs, height, width, 3, dtype=torch.uint8, device=self.device)
-        self.generators = make_generators(range(num_envs), self.device)
+        if noise == "auto":
+            noise = "hash" if self.device.type == "cuda" else "generator"
+        self.noise = noise
+        self.generators = make_generators(range(num_envs), self.device) if noise == "generator" else None
 
     @torch.no_grad()
     def _encode_bank(self, batch: int = 64) -> torch.Tensor:
@@ -167,11 +180,18 @@ class WorldFMRenderer(Renderer):
         assert request.anchor is not None and request.reference_index is not None
         anchor = self.autoencoder.encode(images_to_model(request.anchor.rgb, self.dtype))
         reference = self.bank_latents[request.reference_index]
-        seeds = request.noise_seed.tolist() if request.noise_seed is not None else list(range(anchor.shape[0]))
-        # One generator per env, allocated once and re-seeded every step (cheap, host side).
-        for generator, seed in zip(self.generators, seeds, strict=True):
-            generator.manual_seed(int(seed))
-        generators = self.generators
+        generators = noise_seeds = None
+        if self.noise == "hash":
+            # Batched hash noise on the device: no host sync, no per-env launches.
+            noise_seeds = request.noise_seed
+            if noise_seeds is None:
+                noise_seeds = torch.arange(anchor.shape[0], device=anchor.device)
+        else:
+            seeds = request.noise_seed.tolist() if request.noise_seed is not None else list(range(anchor.shape[0]))
+            # One generator per env, allocated once and re-seeded every step (cheap, host side).
+            for generator, seed in zip(self.generators, seeds, strict=True):
+                generator.manual_seed(int(seed))
+            generators = self.generators
         cameras = self._cameras(request) if self.cameras_needed else None
         if self.prediction == "eps":
             # A stage I/II teacher: multi-step DDIM (x0 clamped to the image range in pixel space).
@@ -183,12 +203,19 @@ class WorldFMRenderer(Renderer):
                 num_steps=self.teacher_steps,
                 prediction="eps",
                 generators=generators,
+                noise_seeds=noise_seeds,
                 cameras=cameras,
                 clip_x0=clip,
             )
         else:
             x0 = sample_distilled(
-                self.forward, anchor, reference, steps=self.steps, generators=generators, cameras=cameras
+                self.forward,
+                anchor,
+                reference,
+                steps=self.steps,
+                generators=generators,
+                noise_seeds=noise_seeds,
+                cameras=cameras,
             )
         self.rgb.copy_(model_to_images(self.autoencoder.decode(x0)))
         return RenderOutput(self.rgb, request.anchor.depth)

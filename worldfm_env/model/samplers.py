@@ -18,9 +18,15 @@ With a learned variance the network returns 2C channels; the first C are the pre
 Timesteps index ``alphas_cumprod`` directly (0-based): the published code evaluates ``alphas_cumprod[999]`` and
 ``alphas_cumprod[200]``, which are ``4.0358e-5`` and ``0.656347``.
 
-Randomness: every sampler takes an optional list of ``torch.Generator``, one per batch row (one per env). Row i
-draws all of its noise from generator i, in a fixed order (initial noise, then one re-noise per extra distilled
-step), so a fixed seed and fixed inputs give the same frame whatever else is in the batch.
+Randomness: every sampler takes either an optional list of ``torch.Generator``, one per batch row (one per env), or
+``noise_seeds``, an (B,) int64 tensor of per-row seeds on the device (the two are mutually exclusive). With
+generators, row i draws all of its noise from generator i, in a fixed order (initial noise, then one re-noise per
+extra distilled step): B small ``randn`` launches per draw, and seeding them from device seeds needs a host sync.
+With ``noise_seeds``, every draw is one batched counter-based hash on the device
+(:func:`worldfm_env.envs.rng.hash_normal`): the initial noise is stream 0 and the re-noise before distilled step k
+(k = 1, 2, ...) is stream k; no host sync, no per-row launches. Either way, a fixed seed and fixed inputs give the
+same frame whatever else is in the batch (the two modes draw different noise for the same seed). DDIM here is
+deterministic (eta = 0): only its initial noise is random. With neither, the global RNG is used.
 """
 
 from __future__ import annotations
@@ -76,9 +82,15 @@ class NoiseSchedule:
     def coefficients(self, t, batch: int, device) -> tuple[torch.Tensor, torch.Tensor]:
         """``(sqrt(abar_t), sqrt(1 - abar_t))`` as float32 (B, 1, 1, 1) on ``device``.
 
-        Computed like the published sampler: abar is cast to float32 first, then ``** 0.5`` in float32.
+        Computed like the published sampler: abar is cast to float32 first, then ``** 0.5`` in float32. A scalar
+        ``t`` (the samplers' case) is filled on the device: no host-to-device copy, which would sync a CUDA stream.
         """
         idx = self._index(t, batch)
+        if isinstance(t, (int, np.integer)):
+            abar = self.alphas_cumprod[int(t)].to(torch.float32)
+            a, s = float(abar**0.5), float((1 - abar) ** 0.5)  # float32 values, exact as Python floats
+            shape = (batch, 1, 1, 1)
+            return torch.full(shape, a, device=device), torch.full(shape, s, device=device)
         abar = self.alphas_cumprod.to(torch.float32)[idx].to(device)  # (B,)
         return (abar**0.5).view(-1, 1, 1, 1), ((1 - abar) ** 0.5).view(-1, 1, 1, 1)
 
@@ -109,8 +121,21 @@ def make_generators(seeds: Sequence[int], device: torch.device | str = "cpu") ->
     return [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
 
 
-def _randn(shape: tuple[int, ...], generators: Sequence[torch.Generator] | None, device, dtype=torch.float32):
-    """(B, *shape) standard normal; row i from ``generators[i]`` when given, else from the global RNG."""
+def _randn(
+    shape: tuple[int, ...],
+    generators: Sequence[torch.Generator] | None,
+    device,
+    dtype=torch.float32,
+    noise_seeds: torch.Tensor | None = None,
+    stream: int = 0,
+):
+    """(B, *shape) standard normal; row i from ``generators[i]``, or hashed from ``(noise_seeds[i], stream)`` on the
+    device, else from the global RNG."""
+    if noise_seeds is not None:
+        # Imported here: worldfm_env.envs pulls in the env stack, which plain model use does not need.
+        from worldfm_env.envs.rng import hash_normal
+
+        return hash_normal(noise_seeds.to(device), shape[1:], stream=stream).to(dtype)
     if generators is None:
         return torch.randn((shape[0], *shape[1:]), device=device, dtype=dtype)
     rows = [torch.randn(shape[1:], generator=g, device=g.device, dtype=dtype) for g in generators]
@@ -157,13 +182,21 @@ def predict_x0(model_out: torch.Tensor, z_t: torch.Tensor, t, schedule: NoiseSch
     return v_to_x0(split_prediction(model_out, z_t.shape[1]), z_t, a, s)
 
 
-def _check_conditions(anchor: torch.Tensor, reference: torch.Tensor, generators) -> None:
+def _check_conditions(anchor: torch.Tensor, reference: torch.Tensor, generators, noise_seeds=None) -> None:
     if anchor.ndim != 4:
         raise ValueError(f"anchor must be (B, C, H, W), got {tuple(anchor.shape)}")
     if reference.shape != anchor.shape:
         raise ValueError(f"reference must have the shape of anchor {tuple(anchor.shape)}, got {tuple(reference.shape)}")
     if generators is not None and len(generators) != anchor.shape[0]:
         raise ValueError(f"generators must have one generator per batch row ({anchor.shape[0]}), got {len(generators)}")
+    if noise_seeds is not None:
+        if generators is not None:
+            raise ValueError("generators and noise_seeds are mutually exclusive: pass one of them (or neither)")
+        if not isinstance(noise_seeds, torch.Tensor) or tuple(noise_seeds.shape) != (anchor.shape[0],):
+            got = tuple(noise_seeds.shape) if isinstance(noise_seeds, torch.Tensor) else type(noise_seeds).__name__
+            raise ValueError(f"noise_seeds must be a ({anchor.shape[0]},) integer tensor (one seed per row), got {got}")
+        if noise_seeds.is_floating_point() or noise_seeds.is_complex() or noise_seeds.dtype == torch.bool:
+            raise ValueError(f"noise_seeds must be an integer tensor, got dtype {noise_seeds.dtype}")
 
 
 def _model_dtype(model) -> torch.dtype:
@@ -177,12 +210,12 @@ def _model_dtype(model) -> torch.dtype:
     return torch.float32
 
 
-def _prepare(model, anchor, reference, generators, noise):
+def _prepare(model, anchor, reference, generators, noise, noise_seeds=None):
     """Shared set-up: (model dtype, batch, device, conditions in the model dtype, float32 initial noise)."""
     dtype = _model_dtype(model)
     B, device, shape = anchor.shape[0], anchor.device, tuple(anchor.shape)
     if noise is None:
-        noise = _randn(shape, generators, device)
+        noise = _randn(shape, generators, device, noise_seeds=noise_seeds, stream=0)
     elif tuple(noise.shape) != shape:
         raise ValueError(f"noise must have shape {shape}, got {tuple(noise.shape)}")
     return dtype, B, device, anchor.to(dtype), reference.to(dtype), noise.to(device=device, dtype=torch.float32)
@@ -196,6 +229,7 @@ def sample_distilled(
     steps: int = 2,
     *,
     generators: Sequence[torch.Generator] | None = None,
+    noise_seeds: torch.Tensor | None = None,
     timesteps: Sequence[int] | None = None,
     schedule: NoiseSchedule | None = None,
     cameras=None,
@@ -212,12 +246,15 @@ def sample_distilled(
         model: ``model(z_t, timesteps (B,) long, anchor, reference, cameras=...) -> (B, C or 2C, H, W)``.
         steps: 1 or 2 (published schedules ``(999,)`` and ``(999, 200)``); ignored when ``timesteps`` is given.
         generators: one ``torch.Generator`` per batch row; row i draws its initial noise then its re-noise from
-            ``generators[i]``. ``None`` uses the global RNG.
+            ``generators[i]``. ``None`` (and no ``noise_seeds``) uses the global RNG.
+        noise_seeds: (B,) integer tensor, one seed per row, instead of ``generators``: the initial noise is
+            ``hash_normal(noise_seeds, (C, H, W), stream=0)`` and the re-noise before step k is stream k, computed
+            batched on the device (no host sync, no per-row launches).
         timesteps: explicit decreasing timesteps, e.g. ``(999, 200)``.
         noise, renoise: explicit initial noise (B, C, H, W) and per-extra-step re-noise tensors (for tests and
-            reproducing external runs); they replace the generator draws.
+            reproducing external runs); they replace the generator or ``noise_seeds`` draws.
     """
-    _check_conditions(anchor, reference, generators)
+    _check_conditions(anchor, reference, generators, noise_seeds)
     if timesteps is None:
         if steps not in DISTILLED_TIMESTEPS:
             raise ValueError(f"steps must be one of {sorted(DISTILLED_TIMESTEPS)}, got {steps}")
@@ -229,13 +266,16 @@ def sample_distilled(
         raise ValueError(f"renoise needs {len(timesteps) - 1} tensors, got {len(renoise)}")
     schedule = schedule or _default_schedule()
     shape = tuple(anchor.shape)
-    dtype, B, device, anchor, reference, noise = _prepare(model, anchor, reference, generators, noise)
+    dtype, B, device, anchor, reference, noise = _prepare(model, anchor, reference, generators, noise, noise_seeds)
     z = noise.to(dtype)
     x0 = None
     for i, t in enumerate(timesteps):
         a, s = schedule.coefficients(t, B, device)
         if i > 0:
-            eps = renoise[i - 1].to(device) if renoise is not None else _randn(shape, generators, device)
+            if renoise is not None:
+                eps = renoise[i - 1].to(device)
+            else:
+                eps = _randn(shape, generators, device, noise_seeds=noise_seeds, stream=i)
             z = (a * x0 + s * eps.float()).to(dtype)  # re-noise the float32 x0 to step t
         t_vec = torch.full((B,), t, dtype=torch.long, device=device)
         out = model(z, t_vec, anchor, reference, cameras=cameras)
@@ -261,6 +301,7 @@ def sample_ddim(
     *,
     prediction: str = "eps",
     generators: Sequence[torch.Generator] | None = None,
+    noise_seeds: torch.Tensor | None = None,
     schedule: NoiseSchedule | None = None,
     cameras=None,
     noise: torch.Tensor | None = None,
@@ -271,15 +312,17 @@ def sample_ddim(
     At each timestep t (then the next smaller ``t'``): predict, convert to ``(x0, eps)`` -- for ``prediction="eps"``
     (the stage-II teacher, trained with eps-MSE) ``x0 = (z - s_t eps) / a_t``; for ``"v"`` ``x0 = a_t z - s_t v``,
     ``eps = s_t z + a_t v`` -- optionally clamp x0 to ``[-clip_x0, clip_x0]`` (eps recomputed from it), then
-    ``z_{t'} = a_{t'} x0 + s_{t'} eps``. The last step returns its x0. Only the initial noise is random, drawn per
-    row from ``generators``.
+    ``z_{t'} = a_{t'} x0 + s_{t'} eps``. The last step returns its x0. Only the initial noise is random (eta = 0):
+    drawn per row from ``generators``, or ``hash_normal(noise_seeds, (C, H, W), stream=0)`` on the device when
+    ``noise_seeds`` ((B,) integer tensor, exclusive with ``generators``) is given -- the same initial noise as
+    :func:`sample_distilled` draws for those seeds. ``noise`` gives it explicitly.
     """
     if prediction not in ("eps", "v"):
         raise ValueError(f"prediction must be 'eps' or 'v', got {prediction!r}")
-    _check_conditions(anchor, reference, generators)
+    _check_conditions(anchor, reference, generators, noise_seeds)
     schedule = schedule or _default_schedule()
     shape = tuple(anchor.shape)
-    dtype, B, device, anchor, reference, noise = _prepare(model, anchor, reference, generators, noise)
+    dtype, B, device, anchor, reference, noise = _prepare(model, anchor, reference, generators, noise, noise_seeds)
     z = noise
     ts = ddim_timesteps(num_steps, schedule.num_timesteps)
     x0 = z
