@@ -5,16 +5,18 @@ One interface (:class:`Autoencoder`): ``encode(images) -> latents``, ``decode(la
 
 * :class:`IdentityAutoencoder` -- pixel space (the shipped small models): latents are the images.
 * :class:`DiffusersAutoencoderKL` -- a diffusers ``AutoencoderKL`` loaded from a local folder such as the official
-  ``vae/`` (the SDXL VAE), latents scaled by ``scaling_factor`` (0.13025 for SDXL). diffusers is optional:
-  ``pip install "worldfm-env[diffusers]"``.
+  ``vae/`` (the SDXL VAE), latents scaled by ``scaling_factor`` (0.13025 for SDXL) after subtracting
+  ``shift_factor`` where the config has one. diffusers is optional: ``pip install "worldfm-env[vae]"``.
 
 Published source read: ``modules/worldfm_infer.py`` (repository ``inspatio/worldfm``): images are normalised to
 [-1, 1], ``z = vae.encode(x).latent_dist.sample() * scale`` with ``scale = vae.config.scaling_factor`` (fallback
-0.13025), ``x = vae.decode(z / scale).sample``.
+0.13025), ``x = vae.decode(z / scale).sample``. Here ``encode`` takes the posterior mean by default instead of a
+sample (a fixed input gives a fixed latent); the difference is the VAE's small posterior noise.
 """
 
 from __future__ import annotations
 
+import json
 import os
 
 import torch
@@ -22,7 +24,11 @@ import torch
 __all__ = ["Autoencoder", "IdentityAutoencoder", "DiffusersAutoencoderKL", "SDXL_VAE_SCALE", "DIFFUSERS_EXTRA_HINT"]
 
 SDXL_VAE_SCALE = 0.13025
-DIFFUSERS_EXTRA_HINT = 'diffusers is not installed; install the optional extra: pip install "worldfm-env[diffusers]"'
+DIFFUSERS_EXTRA_HINT = 'diffusers is not installed; install the optional extra: pip install "worldfm-env[vae]"'
+_VAE_FOLDER_HINT = (
+    "vae must be a local diffusers AutoencoderKL folder (config.json + diffusion_pytorch_model.safetensors, as written "
+    "by AutoencoderKL.save_pretrained), e.g. the official WorldFM vae/ folder, or None for a pixel-space model"
+)
 
 
 def _check_images(images: torch.Tensor, name: str = "images") -> None:
@@ -70,24 +76,50 @@ class IdentityAutoencoder(Autoencoder):
 
 
 class DiffusersAutoencoderKL(Autoencoder):
-    """A diffusers ``AutoencoderKL`` (e.g. the official SDXL ``vae/``); latents = scale * posterior.
+    """A diffusers ``AutoencoderKL`` (e.g. the official SDXL ``vae/``); latents = (posterior - shift) * scale.
 
-    ``encode`` uses the posterior mean by default so that a fixed input gives a fixed latent; with
-    ``sample_posterior=True`` it samples like the published inference (optionally from ``generator``).
+    ``encode`` uses the posterior mean by default so that a fixed input gives a fixed latent (what a renderer needs);
+    with ``sample_posterior=True`` it samples like the published inference (optionally from ``generator``).
+
+    The latent normalisation follows the diffusers pipelines: ``scale`` is the config's ``scaling_factor`` (the SDXL
+    constant when the config has none) and ``shift`` its ``shift_factor`` (SD3 / Flux VAEs; 0 when absent); a config
+    with per-channel ``latents_mean`` and ``latents_std`` (the SDXL pipeline's convention) uses
+    ``(z - latents_mean) * scale / latents_std`` instead. ``decode`` inverts the same map. Latents come back in the
+    dtype and on the device of the images given to ``encode`` (and images in those of the latents given to
+    ``decode``), also when the VAE itself runs in float32 because its config asks for ``force_upcast``.
     """
 
     downsample = 8
 
-    def __init__(self, vae, scale: float | None = None, sample_posterior: bool = False) -> None:
+    def __init__(
+        self, vae, scale: float | None = None, sample_posterior: bool = False, shift: float | None = None
+    ) -> None:
         self.vae = vae
         config = getattr(vae, "config", None)
-        cfg_scale = getattr(config, "scaling_factor", None) if config is not None else None
+
+        def cfg(name: str, default=None):
+            value = getattr(config, name, None) if config is not None else None
+            return default if value is None else value
+
         # The published code prefers the folder's own scaling_factor and falls back to the SDXL constant.
-        self.scale = float(scale if scale is not None else (cfg_scale if cfg_scale is not None else SDXL_VAE_SCALE))
-        self.latent_channels = int(getattr(config, "latent_channels", 4) if config is not None else 4)
-        blocks = getattr(config, "block_out_channels", None) if config is not None else None
+        self.scale = float(scale if scale is not None else cfg("scaling_factor", SDXL_VAE_SCALE))
+        self.shift = float(shift if shift is not None else cfg("shift_factor", 0.0))
+        self.latent_channels = int(cfg("latent_channels", 4))
+        # diffusers' Encoder halves the size in every down block but the last (vae_scale_factor in the pipelines).
+        blocks = cfg("block_out_channels")
         self.downsample = 2 ** (len(blocks) - 1) if blocks else 8
         self.sample_posterior = sample_posterior
+        mean, std = cfg("latents_mean"), cfg("latents_std")
+        if mean is not None and std is not None:  # per-channel statistics, as in the SDXL pipeline
+            self.latents_mean = torch.tensor(mean, dtype=torch.float32).reshape(1, -1, 1, 1)
+            self.latents_std = torch.tensor(std, dtype=torch.float32).reshape(1, -1, 1, 1)
+            if self.latents_mean.shape[1] != self.latent_channels or self.latents_std.shape[1] != self.latent_channels:
+                raise ValueError(
+                    f"VAE config: latents_mean/latents_std have {self.latents_mean.shape[1]}/"
+                    f"{self.latents_std.shape[1]} entries but latent_channels={self.latent_channels}"
+                )
+        else:
+            self.latents_mean = self.latents_std = None
 
     @classmethod
     def from_folder(
@@ -98,34 +130,72 @@ class DiffusersAutoencoderKL(Autoencoder):
         scale: float | None = None,
         sample_posterior: bool = False,
     ) -> DiffusersAutoencoderKL:
-        """Load ``AutoencoderKL.from_pretrained(path)`` from a LOCAL folder (no hub download), eval mode.
+        """Load ``AutoencoderKL.from_pretrained(path)`` from a LOCAL folder (no hub download), eval mode, no grads.
 
-        Raises ImportError naming the ``worldfm-env[diffusers]`` extra when diffusers is missing, and ValueError when
-        ``path`` is not a folder.
+        Raises ImportError naming the ``worldfm-env[vae]`` extra when diffusers is missing, and ValueError naming
+        ``vae=<path>`` when ``path`` is not a folder, has no ``config.json``, holds another diffusers class, or its
+        weights cannot be loaded.
         """
         try:
             from diffusers.models import AutoencoderKL
         except ImportError as err:  # the optional extra is not installed
             raise ImportError(DIFFUSERS_EXTRA_HINT) from err
+        path = os.path.expanduser(os.fspath(path))
+        where = f"vae={path!r}"
         if not os.path.isdir(path):
-            raise ValueError(f"VAE folder not found: {os.fspath(path)!r} (expected a diffusers AutoencoderKL folder)")
-        vae = AutoencoderKL.from_pretrained(os.fspath(path), local_files_only=True)
-        if dtype == torch.float16 and getattr(vae.config, "force_upcast", False):
+            what = "is a file, not a folder" if os.path.isfile(path) else "no such folder"
+            raise ValueError(f"{where}: {what}. {_VAE_FOLDER_HINT}")
+        config_path = os.path.join(path, "config.json")
+        if not os.path.isfile(config_path):
+            nested = os.path.join(path, "vae")
+            also = (
+                f" (its subfolder {nested!r} has one: pass that)"
+                if os.path.isfile(os.path.join(nested, "config.json"))
+                else ""
+            )
+            raise ValueError(f"{where}: no config.json in this folder{also}. {_VAE_FOLDER_HINT}")
+        try:
+            with open(config_path, encoding="utf-8") as f:
+                config = json.load(f)
+            class_name = config.get("_class_name", "AutoencoderKL")
+        except (OSError, ValueError, AttributeError) as err:
+            raise ValueError(f"{where}: config.json is not a readable JSON object ({err}). {_VAE_FOLDER_HINT}") from err
+        if class_name != "AutoencoderKL":
+            raise ValueError(
+                f"{where}: config.json describes a {class_name!r}, not an AutoencoderKL. {_VAE_FOLDER_HINT}"
+            )
+        if dtype == torch.float16 and config.get("force_upcast", True):  # AutoencoderKL's default is True
             dtype = torch.float32  # e.g. the SDXL VAE overflows in fp16: its config asks to run in float32
-        vae = vae.to(device=device, dtype=dtype).eval()
+        try:  # torch_dtype at load time, as diffusers recommends (instead of casting with .to afterwards)
+            vae = AutoencoderKL.from_pretrained(path, local_files_only=True, torch_dtype=dtype)
+        except (OSError, ValueError) as err:  # e.g. no diffusion_pytorch_model.safetensors / .bin next to the config
+            raise ValueError(f"{where}: could not load the AutoencoderKL ({err}). {_VAE_FOLDER_HINT}") from err
+        vae = vae.to(device=device).eval().requires_grad_(False)
         return cls(vae, scale=scale, sample_posterior=sample_posterior)
+
+    def _stats(self, like: torch.Tensor) -> tuple[torch.Tensor | float, torch.Tensor | float]:
+        """(mean, std) of the latent normalisation, as tensors shaped like ``like`` or as floats."""
+        if self.latents_mean is None:
+            return self.shift, 1.0
+        return self.latents_mean.to(like), self.latents_std.to(like)
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Images (B, 3, H, W) in [-1, 1] -> scaled latents (B, 4, H/8, W/8)."""
+        """Images (B, 3, H, W) in [-1, 1] -> normalised latents (B, latent_channels, H/downsample, W/downsample)."""
         _check_images(images)
-        dist = self.vae.encode(images.to(self.vae.dtype)).latent_dist
+        self.latent_shape(images.shape[-2], images.shape[-1])  # ValueError for sizes the VAE cannot round-trip
+        dist = self.vae.encode(images.to(device=self.vae.device, dtype=self.vae.dtype)).latent_dist
         z = dist.sample(generator=generator) if self.sample_posterior else dist.mode()
-        return z * self.scale
+        mean, std = self._stats(z)
+        return ((z - mean) * (self.scale / std)).to(device=images.device, dtype=images.dtype)
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Scaled latents -> images (B, 3, H, W)."""
-        if latents.ndim != 4 or latents.shape[1] != self.latent_channels:
-            raise ValueError(f"latents must be (B, {self.latent_channels}, h, w), got {tuple(latents.shape)}")
-        return self.vae.decode(latents.to(self.vae.dtype) / self.scale).sample
+        """Normalised latents (B, latent_channels, h, w) -> images (B, 3, h * downsample, w * downsample)."""
+        if not isinstance(latents, torch.Tensor) or latents.ndim != 4 or latents.shape[1] != self.latent_channels:
+            got = tuple(getattr(latents, "shape", ())) or type(latents)
+            raise ValueError(f"latents must be a (B, {self.latent_channels}, h, w) tensor, got {got}")
+        z = latents.to(device=self.vae.device, dtype=self.vae.dtype)
+        mean, std = self._stats(z)
+        images = self.vae.decode(z * (std / self.scale) + mean).sample
+        return images.to(device=latents.device, dtype=latents.dtype)
