@@ -4,7 +4,8 @@ A clip is ``views`` camera poses along a plausible agent trajectory in one scene
 geodesic field towards a random goal, with heading and pitch jitter). ``references`` of the views
 are ray cast with the ground-truth renderer and unprojected into the clip's own point cloud and
 reference bank, exactly as a scene's anchor and memory are built; every other view is a *target*:
-its anchor render (rgb, depth, coverage) is splatted from the clip's cloud, its reference is the
+its anchor render (rgb, depth, coverage) is splatted from the clip's cloud with the env's splat settings
+(level of detail and occlusion culling, so the model trains on the anchor it will see), its reference is the
 one the env's depth-consistency vote picks among the clip's references, and its ground truth
 (rgb, depth) is ray cast. All clips of a batch render in one splat launch, one vote and one ray
 cast. Everything is deterministic given the seed (counter-based draws per clip).
@@ -21,7 +22,7 @@ import torch
 from worldfm_env.envs.rng import hash_uniform
 from worldfm_env.geometry import intrinsics_from_fov, pose_from_yaw_pitch
 from worldfm_env.render.raycast import MeshRaycaster
-from worldfm_env.render.splat import PointSplatter, ReferenceSelector
+from worldfm_env.render.splat import Occluders, PointSplatter, ReferenceSelector
 from worldfm_env.scenes.navigation import geodesic_distance
 from worldfm_env.scenes.pointcloud import points_from_views
 from worldfm_env.scenes.pool import ScenePool
@@ -48,6 +49,10 @@ class ClipConfig:
     """Heading noise around the direction of travel."""
     pitch_jitter_deg: float = 12.0
     """Pitch noise around level."""
+    anchor_lod: float = 0.35
+    """Level of detail of the anchor splat (the env's ``anchor_lod``; 0 draws every point, as published)."""
+    occlusion_culling: bool = True
+    """2.5-D occlusion culling of the anchor splat (the env's ``occlusion_culling``)."""
 
     def __post_init__(self) -> None:
         if not (isinstance(self.views, int) and isinstance(self.references, int) and 1 <= self.references < self.views):
@@ -59,6 +64,8 @@ class ClipConfig:
             raise ValueError(f"resolution must be (height, width) ints >= 8, got {res!r}")
         if not 0.0 < self.hfov_deg < 180.0:
             raise ValueError(f"hfov_deg must be in (0, 180), got {self.hfov_deg!r}")
+        if not 0.0 <= self.anchor_lod <= 4.0:
+            raise ValueError(f"anchor_lod must be in [0, 4] (0 draws every point), got {self.anchor_lod!r}")
         if self.yaw_jitter_deg < 0 or self.pitch_jitter_deg < 0:
             raise ValueError(
                 f"yaw_jitter_deg and pitch_jitter_deg must be >= 0, got {self.yaw_jitter_deg}, {self.pitch_jitter_deg}"
@@ -241,7 +248,9 @@ class ClipGenerator:
         N = B * T
         clip_index = torch.arange(B, dtype=torch.int32, device=self.device).repeat_interleave(T)
         K_all = self.K.expand(N, 3, 3).contiguous()
-        anchor = PointSplatter(pool.points, N, H, W).render(clip_index, tgt_c2w.reshape(N, 4, 4), K_all)
+        occluders = Occluders.from_pool(pool) if cfg.occlusion_culling else None
+        splatter = PointSplatter(pool.points, N, H, W, lod_scale=cfg.anchor_lod, occluders=occluders)
+        anchor = splatter.render(clip_index, tgt_c2w.reshape(N, 4, 4), K_all)
         selector = ReferenceSelector(pool, N, H, W)
         ref_global = selector.select(anchor.depth, clip_index, tgt_c2w.reshape(N, 4, 4), K_all)
         slot = ref_global - pool.scene_bank_start.long()[clip_index.long()]

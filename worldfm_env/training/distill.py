@@ -11,7 +11,9 @@ out``), so a student checkpoint drops straight into ``renderer="worldfm"``. Each
    of the student's output onto teacher samples for the same noise (teacher DDIM, computed once
    for a fixed pool of noise/condition pairs at start).
 
-Conditions come from the same multi-view clips as stage II.
+Conditions come from the same multi-view clips as stage II. Runs resume from ``out/state.pt``; under
+torchrun each rank draws its own clips and holds its share of the teacher pairs, and the student's and fake
+score's gradients are averaged over ranks (gloo on CPU, NCCL on CUDA).
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ import argparse
 import copy
 import dataclasses
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
 from worldfm_env._device import resolve_device
@@ -32,7 +36,7 @@ from worldfm_env.model import iddpm_linear_schedule, load_checkpoint, sample_ddi
 from worldfm_env.model.samplers import DISTILLED_TIMESTEPS
 from worldfm_env.scenes.catalog import resolve_scenes
 from worldfm_env.training.data import ClipConfig, ClipGenerator
-from worldfm_env.training.stages import TrainConfig, condition_batch
+from worldfm_env.training.stages import PRECISIONS, TrainConfig, _distributed, autocast_context, condition_batch
 
 __all__ = ["DistillConfig", "distill", "student_sample"]
 
@@ -63,8 +67,8 @@ class DistillConfig:
     """Weight of the regression onto teacher samples."""
     dmd_start: int = 100
     """Student steps trained by the regression alone before the distribution-matching term is switched on."""
-    regression_pairs: int = 32
-    """Teacher (noise, conditions) -> image pairs made at start."""
+    regression_pairs: int = 256
+    """Teacher (noise, conditions) -> image pairs made at start (split over ranks under torchrun)."""
     teacher_steps: int = 25
     """DDIM steps of the teacher for the regression pairs."""
     teacher_clip_x0: float | None = 1.0
@@ -74,11 +78,15 @@ class DistillConfig:
     device: str = "auto"
     """auto, cpu or cuda."""
     out: str = "runs/s3"
-    """Output folder: model.safetensors (the student), log.jsonl."""
+    """Output folder: model.safetensors (the student), state.pt (for resuming), log.jsonl."""
     save_every: int = 250
     """Checkpoint interval."""
+    precision: str = "auto"
+    """``auto`` (bf16 autocast on CUDA and AMX CPUs, else fp32), ``bf16`` or ``fp32``; weights stay fp32."""
 
     def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision={self.precision!r} is not valid; choose one of {list(PRECISIONS)}")
         if self.sampler_steps not in DISTILLED_TIMESTEPS:
             raise ValueError(f"sampler_steps must be one of {sorted(DISTILLED_TIMESTEPS)}, got {self.sampler_steps!r}")
         for name in ("lr", "fake_lr"):
@@ -108,12 +116,77 @@ def student_sample(student, anchor, reference, noise, renoise, steps: int, abar:
     return x0
 
 
+def _average_gradients(module: torch.nn.Module, world: int) -> None:
+    """All-reduce (mean) the gradients of ``module`` over the process group (manual DDP).
+
+    The student runs several forwards per update (one per sampler step, and the regression batch), which
+    ``DistributedDataParallel`` does not allow without extra flags, so stage III averages gradients itself.
+    """
+    if world == 1:
+        return
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= world
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def _teacher_pool(cfg: DistillConfig, teacher, clips, cond_cfg, device, rank: int, world: int, precision: str):
+    """This rank's share of the fixed teacher pairs: conditions, noises and the teacher's DDIM images.
+
+    Pair ``i`` belongs to rank ``i % world``; the clips, noises and teacher samples are a deterministic function
+    of ``cfg.seed``, so a resumed run rebuilds the same pool.
+    """
+    targets = clips.config.targets
+    n_clips = -(-cfg.regression_pairs // targets)
+    gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+    anchors, refs = [], []
+    for first in range(0, n_clips, 8):  # clips in chunks of 8 (memory)
+        batch = clips.batch(min(8, n_clips - first), seed=cfg.seed + 12345, start_index=first)
+        _, a, r = condition_batch(batch, cond_cfg, 1.0, gen)
+        anchors.append(a)
+        refs.append(r)
+    anchor = torch.cat(anchors)[: cfg.regression_pairs]
+    reference = torch.cat(refs)[: cfg.regression_pairs]
+    noise = torch.randn(anchor.shape, generator=gen, device=device)
+    renoise = [torch.randn(anchor.shape, generator=gen, device=device) for _ in range(cfg.sampler_steps - 1)]
+    mine = torch.arange(rank, anchor.shape[0], world, device=device)
+    anchor, reference, noise = anchor[mine], reference[mine], noise[mine]
+    renoise = [r[mine] for r in renoise]
+    images = []
+    with torch.no_grad(), autocast_context(precision, device):
+        for first in range(0, anchor.shape[0], 64):
+            sl = slice(first, first + 64)
+            images.append(
+                sample_ddim(
+                    teacher,
+                    anchor[sl],
+                    reference[sl],
+                    num_steps=cfg.teacher_steps,
+                    prediction="eps",
+                    noise=noise[sl],
+                    clip_x0=cfg.teacher_clip_x0,
+                ).float()
+            )
+    return anchor, reference, noise, renoise, torch.cat(images)
+
+
 def distill(cfg: DistillConfig) -> dict:
-    """Run stage III; returns a summary. Writes ``out/model.safetensors`` (the student) and ``out/log.jsonl``."""
-    device = resolve_device(cfg.device)
+    """Run (or resume) stage III; returns a summary.
+
+    Writes ``out/model.safetensors`` (the student), ``out/state.pt`` (student, fake score, optimisers, step:
+    a rerun with the same ``out`` resumes from it) and ``out/log.jsonl``. Under torchrun each rank draws its own
+    clips and its share of the teacher pairs, and gradients are averaged over ranks; rank 0 writes the files.
+    """
+    rank, world, local_rank = _distributed()
+    device = (
+        torch.device("cuda", local_rank) if (world > 1 and torch.cuda.is_available()) else resolve_device(cfg.device)
+    )
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     teacher = load_checkpoint(None, cfg.teacher, device=device).eval().requires_grad_(False)
     if teacher.config.prediction != "eps":
         raise ValueError(
@@ -126,43 +199,59 @@ def distill(cfg: DistillConfig) -> dict:
     fake = copy.deepcopy(teacher).train().requires_grad_(True)
     opt_student = torch.optim.AdamW(student.parameters(), lr=cfg.lr)
     opt_fake = torch.optim.AdamW(fake.parameters(), lr=cfg.fake_lr)
+    start_step = 0
+    state_path = out / "state.pt"
+    if state_path.is_file():
+        state = torch.load(state_path, map_location=device, weights_only=True)
+        student.load_state_dict(state["student"])
+        fake.load_state_dict(state["fake"])
+        opt_student.load_state_dict(state["opt_student"])
+        opt_fake.load_state_dict(state["opt_fake"])
+        start_step = int(state["step"])
     abar = iddpm_linear_schedule().alphas_cumprod.to(device=device, dtype=torch.float32)
     scenes = resolve_scenes(cfg.scenes, device, (cfg.resolution, cfg.resolution), 90.0)
     clips = ClipGenerator(scenes, ClipConfig(resolution=(cfg.resolution, cfg.resolution)), device)
     cond_cfg = TrainConfig(stage="stage2", anchor_start=0.0, anchor_full=0.0, anchor_drop=0.0, anchor_hole_prob=0.0)
-    gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
     C = teacher.config.in_channels
-
-    # Fixed pool of teacher pairs for the regression term.
-    pool_batch = clips.batch(max(1, -(-cfg.regression_pairs // clips.config.targets)), seed=cfg.seed + 12345)
-    _, pool_anchor, pool_ref = condition_batch(pool_batch, cond_cfg, 1.0, gen)
-    pool_anchor, pool_ref = pool_anchor[: cfg.regression_pairs], pool_ref[: cfg.regression_pairs]
+    pool_anchor, pool_ref, pool_noise, pool_renoise, pool_target = _teacher_pool(
+        cfg, teacher, clips, cond_cfg, device, rank, world, cfg.precision
+    )
     n_pool = pool_anchor.shape[0]
-    pool_noise = torch.randn(pool_anchor.shape, generator=gen, device=device)
-    pool_renoise = [torch.randn(pool_anchor.shape, generator=gen, device=device) for _ in range(cfg.sampler_steps - 1)]
-    with torch.no_grad():
-        pool_target = sample_ddim(
-            teacher,
-            pool_anchor,
-            pool_ref,
-            num_steps=cfg.teacher_steps,
-            prediction="eps",
-            noise=pool_noise,
-            clip_x0=cfg.teacher_clip_x0,
-        ).float()
 
-    log = (out / "log.jsonl").open("a")
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        log_path = out / "log.jsonl"
+        if log_path.is_file():  # drop entries past the checkpoint we resume from
+            kept = [line for line in log_path.read_text().splitlines() if json.loads(line)["step"] <= start_step]
+            log_path.write_text("".join(line + "\n" for line in kept))
+    log = (out / "log.jsonl").open("a") if rank == 0 else None
     started = time.perf_counter()
     from tqdm.auto import tqdm
 
+    gen = torch.Generator(device=device)
     last = {}
-    for step in tqdm(range(cfg.steps), desc="stage3", leave=False):
-        batch = clips.batch(cfg.clips_per_step, seed=cfg.seed, start_index=step * cfg.clips_per_step)
+    for step in tqdm(range(start_step, cfg.steps), desc="stage3", leave=False, disable=rank != 0):
+        # Every draw of a step comes from (seed, rank, step): a resumed run continues exactly.
+        gen.manual_seed((cfg.seed * 1_000_003 + rank) * 10_000_019 + step + 1)
+        first_clip = (step * world + rank) * cfg.clips_per_step
+        batch = clips.batch(cfg.clips_per_step, seed=cfg.seed, start_index=first_clip)
         _, anchor, reference = condition_batch(batch, cond_cfg, 1.0, gen)
         B = anchor.shape[0]
         noise = torch.randn(anchor.shape, generator=gen, device=device)
         renoise = [torch.randn(anchor.shape, generator=gen, device=device) for _ in range(cfg.sampler_steps - 1)]
-        x = student_sample(student, anchor, reference, noise, renoise, cfg.sampler_steps, abar)  # (B, C, H, W)
+        idx = torch.randint(0, n_pool, (min(B, n_pool),), generator=gen, device=device)
+        # One student pass over the fresh conditions and the regression pairs together.
+        with autocast_context(cfg.precision, device):
+            both = student_sample(
+                student,
+                torch.cat([anchor, pool_anchor[idx]]),
+                torch.cat([reference, pool_ref[idx]]),
+                torch.cat([noise, pool_noise[idx]]),
+                [torch.cat([r, pr[idx]]) for r, pr in zip(renoise, pool_renoise, strict=True)],
+                cfg.sampler_steps,
+                abar,
+            ).float()
+        x, x_pool = both[:B], both[B:]
 
         # 1) fake score follows the student's distribution (eps-MSE on detached samples).
         t = torch.randint(20, 980, (B,), generator=gen, device=device)
@@ -170,44 +259,53 @@ def distill(cfg: DistillConfig) -> dict:
         s = (1.0 - abar[t]).sqrt()[:, None, None, None]
         eps = torch.randn(x.shape, generator=gen, device=device)
         x_t = a * x.detach() + s * eps
-        fake_loss = F.mse_loss(fake(x_t, t, anchor, reference)[:, :C], eps)
+        with autocast_context(cfg.precision, device):
+            fake_out = fake(x_t, t, anchor, reference)[:, :C]
+        fake_loss = F.mse_loss(fake_out.float(), eps)
         opt_fake.zero_grad(set_to_none=True)
         fake_loss.backward()
+        _average_gradients(fake, world)
         opt_fake.step()
 
         # 2) student: distribution matching + regression onto teacher samples.
-        with torch.no_grad():
-            x0_real = (x_t - s * teacher(x_t, t, anchor, reference)[:, :C]) / a
-            x0_fake = (x_t - s * fake(x_t, t, anchor, reference)[:, :C]) / a
-            weight = 1.0 / (x.detach() - x0_real).abs().mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-4)
-            target = (x.detach() - (x0_fake - x0_real) * weight).detach()
+        with torch.no_grad(), autocast_context(cfg.precision, device):
+            x0_real = (x_t - s * teacher(x_t, t, anchor, reference)[:, :C].float()) / a
+            x0_fake = (x_t - s * fake(x_t, t, anchor, reference)[:, :C].float()) / a
+        weight = 1.0 / (x.detach() - x0_real).abs().mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-4)
+        target = (x.detach() - (x0_fake - x0_real) * weight).detach()
         dmd_loss = 0.5 * F.mse_loss(x, target)
-        idx = torch.randint(0, n_pool, (min(B, n_pool),), generator=gen, device=device)
-        x_pool = student_sample(
-            student,
-            pool_anchor[idx],
-            pool_ref[idx],
-            pool_noise[idx],
-            [r[idx] for r in pool_renoise],
-            cfg.sampler_steps,
-            abar,
-        )
         reg_loss = F.mse_loss(x_pool, pool_target[idx])
         dmd_weight = cfg.dmd_weight if step >= cfg.dmd_start else 0.0
         loss = dmd_weight * dmd_loss + (cfg.regression_weight if step >= cfg.dmd_start else 1.0) * reg_loss
         opt_student.zero_grad(set_to_none=True)
         loss.backward()
+        _average_gradients(student, world)
         torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
         opt_student.step()
         last = {"step": step + 1, "dmd": dmd_loss.item(), "regression": reg_loss.item(), "fake": fake_loss.item()}
-        log.write(json.dumps(last) + "\n")
-        if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
-            save_checkpoint(student.eval(), out / "model.safetensors")
-            student.train()
-    log.close()
+        if rank == 0:
+            log.write(json.dumps(last) + "\n")
+            if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
+                log.flush()
+                save_checkpoint(student, out / "model.safetensors")
+                torch.save(
+                    {
+                        "student": student.state_dict(),
+                        "fake": fake.state_dict(),
+                        "opt_student": opt_student.state_dict(),
+                        "opt_fake": opt_fake.state_dict(),
+                        "step": step + 1,
+                    },
+                    state_path,
+                )
+    if log is not None:
+        log.close()
+    if world > 1:
+        dist.barrier()
     return {
         **last,
         "sampler_steps": cfg.sampler_steps,
+        "ranks": world,
         "wall_s": round(time.perf_counter() - started, 1),
         "device": str(device),
     }
@@ -227,7 +325,11 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(values) - valid)
     if unknown:
         raise ValueError(f"unknown distillation options {unknown}; valid: {sorted(valid)}")
-    print(json.dumps(distill(DistillConfig(**values))))
+    summary = distill(DistillConfig(**values))
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps(summary))
+    if dist.is_initialized():
+        dist.destroy_process_group()
     return 0
 
 

@@ -19,6 +19,7 @@ CUDA), rank 0 writes checkpoints and sample grids. Training resumes from ``out/s
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
 import os
@@ -36,9 +37,21 @@ from worldfm_env.model.renderer import images_to_model, model_to_images
 from worldfm_env.scenes.catalog import resolve_scenes
 from worldfm_env.training.data import ClipConfig, ClipGenerator
 
-__all__ = ["TrainConfig", "train", "main", "condition_batch", "sample_timesteps"]
+__all__ = ["TrainConfig", "autocast_context", "train", "main", "condition_batch", "sample_timesteps"]
 
 STAGES = ("stage1", "stage2")
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+def autocast_context(precision: str, device: torch.device):
+    """The autocast context of a training precision (see ``TrainConfig.precision``) on ``device``."""
+    from worldfm_env.model.renderer import auto_model_dtype
+
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r} is not valid; choose one of {list(PRECISIONS)}")
+    if precision == "auto":
+        precision = "bf16" if auto_model_dtype(device) == torch.bfloat16 else "fp32"
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 @dataclass
@@ -93,6 +106,12 @@ class TrainConfig:
     """DDIM steps for the sample grids."""
     fixed_batch: bool = False
     """Train on the same clips every step (overfitting checks and debugging)."""
+    precision: str = "auto"
+    """``auto`` (bf16 autocast on CUDA and on CPUs with AMX bf16 units, else fp32), ``bf16`` or ``fp32``.
+    Weights and optimiser state stay fp32 either way."""
+    ema: float = 0.999
+    """Decay of the exponential moving average of the weights written to ``model.safetensors`` (0 writes the
+    raw weights)."""
 
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
@@ -105,6 +124,10 @@ class TrainConfig:
         for name in ("anchor_drop", "anchor_hole_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision={self.precision!r} is not valid; choose one of {list(PRECISIONS)}")
+        if not 0.0 <= self.ema < 1.0:
+            raise ValueError(f"ema must be in [0, 1) (0 disables the average), got {self.ema!r}")
         if self.high_noise_bias < 0:
             raise ValueError(f"high_noise_bias must be >= 0, got {self.high_noise_bias}")
         for name in ("save_every", "sample_steps"):
@@ -237,12 +260,15 @@ def train(cfg: TrainConfig) -> dict:
             f"model {cfg.model!r} takes {model.config.in_channels} channels; training runs in pixel space (3)"
         )
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    ema = copy.deepcopy(model).eval().requires_grad_(False) if cfg.ema > 0 else None
     start_step = 0
     state_path = out / "state.pt"
     if state_path.is_file():
         state = torch.load(state_path, map_location=device, weights_only=True)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        if ema is not None:
+            ema.load_state_dict(state.get("ema", state["model"]))
         start_step = int(state["step"])
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     scenes = resolve_scenes(cfg.scenes, device, (cfg.resolution, cfg.resolution), 90.0)
@@ -275,12 +301,19 @@ def train(cfg: TrainConfig) -> dict:
         eps = torch.randn(x0.shape, generator=noise_gen, device=device)
         a = abar[t].sqrt()[:, None, None, None]
         s = (1.0 - abar[t]).sqrt()[:, None, None, None]
-        out_t = ddp(a * x0 + s * eps, t, anchor, reference)
+        with autocast_context(cfg.precision, device):
+            out_t = ddp(a * x0 + s * eps, t, anchor, reference)
         loss = F.mse_loss(out_t[:, :3].float(), eps)  # eps-MSE (a learned-sigma half is ignored)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
+        if ema is not None:
+            # Warm-up of the decay (short runs are not dominated by the initial weights).
+            decay = min(cfg.ema, (1.0 + step) / (10.0 + step))
+            with torch.no_grad():
+                for p_ema, p in zip(ema.parameters(), model.parameters(), strict=True):
+                    p_ema.lerp_(p, 1.0 - decay)
         loss_value = float(loss.detach())
         if rank == 0:
             bar.set_postfix(loss=f"{loss_value:.4f}")
@@ -288,14 +321,16 @@ def train(cfg: TrainConfig) -> dict:
             done = step + 1 == cfg.steps
             if (step + 1) % cfg.save_every == 0 or done:
                 out.mkdir(parents=True, exist_ok=True)
-                save_checkpoint(model, out / "model.safetensors")
-                torch.save(
-                    {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step + 1}, state_path
-                )
+                save_checkpoint(ema if ema is not None else model, out / "model.safetensors")
+                state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step + 1}
+                if ema is not None:
+                    state["ema"] = ema.state_dict()
+                torch.save(state, state_path)
             if cfg.sample_every and ((step + 1) % cfg.sample_every == 0 or done):
-                model.eval()
-                with torch.no_grad():
-                    _sample_grid(model, batch, cfg, out / "samples" / f"step_{step + 1:06d}.png", noise_gen)
+                shown = ema if ema is not None else model
+                shown.eval()
+                with torch.no_grad(), autocast_context(cfg.precision, device):
+                    _sample_grid(shown, batch, cfg, out / "samples" / f"step_{step + 1:06d}.png", noise_gen)
                 model.train()
     if log is not None:
         log.close()
