@@ -12,10 +12,10 @@ where nothing lands), the reference view the env's vote picks and the ray-cast g
 is deterministic given ``--seed`` (clip stream and per-frame noise seeds).
 
 Methods: ``anchor`` (the anchor as rendered, holes black), ``nearest_fill`` (every hole pixel takes the
-colour of its nearest covered pixel, exact Euclidean), ``teacher`` (an eps-prediction checkpoint, DDIM
-with ``--teacher-steps`` steps, x0 clamped to the image range), ``student_2step`` / ``student_1step``
-(v-prediction checkpoints, the published distilled samplers). With no checkpoint flag the checkpoint
-shipped for the resolution is used when there is one (eps: as the teacher; v: as both students).
+colour of its nearest covered pixel, exact Euclidean), ``teacher`` (a stage II checkpoint, eps or v prediction,
+DDIM in its own parametrisation with ``--teacher-steps`` steps, x0 clamped to the image range),
+``student_2step`` / ``student_1step`` (v-prediction checkpoints, the published distilled samplers). With no
+checkpoint flag the checkpoints shipped for the resolution are used when there are any.
 
 Metrics, each computed per image and then averaged over the target views (uint8 images, range 255):
 
@@ -202,7 +202,7 @@ def _load_model(spec, flag: str, prediction: str, device: torch.device, dtype: t
             cache[key] = load_checkpoint(None, path, device=device, dtype=dtype).eval().requires_grad_(False)
         model, name = cache[key], path.name
     cfg = model.config
-    if cfg.prediction != prediction:
+    if prediction != "any" and cfg.prediction != prediction:
         kinds = {"eps": "an eps-prediction (stage I/II teacher)", "v": "a v-prediction (stage III student)"}
         other = "--student2/--student1" if cfg.prediction == "v" else "--teacher"
         raise ValueError(
@@ -246,7 +246,7 @@ def _generate(method: dict, frames: dict, seeds: list[int], batch: int, device: 
                 anchor,
                 reference,
                 num_steps=method["steps"],
-                prediction="eps",
+                prediction=model.config.prediction,
                 generators=generators,
                 cameras=cameras,
                 clip_x0=1.0,
@@ -330,7 +330,7 @@ def evaluate_fidelity(
         scenes: number of procedural test scenes (``procedural:test:<scenes>``) or a scene spec string.
         resolution: image size, an int (square) or (height, width).
         seed: seed of the clip stream and of the per-frame noise seeds.
-        teacher, student2, student1: checkpoint paths (or built models) of an eps-prediction teacher (DDIM with
+        teacher, student2, student1: checkpoint paths (or built models) of a stage II teacher (eps or v; DDIM with
             ``teacher_steps`` steps) and of v-prediction students (2-step and 1-step distilled samplers); None skips.
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N``. dtype: model dtype, ``auto`` or a name in ``DTYPES``.
         batch: frames per model call (and about the frames per clip-generation call).
@@ -359,24 +359,17 @@ def evaluate_fidelity(
         raise ValueError(f"teacher_steps must be positive, got {teacher_steps}")
 
     if teacher is None and student2 is None and student1 is None and default_weights:
-        shipped = default_weights_path(H, W)
-        if shipped is None:
+        shipped = {k: default_weights_path(H, W, k) for k in (2, 1)}
+        if shipped[2] is None:
             say(f"no checkpoint given and none shipped for {H}x{W}: only the anchor and nearest_fill rows")
         else:
-            from worldfm_env.model.checkpoint import read_state_dict
-
-            _, config = read_state_dict(shipped)
-            prediction = config.prediction if config is not None else "v"
-            say(f"no checkpoint given: using the shipped {shipped.name} ({prediction}-prediction)")
-            if prediction == "eps":
-                teacher = shipped
-            else:
-                student2 = student1 = shipped
+            say(f"no checkpoint given: using the shipped {shipped[2].name} and {shipped[1].name}")
+            student2, student1 = shipped[2], shipped[1]
 
     cache: dict = {}
     methods = []
     for name, spec, flag, prediction, sampler, steps in (
-        ("teacher", teacher, "--teacher", "eps", "ddim", teacher_steps),
+        ("teacher", teacher, "--teacher", "any", "ddim", teacher_steps),
         ("student_2step", student2, "--student2", "v", "distilled", 2),
         ("student_1step", student1, "--student1", "v", "distilled", 1),
     ):
@@ -525,7 +518,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--scenes", type=int, default=8, help="procedural test scenes")
     parser.add_argument("--resolution", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--teacher", default=None, help="eps-prediction (stage II) checkpoint, sampled with DDIM")
+    parser.add_argument("--teacher", default=None, help="stage II checkpoint (eps or v), sampled with DDIM")
     parser.add_argument("--teacher-steps", type=int, default=20)
     parser.add_argument("--student2", default=None, help="v-prediction student checkpoint, 2-step sampler")
     parser.add_argument("--student1", default=None, help="v-prediction student checkpoint, 1-step sampler")

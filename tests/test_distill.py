@@ -62,15 +62,18 @@ def test_distill_config_validation():
         DistillConfig(fake_lr=0.0)
 
 
-def test_distill_rejects_a_v_teacher(tmp_path):
+def test_v_teacher_student_starts_as_the_teacher(tmp_path):
+    """A v teacher is itself a model in the published form: before any update the student equals it."""
+    from safetensors.torch import load_file
+
+    torch.manual_seed(0)
     path = tmp_path / "v.safetensors"
-    save_checkpoint(build_model("tiny", input_size=32), path)
-    with pytest.raises(ValueError, match="eps"):
-        distill(
-            DistillConfig(
-                teacher=str(path), resolution=32, scenes="procedural:train:1", device="cpu", out=str(tmp_path / "o")
-            )
-        )
+    save_checkpoint(build_model("tiny", input_size=32, prediction="v"), path)
+    cfg = _small(str(path), tmp_path / "o", 1, lr=1e-12, fake_lr=1e-12)
+    summary = distill(cfg)
+    assert summary["step"] == 1 and summary["fake"] == summary["fake"]
+    teacher, student = load_file(str(path)), load_file(str(tmp_path / "o" / "model.safetensors"))
+    assert all(torch.allclose(teacher[k], student[k], atol=1e-6) for k in teacher)
 
 
 def _small(teacher, out, steps, **kw):

@@ -27,10 +27,17 @@ def _losses(out):
     return [json.loads(line)["loss"] for line in (out / "log.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("stage", ["stage1", "stage2"])
-def test_loss_falls_on_a_fixed_batch(tmp_path, stage):
+@pytest.mark.parametrize("stage,prediction", [("stage1", "eps"), ("stage2", "eps"), ("stage2", "v")])
+def test_loss_falls_on_a_fixed_batch(tmp_path, stage, prediction):
     cfg = TrainConfig(
-        stage=stage, steps=40, out=str(tmp_path), fixed_batch=True, anchor_start=0.0, anchor_full=0.0, **TINY
+        stage=stage,
+        prediction=prediction,
+        steps=40,
+        out=str(tmp_path),
+        fixed_batch=True,
+        anchor_start=0.0,
+        anchor_full=0.0,
+        **TINY,
     )
     train(cfg)
     losses = _losses(tmp_path)

@@ -93,3 +93,16 @@ def test_eps_teacher_checkpoints_are_sampled_with_ddim(tmp_path):
     env = WorldFMVectorEnv(num_envs=2, **SMALL, renderer="worldfm", weights=str(path), teacher_steps=3)
     obs, _ = env.reset(seed=0)
     assert env.renderer.prediction == "eps" and obs["rgb"].shape == (2, 32, 32, 3)
+
+
+def test_default_weights_path_prefers_the_student_for_the_sampler(tmp_path, monkeypatch):
+    from worldfm_env.model import renderer
+
+    monkeypatch.setattr(renderer, "WEIGHTS_DIR", tmp_path)
+    assert renderer.default_weights_path(64, 64, 2) is None
+    for name in ("worldfm-s-1step-64x64.safetensors", "worldfm-s-2step-64x64.safetensors"):
+        (tmp_path / name).write_bytes(b"")
+    assert renderer.default_weights_path(64, 64, 1).name == "worldfm-s-1step-64x64.safetensors"
+    assert renderer.default_weights_path(64, 64, 2).name == "worldfm-s-2step-64x64.safetensors"
+    assert renderer.default_weights_path(64, 64).name == "worldfm-s-2step-64x64.safetensors"
+    assert renderer.default_weights_path(32, 32, 2) is None

@@ -42,9 +42,18 @@ def auto_model_dtype(device: torch.device) -> torch.dtype:
         return torch.float32
 
 
-def default_weights_path(height: int, width: int) -> Path | None:
-    """The shipped checkpoint for a resolution, if the package has one (``weights/worldfm-*-HxW.safetensors``)."""
+def default_weights_path(height: int, width: int, sampler_steps: int | None = None) -> Path | None:
+    """The shipped checkpoint for a resolution, if the package has one.
+
+    Students distilled for one sampler are named ``weights/worldfm-<config>-<k>step-<H>x<W>.safetensors``; with
+    ``sampler_steps=k`` that file is preferred, then any ``worldfm-*-<H>x<W>.safetensors`` (2-step first).
+    """
+    if sampler_steps is not None:
+        exact = sorted(WEIGHTS_DIR.glob(f"worldfm-*-{int(sampler_steps)}step-{height}x{width}.safetensors"))
+        if exact:
+            return exact[0]
     candidates = sorted(WEIGHTS_DIR.glob(f"worldfm-*-{height}x{width}.safetensors"))
+    candidates.sort(key=lambda p: "2step" not in p.name)
     return candidates[0] if candidates else None
 
 
@@ -109,7 +118,7 @@ class WorldFMRenderer(Renderer):
             dtype = DTYPES[model_dtype]
         else:
             raise ValueError(f"model_dtype={model_dtype!r} is not valid; choose 'auto' or one of {sorted(DTYPES)}")
-        path = Path(weights).expanduser() if weights else default_weights_path(height, width)
+        path = Path(weights).expanduser() if weights else default_weights_path(height, width, sampler_steps)
         if path is None:
             raise ValueError(
                 f"renderer='worldfm' needs frame-model weights and none were given (weights=None) and this package "

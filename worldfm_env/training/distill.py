@@ -4,8 +4,8 @@ The student is a copy of the teacher run through the published distilled sampler
 t=999, or 2 steps 999 -> 200, its output read in the v form ``x0 = sqrt(abar) z - sqrt(1 - abar)
 out``), so a student checkpoint drops straight into ``renderer="worldfm"``. Each iteration:
 
-1. fake score: one eps-MSE step of a second copy of the teacher on the student's (detached)
-   samples, so it tracks the student's output distribution;
+1. fake score: one denoising step (eps- or v-MSE, the teacher's parametrisation) of a second copy of the
+   teacher on the student's (detached) samples, so it tracks the student's output distribution;
 2. student: the DMD gradient ``x0_fake - x0_real`` (fake vs frozen teacher denoising the
    re-noised student sample, normalised per sample) as a regression target, plus a regression
    of the student's output onto teacher samples for the same noise (teacher DDIM, computed once
@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from worldfm_env._device import resolve_device
 from worldfm_env.model import iddpm_linear_schedule, load_checkpoint, sample_ddim, save_checkpoint
-from worldfm_env.model.samplers import DISTILLED_TIMESTEPS
+from worldfm_env.model.samplers import DISTILLED_TIMESTEPS, eps_to_x0, v_to_x0
 from worldfm_env.scenes.catalog import resolve_scenes
 from worldfm_env.training.data import ClipConfig, ClipGenerator
 from worldfm_env.training.stages import PRECISIONS, TrainConfig, _distributed, autocast_context, condition_batch
@@ -46,7 +46,8 @@ class DistillConfig:
     """One distillation run."""
 
     teacher: str = "runs/s2/model.safetensors"
-    """Stage II checkpoint (eps prediction); frozen."""
+    """Stage II checkpoint (eps or v prediction); frozen. A v teacher is itself a 1-/2-step model in the published
+    form, so the student starts where the teacher is; an eps teacher's start is far off (regression first)."""
     sampler_steps: int = 2
     """Student sampler: 1 (t=999) or 2 (999 -> 200), the published schedules."""
     resolution: int = 64
@@ -166,7 +167,7 @@ def _teacher_pool(cfg: DistillConfig, teacher, clips, cond_cfg, device, rank: in
                     anchor[sl],
                     reference[sl],
                     num_steps=cfg.teacher_steps,
-                    prediction="eps",
+                    prediction=teacher.config.prediction,
                     noise=noise[sl],
                     clip_x0=cfg.teacher_clip_x0,
                 ).float()
@@ -188,12 +189,10 @@ def distill(cfg: DistillConfig) -> dict:
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out)
     teacher = load_checkpoint(None, cfg.teacher, device=device).eval().requires_grad_(False)
-    if teacher.config.prediction != "eps":
-        raise ValueError(
-            f"teacher={cfg.teacher!r} predicts {teacher.config.prediction!r}; the teacher must be eps (stage II)"
-        )
-    # The student is read in the published v form. It starts from the teacher's weights (an eps model, so
-    # its first outputs are far off); the regression onto teacher samples alone drives it for dmd_start steps.
+    if teacher.config.prediction not in ("eps", "v"):
+        raise ValueError(f"teacher={cfg.teacher!r} predicts {teacher.config.prediction!r}; need 'eps' or 'v'")
+    # The student is read in the published v form. It starts from the teacher's weights; from an eps teacher its
+    # first outputs are far off and the regression onto teacher samples alone drives it for dmd_start steps.
     student = copy.deepcopy(teacher).train().requires_grad_(True)
     student.config = dataclasses.replace(teacher.config, prediction="v")
     fake = copy.deepcopy(teacher).train().requires_grad_(True)
@@ -213,6 +212,7 @@ def distill(cfg: DistillConfig) -> dict:
     clips = ClipGenerator(scenes, ClipConfig(resolution=(cfg.resolution, cfg.resolution)), device)
     cond_cfg = TrainConfig(stage="stage2", anchor_start=0.0, anchor_full=0.0, anchor_drop=0.0, anchor_hole_prob=0.0)
     C = teacher.config.in_channels
+    to_x0 = eps_to_x0 if teacher.config.prediction == "eps" else v_to_x0
     pool_anchor, pool_ref, pool_noise, pool_renoise, pool_target = _teacher_pool(
         cfg, teacher, clips, cond_cfg, device, rank, world, cfg.precision
     )
@@ -253,7 +253,7 @@ def distill(cfg: DistillConfig) -> dict:
             ).float()
         x, x_pool = both[:B], both[B:]
 
-        # 1) fake score follows the student's distribution (eps-MSE on detached samples).
+        # 1) fake score follows the student's distribution (denoising loss on detached samples).
         t = torch.randint(20, 980, (B,), generator=gen, device=device)
         a = abar[t].sqrt()[:, None, None, None]
         s = (1.0 - abar[t]).sqrt()[:, None, None, None]
@@ -261,7 +261,8 @@ def distill(cfg: DistillConfig) -> dict:
         x_t = a * x.detach() + s * eps
         with autocast_context(cfg.precision, device):
             fake_out = fake(x_t, t, anchor, reference)[:, :C]
-        fake_loss = F.mse_loss(fake_out.float(), eps)
+        fake_target = eps if teacher.config.prediction == "eps" else a * eps - s * x.detach()
+        fake_loss = F.mse_loss(fake_out.float(), fake_target)
         opt_fake.zero_grad(set_to_none=True)
         fake_loss.backward()
         _average_gradients(fake, world)
@@ -269,8 +270,8 @@ def distill(cfg: DistillConfig) -> dict:
 
         # 2) student: distribution matching + regression onto teacher samples.
         with torch.no_grad(), autocast_context(cfg.precision, device):
-            x0_real = (x_t - s * teacher(x_t, t, anchor, reference)[:, :C].float()) / a
-            x0_fake = (x_t - s * fake(x_t, t, anchor, reference)[:, :C].float()) / a
+            x0_real = to_x0(teacher(x_t, t, anchor, reference)[:, :C].float(), x_t, a, s)
+            x0_fake = to_x0(fake(x_t, t, anchor, reference)[:, :C].float(), x_t, a, s)
         weight = 1.0 / (x.detach() - x0_real).abs().mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-4)
         target = (x.detach() - (x0_fake - x0_real) * weight).detach()
         dmd_loss = 0.5 * F.mse_loss(x, target)

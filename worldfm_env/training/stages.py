@@ -8,6 +8,10 @@
   rising probability), and random anchor masking (rectangular holes, whole-anchor dropout), as the
   WorldFM paper describes. It usually starts from a stage I checkpoint (``init``).
 
+Both stages train eps-prediction by default (the paper's objective); ``prediction="v"`` trains v-MSE instead,
+which a model trained from scratch on a small budget needs to predict x0 well at high noise (see
+``TrainConfig.prediction``).
+
 Stage III (few-step distillation) is :mod:`worldfm_env.training.distill`.
 
 Run on one process (``worldfm-env train stage2 --steps 2000``) or many (``torchrun --nproc_per_node
@@ -109,6 +113,11 @@ class TrainConfig:
     precision: str = "auto"
     """``auto`` (bf16 autocast on CUDA and on CPUs with AMX bf16 units, else fp32), ``bf16`` or ``fp32``.
     Weights and optimiser state stay fp32 either way."""
+    prediction: str = "eps"
+    """What the network predicts: ``eps`` (eps-MSE, as the paper trains stage II from its eps-prediction prior) or
+    ``v`` (v-MSE, ``v = sqrt(abar) eps - sqrt(1 - abar) x0``). An eps network cannot express x0 at t=999, where
+    ``x0 = (z - s eps) / a`` divides by a = 0.006; a v network predicts x0 there directly (``x0 = a z - s v``), which
+    is what the published distilled samplers read, so a v teacher is already a usable 1-/2-step model."""
     ema: float = 0.999
     """Decay of the exponential moving average of the weights written to ``model.safetensors`` (0 writes the
     raw weights)."""
@@ -124,6 +133,8 @@ class TrainConfig:
         for name in ("anchor_drop", "anchor_hole_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
+        if self.prediction not in ("eps", "v"):
+            raise ValueError(f"prediction={self.prediction!r} is not valid; choose 'eps' or 'v'")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision={self.precision!r} is not valid; choose one of {list(PRECISIONS)}")
         if not 0.0 <= self.ema < 1.0:
@@ -227,7 +238,8 @@ def _sample_grid(model, batch, cfg: TrainConfig, path: Path, generator: torch.Ge
         anchor,
         reference,
         num_steps=cfg.sample_steps,
-        prediction="eps",
+        prediction=model.config.prediction,
+        clip_x0=1.0,
         generators=[torch.Generator(device=anchor.device).manual_seed(cfg.seed + i) for i in range(n)],
     )
     rows = torch.cat(
@@ -248,12 +260,15 @@ def train(cfg: TrainConfig) -> dict:
     model = (
         load_checkpoint(None, cfg.init, device=device)
         if cfg.init
-        else build_model(cfg.model, input_size=cfg.resolution, prediction="eps", **cfg.model_overrides).to(device)
+        else build_model(cfg.model, input_size=cfg.resolution, prediction=cfg.prediction, **cfg.model_overrides).to(
+            device
+        )
     )
     model.train().requires_grad_(True)
-    if model.config.prediction != "eps":
+    if model.config.prediction != cfg.prediction:
         raise ValueError(
-            f"init={cfg.init!r} predicts {model.config.prediction!r}; stages I and II train eps-prediction"
+            f"init={cfg.init!r} predicts {model.config.prediction!r} but prediction={cfg.prediction!r}; "
+            "set prediction to the init checkpoint's"
         )
     if model.config.in_channels != 3:
         raise ValueError(
@@ -303,7 +318,8 @@ def train(cfg: TrainConfig) -> dict:
         s = (1.0 - abar[t]).sqrt()[:, None, None, None]
         with autocast_context(cfg.precision, device):
             out_t = ddp(a * x0 + s * eps, t, anchor, reference)
-        loss = F.mse_loss(out_t[:, :3].float(), eps)  # eps-MSE (a learned-sigma half is ignored)
+        target = eps if cfg.prediction == "eps" else a * eps - s * x0
+        loss = F.mse_loss(out_t[:, :3].float(), target)  # eps- or v-MSE (a learned-sigma half is ignored)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
