@@ -154,3 +154,15 @@ def test_render_meta_json_trajectory(tmp_path):
         main(["render", "--meta", str(meta), "--resolution", "32", "--device", "cpu", "--out", str(tmp_path / "x.mp4")])
         == 2
     )
+
+
+def test_demo_shows_the_worldfm_column_when_weights_are_shipped(capsys, tmp_path, monkeypatch):
+    from worldfm_env.model import build_model, renderer, save_checkpoint
+
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    model = build_model("tiny", input_size=32, prediction="v")
+    save_checkpoint(model, weights / "worldfm-tiny-2step-32x32.safetensors")
+    monkeypatch.setattr(renderer, "WEIGHTS_DIR", weights)
+    assert main(["demo", "--out", str(tmp_path), "--steps", "3", *SCENE_ARGS]) == 0
+    assert "(anchor | worldfm | oracle)" in capsys.readouterr().out

@@ -49,10 +49,14 @@ def _contact_sheet(rows: list[np.ndarray], columns: int = 8) -> np.ndarray:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """A scripted agent walks to a PointNav goal in a test scene; anchor | oracle side by side."""
+    """A scripted agent walks to a PointNav goal in a test scene; anchor | worldfm | oracle side by side.
+
+    The worldfm column appears when the package ships frame-model weights for the resolution.
+    """
     import imageio.v2 as imageio
 
     from worldfm_env.envs.vector import WorldFMVectorEnv
+    from worldfm_env.model.renderer import default_weights_path
     from worldfm_env.policies import ShortestPathPolicy
 
     out = Path(args.out)
@@ -65,22 +69,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
         max_episode_steps=args.steps,
     )
     print(f"worldfm-env demo: building scene {args.scenes} at {args.resolution}x{args.resolution} ...", flush=True)
-    anchor_env = WorldFMVectorEnv(num_envs=1, renderer="anchor", **common)
-    oracle_env = WorldFMVectorEnv(num_envs=1, renderer="oracle", **common)
-    policy = ShortestPathPolicy(anchor_env)
-    obs_a, _ = anchor_env.reset(seed=args.seed)
-    obs_o, _ = oracle_env.reset(seed=args.seed)
+    renderers = ["anchor", "oracle"]
+    if default_weights_path(args.resolution, args.resolution, 2) is not None:
+        renderers.insert(1, "worldfm")
+    else:
+        print(f"(no frame-model weights shipped for {args.resolution}x{args.resolution}: no worldfm column)")
+    envs = [WorldFMVectorEnv(num_envs=1, renderer=name, **common) for name in renderers]
+    policy = ShortestPathPolicy(envs[0])
+    observations = [env.reset(seed=args.seed)[0] for env in envs]
     frames, sheet = [], []
     scale = max(1, 256 // args.resolution)
     info = {}
     for step in _progress(range(args.steps), args.steps, "demo"):
-        pair = np.concatenate([obs_a["rgb"][0].cpu().numpy(), obs_o["rgb"][0].cpu().numpy()], axis=1)
-        frames.append(_upscale(pair, scale))
+        row = np.concatenate([obs["rgb"][0].cpu().numpy() for obs in observations], axis=1)
+        frames.append(_upscale(row, scale))
         if step % 4 == 0:
-            sheet.append(pair)
+            sheet.append(row)
         action = policy()
-        obs_a, _, term, trunc, info = anchor_env.step(action)
-        obs_o, *_ = oracle_env.step(action)
+        results = [env.step(action) for env in envs]
+        observations = [r[0] for r in results]
+        _, _, term, trunc, info = results[0]
         if bool(term[0]) or bool(trunc[0]):
             break
     video = out / "demo.mp4"
@@ -91,7 +99,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"episode: {len(frames)} steps, success={bool(info['success'][0])}, "
         f"spl={float(info['spl'][0]):.3f}, collisions={int(info['collisions'][0])}"
     )
-    print(f"wrote {video} (anchor | oracle)")
+    print(f"wrote {video} ({' | '.join(renderers)})")
     print(f"wrote {png}")
     return 0
 
