@@ -36,7 +36,14 @@ from worldfm_env.model import iddpm_linear_schedule, load_checkpoint, sample_ddi
 from worldfm_env.model.samplers import DISTILLED_TIMESTEPS, eps_to_x0, v_to_x0
 from worldfm_env.scenes.catalog import resolve_scenes
 from worldfm_env.training.data import ClipConfig, ClipGenerator
-from worldfm_env.training.stages import PRECISIONS, TrainConfig, _distributed, autocast_context, condition_batch
+from worldfm_env.training.stages import (
+    PRECISIONS,
+    TrainConfig,
+    _distributed,
+    autocast_context,
+    condition_batch,
+    open_log,
+)
 
 __all__ = ["DistillConfig", "distill", "student_sample"]
 
@@ -218,13 +225,7 @@ def distill(cfg: DistillConfig) -> dict:
     )
     n_pool = pool_anchor.shape[0]
 
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        log_path = out / "log.jsonl"
-        if log_path.is_file():  # drop entries past the checkpoint we resume from
-            kept = [line for line in log_path.read_text().splitlines() if json.loads(line)["step"] <= start_step]
-            log_path.write_text("".join(line + "\n" for line in kept))
-    log = (out / "log.jsonl").open("a") if rank == 0 else None
+    log = open_log(out, start_step, rank)
     started = time.perf_counter()
     from tqdm.auto import tqdm
 

@@ -210,6 +210,21 @@ def condition_batch(batch, cfg: TrainConfig, progress: float, generator: torch.G
     return target, anchor, reference
 
 
+def open_log(out: Path, start_step: int, rank: int):
+    """Rank 0's ``out/log.jsonl`` opened for appending (None on other ranks).
+
+    Entries past ``start_step`` (written after the checkpoint a run resumes from) are dropped first.
+    """
+    if rank != 0:
+        return None
+    out.mkdir(parents=True, exist_ok=True)
+    log_path = out / "log.jsonl"
+    if log_path.is_file():
+        kept = [line for line in log_path.read_text().splitlines() if json.loads(line)["step"] <= start_step]
+        log_path.write_text("".join(line + "\n" for line in kept))
+    return log_path.open("a")
+
+
 def _distributed() -> tuple[int, int, int]:
     """(rank, world size, local rank); initialises the process group under torchrun."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -292,13 +307,7 @@ def train(cfg: TrainConfig) -> dict:
     abar = schedule.alphas_cumprod.to(device=device, dtype=torch.float32)
     noise_gen = torch.Generator(device=device).manual_seed(cfg.seed * 1000 + rank + 1)
     mask_gen = torch.Generator(device=device).manual_seed(cfg.seed * 1000 + rank + 7919)
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        log_path = out / "log.jsonl"
-        if log_path.is_file():  # drop entries past the checkpoint we resume from (a crash after saving)
-            kept = [line for line in log_path.read_text().splitlines() if json.loads(line)["step"] <= start_step]
-            log_path.write_text("".join(line + "\n" for line in kept))
-    log = (out / "log.jsonl").open("a") if rank == 0 else None
+    log = open_log(out, start_step, rank)
     from tqdm.auto import tqdm
 
     bar = tqdm(range(start_step, cfg.steps), desc=cfg.stage, disable=rank != 0, leave=False)
