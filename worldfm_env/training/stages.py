@@ -345,7 +345,7 @@ def train(cfg: TrainConfig) -> dict:
             log.write(json.dumps({"step": step + 1, "loss": loss_value}) + "\n")
             done = step + 1 == cfg.steps
             if (step + 1) % cfg.save_every == 0 or done:
-                out.mkdir(parents=True, exist_ok=True)
+                log.flush()
                 save_checkpoint(ema if ema is not None else model, out / "model.safetensors")
                 state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step + 1}
                 if ema is not None:
