@@ -106,3 +106,23 @@ def test_default_weights_path_prefers_the_student_for_the_sampler(tmp_path, monk
     assert renderer.default_weights_path(64, 64, 2).name == "worldfm-s-2step-64x64.safetensors"
     assert renderer.default_weights_path(64, 64).name == "worldfm-s-2step-64x64.safetensors"
     assert renderer.default_weights_path(32, 32, 2) is None
+
+
+@pytest.mark.parametrize("noise_key", ["pose", "step"])
+def test_revisited_pose_gives_the_same_frame_with_pose_keyed_noise(tiny_weights, noise_key):
+    """Turning away and back returns to the same pose: the same frame with noise_key="pose", a new draw with
+    "step" (the anchor and reference are the same both times, only the noise differs)."""
+    env = WorldFMVectorEnv(num_envs=1, **SMALL, renderer="worldfm", weights=tiny_weights, noise_key=noise_key)
+    obs, _ = env.reset(seed=4)
+    first, pose = obs["rgb"].clone(), env.camera_poses().clone()
+    anchor = env._last_request.anchor.rgb.clone()
+    for action in (2, 2, 2, 3, 3, 3):  # three turns left, three right
+        obs = env.step(torch.tensor([action]))[0]
+    assert torch.allclose(env.camera_poses(), pose, atol=1e-5)
+    assert torch.equal(env._last_request.anchor.rgb, anchor)
+    assert torch.equal(obs["rgb"], first) == (noise_key == "pose")
+
+
+def test_noise_key_is_validated():
+    with pytest.raises(ValueError, match="noise_key"):
+        WorldFMVectorEnv(num_envs=1, **SMALL, noise_key="time")

@@ -18,6 +18,7 @@ ARRAY_TYPES = ("torch", "numpy")
 AUTORESET_MODES = ("next_step", "same_step")
 MODEL_DTYPES = ("auto", "float32", "bfloat16", "float16")
 NOISE_MODES = ("auto", "generator", "hash")
+NOISE_KEYS = ("pose", "step")
 
 
 @dataclass
@@ -109,6 +110,10 @@ class EnvConfig:
     per env and step; a host sync and N small launches per draw), ``"hash"`` (one batched counter-based draw on
     the device, no host sync) or ``"auto"`` (``"hash"`` on CUDA, ``"generator"`` on CPU). Both keep a fixed seed
     and pose giving the same frame whatever the batch; they draw different noise for the same seed."""
+    noise_key: str = "pose"
+    """``renderer="worldfm"``: what an env's per-frame noise seed hashes besides the env seed and episode number:
+    ``"pose"`` (the camera pose, quantised to 1 mm and 2*pi/8192 rad: coming back to a pose in the static world
+    gives the same frame again) or ``"step"`` (the step number: fresh noise every step, even standing still)."""
     scene_options: dict = field(default_factory=dict)
     """Extra options for scene generation/import (e.g. procedural config fields)."""
 
@@ -142,6 +147,7 @@ class EnvConfig:
         one_of("autoreset_mode", AUTORESET_MODES)
         one_of("model_dtype", MODEL_DTYPES)
         one_of("noise", NOISE_MODES)
+        one_of("noise_key", NOISE_KEYS)
         res = self.resolution
         if is_int(res):
             res = (res, res)

@@ -453,6 +453,22 @@ class WorldFMVectorEnv(VectorEnv):
         """Current camera-to-world poses (N, 4, 4)."""
         return pose_from_yaw_pitch(self.position, self.yaw, self.pitch)
 
+    def _noise_seed(self) -> torch.Tensor:
+        """Per-env seeds (N,) int64 of the frame model's noise: a hash of (env seed, episode) and, by
+        ``noise_key``, the quantised pose (a revisited pose gets the same noise, so the same frame) or the step."""
+        seed = hash_int(self.seeds, self.episode_count, 1, stream=1)[:, 0]
+        if self.config.noise_key == "step":
+            return hash_int(seed, self.elapsed_steps, 1, stream=2)[:, 0]
+        turn = 8192 / (2 * math.pi)  # yaw/pitch buckets of 2*pi/8192 rad; yaw wraps exactly at 8192
+        keys = (
+            torch.round(self.position * 1000.0).long(),  # (N, 3) millimetres
+            (torch.round(self.yaw * turn).long() % 8192)[:, None],
+            torch.round(self.pitch * turn).long()[:, None],
+        )
+        for k, column in enumerate(torch.cat(keys, dim=1).unbind(1)):
+            seed = hash_int(seed, column, 1, stream=3 + k)[:, 0]
+        return seed
+
     def _observe(self) -> dict[str, torch.Tensor]:
         c2w = self.camera_poses()
         request = RenderRequest(self.scene_index, c2w, self.K)
@@ -461,9 +477,7 @@ class WorldFMVectorEnv(VectorEnv):
         if self.selector is not None:
             request.reference_index = self.selector.select(request.anchor.depth, self.scene_index, c2w, self.K)
         if self.renderer.name != "anchor" and self.renderer.name != "oracle":
-            # Per-env noise seed from (env seed, episode, step): a fixed seed and pose give the same frame.
-            counter = self.episode_count * 65536 + self.elapsed_steps
-            request.noise_seed = hash_int(self.seeds, counter, 1, stream=1)[:, 0]
+            request.noise_seed = self._noise_seed()
         frame = self.renderer.render(request)
         obs = {"rgb": frame.rgb.clone()}
         obs.update(self.task.observations())
