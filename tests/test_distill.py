@@ -132,3 +132,11 @@ def test_average_gradients_is_identity_on_one_rank():
     before = layer.weight.grad.clone()
     _average_gradients(layer, 1)
     assert torch.equal(layer.weight.grad, before)
+
+
+def test_camera_conditioned_teacher_distills(tmp_path):
+    torch.manual_seed(0)
+    path = tmp_path / "cam.safetensors"
+    save_checkpoint(build_model("tiny", input_size=32, prediction="v", camera_encoding="prope"), path)
+    summary = distill(_small(str(path), tmp_path / "o", 2))
+    assert summary["step"] == 2 and all(summary[k] == summary[k] for k in ("dmd", "regression", "fake"))

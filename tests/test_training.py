@@ -132,3 +132,42 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
     b = load_file(str(tmp_path / "b" / "model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert [json.loads(x)["step"] for x in (tmp_path / "b" / "log.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("encoding", ["prope", "plucker"])
+def test_camera_conditioned_models_train_with_the_clip_cameras(tmp_path, encoding):
+    """Stages pass each target's panel cameras (target, anchor = target, selected reference) to the model."""
+    cfg = TrainConfig(
+        stage="stage2",
+        steps=2,
+        out=str(tmp_path),
+        model_overrides={"camera_encoding": encoding},
+        sample_every=2,
+        sample_steps=2,
+        **{k: v for k, v in TINY.items() if k != "sample_every"},
+    )
+    summary = train(cfg)
+    assert summary["final_loss"] == summary["final_loss"]  # finite, no NaN
+    assert (tmp_path / "samples" / "step_000002.png").is_file()
+    from worldfm_env.model import load_checkpoint
+
+    assert load_checkpoint(None, tmp_path / "model.safetensors").config.camera_encoding == encoding
+
+
+def test_clip_panel_cameras_follow_the_selected_reference():
+    from worldfm_env.scenes.catalog import resolve_scenes
+    from worldfm_env.training.data import ClipConfig, ClipGenerator
+
+    gen = ClipGenerator(
+        resolve_scenes("procedural:train:1", torch.device("cpu"), (32, 32), 90.0), ClipConfig(resolution=(32, 32))
+    )
+    batch = gen.batch(2, seed=3)
+    cameras = batch.panel_cameras()
+    B, T = batch.reference_slot.shape
+    assert cameras.c2w.shape == (B * T, 3, 4, 4) and cameras.K.shape == (B * T, 3, 3, 3)
+    assert cameras.image_hw == (32, 32)
+    for b in range(B):
+        for t in range(T):
+            row = cameras.c2w[b * T + t]
+            assert torch.equal(row[0], batch.target_c2w[b, t]) and torch.equal(row[1], batch.target_c2w[b, t])
+            assert torch.equal(row[2], batch.reference_c2w[b, batch.reference_slot[b, t]])

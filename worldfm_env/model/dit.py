@@ -147,6 +147,11 @@ def plucker_rays(cameras: PanelCameras, token_h: int, token_w: int, dtype: torch
     Rays go through patch centres ``u = (x + 0.5) * W / token_w`` (same for v), ``d`` is the unit world direction and
     ``o`` the camera centre. Geometry runs in float32 at least (fp16 inverses are unreliable).
     """
+    with torch.autocast(cameras.c2w.device.type, enabled=False):  # geometry stays in float32 under autocast
+        return _plucker_rays(cameras, token_h, token_w, dtype)
+
+
+def _plucker_rays(cameras: PanelCameras, token_h: int, token_w: int, dtype: torch.dtype) -> torch.Tensor:
     cdt = torch.promote_types(dtype, torch.float32)
     c2w = cameras.c2w.to(cdt)  # (B, P, 4, 4)
     K = cameras.K.to(cdt)  # (B, P, 3, 3)

@@ -21,6 +21,7 @@ import torch
 
 from worldfm_env.envs.rng import hash_uniform
 from worldfm_env.geometry import intrinsics_from_fov, pose_from_yaw_pitch
+from worldfm_env.model.dit import PanelCameras
 from worldfm_env.render.raycast import MeshRaycaster
 from worldfm_env.render.splat import Occluders, PointSplatter, ReferenceSelector
 from worldfm_env.scenes.navigation import geodesic_distance
@@ -101,6 +102,17 @@ class ClipBatch:
     reference_c2w: torch.Tensor
     K: torch.Tensor
     scene_seed: torch.Tensor
+
+    def panel_cameras(self) -> PanelCameras:
+        """Cameras of the B*T targets (flattened clip-major, as the training batches are) for camera-conditioned
+        models: panel 0 the target, panel 1 the anchor (rendered at the target pose), panel 2 the selected reference."""
+        B, T = self.reference_slot.shape
+        H, W = self.target_rgb.shape[2:4]
+        slot = self.reference_slot[..., None, None].expand(B, T, 4, 4)
+        reference = torch.gather(self.reference_c2w, 1, slot)  # (B, T, 4, 4)
+        c2w = torch.stack([self.target_c2w, self.target_c2w, reference], dim=2).reshape(B * T, 3, 4, 4).float()
+        K = self.K.float().expand(B * T, 3, 3, 3).contiguous()
+        return PanelCameras(c2w, K, (H, W))
 
 
 class ClipGenerator:

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 from worldfm_env._device import resolve_device
 from worldfm_env.model import iddpm_linear_schedule, load_checkpoint, sample_ddim, save_checkpoint
+from worldfm_env.model.dit import PanelCameras
 from worldfm_env.model.samplers import DISTILLED_TIMESTEPS, eps_to_x0, v_to_x0
 from worldfm_env.scenes.catalog import resolve_scenes
 from worldfm_env.training.data import ClipConfig, ClipGenerator
@@ -108,7 +109,9 @@ class DistillConfig:
                 raise ValueError(f"{name} must be a positive int, got {getattr(self, name)!r}")
 
 
-def student_sample(student, anchor, reference, noise, renoise, steps: int, abar: torch.Tensor) -> torch.Tensor:
+def student_sample(
+    student, anchor, reference, noise, renoise, steps: int, abar: torch.Tensor, cameras: PanelCameras | None = None
+) -> torch.Tensor:
     """The published distilled sampler with gradients: x0 (B, C, H, W) from noise and re-noise tensors."""
     timesteps = DISTILLED_TIMESTEPS[steps]
     C = anchor.shape[1]
@@ -119,7 +122,7 @@ def student_sample(student, anchor, reference, noise, renoise, steps: int, abar:
         if k > 0:
             z = a * x0 + s * renoise[k - 1]
         tt = torch.full((z.shape[0],), t, dtype=torch.long, device=z.device)
-        out = student(z, tt, anchor, reference)[:, :C]
+        out = student(z, tt, anchor, reference, cameras=cameras)[:, :C]
         x0 = a * z - s * out
     return x0
 
@@ -151,18 +154,24 @@ def _teacher_pool(cfg: DistillConfig, teacher, clips, cond_cfg, device, rank: in
     targets = clips.config.targets
     n_clips = -(-cfg.regression_pairs // targets)
     gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
-    anchors, refs = [], []
+    anchors, refs, c2ws, Ks = [], [], [], []
     for first in range(0, n_clips, 8):  # clips in chunks of 8 (memory)
         batch = clips.batch(min(8, n_clips - first), seed=cfg.seed + 12345, start_index=first)
         _, a, r = condition_batch(batch, cond_cfg, 1.0, gen)
         anchors.append(a)
         refs.append(r)
+        cameras = batch.panel_cameras()
+        c2ws.append(cameras.c2w)
+        Ks.append(cameras.K)
     anchor = torch.cat(anchors)[: cfg.regression_pairs]
     reference = torch.cat(refs)[: cfg.regression_pairs]
+    c2w, K = torch.cat(c2ws)[: cfg.regression_pairs], torch.cat(Ks)[: cfg.regression_pairs]
+    hw = tuple(anchor.shape[-2:])
     noise = torch.randn(anchor.shape, generator=gen, device=device)
     renoise = [torch.randn(anchor.shape, generator=gen, device=device) for _ in range(cfg.sampler_steps - 1)]
     mine = torch.arange(rank, anchor.shape[0], world, device=device)
-    anchor, reference, noise = anchor[mine], reference[mine], noise[mine]
+    anchor, reference, noise, c2w, K = anchor[mine], reference[mine], noise[mine], c2w[mine], K[mine]
+    with_cameras = teacher.config.camera_encoding != "none"
     renoise = [r[mine] for r in renoise]
     images = []
     with torch.no_grad(), autocast_context(precision, device):
@@ -177,9 +186,10 @@ def _teacher_pool(cfg: DistillConfig, teacher, clips, cond_cfg, device, rank: in
                     prediction=teacher.config.prediction,
                     noise=noise[sl],
                     clip_x0=cfg.teacher_clip_x0,
+                    cameras=PanelCameras(c2w[sl], K[sl], hw) if with_cameras else None,
                 ).float()
             )
-    return anchor, reference, noise, renoise, torch.cat(images)
+    return anchor, reference, noise, renoise, torch.cat(images), (c2w, K)
 
 
 def distill(cfg: DistillConfig) -> dict:
@@ -220,7 +230,8 @@ def distill(cfg: DistillConfig) -> dict:
     cond_cfg = TrainConfig(stage="stage2", anchor_start=0.0, anchor_full=0.0, anchor_drop=0.0, anchor_hole_prob=0.0)
     C = teacher.config.in_channels
     to_x0 = eps_to_x0 if teacher.config.prediction == "eps" else v_to_x0
-    pool_anchor, pool_ref, pool_noise, pool_renoise, pool_target = _teacher_pool(
+    with_cameras = teacher.config.camera_encoding != "none"
+    pool_anchor, pool_ref, pool_noise, pool_renoise, pool_target, (pool_c2w, pool_K) = _teacher_pool(
         cfg, teacher, clips, cond_cfg, device, rank, world, cfg.precision
     )
     n_pool = pool_anchor.shape[0]
@@ -241,6 +252,12 @@ def distill(cfg: DistillConfig) -> dict:
         noise = torch.randn(anchor.shape, generator=gen, device=device)
         renoise = [torch.randn(anchor.shape, generator=gen, device=device) for _ in range(cfg.sampler_steps - 1)]
         idx = torch.randint(0, n_pool, (min(B, n_pool),), generator=gen, device=device)
+        cameras = both_cameras = None
+        if with_cameras:
+            cameras = batch.panel_cameras()
+            both_cameras = PanelCameras(
+                torch.cat([cameras.c2w, pool_c2w[idx]]), torch.cat([cameras.K, pool_K[idx]]), cameras.image_hw
+            )
         # One student pass over the fresh conditions and the regression pairs together.
         with autocast_context(cfg.precision, device):
             both = student_sample(
@@ -251,6 +268,7 @@ def distill(cfg: DistillConfig) -> dict:
                 [torch.cat([r, pr[idx]]) for r, pr in zip(renoise, pool_renoise, strict=True)],
                 cfg.sampler_steps,
                 abar,
+                both_cameras,
             ).float()
         x, x_pool = both[:B], both[B:]
 
@@ -261,7 +279,7 @@ def distill(cfg: DistillConfig) -> dict:
         eps = torch.randn(x.shape, generator=gen, device=device)
         x_t = a * x.detach() + s * eps
         with autocast_context(cfg.precision, device):
-            fake_out = fake(x_t, t, anchor, reference)[:, :C]
+            fake_out = fake(x_t, t, anchor, reference, cameras=cameras)[:, :C]
         fake_target = eps if teacher.config.prediction == "eps" else a * eps - s * x.detach()
         fake_loss = F.mse_loss(fake_out.float(), fake_target)
         opt_fake.zero_grad(set_to_none=True)
@@ -271,8 +289,8 @@ def distill(cfg: DistillConfig) -> dict:
 
         # 2) student: distribution matching + regression onto teacher samples.
         with torch.no_grad(), autocast_context(cfg.precision, device):
-            x0_real = to_x0(teacher(x_t, t, anchor, reference)[:, :C].float(), x_t, a, s)
-            x0_fake = to_x0(fake(x_t, t, anchor, reference)[:, :C].float(), x_t, a, s)
+            x0_real = to_x0(teacher(x_t, t, anchor, reference, cameras=cameras)[:, :C].float(), x_t, a, s)
+            x0_fake = to_x0(fake(x_t, t, anchor, reference, cameras=cameras)[:, :C].float(), x_t, a, s)
         weight = 1.0 / (x.detach() - x0_real).abs().mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-4)
         target = (x.detach() - (x0_fake - x0_real) * weight).detach()
         dmd_loss = 0.5 * F.mse_loss(x, target)

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 
 from worldfm_env._device import resolve_device
 from worldfm_env.model import build_model, iddpm_linear_schedule, load_checkpoint, sample_ddim, save_checkpoint
+from worldfm_env.model.dit import PanelCameras
 from worldfm_env.model.renderer import images_to_model, model_to_images
 from worldfm_env.scenes.catalog import resolve_scenes
 from worldfm_env.training.data import ClipConfig, ClipGenerator
@@ -239,6 +240,16 @@ def _distributed() -> tuple[int, int, int]:
     return 0, 1, 0
 
 
+def _cameras(model, batch, rows: int | None = None) -> PanelCameras | None:
+    """The batch's panel cameras (the first ``rows`` targets) when ``model`` is camera-conditioned, else None."""
+    if model.config.camera_encoding == "none":
+        return None
+    cameras = batch.panel_cameras()
+    if rows is None:
+        return cameras
+    return PanelCameras(cameras.c2w[:rows], cameras.K[:rows], cameras.image_hw)
+
+
 def _sample_grid(model, batch, cfg: TrainConfig, path: Path, generator: torch.Generator) -> None:
     """PNG rows of anchor | reference | generated | ground truth for the first 4 targets of clip 0."""
     import imageio.v2 as imageio
@@ -255,6 +266,7 @@ def _sample_grid(model, batch, cfg: TrainConfig, path: Path, generator: torch.Ge
         num_steps=cfg.sample_steps,
         prediction=model.config.prediction,
         clip_x0=1.0,
+        cameras=_cameras(model, batch, n),
         generators=[torch.Generator(device=anchor.device).manual_seed(cfg.seed + i) for i in range(n)],
     )
     rows = torch.cat(
@@ -326,7 +338,7 @@ def train(cfg: TrainConfig) -> dict:
         a = abar[t].sqrt()[:, None, None, None]
         s = (1.0 - abar[t]).sqrt()[:, None, None, None]
         with autocast_context(cfg.precision, device):
-            out_t = ddp(a * x0 + s * eps, t, anchor, reference)
+            out_t = ddp(a * x0 + s * eps, t, anchor, reference, cameras=_cameras(model, batch))
         target = eps if cfg.prediction == "eps" else a * eps - s * x0
         loss = F.mse_loss(out_t[:, :3].float(), target)  # eps- or v-MSE (a learned-sigma half is ignored)
         optimizer.zero_grad(set_to_none=True)
