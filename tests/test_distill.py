@@ -140,3 +140,8 @@ def test_camera_conditioned_teacher_distills(tmp_path):
     save_checkpoint(build_model("tiny", input_size=32, prediction="v", camera_encoding="prope"), path)
     summary = distill(_small(str(path), tmp_path / "o", 2))
     assert summary["step"] == 2 and all(summary[k] == summary[k] for k in ("dmd", "regression", "fake"))
+
+
+def test_dmd_timestep_range_is_validated():
+    with pytest.raises(ValueError, match="dmd_t_min"):
+        DistillConfig(dmd_t_min=500, dmd_t_max=400)

@@ -74,6 +74,10 @@ class DistillConfig:
     """Weight of the distribution-matching term."""
     regression_weight: float = 0.25
     """Weight of the regression onto teacher samples."""
+    dmd_t_min: int = 20
+    """Smallest timestep at which the student's samples are re-noised for the distribution-matching term."""
+    dmd_t_max: int = 980
+    """Largest such timestep (exclusive). A narrower range keeps the term where the teacher's score is good."""
     dmd_start: int = 100
     """Student steps trained by the regression alone before the distribution-matching term is switched on."""
     regression_pairs: int = 256
@@ -104,6 +108,10 @@ class DistillConfig:
         for name in ("dmd_weight", "regression_weight"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if not (isinstance(self.dmd_t_min, int) and isinstance(self.dmd_t_max, int)) or not (
+            0 <= self.dmd_t_min < self.dmd_t_max <= 1000
+        ):
+            raise ValueError(f"need ints 0 <= dmd_t_min < dmd_t_max <= 1000, got {self.dmd_t_min}, {self.dmd_t_max}")
         for name in ("steps", "clips_per_step", "regression_pairs", "teacher_steps", "save_every"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be a positive int, got {getattr(self, name)!r}")
@@ -273,7 +281,7 @@ def distill(cfg: DistillConfig) -> dict:
         x, x_pool = both[:B], both[B:]
 
         # 1) fake score follows the student's distribution (denoising loss on detached samples).
-        t = torch.randint(20, 980, (B,), generator=gen, device=device)
+        t = torch.randint(cfg.dmd_t_min, cfg.dmd_t_max, (B,), generator=gen, device=device)
         a = abar[t].sqrt()[:, None, None, None]
         s = (1.0 - abar[t]).sqrt()[:, None, None, None]
         eps = torch.randn(x.shape, generator=gen, device=device)
