@@ -9,7 +9,6 @@ loops, einsum attention, numpy positions) following the published source of ``in
 from __future__ import annotations
 
 import math
-import sys
 
 import numpy as np
 import pytest
@@ -17,7 +16,6 @@ import torch
 
 from worldfm_env.model import (
     MODEL_CONFIGS,
-    DiffusersAutoencoderKL,
     IdentityAutoencoder,
     PanelCameras,
     build_model,
@@ -379,13 +377,6 @@ def test_identity_autoencoder():
     assert (ae.latent_channels, ae.downsample) == (3, 1)
     with pytest.raises(ValueError, match="images"):
         ae.encode(torch.zeros(2, 4, 8, 8))
-
-
-def test_diffusers_missing_dependency_message(tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "diffusers", None)  # import diffusers -> ImportError, installed or not
-    monkeypatch.setitem(sys.modules, "diffusers.models", None)
-    with pytest.raises(ImportError, match=r"worldfm-env\[diffusers\]"):
-        DiffusersAutoencoderKL.from_folder(tmp_path)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
