@@ -223,11 +223,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser(
-        "demo", help="scripted PointNav episode in a test scene: MP4 + contact sheet (anchor | oracle)"
+        "demo", help="scripted PointNav episode in a test scene: MP4 + contact sheet (anchor | worldfm | oracle)"
     )
     demo.add_argument("--out", default="worldfm_demo", help="output folder (default: ./worldfm_demo)")
     demo.add_argument("--scenes", default="procedural:test:1", help="scene spec (default: procedural:test:1)")
-    demo.add_argument("--resolution", type=int, default=96, help="frame size in pixels (default: 96)")
+    demo.add_argument(
+        "--resolution", type=int, default=64, help="frame size in pixels (default: 64, the shipped frame model's)"
+    )
     demo.add_argument("--steps", type=int, default=200, help="maximum steps (default: 200)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--device", default="auto")
