@@ -199,3 +199,21 @@ def test_bad_noise_option(tiny_weights):
     env = WorldFMVectorEnv(num_envs=1, **SMALL, renderer="anchor")
     with pytest.raises(ValueError, match=r"noise.*'auto', 'generator', 'hash'"):
         WorldFMRenderer(env.pool, 1, 32, 32, weights=tiny_weights, noise="philox")
+
+
+def test_hash_combine_is_per_row_and_sensitive_to_every_key():
+    from worldfm_env.envs.rng import hash_combine
+
+    seeds = torch.tensor([1, 2, 3], dtype=torch.int64)
+    keys = torch.tensor([[5, -7, 9], [5, -7, 9], [0, 0, 0]], dtype=torch.int64)
+    h = hash_combine(seeds, keys)
+    assert h.shape == (3,) and bool((h >= 0).all() & (h < 2**32).all())
+    assert torch.equal(hash_combine(seeds[1:2], keys[1:2]), h[1:2])  # batch independent
+    assert h[0] != h[1]  # the seed matters
+    for k in range(3):  # and every key column, and the stream
+        changed = keys.clone()
+        changed[0, k] += 1
+        assert hash_combine(seeds, changed)[0] != h[0]
+    assert hash_combine(seeds, keys, stream=1)[0] != h[0]
+    with pytest.raises(ValueError, match="keys"):
+        hash_combine(seeds, keys[:2])

@@ -14,7 +14,7 @@ import math
 
 import torch
 
-__all__ = ["hash_int", "hash_normal", "hash_uniform"]
+__all__ = ["hash_combine", "hash_int", "hash_normal", "hash_uniform"]
 
 _MASK32 = 0xFFFFFFFF
 
@@ -64,6 +64,23 @@ def hash_int(seed: torch.Tensor, counter: torch.Tensor, count: int, stream: int 
     h = _row_key(seed, counter, stream)
     k = torch.arange(count, device=seed.device, dtype=torch.long)
     return _mix32(h[:, None] ^ _mix32((k * 0x27D4EB2F + 0x165667B1) & _MASK32)[None, :])
+
+
+def hash_combine(seed: torch.Tensor, keys: torch.Tensor, stream: int = 0) -> torch.Tensor:
+    """One 32-bit hash (N,) int64 per row of ``seed`` (N,) and integer ``keys`` (N, K).
+
+    Row i depends only on ``seed[i]``, ``keys[i]`` (the low 32 bits of each, in order) and ``stream``. The
+    columns are mixed in one vectorised pass and folded into the seed's key: about a dozen elementwise kernels
+    per column on the seeds' device, no host sync.
+    """
+    if keys.ndim != 2 or keys.shape[0] != seed.shape[0]:
+        raise ValueError(f"keys must be ({seed.shape[0]}, K), got {tuple(keys.shape)}")
+    salt = torch.arange(keys.shape[1], device=keys.device, dtype=torch.long) * 0x27D4EB2F + 0x165667B1
+    mixed = _mix32((keys.long() & _MASK32) ^ (salt & _MASK32))  # (N, K)
+    h = _row_key(seed, 0, stream)
+    for column in mixed.unbind(1):
+        h = _mix32(h ^ column)
+    return h
 
 
 def hash_uniform(seed: torch.Tensor, counter: torch.Tensor, count: int, stream: int = 0) -> torch.Tensor:

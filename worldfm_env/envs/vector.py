@@ -13,7 +13,7 @@ from gymnasium.vector.utils import batch_space
 
 from worldfm_env._device import resolve_device
 from worldfm_env.envs.config import EnvConfig
-from worldfm_env.envs.rng import hash_int, hash_uniform
+from worldfm_env.envs.rng import hash_combine, hash_uniform
 from worldfm_env.envs.shared import shared_world
 from worldfm_env.envs.tasks import make_task
 from worldfm_env.geometry import integrate_continuous, integrate_discrete, intrinsics_from_fov, pose_from_yaw_pitch
@@ -456,18 +456,16 @@ class WorldFMVectorEnv(VectorEnv):
     def _noise_seed(self) -> torch.Tensor:
         """Per-env seeds (N,) int64 of the frame model's noise: a hash of (env seed, episode) and, by
         ``noise_key``, the quantised pose (a revisited pose gets the same noise, so the same frame) or the step."""
-        seed = hash_int(self.seeds, self.episode_count, 1, stream=1)[:, 0]
         if self.config.noise_key == "step":
-            return hash_int(seed, self.elapsed_steps, 1, stream=2)[:, 0]
+            return hash_combine(self.seeds, torch.stack([self.episode_count, self.elapsed_steps], dim=1), stream=1)
         turn = 8192 / (2 * math.pi)  # yaw/pitch buckets of 2*pi/8192 rad; yaw wraps exactly at 8192
         keys = (
+            self.episode_count[:, None].long(),
             torch.round(self.position * 1000.0).long(),  # (N, 3) millimetres
             (torch.round(self.yaw * turn).long() % 8192)[:, None],
             torch.round(self.pitch * turn).long()[:, None],
         )
-        for k, column in enumerate(torch.cat(keys, dim=1).unbind(1)):
-            seed = hash_int(seed, column, 1, stream=3 + k)[:, 0]
-        return seed
+        return hash_combine(self.seeds, torch.cat(keys, dim=1), stream=2)
 
     def _observe(self) -> dict[str, torch.Tensor]:
         c2w = self.camera_poses()
