@@ -236,10 +236,7 @@ def _generate(method: dict, frames: dict, seeds: list[int], batch: int, device: 
         generators = make_generators(seeds[sl], device)
         cameras = None
         if model.config.camera_encoding != "none":
-            n = anchor.shape[0]
-            target = frames["target_c2w"][sl]
-            c2w = torch.stack([target, target, frames["reference_c2w"][sl]], dim=1).float()
-            cameras = PanelCameras(c2w, frames["K"].float().expand(n, 3, 3, 3).contiguous(), (H, W))
+            cameras = PanelCameras(frames["camera_c2w"][sl], frames["camera_K"][sl], (H, W))
         if method["sampler"] == "ddim":
             x0 = sample_ddim(
                 model,
@@ -274,21 +271,18 @@ def _clip_frames(num_clips: int, scenes, resolution, seed: int, batch: int, devi
     parts = []
     for start in range(0, num_clips, per_call):
         clip = generator.batch(min(per_call, num_clips - start), seed=seed, start_index=start)
-        slot = clip.reference_slot  # (B, T)
-        ref_c2w = torch.gather(clip.reference_c2w, 1, slot[..., None, None].expand(*slot.shape, 4, 4))
+        cameras = clip.panel_cameras()  # (B*T, 3, ...) target, anchor, selected reference
         parts.append(
             dict(
                 anchor=clip.anchor_rgb.flatten(0, 1),
                 mask=clip.anchor_mask.flatten(0, 1),
                 reference=clip.reference_rgb.flatten(0, 1),
                 target=clip.target_rgb.flatten(0, 1),
-                target_c2w=clip.target_c2w.flatten(0, 1),
-                reference_c2w=ref_c2w.flatten(0, 1),
+                camera_c2w=cameras.c2w,
+                camera_K=cameras.K,
             )
         )
-    frames = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
-    frames["K"] = generator.K
-    return frames
+    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
 
 def _noise_seeds(seed: int, n: int, draw: int) -> list[int]:

@@ -255,3 +255,13 @@ def test_cli_writes_csv_and_plots(tmp_path, capsys, checkpoints):
     assert str(tmp_path) not in (tmp_path / "fidelity.csv").read_text()  # no machine paths in the CSV
     for name in ("fidelity.png", "fidelity_samples.png"):
         assert (tmp_path / name).stat().st_size > 1000
+
+
+def test_camera_conditioned_models_get_the_clip_cameras(tmp_path):
+    """A camera-conditioned student is fed each target's panel cameras (it raises without them)."""
+    from worldfm_env.model import build_model, save_checkpoint
+
+    path = tmp_path / "cam.safetensors"
+    save_checkpoint(build_model("tiny", input_size=RES, prediction="v", camera_encoding="plucker"), path)
+    rows = evaluate_fidelity(**TINY, student1=path)
+    assert rows[-1]["method"] == "student_1step" and rows[-1]["psnr"] == rows[-1]["psnr"]

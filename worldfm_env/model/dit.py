@@ -717,18 +717,6 @@ MODEL_CONFIGS: dict[str, DiTConfig] = {
         with_text_branch=False,
         description="small pixel-space model shipped with worldfm-env (64x64 RGB, patch 8)",
     ),
-    # Finer-grained variant of "s" (patch 4 -> 768 tokens): ~6x the compute, for GPUs.
-    "s4": DiTConfig(
-        input_size=64,
-        patch_size=4,
-        in_channels=3,
-        hidden_size=256,
-        depth=6,
-        num_heads=4,
-        learn_sigma=False,
-        with_text_branch=False,
-        description="pixel-space 64x64 model with patch 4 (GPU-sized)",
-    ),
     # Test-sized model.
     "tiny": DiTConfig(
         input_size=16,
@@ -742,6 +730,12 @@ MODEL_CONFIGS: dict[str, DiTConfig] = {
         description="tiny model for tests",
     ),
 }
+
+
+# Finer-grained variant of "s" (patch 4 -> 768 tokens): ~6x the compute, for GPUs.
+MODEL_CONFIGS["s4"] = dataclasses.replace(
+    MODEL_CONFIGS["s"], patch_size=4, description="pixel-space 64x64 model with patch 4 (GPU-sized)"
+)
 
 
 def build_model(name: str = "xl", **overrides) -> WorldFMDiT:

@@ -65,6 +65,8 @@ class ClipConfig:
             raise ValueError(f"resolution must be (height, width) ints >= 8, got {res!r}")
         if not 0.0 < self.hfov_deg < 180.0:
             raise ValueError(f"hfov_deg must be in (0, 180), got {self.hfov_deg!r}")
+        if not isinstance(self.occlusion_culling, bool):
+            raise ValueError(f"occlusion_culling must be True or False, got {self.occlusion_culling!r}")
         if not 0.0 <= self.anchor_lod <= 4.0:
             raise ValueError(f"anchor_lod must be in [0, 4] (0 draws every point), got {self.anchor_lod!r}")
         if self.yaw_jitter_deg < 0 or self.pitch_jitter_deg < 0:

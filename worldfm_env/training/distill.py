@@ -44,6 +44,7 @@ from worldfm_env.training.stages import (
     autocast_context,
     condition_batch,
     open_log,
+    resolve_precision,
 )
 
 __all__ = ["DistillConfig", "distill", "student_sample"]
@@ -239,8 +240,9 @@ def distill(cfg: DistillConfig) -> dict:
     C = teacher.config.in_channels
     to_x0 = eps_to_x0 if teacher.config.prediction == "eps" else v_to_x0
     with_cameras = teacher.config.camera_encoding != "none"
+    precision = resolve_precision(cfg.precision, device)  # probe the CPU/GPU once, not every step
     pool_anchor, pool_ref, pool_noise, pool_renoise, pool_target, (pool_c2w, pool_K) = _teacher_pool(
-        cfg, teacher, clips, cond_cfg, device, rank, world, cfg.precision
+        cfg, teacher, clips, cond_cfg, device, rank, world, precision
     )
     n_pool = pool_anchor.shape[0]
 
@@ -267,7 +269,7 @@ def distill(cfg: DistillConfig) -> dict:
                 torch.cat([cameras.c2w, pool_c2w[idx]]), torch.cat([cameras.K, pool_K[idx]]), cameras.image_hw
             )
         # One student pass over the fresh conditions and the regression pairs together.
-        with autocast_context(cfg.precision, device):
+        with autocast_context(precision, device):
             both = student_sample(
                 student,
                 torch.cat([anchor, pool_anchor[idx]]),
@@ -286,7 +288,7 @@ def distill(cfg: DistillConfig) -> dict:
         s = (1.0 - abar[t]).sqrt()[:, None, None, None]
         eps = torch.randn(x.shape, generator=gen, device=device)
         x_t = a * x.detach() + s * eps
-        with autocast_context(cfg.precision, device):
+        with autocast_context(precision, device):
             fake_out = fake(x_t, t, anchor, reference, cameras=cameras)[:, :C]
         fake_target = eps if teacher.config.prediction == "eps" else a * eps - s * x.detach()
         fake_loss = F.mse_loss(fake_out.float(), fake_target)
@@ -296,7 +298,7 @@ def distill(cfg: DistillConfig) -> dict:
         opt_fake.step()
 
         # 2) student: distribution matching + regression onto teacher samples.
-        with torch.no_grad(), autocast_context(cfg.precision, device):
+        with torch.no_grad(), autocast_context(precision, device):
             x0_real = to_x0(teacher(x_t, t, anchor, reference, cameras=cameras)[:, :C].float(), x_t, a, s)
             x0_fake = to_x0(fake(x_t, t, anchor, reference, cameras=cameras)[:, :C].float(), x_t, a, s)
         weight = 1.0 / (x.detach() - x0_real).abs().mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-4)

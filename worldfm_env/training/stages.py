@@ -42,21 +42,34 @@ from worldfm_env.model.renderer import images_to_model, model_to_images
 from worldfm_env.scenes.catalog import resolve_scenes
 from worldfm_env.training.data import ClipConfig, ClipGenerator
 
-__all__ = ["TrainConfig", "autocast_context", "train", "main", "condition_batch", "sample_timesteps"]
+__all__ = [
+    "TrainConfig",
+    "autocast_context",
+    "condition_batch",
+    "main",
+    "resolve_precision",
+    "sample_timesteps",
+    "train",
+]
 
 STAGES = ("stage1", "stage2")
 PRECISIONS = ("auto", "bf16", "fp32")
 
 
-def autocast_context(precision: str, device: torch.device):
-    """The autocast context of a training precision (see ``TrainConfig.precision``) on ``device``."""
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``"bf16"`` or ``"fp32"`` for a training precision (see ``TrainConfig.precision``) on ``device``."""
     from worldfm_env.model.renderer import auto_model_dtype
 
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r} is not valid; choose one of {list(PRECISIONS)}")
     if precision == "auto":
-        precision = "bf16" if auto_model_dtype(device) == torch.bfloat16 else "fp32"
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+        return "bf16" if auto_model_dtype(device) == torch.bfloat16 else "fp32"
+    return precision
+
+
+def autocast_context(precision: str, device: torch.device):
+    """The autocast context of a training precision (resolve ``"auto"`` once with :func:`resolve_precision`)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=resolve_precision(precision, device) == "bf16")
 
 
 @dataclass
@@ -250,7 +263,7 @@ def _cameras(model, batch, rows: int | None = None) -> PanelCameras | None:
     return PanelCameras(cameras.c2w[:rows], cameras.K[:rows], cameras.image_hw)
 
 
-def _sample_grid(model, batch, cfg: TrainConfig, path: Path, generator: torch.Generator) -> None:
+def _sample_grid(model, batch, cfg: TrainConfig, path: Path) -> None:
     """PNG rows of anchor | reference | generated | ground truth for the first 4 targets of clip 0."""
     import imageio.v2 as imageio
 
@@ -320,6 +333,7 @@ def train(cfg: TrainConfig) -> dict:
     noise_gen = torch.Generator(device=device).manual_seed(cfg.seed * 1000 + rank + 1)
     mask_gen = torch.Generator(device=device).manual_seed(cfg.seed * 1000 + rank + 7919)
     log = open_log(out, start_step, rank)
+    precision = resolve_precision(cfg.precision, device)  # probe the CPU/GPU once, not every step
     from tqdm.auto import tqdm
 
     bar = tqdm(range(start_step, cfg.steps), desc=cfg.stage, disable=rank != 0, leave=False)
@@ -337,7 +351,7 @@ def train(cfg: TrainConfig) -> dict:
         eps = torch.randn(x0.shape, generator=noise_gen, device=device)
         a = abar[t].sqrt()[:, None, None, None]
         s = (1.0 - abar[t]).sqrt()[:, None, None, None]
-        with autocast_context(cfg.precision, device):
+        with autocast_context(precision, device):
             out_t = ddp(a * x0 + s * eps, t, anchor, reference, cameras=_cameras(model, batch))
         target = eps if cfg.prediction == "eps" else a * eps - s * x0
         loss = F.mse_loss(out_t[:, :3].float(), target)  # eps- or v-MSE (a learned-sigma half is ignored)
@@ -366,8 +380,8 @@ def train(cfg: TrainConfig) -> dict:
             if cfg.sample_every and ((step + 1) % cfg.sample_every == 0 or done):
                 shown = ema if ema is not None else model
                 shown.eval()
-                with torch.no_grad(), autocast_context(cfg.precision, device):
-                    _sample_grid(shown, batch, cfg, out / "samples" / f"step_{step + 1:06d}.png", noise_gen)
+                with torch.no_grad(), autocast_context(precision, device):
+                    _sample_grid(shown, batch, cfg, out / "samples" / f"step_{step + 1:06d}.png")
                 model.train()
     if log is not None:
         log.close()
