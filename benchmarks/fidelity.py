@@ -50,6 +50,8 @@ from worldfm_env._device import resolve_device
 from worldfm_env.model import PanelCameras, load_checkpoint, make_generators, sample_ddim
 from worldfm_env.model.renderer import auto_model_dtype, default_weights_path, images_to_model, model_to_images
 from worldfm_env.model.samplers import sample_distilled
+from worldfm_env.model.targets import anchor_base, from_target
+from worldfm_env.render.fill import nearest_fill
 
 __all__ = ["PSNR_CAP_DB", "evaluate_fidelity", "main", "nearest_fill", "psnr", "ssim"]
 
@@ -138,54 +140,6 @@ def ssim(
     return ssim_map.reshape(-1, C, *ssim_map.shape[-2:]).mean(dim=(1, 2, 3)).reshape(lead)
 
 
-# ----------------------------------------------------------------------------------------------------------- fill
-
-
-def nearest_fill(rgb: torch.Tensor, mask: torch.Tensor, max_elements: int = 1 << 24) -> torch.Tensor:
-    """Fill every uncovered pixel with the value of its nearest covered pixel (exact Euclidean distance).
-
-    Args:
-        rgb: images (..., H, W, C), any dtype.
-        mask: (..., H, W) bool, True where the pixel is covered (kept as it is).
-        max_elements: memory bound of one chunk of images (``images * H * W * W`` distance entries).
-
-    Returns a new tensor like ``rgb``: covered pixels unchanged, each hole pixel the value of a covered pixel at
-    the smallest Euclidean distance (ties go to the smallest column, then the smallest row). Images without any
-    covered pixel are returned unchanged. Two separable passes: the nearest covered row in every column
-    (cumulative max/min of row indices), then for every pixel the column minimising ``dx^2 + dy(column)^2``.
-    """
-    if tuple(mask.shape) != tuple(rgb.shape[:-1]) or rgb.ndim < 3:
-        raise ValueError(f"need rgb (..., H, W, C) and mask (..., H, W), got {tuple(rgb.shape)}, {tuple(mask.shape)}")
-    H, W, C = rgb.shape[-3:]
-    x = rgb.reshape(-1, H, W, C)
-    m = mask.reshape(-1, H, W).to(device=x.device, dtype=torch.bool)
-    out = x.clone()
-    device = x.device
-    big = 4 * (H + W)  # farther than any real distance: its square exceeds H^2 + W^2
-    row = torch.arange(H, device=device).view(1, H, 1)
-    col = torch.arange(W, device=device)
-    dx2 = (col[:, None] - col[None, :]).float().square()  # (x, x')
-    chunk = max(1, max_elements // (H * W * W))
-    for start in range(0, x.shape[0], chunk):
-        mm = m[start : start + chunk]
-        n = mm.shape[0]
-        rows = row.expand(n, H, W)
-        above = torch.where(mm, rows, torch.full_like(rows, -big)).cummax(dim=1).values  # last covered row <= y
-        below = torch.where(mm, rows, torch.full_like(rows, H + big)).flip(1).cummin(dim=1).values.flip(1)
-        up, down = rows - above, below - rows
-        src_row = torch.where(up <= down, above, below)  # (n, H, W'): nearest covered row in column x'
-        dy2 = torch.minimum(up, down).float().square()
-        cost = dx2.view(1, 1, W, W) + dy2.view(n, H, 1, W)  # (n, H, x, x')
-        src_col = cost.argmin(dim=-1)  # first minimum: the smallest column on ties
-        src_row = src_row.gather(2, src_col)
-        b = torch.arange(n, device=device).view(n, 1, 1)
-        xc = x[start : start + n]
-        filled = xc[b, src_row.clamp(0, H - 1), src_col]
-        keep = mm | ~mm.flatten(1).any(dim=1).view(n, 1, 1)  # empty images stay as they are
-        out[start : start + n] = torch.where(keep[..., None], xc, filled)
-    return out.reshape(rgb.shape)
-
-
 # ----------------------------------------------------------------------------------------------------------- models
 
 
@@ -233,6 +187,8 @@ def _generate(method: dict, frames: dict, seeds: list[int], batch: int, device: 
         sl = slice(start, start + batch)
         anchor = images_to_model(frames["anchor"][sl], dtype)
         reference = images_to_model(frames["reference"][sl], dtype)
+        target = model.config.target
+        base = anchor_base(anchor, frames["mask"][sl]) if target == "anchor_residual" else None
         generators = make_generators(seeds[sl], device)
         cameras = None
         if model.config.camera_encoding != "none":
@@ -246,13 +202,13 @@ def _generate(method: dict, frames: dict, seeds: list[int], batch: int, device: 
                 prediction=model.config.prediction,
                 generators=generators,
                 cameras=cameras,
-                clip_x0=1.0,
+                clip_x0=1.0 if target == "image" else 2.0,
             )
         else:
             x0 = sample_distilled(
                 model, anchor, reference, steps=method["steps"], generators=generators, cameras=cameras
             )
-        out.append(model_to_images(x0))
+        out.append(model_to_images(from_target(x0, base, target)))
     return torch.cat(out)
 
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from worldfm_env.envs.vector import WorldFMVectorEnv
+from worldfm_env.model import load_checkpoint
 from worldfm_env.training.stages import TrainConfig, condition_batch, sample_timesteps, train
 
 TINY = dict(
@@ -27,11 +28,15 @@ def _losses(out):
     return [json.loads(line)["loss"] for line in (out / "log.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("stage,prediction", [("stage1", "eps"), ("stage2", "eps"), ("stage2", "v")])
-def test_loss_falls_on_a_fixed_batch(tmp_path, stage, prediction):
+@pytest.mark.parametrize(
+    "stage,prediction,target",
+    [("stage1", "eps", None), ("stage2", "eps", None), ("stage2", "v", None), ("stage2", "v", "anchor_residual")],
+)
+def test_loss_falls_on_a_fixed_batch(tmp_path, stage, prediction, target):
     cfg = TrainConfig(
         stage=stage,
         prediction=prediction,
+        target=target,
         steps=40,
         out=str(tmp_path),
         fixed_batch=True,
@@ -60,6 +65,57 @@ def test_resume_and_the_env_loads_the_checkpoint(tmp_path):
     )
     obs, _ = env.reset(seed=0)
     assert obs["rgb"].shape == (2, 32, 32, 3)
+
+
+def test_target_switch_on_init_and_bad_target(tmp_path):
+    """An image checkpoint fine-tunes into an anchor_residual one; target=None keeps the init's."""
+    train(TrainConfig(stage="stage2", prediction="v", steps=2, out=str(tmp_path / "a"), **TINY))
+    first = str(tmp_path / "a" / "model.safetensors")
+    train(
+        TrainConfig(
+            stage="stage2",
+            prediction="v",
+            init=first,
+            target="anchor_residual",
+            steps=2,
+            out=str(tmp_path / "b"),
+            **{k: v for k, v in TINY.items() if k != "model"},
+        )
+    )
+    second = str(tmp_path / "b" / "model.safetensors")
+    assert load_checkpoint(None, second).config.target == "anchor_residual"
+    train(
+        TrainConfig(
+            stage="stage2",
+            prediction="v",
+            init=second,
+            steps=1,
+            out=str(tmp_path / "c"),
+            **{k: v for k, v in TINY.items() if k != "model"},
+        )
+    )
+    assert load_checkpoint(None, tmp_path / "c" / "model.safetensors").config.target == "anchor_residual"
+    with pytest.raises(ValueError, match="target"):
+        TrainConfig(target="depth")
+
+
+def test_condition_mask_matches_what_the_model_sees():
+    from worldfm_env.scenes.catalog import resolve_scenes
+    from worldfm_env.training.data import ClipConfig, ClipGenerator
+
+    gen = ClipGenerator(
+        resolve_scenes("procedural:train:1", torch.device("cpu"), (32, 32), 90.0), ClipConfig(resolution=(32, 32))
+    )
+    batch = gen.batch(2, seed=0)
+    cfg = TrainConfig(stage="stage2", anchor_start=0.0, anchor_full=0.0, anchor_drop=0.3, anchor_hole_prob=0.7)
+    _, anchor, _, mask = condition_batch(batch, cfg, 0.5, torch.Generator().manual_seed(1), return_mask=True)
+    raw = batch.anchor_mask.flatten(0, 1)
+    assert mask.shape == raw.shape and bool((mask <= raw).all())  # never more than the render covers
+    assert 0 < int(mask.sum()) < int(raw.sum())  # drops and holes removed some coverage
+    removed = raw & ~mask
+    assert bool((anchor.permute(0, 2, 3, 1)[removed] == -1).all())  # what was removed is blank to the model
+    _, _, _, s1_mask = condition_batch(batch, TrainConfig(stage="stage1"), 0.5, torch.Generator(), return_mask=True)
+    assert not bool(s1_mask.any())
 
 
 def test_conditioning_schedule():

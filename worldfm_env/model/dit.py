@@ -43,6 +43,7 @@ __all__ = [
 ]
 
 CAMERA_ENCODINGS = ("none", "prope", "plucker")
+TARGETS = ("image", "anchor_residual")
 FREQUENCY_EMBEDDING_SIZE = 256  # sinusoidal timestep features before the t_embedder MLP
 LAYER_NORM_EPS = 1e-6
 
@@ -422,6 +423,10 @@ class DiTConfig:
     (per-token Plücker rays through ``plucker_proj`` added to the tokens). ``prediction`` says what the output
     means: ``"v"`` for the published distilled samplers (``x0 = sqrt(abar) z - sqrt(1 - abar) out``) and for
     students, ``"eps"`` for teachers trained with eps-MSE (stages I and II), which are sampled with DDIM.
+    ``target`` says what is diffused: ``"image"`` (published: the frame itself) or ``"anchor_residual"`` (the frame
+    minus the anchor with its holes filled from the nearest covered pixel,
+    :func:`worldfm_env.model.targets.anchor_base`; the samplers return the residual and the caller adds the base
+    back). The network is the same either way.
     """
 
     input_size: int = 64
@@ -440,6 +445,7 @@ class DiTConfig:
     use_cross_attention: bool = False
     camera_encoding: str = "none"
     prediction: str = "v"
+    target: str = "image"
     description: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
@@ -468,6 +474,8 @@ class DiTConfig:
             raise ValueError(
                 f"prediction must be 'v' (distilled samplers, as published) or 'eps', got {self.prediction!r}"
             )
+        if self.target not in TARGETS:
+            raise ValueError(f"target must be one of {TARGETS}, got {self.target!r}")
         if self.camera_encoding not in CAMERA_ENCODINGS:
             raise ValueError(f"camera_encoding must be one of {CAMERA_ENCODINGS}, got {self.camera_encoding!r}")
         if self.camera_encoding == "prope" and self.head_dim % 8:

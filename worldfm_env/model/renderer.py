@@ -2,11 +2,12 @@
 
 Per step: the anchor renders (rgb, black where empty) pass through the autoencoder, the reference
 latents are gathered from a per-scene cache encoded once at start-up, and the distilled sampler
-runs one model forward per step (1 or 2 steps) over all N envs. Each env's noise comes from the
-request's per-env seed, either through its own ``torch.Generator`` (``noise="generator"``) or as a
-batched counter-based hash on the device (``noise="hash"``: no host sync, no per-env launches), so a
-fixed seed and pose give the same frame whatever the batch. bf16 on CUDA (flash SDPA) and on CPUs
-with AMX bf16 tiles, fp32 on other CPUs.
+runs one model forward per step (1 or 2 steps) over all N envs. Models with
+``target="anchor_residual"`` generate the frame's residual over the nearest-filled anchor, which is
+added back before decoding. Each env's noise comes from the request's per-env seed, either through
+its own ``torch.Generator`` (``noise="generator"``) or as a batched counter-based hash on the device
+(``noise="hash"``: no host sync, no per-env launches), so a fixed seed and pose give the same frame
+whatever the batch. bf16 on CUDA (flash SDPA) and on CPUs with AMX bf16 tiles, fp32 on other CPUs.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from worldfm_env.model.autoencoders import Autoencoder, DiffusersAutoencoderKL, 
 from worldfm_env.model.checkpoint import load_checkpoint
 from worldfm_env.model.dit import PanelCameras
 from worldfm_env.model.samplers import make_generators, sample_ddim, sample_distilled
+from worldfm_env.model.targets import anchor_base, from_target
 from worldfm_env.renderers import Renderer, RenderOutput, RenderRequest
 from worldfm_env.scenes.pool import ScenePool
 
@@ -151,6 +153,7 @@ class WorldFMRenderer(Renderer):
         self.steps = sampler_steps
         self.teacher_steps = teacher_steps
         self.prediction = cfg.prediction
+        self.target = cfg.target
         self.forward = torch.compile(self.model) if compile_model else self.model
         self.bank_latents = self._encode_bank()  # (B, C, h, w), once per scene pool
         self.rgb = torch.zeros(num_envs, height, width, 3, dtype=torch.uint8, device=self.device)
@@ -187,7 +190,12 @@ class WorldFMRenderer(Renderer):
     def render(self, request: RenderRequest) -> RenderOutput:
         """Generate every env's frame in one batched sampler call."""
         assert request.anchor is not None and request.reference_index is not None
-        anchor = self.autoencoder.encode(images_to_model(request.anchor.rgb, self.dtype))
+        anchor_pixels = images_to_model(request.anchor.rgb, self.dtype)
+        anchor = self.autoencoder.encode(anchor_pixels)
+        base = None
+        if self.target == "anchor_residual":
+            # The model diffuses frame - nearest-filled anchor; the base goes through the autoencoder like a frame.
+            base = self.autoencoder.encode(anchor_base(anchor_pixels, request.anchor.mask).to(self.dtype))
         reference = self.bank_latents[request.reference_index]
         generators = noise_seeds = None
         if self.noise == "hash":
@@ -204,7 +212,9 @@ class WorldFMRenderer(Renderer):
         cameras = self._cameras(request) if self.cameras_needed else None
         if self.prediction == "eps":
             # A stage I/II teacher: multi-step DDIM (x0 clamped to the image range in pixel space).
-            clip = 1.0 if self.autoencoder.downsample == 1 else None
+            clip = None
+            if self.autoencoder.downsample == 1:
+                clip = 1.0 if self.target == "image" else 2.0  # residuals of [-1, 1] images lie in [-2, 2]
             x0 = sample_ddim(
                 self.forward,
                 anchor,
@@ -226,5 +236,6 @@ class WorldFMRenderer(Renderer):
                 noise_seeds=noise_seeds,
                 cameras=cameras,
             )
+        x0 = from_target(x0, base, self.target).to(self.dtype)
         self.rgb.copy_(model_to_images(self.autoencoder.decode(x0)))
         return RenderOutput(self.rgb, request.anchor.depth)

@@ -86,7 +86,9 @@ class DistillConfig:
     teacher_steps: int = 25
     """DDIM steps of the teacher for the regression pairs."""
     teacher_clip_x0: float | None = 1.0
-    """Clamp the teacher's x0 to [-c, c] while sampling (pixel images live in [-1, 1]); None for latents."""
+    """Clamp the teacher's x0 to [-c, c] while sampling (pixel images live in [-1, 1]); None for latents. A teacher
+    with ``target="anchor_residual"`` diffuses frame-minus-base residuals, which span twice the image range: it is
+    clamped to [-2c, 2c]. Students keep the teacher's target (they learn the same residual)."""
     seed: int = 0
     """Seed of clips, noise and the pair pool."""
     device: str = "auto"
@@ -183,6 +185,9 @@ def _teacher_pool(cfg: DistillConfig, teacher, clips, cond_cfg, device, rank: in
     with_cameras = teacher.config.camera_encoding != "none"
     renoise = [r[mine] for r in renoise]
     images = []
+    clip = cfg.teacher_clip_x0
+    if clip is not None and teacher.config.target == "anchor_residual":
+        clip = 2.0 * clip
     with torch.no_grad(), autocast_context(precision, device):
         for first in range(0, anchor.shape[0], 64):
             sl = slice(first, first + 64)
@@ -194,7 +199,7 @@ def _teacher_pool(cfg: DistillConfig, teacher, clips, cond_cfg, device, rank: in
                     num_steps=cfg.teacher_steps,
                     prediction=teacher.config.prediction,
                     noise=noise[sl],
-                    clip_x0=cfg.teacher_clip_x0,
+                    clip_x0=clip,
                     cameras=PanelCameras(c2w[sl], K[sl], hw) if with_cameras else None,
                 ).float()
             )

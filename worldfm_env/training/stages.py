@@ -39,6 +39,7 @@ from worldfm_env._device import resolve_device
 from worldfm_env.model import build_model, iddpm_linear_schedule, load_checkpoint, sample_ddim, save_checkpoint
 from worldfm_env.model.dit import PanelCameras
 from worldfm_env.model.renderer import images_to_model, model_to_images
+from worldfm_env.model.targets import anchor_base, from_target, to_target
 from worldfm_env.scenes.catalog import resolve_scenes
 from worldfm_env.training.data import ClipConfig, ClipGenerator
 
@@ -132,6 +133,10 @@ class TrainConfig:
     ``v`` (v-MSE, ``v = sqrt(abar) eps - sqrt(1 - abar) x0``). An eps network cannot express x0 at t=999, where
     ``x0 = (z - s eps) / a`` divides by a = 0.006; a v network predicts x0 there directly (``x0 = a z - s v``), which
     is what the published distilled samplers read, so a v teacher is already a usable 1-/2-step model."""
+    target: str | None = None
+    """What the model diffuses (``DiTConfig.target``): ``image`` (published) or ``anchor_residual`` (the frame minus
+    the nearest-filled anchor, :mod:`worldfm_env.model.targets`). None keeps the ``init`` checkpoint's (``image``
+    from scratch); a value different from the init's switches it (a fine-tune; the network is the same)."""
     ema: float = 0.999
     """Decay of the exponential moving average of the weights written to ``model.safetensors`` (0 writes the
     raw weights)."""
@@ -149,6 +154,10 @@ class TrainConfig:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
         if self.prediction not in ("eps", "v"):
             raise ValueError(f"prediction={self.prediction!r} is not valid; choose 'eps' or 'v'")
+        from worldfm_env.model.dit import TARGETS
+
+        if self.target is not None and self.target not in TARGETS:
+            raise ValueError(f"target={self.target!r} is not valid; choose one of {list(TARGETS)} or None")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision={self.precision!r} is not valid; choose one of {list(PRECISIONS)}")
         if not 0.0 <= self.ema < 1.0:
@@ -185,10 +194,11 @@ def sample_timesteps(n: int, bias: float, generator: torch.Generator, device) ->
     return (999.0 * u.pow(1.0 / (1.0 + bias))).round().long().clamp(0, 999)
 
 
-def condition_batch(batch, cfg: TrainConfig, progress: float, generator: torch.Generator):
+def condition_batch(batch, cfg: TrainConfig, progress: float, generator: torch.Generator, return_mask: bool = False):
     """Model inputs of a clip batch: (target x0, anchor, reference), each (N, 3, H, W) in [-1, 1].
 
-    Stage I blanks both conditions; stage II applies the anchor schedule and masking.
+    Stage I blanks both conditions; stage II applies the anchor schedule and masking. With ``return_mask`` a fourth
+    item is the (N, H, W) bool coverage of the anchor as the model sees it (dropped anchors and cut holes uncovered).
     """
     target = images_to_model(batch.target_rgb.flatten(0, 1))
     anchor = images_to_model(batch.anchor_rgb.flatten(0, 1))
@@ -197,7 +207,8 @@ def condition_batch(batch, cfg: TrainConfig, progress: float, generator: torch.G
     device = target.device
     blank = torch.full_like(anchor, -1.0)  # an empty anchor is black, as rendered
     if cfg.stage == "stage1":
-        return target, blank, blank.clone()
+        empty = torch.zeros(N, H, W, dtype=torch.bool, device=device)
+        return (target, blank, blank.clone(), empty) if return_mask else (target, blank, blank.clone())
     if progress < cfg.anchor_start:
         keep = torch.zeros(N, dtype=torch.bool, device=device)
     else:
@@ -221,7 +232,10 @@ def condition_batch(batch, cfg: TrainConfig, progress: float, generator: torch.G
     )  # (N, H, W)
     masked = torch.where((inside & hole[:, None, None])[:, None], blank, anchor)
     anchor = torch.where(keep[:, None, None, None], masked, blank)
-    return target, anchor, reference
+    if not return_mask:
+        return target, anchor, reference
+    mask = batch.anchor_mask.flatten(0, 1).to(device) & keep[:, None, None] & ~(inside & hole[:, None, None])
+    return target, anchor, reference, mask
 
 
 def open_log(out: Path, start_step: int, rank: int):
@@ -270,18 +284,23 @@ def _sample_grid(model, batch, cfg: TrainConfig, path: Path) -> None:
     n = min(4, batch.target_rgb.shape[1])
     anchor = images_to_model(batch.anchor_rgb[0, :n])
     reference = images_to_model(batch.reference_rgb[0, :n])
+    mask = batch.anchor_mask[0, :n]
     if cfg.stage == "stage1":
         anchor = reference = torch.full_like(anchor, -1.0)
-    x0 = sample_ddim(
+        mask = torch.zeros_like(mask)
+    target = model.config.target
+    base = anchor_base(anchor, mask) if target == "anchor_residual" else None
+    sample = sample_ddim(
         model,
         anchor,
         reference,
         num_steps=cfg.sample_steps,
         prediction=model.config.prediction,
-        clip_x0=1.0,
+        clip_x0=1.0 if target == "image" else 2.0,  # a residual of [-1, 1] images lies in [-2, 2]
         cameras=_cameras(model, batch, n),
         generators=[torch.Generator(device=anchor.device).manual_seed(cfg.seed + i) for i in range(n)],
     )
+    x0 = from_target(sample, base, target)
     rows = torch.cat(
         [batch.anchor_rgb[0, :n], batch.reference_rgb[0, :n], model_to_images(x0), batch.target_rgb[0, :n]], dim=2
     )  # (n, H, 4W, 3)
@@ -304,7 +323,10 @@ def train(cfg: TrainConfig) -> dict:
             device
         )
     )
+    if cfg.target is not None and cfg.target != model.config.target:
+        model.config = dataclasses.replace(model.config, target=cfg.target)  # same network, new output meaning
     model.train().requires_grad_(True)
+    residual = model.config.target == "anchor_residual"
     if model.config.prediction != cfg.prediction:
         raise ValueError(
             f"init={cfg.init!r} predicts {model.config.prediction!r} but prediction={cfg.prediction!r}; "
@@ -346,7 +368,9 @@ def train(cfg: TrainConfig) -> dict:
         mask_gen.manual_seed((cfg.seed * 1_000_003 + rank) * 10_000_019 + step + 7_919)
         first_clip = (0 if cfg.fixed_batch else step * world + rank) * cfg.clips_per_step
         batch = clips.batch(cfg.clips_per_step, seed=cfg.seed, start_index=first_clip)
-        x0, anchor, reference = condition_batch(batch, cfg, step / cfg.steps, mask_gen)
+        x0, anchor, reference, mask = condition_batch(batch, cfg, step / cfg.steps, mask_gen, return_mask=True)
+        if residual:
+            x0 = to_target(x0, anchor_base(anchor, mask), "anchor_residual")
         t = sample_timesteps(x0.shape[0], cfg.high_noise_bias, noise_gen, device)
         eps = torch.randn(x0.shape, generator=noise_gen, device=device)
         a = abar[t].sqrt()[:, None, None, None]

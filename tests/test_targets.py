@@ -1,0 +1,141 @@
+"""``target="anchor_residual"`` frame models: the base, the config, training, the renderer and the fidelity run."""
+
+import json
+
+import pytest
+import torch
+from conftest import SMALL
+
+from worldfm_env.envs.vector import WorldFMVectorEnv
+from worldfm_env.model import DiTConfig, build_model, load_checkpoint, save_checkpoint
+from worldfm_env.model.checkpoint import CONFIG_METADATA_KEY
+from worldfm_env.model.samplers import iddpm_linear_schedule
+from worldfm_env.model.targets import anchor_base, from_target, to_target
+from worldfm_env.render.fill import nearest_fill
+
+
+def _holey(n=3, h=9, w=7, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    images = torch.rand(n, 3, h, w, generator=g) * 2 - 1
+    mask = torch.rand(n, h, w, generator=g) < 0.4
+    return images, mask
+
+
+def test_anchor_base_fills_holes_from_the_nearest_covered_pixel_and_keeps_covered_ones():
+    images, mask = _holey()
+    base = anchor_base(images, mask)
+    assert base.shape == images.shape and base.dtype == torch.float32
+    expected = nearest_fill(images.permute(0, 2, 3, 1), mask).permute(0, 3, 1, 2)
+    assert torch.equal(base, expected)
+    covered = mask[:, None].expand_as(images)
+    assert torch.equal(base[covered], images[covered])
+    # Every hole value is one of the image's covered values (a copy, not a blend).
+    for i in range(images.shape[0]):
+        colours = {tuple(c.tolist()) for c in images[i].permute(1, 2, 0)[mask[i]]}
+        assert all(tuple(c.tolist()) in colours for c in base[i].permute(1, 2, 0)[~mask[i]])
+
+
+def test_anchor_base_of_an_empty_anchor_is_zero_so_the_residual_is_the_frame():
+    images, mask = _holey()
+    mask[1] = False
+    base = anchor_base(images, mask)
+    assert bool((base[1] == 0).all())
+    assert not bool((base[0] == 0).all())
+    frame = torch.rand(3, 3, 9, 7) * 2 - 1
+    assert torch.equal(to_target(frame, base, "anchor_residual")[1], frame[1])
+
+
+def test_anchor_base_checks_shapes():
+    with pytest.raises(ValueError, match="anchor"):
+        anchor_base(torch.zeros(2, 3, 8, 8), torch.zeros(2, 8, 7, dtype=torch.bool))
+
+
+def test_to_and_from_target_invert_each_other():
+    images, mask = _holey()
+    frame = torch.rand(images.shape) * 2 - 1
+    base = anchor_base(images, mask)
+    residual = to_target(frame, base, "anchor_residual")
+    assert torch.allclose(residual, frame - base)
+    assert torch.allclose(from_target(residual, base, "anchor_residual"), frame, atol=1e-6)
+    assert to_target(frame, None, "image") is frame and from_target(frame, None, "image") is frame
+    with pytest.raises(ValueError, match="anchor base"):
+        from_target(residual, None, "anchor_residual")
+    with pytest.raises(ValueError, match="target must be one of"):
+        to_target(frame, base, "depth")
+
+
+def test_config_target_is_validated_stored_and_defaults_to_image(tmp_path):
+    with pytest.raises(ValueError, match="target must be one of"):
+        DiTConfig(target="residual")
+    assert build_model("tiny").config.target == "image"
+    model = build_model("tiny", input_size=16, target="anchor_residual")
+    path = tmp_path / "residual.safetensors"
+    save_checkpoint(model, path)
+    assert load_checkpoint(None, path).config.target == "anchor_residual"
+    # A header written before the field existed (no "target" key) loads as an image model.
+    from safetensors.torch import load_file, save_file
+
+    config = model.config.to_dict()
+    del config["target"]
+    old = tmp_path / "old.safetensors"
+    save_file(load_file(path), old, metadata={"format": "pt", CONFIG_METADATA_KEY: json.dumps(config)})
+    assert load_checkpoint(None, old).config.target == "image"
+
+
+# ----------------------------------------------------------------------------------------------------------- env
+
+
+def _zero_x0_forward(model):
+    """A stand-in network whose v prediction makes x0 = a z - s v exactly 0 at every timestep."""
+    abar = iddpm_linear_schedule().alphas_cumprod.float()
+
+    def forward(z, t, anchor, reference, cameras=None):
+        a = abar[t.long().cpu()].sqrt().to(z.device)[:, None, None, None]
+        s = (1 - abar[t.long().cpu()]).sqrt().to(z.device)[:, None, None, None]
+        v = (a / s) * z.float()
+        return torch.cat([v, torch.zeros_like(v)], dim=1).to(z.dtype)
+
+    return forward
+
+
+@pytest.mark.parametrize("steps", [1, 2])
+def test_residual_model_adds_the_filled_anchor_back(tmp_path, steps):
+    """A network predicting a zero residual renders exactly the nearest-filled anchor; an image model renders grey."""
+    frames = {}
+    for target in ("anchor_residual", "image"):
+        path = tmp_path / f"{target}.safetensors"
+        save_checkpoint(build_model("tiny", input_size=32, target=target), path)
+        env = WorldFMVectorEnv(
+            num_envs=3, **SMALL, renderer="worldfm", weights=str(path), sampler_steps=steps, model_dtype="float32"
+        )
+        env.reset(seed=4)
+        env.renderer.forward = _zero_x0_forward(env.renderer.model)
+        obs, *_ = env.step(torch.tensor([1, 2, 3]))
+        frames[target] = (obs["rgb"], env._last_request.anchor)
+    rgb, anchor = frames["anchor_residual"]
+    assert bool(anchor.mask.any()) and not bool(anchor.mask.all())
+    expected = nearest_fill(anchor.rgb, anchor.mask)
+    assert (rgb.int() - expected.int()).abs().max() <= 1  # uint8 -> [-1, 1] -> uint8 rounding
+    grey, _ = frames["image"]
+    assert bool(((grey == 127) | (grey == 128)).all())  # x0 = 0 (to float rounding) is mid grey
+
+
+def test_fidelity_runs_residual_checkpoints(tmp_path):
+    """The benchmark adds the base back: a freshly built residual model (zero output layer, so x0 = a_999 z, tiny)
+    scores about like the nearest fill, an image model with the same weights far below it."""
+    from benchmarks.fidelity import evaluate_fidelity
+
+    rows = {}
+    for target in ("anchor_residual", "image"):
+        torch.manual_seed(0)
+        path = tmp_path / f"{target}.safetensors"
+        save_checkpoint(build_model("tiny", input_size=32, target=target), path)
+        rows[target] = {
+            r["method"]: r
+            for r in evaluate_fidelity(
+                clips=1, scenes=1, resolution=32, device="cpu", student1=str(path), samples=0, verbose=False
+            )
+        }
+    fill = rows["anchor_residual"]["nearest_fill"]["psnr"]
+    assert abs(rows["anchor_residual"]["student_1step"]["psnr"] - fill) < 0.5
+    assert rows["image"]["student_1step"]["psnr"] < fill - 3.0
