@@ -153,10 +153,16 @@ def test_nearest_fill_matches_brute_force_and_keeps_covered_pixels():
         assert torch.equal((sy - ys) ** 2 + (sx - xs) ** 2, d2.min(dim=-1).values)  # ... at the smallest distance
 
 
-def test_nearest_fill_is_independent_of_the_chunking():
-    rgb = _images(5, (5, 9, 10, 3))
-    mask = torch.rand(5, 9, 10, generator=torch.Generator().manual_seed(1)) < 0.3
-    assert torch.equal(nearest_fill(rgb, mask), nearest_fill(rgb, mask, max_elements=1))
+def test_nearest_fill_is_independent_of_the_batch_and_keeps_leading_dims():
+    rgb = _images(6, (2, 3, 9, 10, 3))
+    mask = torch.rand(2, 3, 9, 10, generator=torch.Generator().manual_seed(1)) < 0.3
+    out = nearest_fill(rgb, mask)
+    assert out.shape == rgb.shape and out.dtype == rgb.dtype
+    flat_rgb, flat_mask = rgb.reshape(6, 9, 10, 3), mask.reshape(6, 9, 10)
+    for i in range(6):
+        assert torch.equal(out.reshape(6, 9, 10, 3)[i], nearest_fill(flat_rgb[i : i + 1], flat_mask[i : i + 1])[0])
+    floats = rgb.float() / 255
+    assert torch.equal(nearest_fill(floats, mask), out.float() / 255)  # any dtype, the same sources
 
 
 # ----------------------------------------------------------------------------------------------------------- runs

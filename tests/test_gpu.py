@@ -47,3 +47,21 @@ def test_cuda_many_envs_step():
     for _ in range(5):
         obs, *_ = env.step(torch.randint(0, 6, (1024,), device="cuda"))
     assert obs["rgb"].shape == (1024, 32, 32, 3)
+
+
+def test_cuda_nearest_fill_matches_cpu():
+    """The Warp fill kernels give the same distances on CUDA (torch's stream) as on the CPU."""
+    from worldfm_env.render.fill import nearest_fill
+
+    g = torch.Generator().manual_seed(0)
+    mask = torch.rand(8, 48, 64, generator=g) < 0.2
+    index = torch.arange(8 * 48 * 64).reshape(8, 48, 64, 1)
+    cpu = nearest_fill(index, mask)
+    cuda = nearest_fill(index.cuda(), mask.cuda()).cpu()
+    ys, xs = torch.meshgrid(torch.arange(48), torch.arange(64), indexing="ij")
+
+    def dist(out):
+        src = out[..., 0] % (48 * 64)
+        return (src // 64 - ys) ** 2 + (src % 64 - xs) ** 2
+
+    assert torch.equal(dist(cpu), dist(cuda))
