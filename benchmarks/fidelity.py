@@ -12,10 +12,12 @@ where nothing lands), the reference view the env's vote picks and the ray-cast g
 is deterministic given ``--seed`` (clip stream and per-frame noise seeds).
 
 Methods: ``anchor`` (the anchor as rendered, holes black), ``nearest_fill`` (every hole pixel takes the
-colour of its nearest covered pixel, exact Euclidean), ``teacher`` (a stage II checkpoint, eps or v prediction,
-DDIM in its own parametrisation with ``--teacher-steps`` steps, x0 clamped to the image range),
-``student_2step`` / ``student_1step`` (v-prediction checkpoints, the published distilled samplers). With no
-checkpoint flag the checkpoints shipped for the resolution are used when there are any.
+colour of its nearest covered pixel, exact Euclidean), ``pull_push_fill`` (holes interpolated smoothly
+from a coverage-weighted image pyramid; the base of ``target="anchor_residual"`` models), ``teacher`` (a
+stage II checkpoint, eps or v prediction, DDIM in its own parametrisation with ``--teacher-steps`` steps,
+x0 clamped to the image range), ``student_2step`` / ``student_1step`` (v-prediction checkpoints, the
+published distilled samplers). With no checkpoint flag the checkpoints shipped for the resolution are
+used when there are any. Models with ``target="anchor_residual"`` get their pull-push base added back.
 
 Metrics, each computed per image and then averaged over the target views (uint8 images, range 255):
 
@@ -51,7 +53,7 @@ from worldfm_env.model import PanelCameras, load_checkpoint, make_generators, sa
 from worldfm_env.model.renderer import auto_model_dtype, default_weights_path, images_to_model, model_to_images
 from worldfm_env.model.samplers import sample_distilled
 from worldfm_env.model.targets import anchor_base, from_target
-from worldfm_env.render.fill import nearest_fill
+from worldfm_env.render.fill import nearest_fill, pull_push_fill
 
 __all__ = ["PSNR_CAP_DB", "evaluate_fidelity", "main", "nearest_fill", "psnr", "ssim"]
 
@@ -59,7 +61,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "fidelity"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 PSNR_CAP_DB = 100.0
 """PSNR of identical images (zero MSE): the MSE is floored so that no PSNR exceeds this value."""
-METHODS = ("anchor", "nearest_fill", "teacher", "student_2step", "student_1step")
+METHODS = ("anchor", "nearest_fill", "pull_push_fill", "teacher", "student_2step", "student_1step")
 
 
 # ----------------------------------------------------------------------------------------------------------- metrics
@@ -287,7 +289,7 @@ def evaluate_fidelity(
         default_weights: when no checkpoint is given, use the one shipped for the resolution if there is one.
         samples: targets kept for the sample grid (spread evenly over all targets).
         samples_out: a dict to fill with the sample images, column name -> uint8 (samples, H, W, 3) on the CPU, in
-            grid order (anchor, nearest fill, reference, each model, ground truth).
+            grid order (anchor, nearest fill, pull-push fill, reference, each model, ground truth).
         verbose: print progress.
 
     Rows: ``method, psnr, ssim, psnr_covered, psnr_holes, revisit_psnr`` (None for the non-generative methods)
@@ -311,7 +313,7 @@ def evaluate_fidelity(
     if teacher is None and student2 is None and student1 is None and default_weights:
         shipped = {k: default_weights_path(H, W, k) for k in (2, 1)}
         if shipped[2] is None:
-            say(f"no checkpoint given and none shipped for {H}x{W}: only the anchor and nearest_fill rows")
+            say(f"no checkpoint given and none shipped for {H}x{W}: only the anchor and fill rows")
         else:
             say(f"no checkpoint given: using the shipped {shipped[2].name} and {shipped[1].name}")
             student2, student1 = shipped[2], shipped[1]
@@ -356,7 +358,7 @@ def evaluate_fidelity(
         )
 
     pick = torch.linspace(0, N - 1, min(samples, N), device=dev).round().long() if samples > 0 else None
-    shown = {"anchor": frames["anchor"], "nearest fill": None, "reference": frames["reference"]}
+    shown = {"anchor": frames["anchor"], "nearest fill": None, "pull-push fill": None, "reference": frames["reference"]}
 
     rows = [row("anchor", frames["anchor"], 0.0)]
     _sync(dev)
@@ -365,6 +367,12 @@ def evaluate_fidelity(
     _sync(dev)
     rows.append(row("nearest_fill", filled, time.perf_counter() - t0))
     shown["nearest fill"] = filled
+    _sync(dev)
+    t0 = time.perf_counter()
+    smooth = pull_push_fill(frames["anchor"], mask)
+    _sync(dev)
+    rows.append(row("pull_push_fill", smooth, time.perf_counter() - t0))
+    shown["pull-push fill"] = smooth
 
     first_seeds, revisit_seeds = _noise_seeds(seed, N, 0), _noise_seeds(seed, N, 1)
     for method in methods:

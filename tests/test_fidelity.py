@@ -189,8 +189,8 @@ def checkpoints(tmp_path_factory):
 
 def test_anchor_only_run_and_nearest_fill_beats_the_black_holes():
     rows = evaluate_fidelity(**TINY, default_weights=False)
-    assert [r["method"] for r in rows] == ["anchor", "nearest_fill"]
-    anchor, filled = rows
+    assert [r["method"] for r in rows] == ["anchor", "nearest_fill", "pull_push_fill"]
+    anchor, filled, smooth = rows
     for r in rows:
         _finite(r, ("psnr", "ssim", "psnr_covered", "psnr_holes", "coverage"))
         assert r["revisit_psnr"] is None
@@ -198,9 +198,10 @@ def test_anchor_only_run_and_nearest_fill_beats_the_black_holes():
         assert 0.0 < r["coverage"] < 1.0
         assert -1.0 <= r["ssim"] <= 1.0
     # Covered pixels are identical; the fill can only help in the holes, which are black in the anchor.
-    assert filled["psnr_covered"] == anchor["psnr_covered"]
-    assert filled["psnr_holes"] > anchor["psnr_holes"]
-    assert filled["psnr"] >= anchor["psnr"]
+    for fill in (filled, smooth):
+        assert fill["psnr_covered"] == anchor["psnr_covered"]
+        assert fill["psnr_holes"] > anchor["psnr_holes"]
+        assert fill["psnr"] >= anchor["psnr"]
     assert anchor["psnr_covered"] > anchor["psnr_holes"]
 
 
@@ -215,15 +216,31 @@ def test_run_with_tiny_models_gives_every_method(checkpoints):
         samples=3,
         samples_out=samples,
     )
-    assert [r["method"] for r in rows] == ["anchor", "nearest_fill", "teacher", "student_2step", "student_1step"]
-    for r in rows[2:]:
+    assert [r["method"] for r in rows] == [
+        "anchor",
+        "nearest_fill",
+        "pull_push_fill",
+        "teacher",
+        "student_2step",
+        "student_1step",
+    ]
+    for r in rows[3:]:
         _finite(r, ("psnr", "ssim", "psnr_covered", "psnr_holes", "revisit_psnr", "seconds"))
         assert r["weights"] in ("tiny-eps.safetensors", "tiny-v.safetensors")
         assert r["dtype"] == "float32"
-    assert [r["steps"] for r in rows[2:]] == [2, 2, 1]
+    assert [r["steps"] for r in rows[3:]] == [2, 2, 1]
     # Random weights: the output depends on the noise, so a revisit is not identical.
-    assert all(r["revisit_psnr"] < PSNR_CAP_DB for r in rows[2:])
-    names = ["anchor", "nearest fill", "reference", "teacher", "student_2step", "student_1step", "ground truth"]
+    assert all(r["revisit_psnr"] < PSNR_CAP_DB for r in rows[3:])
+    names = [
+        "anchor",
+        "nearest fill",
+        "pull-push fill",
+        "reference",
+        "teacher",
+        "student_2step",
+        "student_1step",
+        "ground truth",
+    ]
     assert list(samples) == names
     assert all(v.shape == (3, RES, RES, 3) and v.dtype == torch.uint8 for v in samples.values())
 
@@ -254,10 +271,14 @@ def test_cli_writes_csv_and_plots(tmp_path, capsys, checkpoints):
     assert "| method | PSNR dB |" in printed
     with open(tmp_path / "fidelity.csv") as f:
         table = list(csv.DictReader(f))
-    assert [r["method"] for r in table] == ["anchor", "nearest_fill", "student_1step"] == [r["method"] for r in rows]
+    assert (
+        [r["method"] for r in table]
+        == ["anchor", "nearest_fill", "pull_push_fill", "student_1step"]
+        == [r["method"] for r in rows]
+    )
     columns = {"method", "psnr", "ssim", "psnr_covered", "psnr_holes", "revisit_psnr", "frames", "seconds"}
     assert columns | {"device", "coverage"} <= set(table[0])
-    assert table[0]["revisit_psnr"] == "" and table[2]["revisit_psnr"] != ""
+    assert table[0]["revisit_psnr"] == "" and table[3]["revisit_psnr"] != ""
     assert str(tmp_path) not in (tmp_path / "fidelity.csv").read_text()  # no machine paths in the CSV
     for name in ("fidelity.png", "fidelity_samples.png"):
         assert (tmp_path / name).stat().st_size > 1000

@@ -11,7 +11,7 @@ from worldfm_env.model import DiTConfig, build_model, load_checkpoint, save_chec
 from worldfm_env.model.checkpoint import CONFIG_METADATA_KEY
 from worldfm_env.model.samplers import iddpm_linear_schedule
 from worldfm_env.model.targets import anchor_base, from_target, to_target
-from worldfm_env.render.fill import nearest_fill
+from worldfm_env.render.fill import nearest_fill, pull_push_fill
 
 
 def _holey(n=3, h=9, w=7, seed=0):
@@ -21,18 +21,13 @@ def _holey(n=3, h=9, w=7, seed=0):
     return images, mask
 
 
-def test_anchor_base_fills_holes_from_the_nearest_covered_pixel_and_keeps_covered_ones():
+def test_anchor_base_is_the_pull_push_fill_and_keeps_covered_pixels():
     images, mask = _holey()
     base = anchor_base(images, mask)
     assert base.shape == images.shape and base.dtype == torch.float32
-    expected = nearest_fill(images.permute(0, 2, 3, 1), mask).permute(0, 3, 1, 2)
-    assert torch.equal(base, expected)
+    assert torch.equal(base, pull_push_fill(images.permute(0, 2, 3, 1), mask).permute(0, 3, 1, 2))
     covered = mask[:, None].expand_as(images)
     assert torch.equal(base[covered], images[covered])
-    # Every hole value is one of the image's covered values (a copy, not a blend).
-    for i in range(images.shape[0]):
-        colours = {tuple(c.tolist()) for c in images[i].permute(1, 2, 0)[mask[i]]}
-        assert all(tuple(c.tolist()) in colours for c in base[i].permute(1, 2, 0)[~mask[i]])
 
 
 def test_anchor_base_of_an_empty_anchor_is_zero_so_the_residual_is_the_frame():
@@ -100,7 +95,7 @@ def _zero_x0_forward(model):
 
 @pytest.mark.parametrize("steps", [1, 2])
 def test_residual_model_adds_the_filled_anchor_back(tmp_path, steps):
-    """A network predicting a zero residual renders exactly the nearest-filled anchor; an image model renders grey."""
+    """A network predicting a zero residual renders exactly the hole-filled anchor; an image model renders grey."""
     frames = {}
     for target in ("anchor_residual", "image"):
         path = tmp_path / f"{target}.safetensors"
@@ -114,7 +109,7 @@ def test_residual_model_adds_the_filled_anchor_back(tmp_path, steps):
         frames[target] = (obs["rgb"], env._last_request.anchor)
     rgb, anchor = frames["anchor_residual"]
     assert bool(anchor.mask.any()) and not bool(anchor.mask.all())
-    expected = nearest_fill(anchor.rgb, anchor.mask)
+    expected = pull_push_fill(anchor.rgb, anchor.mask)
     assert (rgb.int() - expected.int()).abs().max() <= 1  # uint8 -> [-1, 1] -> uint8 rounding
     grey, _ = frames["image"]
     assert bool(((grey == 127) | (grey == 128)).all())  # x0 = 0 (to float rounding) is mid grey
@@ -122,7 +117,7 @@ def test_residual_model_adds_the_filled_anchor_back(tmp_path, steps):
 
 def test_fidelity_runs_residual_checkpoints(tmp_path):
     """The benchmark adds the base back: a freshly built residual model (zero output layer, so x0 = a_999 z, tiny)
-    scores about like the nearest fill, an image model with the same weights far below it."""
+    scores about like the pull-push fill, an image model with the same weights far below it."""
     from benchmarks.fidelity import evaluate_fidelity
 
     rows = {}
@@ -136,6 +131,36 @@ def test_fidelity_runs_residual_checkpoints(tmp_path):
                 clips=1, scenes=1, resolution=32, device="cpu", student1=str(path), samples=0, verbose=False
             )
         }
-    fill = rows["anchor_residual"]["nearest_fill"]["psnr"]
+    fill = rows["anchor_residual"]["pull_push_fill"]["psnr"]
     assert abs(rows["anchor_residual"]["student_1step"]["psnr"] - fill) < 0.5
     assert rows["image"]["student_1step"]["psnr"] < fill - 3.0
+
+
+# ----------------------------------------------------------------------------------------------------------- fill
+
+
+def test_pull_push_keeps_covered_pixels_and_interpolates_holes_smoothly():
+    # Left half red, right half blue, a 6-pixel-wide uncovered band between them.
+    rgb = torch.zeros(1, 8, 20, 3, dtype=torch.uint8)
+    rgb[..., :7, 0] = 200
+    rgb[..., 13:, 2] = 200
+    mask = torch.ones(1, 8, 20, dtype=torch.bool)
+    mask[..., 7:13] = False
+    out = pull_push_fill(rgb, mask)
+    assert out.dtype == torch.uint8 and torch.equal(out[mask], rgb[mask])
+    red, blue = out[0, 4, 7:13, 0].int(), out[0, 4, 7:13, 2].int()
+    assert bool((red[:-1] >= red[1:]).all()) and bool((blue[:-1] <= blue[1:]).all())  # a ramp from red to blue
+    assert 0 < int(red[3]) < 200 and 0 < int(blue[2]) < 200  # blended, not copied
+    assert nearest_fill(rgb, mask)[0, 4, 7:13, 0].tolist() == [200, 200, 200, 0, 0, 0]  # the nearest fill jumps
+
+
+def test_pull_push_of_a_constant_stays_constant_at_odd_sizes_and_empty_images_stay():
+    images = torch.full((3, 13, 9, 2), 0.25)
+    mask = torch.rand(3, 13, 9, generator=torch.Generator().manual_seed(0)) < 0.1
+    mask[2] = False
+    out = pull_push_fill(images, mask)
+    assert out.shape == images.shape
+    assert torch.allclose(out[:2], images[:2], atol=1e-6)
+    assert torch.equal(out[2], images[2])
+    with pytest.raises(ValueError, match="mask"):
+        pull_push_fill(images, mask[..., :5])

@@ -424,7 +424,7 @@ class DiTConfig:
     means: ``"v"`` for the published distilled samplers (``x0 = sqrt(abar) z - sqrt(1 - abar) out``) and for
     students, ``"eps"`` for teachers trained with eps-MSE (stages I and II), which are sampled with DDIM.
     ``target`` says what is diffused: ``"image"`` (published: the frame itself) or ``"anchor_residual"`` (the frame
-    minus the anchor with its holes filled from the nearest covered pixel,
+    minus the anchor with its holes filled smoothly (pull-push),
     :func:`worldfm_env.model.targets.anchor_base`; the samplers return the residual and the caller adds the base
     back). The network is the same either way.
     """

@@ -3,7 +3,7 @@
 Per step: the anchor renders (rgb, black where empty) pass through the autoencoder, the reference
 latents are gathered from a per-scene cache encoded once at start-up, and the distilled sampler
 runs one model forward per step (1 or 2 steps) over all N envs. Models with
-``target="anchor_residual"`` generate the frame's residual over the nearest-filled anchor, which is
+``target="anchor_residual"`` generate the frame's residual over the hole-filled anchor, which is
 added back before decoding. Each env's noise comes from the request's per-env seed, either through
 its own ``torch.Generator`` (``noise="generator"``) or as a batched counter-based hash on the device
 (``noise="hash"``: no host sync, no per-env launches), so a fixed seed and pose give the same frame
@@ -194,7 +194,7 @@ class WorldFMRenderer(Renderer):
         anchor = self.autoencoder.encode(anchor_pixels)
         base = None
         if self.target == "anchor_residual":
-            # The model diffuses frame - nearest-filled anchor; the base goes through the autoencoder like a frame.
+            # The model diffuses frame - hole-filled anchor; the base goes through the autoencoder like a frame.
             base = self.autoencoder.encode(anchor_base(anchor_pixels, request.anchor.mask).to(self.dtype))
         reference = self.bank_latents[request.reference_index]
         generators = noise_seeds = None

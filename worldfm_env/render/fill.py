@@ -1,18 +1,22 @@
-"""Hole filling of anchor renders: every uncovered pixel takes the value of its nearest covered pixel.
+"""Hole filling of anchor renders, two classical ways (batched, on the tensors' device).
 
-The classical baseline of the fidelity benchmark and the base that ``target="anchor_residual"`` frame
-models add their output to (:mod:`worldfm_env.model.targets`). Exact Euclidean distance, batched, on
-the tensors' device: two Warp kernels (a per-column scan for the nearest covered row above and below
-every pixel, then per row the lower envelope of the columns' distance parabolas), then one torch gather.
+* :func:`nearest_fill`: every uncovered pixel takes the value of its nearest covered pixel (exact
+  Euclidean distance): two Warp kernels (a per-column scan for the nearest covered row above and below
+  every pixel, then per row the lower envelope of the columns' distance parabolas), then a torch gather.
+  Sharp, but large holes become streaks.
+* :func:`pull_push_fill`: a coverage-weighted image pyramid (pull: 2x2 averages of the covered values;
+  push: each level's holes take the bilinearly upsampled coarser level). Smooth in the holes; the base
+  that ``target="anchor_residual"`` frame models add their output to (:mod:`worldfm_env.model.targets`).
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from worldfm_env._device import init_warp, warp_device
 
-__all__ = ["nearest_fill"]
+__all__ = ["nearest_fill", "pull_push_fill"]
 
 wp = init_warp()
 
@@ -149,3 +153,47 @@ def nearest_fill(rgb: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     filled = x[b, src_row.long().clamp_(0, H - 1), src_col.long()]
     keep = m | ~m.flatten(1).any(dim=1).view(n, 1, 1)  # empty images stay as they are
     return torch.where(keep[..., None], x, filled).reshape(rgb.shape)
+
+
+def pull_push_fill(images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Fill every uncovered pixel from a coverage-weighted pyramid of the covered ones (pull-push).
+
+    Args:
+        images: (..., H, W, C), any dtype (integer images are rounded back to their dtype).
+        mask: (..., H, W) bool, True where the pixel is covered (kept exactly).
+
+    Pull: level l+1 holds 2x2 sums of level l's covered values and coverage (``avg_pool2d``, odd sizes rounded
+    up) down to 1x1. Push, from the coarsest level up: a level's value is its covered average blended with the
+    bilinearly upsampled coarser value by the level's coverage (at full resolution, covered pixels keep their
+    value and holes take the upsampled one). Large holes get a smooth interpolation of their surroundings
+    instead of streaks. Images without any covered pixel are returned unchanged.
+    """
+    if tuple(mask.shape) != tuple(images.shape[:-1]) or images.ndim < 3:
+        raise ValueError(
+            f"need images (..., H, W, C) and mask (..., H, W), got {tuple(images.shape)}, {tuple(mask.shape)}"
+        )
+    H, W, C = images.shape[-3:]
+    x = images.reshape(-1, H, W, C)
+    m = mask.reshape(-1, H, W).to(device=x.device, dtype=torch.bool)
+    value = x.permute(0, 3, 1, 2).float()
+    weight = m[:, None].float()
+    sums, weights = [value * weight], [weight]
+    while sums[-1].shape[-2] > 1 or sums[-1].shape[-1] > 1:
+        sums.append(F.avg_pool2d(sums[-1], 2, ceil_mode=True))
+        weights.append(F.avg_pool2d(weights[-1], 2, ceil_mode=True))
+    filled = sums[-1] / weights[-1].clamp_min(1e-12)
+    for level in range(len(sums) - 2, -1, -1):
+        s, w = sums[level], weights[level]
+        up = F.interpolate(filled, size=s.shape[-2:], mode="bilinear", align_corners=False)
+        # Coverage of a level-l cell: 1 when at least a quarter of its pixels are covered (full resolution: 0/1).
+        alpha = w if level == 0 else (4.0 * w).clamp(max=1.0)
+        filled = alpha * (s / w.clamp_min(1e-12)) + (1.0 - alpha) * up
+    out = filled.permute(0, 2, 3, 1)
+    if not out.dtype == x.dtype:
+        if not x.dtype.is_floating_point:
+            info = torch.iinfo(x.dtype)
+            out = out.round().clamp(info.min, info.max)
+        out = out.to(x.dtype)
+    out = torch.where(m[..., None], x, out)  # covered pixels exactly as given
+    keep = ~m.flatten(1).any(dim=1).view(-1, 1, 1, 1)  # empty images stay as they are
+    return torch.where(keep, x, out).reshape(images.shape)

@@ -135,7 +135,7 @@ class TrainConfig:
     is what the published distilled samplers read, so a v teacher is already a usable 1-/2-step model."""
     target: str | None = None
     """What the model diffuses (``DiTConfig.target``): ``image`` (published) or ``anchor_residual`` (the frame minus
-    the nearest-filled anchor, :mod:`worldfm_env.model.targets`). None keeps the ``init`` checkpoint's (``image``
+    the hole-filled anchor, :mod:`worldfm_env.model.targets`). None keeps the ``init`` checkpoint's (``image``
     from scratch); a value different from the init's switches it (a fine-tune; the network is the same)."""
     ema: float = 0.999
     """Decay of the exponential moving average of the weights written to ``model.safetensors`` (0 writes the
