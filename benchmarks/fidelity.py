@@ -361,18 +361,13 @@ def evaluate_fidelity(
     shown = {"anchor": frames["anchor"], "nearest fill": None, "pull-push fill": None, "reference": frames["reference"]}
 
     rows = [row("anchor", frames["anchor"], 0.0)]
-    _sync(dev)
-    t0 = time.perf_counter()
-    filled = nearest_fill(frames["anchor"], mask)
-    _sync(dev)
-    rows.append(row("nearest_fill", filled, time.perf_counter() - t0))
-    shown["nearest fill"] = filled
-    _sync(dev)
-    t0 = time.perf_counter()
-    smooth = pull_push_fill(frames["anchor"], mask)
-    _sync(dev)
-    rows.append(row("pull_push_fill", smooth, time.perf_counter() - t0))
-    shown["pull-push fill"] = smooth
+    for name, fill in (("nearest_fill", nearest_fill), ("pull_push_fill", pull_push_fill)):
+        _sync(dev)
+        t0 = time.perf_counter()
+        filled = fill(frames["anchor"], mask)
+        _sync(dev)
+        rows.append(row(name, filled, time.perf_counter() - t0))
+        shown[name.replace("_fill", " fill").replace("_", "-")] = filled
 
     first_seeds, revisit_seeds = _noise_seeds(seed, N, 0), _noise_seeds(seed, N, 1)
     for method in methods:

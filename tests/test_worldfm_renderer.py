@@ -126,3 +126,21 @@ def test_revisited_pose_gives_the_same_frame_with_pose_keyed_noise(tiny_weights,
 def test_noise_key_is_validated():
     with pytest.raises(ValueError, match="noise_key"):
         WorldFMVectorEnv(num_envs=1, **SMALL, noise_key="time")
+
+
+def test_sampler_steps_default_to_the_checkpoints_recommendation(tmp_path, tiny_weights):
+    """sampler_steps=None: the header's worldfm_env.sampler_steps, else the published 2; an explicit value wins."""
+    from worldfm_env.model.checkpoint import SAMPLER_STEPS_METADATA_KEY, recommended_sampler_steps
+
+    torch.manual_seed(0)
+    one = tmp_path / "one-step.safetensors"
+    save_checkpoint(build_model("tiny", input_size=32), one, metadata={SAMPLER_STEPS_METADATA_KEY: "1"})
+    assert recommended_sampler_steps(one) == 1 and recommended_sampler_steps(tiny_weights) is None
+    assert WorldFMVectorEnv(num_envs=1, **SMALL, renderer="worldfm", weights=str(one)).renderer.steps == 1
+    assert WorldFMVectorEnv(num_envs=1, **SMALL, renderer="worldfm", weights=tiny_weights).renderer.steps == 2
+    forced = WorldFMVectorEnv(num_envs=1, **SMALL, renderer="worldfm", weights=str(one), sampler_steps=2)
+    assert forced.renderer.steps == 2
+    bad = tmp_path / "bad.safetensors"
+    save_checkpoint(build_model("tiny", input_size=32), bad, metadata={SAMPLER_STEPS_METADATA_KEY: "4"})
+    with pytest.raises(ValueError, match="sampler_steps"):
+        WorldFMVectorEnv(num_envs=1, **SMALL, renderer="worldfm", weights=str(bad))

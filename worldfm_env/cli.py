@@ -257,7 +257,13 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--vae", default=None, help="diffusers AutoencoderKL folder for latent models")
     render.add_argument("--renderer", default="worldfm", choices=["worldfm", "anchor"])
     render.add_argument("--resolution", type=int, default=64)
-    render.add_argument("--sampler-steps", type=int, default=2, choices=[1, 2], help="distilled sampler steps")
+    render.add_argument(
+        "--sampler-steps",
+        type=int,
+        default=None,
+        choices=[1, 2],
+        help="distilled sampler steps (default: the checkpoint's recommendation, else 2)",
+    )
     render.add_argument("--batch-size", type=int, default=8)
     render.add_argument("--side-by-side", action="store_true", help="anchor | generated in each frame")
     render.add_argument("--fps", type=int, default=10)

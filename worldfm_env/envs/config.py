@@ -94,8 +94,9 @@ class EnvConfig:
     """Check every action against the action space (costs a device sync for CUDA torch actions)."""
     weights: str | None = None
     """Frame-model checkpoint for ``renderer="worldfm"`` (None: the one shipped for this resolution, if any)."""
-    sampler_steps: int = 2
-    """``renderer="worldfm"``: distilled sampler steps, 1 or 2 (v-prediction checkpoints: published, students)."""
+    sampler_steps: int | None = None
+    """``renderer="worldfm"``: distilled sampler steps, 1 or 2 (v-prediction checkpoints: published, students);
+    None takes the checkpoint's recommendation (its header), else 2 as published."""
     teacher_steps: int = 20
     """``renderer="worldfm"``: DDIM steps for eps-prediction checkpoints (stage I/II teachers)."""
     vae: str | None = None
@@ -179,8 +180,8 @@ class EnvConfig:
         for name in ("include_depth", "include_pose", "occlusion_culling", "validate_actions", "compile_model"):
             if not isinstance(getattr(self, name), bool):
                 fail(name, "True or False")
-        if self.sampler_steps not in (1, 2) or not is_int(self.sampler_steps):
-            fail("sampler_steps", "1 or 2")
+        if self.sampler_steps is not None and (self.sampler_steps not in (1, 2) or not is_int(self.sampler_steps)):
+            fail("sampler_steps", "1, 2 or None (the checkpoint's recommendation)")
         for name in ("weights", "vae"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), (str, os.PathLike)):
                 fail(name, "a path or None")

@@ -35,6 +35,9 @@ from worldfm_env.model.dit import MODEL_CONFIGS, DiTConfig, WorldFMDiT
 __all__ = ["save_checkpoint", "load_checkpoint", "read_state_dict", "CONFIG_METADATA_KEY", "TEXT_BRANCH_PATTERN"]
 
 CONFIG_METADATA_KEY = "worldfm_env.dit_config"
+SAMPLER_STEPS_METADATA_KEY = "worldfm_env.sampler_steps"
+"""Header entry naming the distilled sampler (1 or 2 steps) a checkpoint renders best with; the ``worldfm``
+renderer uses it when ``sampler_steps`` is not given."""
 DROPPED_KEYS = ("pos_embed",)  # recomputed at run time for the concatenated grid
 _LOG = logging.getLogger(__name__)
 TEXT_BRANCH_PATTERN = re.compile(r"^(y_embedder\.|plucker_proj\.|blocks\.\d+\.cross_attn\.)")
@@ -53,6 +56,29 @@ def save_checkpoint(model: WorldFMDiT, path: str | os.PathLike, metadata: Mappin
     for k, v in (metadata or {}).items():
         header[str(k)] = str(v)
     save_file(tensors, os.fspath(path), metadata=header)
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The string entries of a safetensors checkpoint's header (an empty dict for ``.pth`` files)."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ValueError(f"checkpoint not found: {path!r}")
+    if not _is_safetensors(path):
+        return {}
+    with safe_open(path, framework="pt", device="cpu") as f:
+        return dict(f.metadata() or {})
+
+
+def recommended_sampler_steps(path: str | os.PathLike) -> int | None:
+    """The sampler steps (1 or 2) a checkpoint's header recommends, or None when it names none."""
+    value = read_metadata(path).get(SAMPLER_STEPS_METADATA_KEY)
+    if value is None:
+        return None
+    if value not in ("1", "2"):
+        raise ValueError(
+            f"{os.fspath(path)!r}: header {SAMPLER_STEPS_METADATA_KEY}={value!r}; valid values are 1 and 2"
+        )
+    return int(value)
 
 
 def _is_safetensors(path: str) -> bool:

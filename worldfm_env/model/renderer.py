@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from worldfm_env.model.autoencoders import Autoencoder, DiffusersAutoencoderKL, IdentityAutoencoder
-from worldfm_env.model.checkpoint import load_checkpoint
+from worldfm_env.model.checkpoint import load_checkpoint, recommended_sampler_steps
 from worldfm_env.model.dit import PanelCameras
 from worldfm_env.model.samplers import make_generators, sample_ddim, sample_distilled
 from worldfm_env.model.targets import anchor_base, from_target
@@ -77,7 +77,8 @@ class WorldFMRenderer(Renderer):
         weights: checkpoint path (our ``.safetensors`` with its config, or the official ``.pth`` with
             ``vae`` given); None loads the checkpoint shipped for this resolution, if any.
         sampler_steps: distilled sampler steps, 1 or 2 (published schedules 999 and 999 -> 200), for v-prediction
-            checkpoints (the published ones and stage III students).
+            checkpoints (the published ones and stage III students); None takes the checkpoint's recommendation
+            (header ``worldfm_env.sampler_steps``; the shipped 64x64 model recommends 1), else 2 as published.
         teacher_steps: DDIM steps for eps-prediction checkpoints (stage I/II teachers).
         vae: a diffusers ``AutoencoderKL`` folder (e.g. the official ``vae/``); None = pixel space.
         model_dtype: ``"auto"`` (bf16 on CUDA and on CPUs with AMX bf16, else fp32), ``"float32"``, ``"bfloat16"``,
@@ -101,7 +102,7 @@ class WorldFMRenderer(Renderer):
         height: int,
         width: int,
         weights: str | None = None,
-        sampler_steps: int = 2,
+        sampler_steps: int | None = None,
         teacher_steps: int = 20,
         vae: str | None = None,
         model_dtype: str = "auto",
@@ -112,8 +113,10 @@ class WorldFMRenderer(Renderer):
         super().__init__(pool, num_envs, height, width)
         if noise not in NOISE_MODES:
             raise ValueError(f"noise={noise!r} is not valid; choose one of {list(NOISE_MODES)}")
-        if sampler_steps not in (1, 2):
-            raise ValueError(f"sampler_steps must be 1 or 2 (the distilled samplers), got {sampler_steps!r}")
+        if sampler_steps is not None and sampler_steps not in (1, 2):
+            raise ValueError(
+                f"sampler_steps must be 1, 2 (the distilled samplers) or None (the checkpoint's), got {sampler_steps!r}"
+            )
         if model_dtype == "auto":
             dtype = auto_model_dtype(self.device)
         elif model_dtype in DTYPES:
@@ -130,6 +133,8 @@ class WorldFMRenderer(Renderer):
             )
         if not path.is_file():
             raise ValueError(f"weights={str(path)!r}: no such checkpoint file")
+        if sampler_steps is None:
+            sampler_steps = recommended_sampler_steps(path) or 2
         self.autoencoder: Autoencoder = (
             DiffusersAutoencoderKL.from_folder(vae, device=self.device, dtype=dtype) if vae else IdentityAutoencoder()
         )
