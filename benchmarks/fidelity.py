@@ -190,7 +190,9 @@ def _generate(method: dict, frames: dict, seeds: list[int], batch: int, device: 
         anchor = images_to_model(frames["anchor"][sl], dtype)
         reference = images_to_model(frames["reference"][sl], dtype)
         target = model.config.target
-        base = anchor_base(anchor, frames["mask"][sl]) if target == "anchor_residual" else None
+        base = None
+        if target == "anchor_residual":  # float32: the covered pixels exactly as rendered
+            base = anchor_base(images_to_model(frames["anchor"][sl], torch.float32), frames["mask"][sl])
         generators = make_generators(seeds[sl], device)
         cameras = None
         if model.config.camera_encoding != "none":

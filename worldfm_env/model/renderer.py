@@ -195,12 +195,13 @@ class WorldFMRenderer(Renderer):
     def render(self, request: RenderRequest) -> RenderOutput:
         """Generate every env's frame in one batched sampler call."""
         assert request.anchor is not None and request.reference_index is not None
-        anchor_pixels = images_to_model(request.anchor.rgb, self.dtype)
-        anchor = self.autoencoder.encode(anchor_pixels)
+        anchor = self.autoencoder.encode(images_to_model(request.anchor.rgb, self.dtype))
         base = None
         if self.target == "anchor_residual":
-            # The model diffuses frame - hole-filled anchor; the base goes through the autoencoder like a frame.
-            base = self.autoencoder.encode(anchor_base(anchor_pixels, request.anchor.mask).to(self.dtype))
+            # The model diffuses frame - hole-filled anchor. The base stays float32 (bf16 would round the
+            # covered pixels by up to a grey level) and goes through the autoencoder like a frame.
+            pixels = images_to_model(request.anchor.rgb, torch.float32)
+            base = self.autoencoder.encode(anchor_base(pixels, request.anchor.mask))
         reference = self.bank_latents[request.reference_index]
         generators = noise_seeds = None
         if self.noise == "hash":
@@ -241,6 +242,6 @@ class WorldFMRenderer(Renderer):
                 noise_seeds=noise_seeds,
                 cameras=cameras,
             )
-        x0 = from_target(x0, base, self.target).to(self.dtype)
-        self.rgb.copy_(model_to_images(self.autoencoder.decode(x0)))
+        frame = from_target(x0, base, self.target)  # float32 for residual models
+        self.rgb.copy_(model_to_images(self.autoencoder.decode(frame)))
         return RenderOutput(self.rgb, request.anchor.depth)
