@@ -223,3 +223,35 @@ def test_env_vae_mismatches_are_explained(tmp_path, latent_weights, vae_folder):
         )
     with pytest.raises(ValueError, match="vae=.*no such folder"):
         WorldFMVectorEnv(num_envs=1, **SMALL, renderer="worldfm", weights=latent_weights, vae=str(tmp_path / "nope"))
+
+
+def test_residual_latent_model_decodes_the_encoded_base(tmp_path, vae_folder):
+    """target='anchor_residual' with a VAE: the base is encoded like a frame; a zero residual decodes it."""
+    from worldfm_env.model.renderer import images_to_model, model_to_images
+    from worldfm_env.model.samplers import iddpm_linear_schedule
+    from worldfm_env.model.targets import anchor_base
+
+    path = tmp_path / "tiny-latent-residual.safetensors"
+    save_checkpoint(build_model("tiny", input_size=16, in_channels=4, target="anchor_residual"), path)
+    env = WorldFMVectorEnv(
+        num_envs=2,
+        **SMALL,
+        renderer="worldfm",
+        weights=str(path),
+        vae=vae_folder,
+        sampler_steps=1,
+        model_dtype="float32",
+    )
+    env.reset(seed=2)
+    abar = iddpm_linear_schedule().alphas_cumprod.float()
+
+    def zero_x0(z, t, anchor, reference, cameras=None):  # v that makes x0 = a z - s v exactly 0
+        a, s = abar[t].sqrt()[:, None, None, None], (1 - abar[t]).sqrt()[:, None, None, None]
+        return torch.cat([a / s * z, torch.zeros_like(z)], dim=1)
+
+    env.renderer.forward = zero_x0
+    obs, *_ = env.step(torch.tensor([1, 3]))
+    anchor = env._last_request.anchor
+    ae = env.renderer.autoencoder
+    expected = model_to_images(ae.decode(ae.encode(anchor_base(images_to_model(anchor.rgb), anchor.mask))))
+    assert (obs["rgb"].int() - expected.int()).abs().max() <= 1
