@@ -49,8 +49,8 @@ def test_distill_runs_and_student_loads(tmp_path, teacher, sampler_steps):
         device="cpu",
         renderer="worldfm",
         weights=str(tmp_path / "model.safetensors"),
-        sampler_steps=sampler_steps,
     )
+    assert env.renderer.steps == sampler_steps  # the student's header names its sampler
     obs, _ = env.reset(seed=0)
     assert obs["rgb"].shape == (2, 32, 32, 3)
 

@@ -57,7 +57,11 @@ def test_cuda_nearest_fill_matches_cpu():
     mask = torch.rand(8, 48, 64, generator=g) < 0.2
     index = torch.arange(8 * 48 * 64).reshape(8, 48, 64, 1)
     cpu = nearest_fill(index, mask)
-    cuda = nearest_fill(index.cuda(), mask.cuda()).cpu()
+    side = torch.cuda.Stream()
+    with torch.cuda.stream(side):  # the kernels must run on torch's current stream, ordered with the copies
+        cuda = nearest_fill(index.cuda(), mask.cuda())
+    side.synchronize()
+    cuda = cuda.cpu()
     ys, xs = torch.meshgrid(torch.arange(48), torch.arange(64), indexing="ij")
 
     def dist(out):

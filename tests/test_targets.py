@@ -164,3 +164,15 @@ def test_pull_push_of_a_constant_stays_constant_at_odd_sizes_and_empty_images_st
     assert torch.equal(out[2], images[2])
     with pytest.raises(ValueError, match="mask"):
         pull_push_fill(images, mask[..., :5])
+
+
+@pytest.mark.parametrize("height", [17, 64, 96, 100])
+def test_pull_push_is_not_shifted_at_sizes_that_are_not_powers_of_two(height):
+    """A vertical ramp covered in a top and a bottom band: the middle of the hole gets the ramp's middle."""
+    ramp = torch.linspace(0, 1, height).view(1, height, 1, 1).expand(1, height, 8, 1).contiguous()
+    band = max(2, height // 5)
+    mask = torch.zeros(1, height, 8, dtype=torch.bool)
+    mask[:, :band] = mask[:, height - band :] = True
+    mid = pull_push_fill(ramp, mask)[0, height // 2, :, 0]
+    # The fill blends the two bands' values symmetrically: about the ramp's mean at the middle row.
+    assert torch.allclose(mid, torch.full_like(mid, 0.5), atol=0.08), (height, mid)

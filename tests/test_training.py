@@ -227,3 +227,16 @@ def test_clip_panel_cameras_follow_the_selected_reference():
             row = cameras.c2w[b * T + t]
             assert torch.equal(row[0], batch.target_c2w[b, t]) and torch.equal(row[1], batch.target_c2w[b, t])
             assert torch.equal(row[2], batch.reference_c2w[b, batch.reference_slot[b, t]])
+
+
+def test_fine_tune_keeps_the_inits_recommended_sampler(tmp_path):
+    from worldfm_env.model import build_model, save_checkpoint
+    from worldfm_env.model.checkpoint import SAMPLER_STEPS_METADATA_KEY, recommended_sampler_steps
+
+    init = tmp_path / "init.safetensors"
+    save_checkpoint(
+        build_model("tiny", input_size=32, prediction="v"), init, metadata={SAMPLER_STEPS_METADATA_KEY: "1"}
+    )
+    args = {k: v for k, v in TINY.items() if k != "model"}
+    train(TrainConfig(stage="stage2", prediction="v", init=str(init), steps=1, out=str(tmp_path / "ft"), **args))
+    assert recommended_sampler_steps(tmp_path / "ft" / "model.safetensors") == 1

@@ -32,7 +32,16 @@ from safetensors.torch import save_file
 
 from worldfm_env.model.dit import MODEL_CONFIGS, DiTConfig, WorldFMDiT
 
-__all__ = ["save_checkpoint", "load_checkpoint", "read_state_dict", "CONFIG_METADATA_KEY", "TEXT_BRANCH_PATTERN"]
+__all__ = [
+    "CONFIG_METADATA_KEY",
+    "SAMPLER_STEPS_METADATA_KEY",
+    "TEXT_BRANCH_PATTERN",
+    "load_checkpoint",
+    "read_metadata",
+    "read_state_dict",
+    "recommended_sampler_steps",
+    "save_checkpoint",
+]
 
 CONFIG_METADATA_KEY = "worldfm_env.dit_config"
 SAMPLER_STEPS_METADATA_KEY = "worldfm_env.sampler_steps"

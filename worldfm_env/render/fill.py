@@ -116,11 +116,9 @@ def nearest_fill(rgb: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     m = mask.reshape(-1, H, W).to(device=device, dtype=torch.bool)
     if n == 0:
         return rgb.clone()
-    # Sentinel distance of columns without covered pixels: its square exceeds any real H^2 + W^2, and every
-    # cost stays inside int32 for images up to 8192 pixels a side.
+    # Sentinel distance of columns without covered pixels: its square exceeds any real H^2 + W^2. Squares and
+    # parabola intersections are computed in float64 (exact for any realistic image size).
     big = H + W
-    if (2 * H + W) ** 2 + W**2 >= 2**31:
-        raise ValueError(f"nearest_fill supports images up to 8192 pixels a side, got {H}x{W}")
     col_row = torch.empty(n, H, W, dtype=torch.int32, device=device)
     dy = torch.empty_like(col_row)
     src_row, src_col, hull = torch.empty_like(col_row), torch.empty_like(col_row), torch.empty_like(col_row)
@@ -162,11 +160,12 @@ def pull_push_fill(images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         images: (..., H, W, C), any dtype (integer images are rounded back to their dtype).
         mask: (..., H, W) bool, True where the pixel is covered (kept exactly).
 
-    Pull: level l+1 holds 2x2 sums of level l's covered values and coverage (``avg_pool2d``, odd sizes rounded
-    up) down to 1x1. Push, from the coarsest level up: a level's value is its covered average blended with the
-    bilinearly upsampled coarser value by the level's coverage (at full resolution, covered pixels keep their
-    value and holes take the upsampled one). Large holes get a smooth interpolation of their surroundings
-    instead of streaks. Images without any covered pixel are returned unchanged.
+    Pull: level l+1 holds area averages of level l's covered values and coverage on ceil(h/2) x ceil(w/2)
+    cells (exact 2x2 blocks for even sizes), down to 1x1. Push, from the coarsest level up: a level's value is
+    its covered average blended with the bilinearly upsampled coarser value by the level's coverage (at full
+    resolution, covered pixels keep their value and holes take the upsampled one). Large holes get a smooth
+    interpolation of their surroundings instead of streaks. Images without any covered pixel are returned
+    unchanged.
     """
     if tuple(mask.shape) != tuple(images.shape[:-1]) or images.ndim < 3:
         raise ValueError(
@@ -179,8 +178,11 @@ def pull_push_fill(images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     weight = m[:, None].float()
     sums, weights = [value * weight], [weight]
     while sums[-1].shape[-2] > 1 or sums[-1].shape[-1] > 1:
-        sums.append(F.avg_pool2d(sums[-1], 2, ceil_mode=True))
-        weights.append(F.avg_pool2d(weights[-1], 2, ceil_mode=True))
+        # Area averages onto ceil(h/2) x ceil(w/2) cells spread evenly over the level (the same geometry the
+        # bilinear push uses), so odd sizes are not pulled towards one side.
+        size = ((sums[-1].shape[-2] + 1) // 2, (sums[-1].shape[-1] + 1) // 2)
+        sums.append(F.adaptive_avg_pool2d(sums[-1], size))
+        weights.append(F.adaptive_avg_pool2d(weights[-1], size))
     filled = sums[-1] / weights[-1].clamp_min(1e-12)
     for level in range(len(sums) - 2, -1, -1):
         s, w = sums[level], weights[level]

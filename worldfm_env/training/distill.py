@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 from worldfm_env._device import resolve_device
 from worldfm_env.model import iddpm_linear_schedule, load_checkpoint, sample_ddim, save_checkpoint
+from worldfm_env.model.checkpoint import SAMPLER_STEPS_METADATA_KEY
 from worldfm_env.model.dit import PanelCameras
 from worldfm_env.model.samplers import DISTILLED_TIMESTEPS, eps_to_x0, v_to_x0
 from worldfm_env.scenes.catalog import resolve_scenes
@@ -322,7 +323,10 @@ def distill(cfg: DistillConfig) -> dict:
             log.write(json.dumps(last) + "\n")
             if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
                 log.flush()
-                save_checkpoint(student, out / "model.safetensors")
+                # The header names the sampler the student was distilled for: the env uses it by default.
+                save_checkpoint(
+                    student, out / "model.safetensors", metadata={SAMPLER_STEPS_METADATA_KEY: str(cfg.sampler_steps)}
+                )
                 torch.save(
                     {
                         "student": student.state_dict(),

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 
 from worldfm_env._device import resolve_device
 from worldfm_env.model import build_model, iddpm_linear_schedule, load_checkpoint, sample_ddim, save_checkpoint
+from worldfm_env.model.checkpoint import SAMPLER_STEPS_METADATA_KEY, read_metadata
 from worldfm_env.model.dit import PanelCameras
 from worldfm_env.model.renderer import images_to_model, model_to_images
 from worldfm_env.model.targets import anchor_base, from_target, to_target
@@ -327,6 +328,9 @@ def train(cfg: TrainConfig) -> dict:
         model.config = dataclasses.replace(model.config, target=cfg.target)  # same network, new output meaning
     model.train().requires_grad_(True)
     residual = model.config.target == "anchor_residual"
+    # A fine-tune keeps the init's recommended sampler (the env's default for the result).
+    init_meta = read_metadata(cfg.init) if cfg.init else {}
+    carried = {k: v for k, v in init_meta.items() if k == SAMPLER_STEPS_METADATA_KEY}
     if model.config.prediction != cfg.prediction:
         raise ValueError(
             f"init={cfg.init!r} predicts {model.config.prediction!r} but prediction={cfg.prediction!r}; "
@@ -396,7 +400,7 @@ def train(cfg: TrainConfig) -> dict:
             done = step + 1 == cfg.steps
             if (step + 1) % cfg.save_every == 0 or done:
                 log.flush()
-                save_checkpoint(ema if ema is not None else model, out / "model.safetensors")
+                save_checkpoint(ema if ema is not None else model, out / "model.safetensors", metadata=carried)
                 state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step + 1}
                 if ema is not None:
                     state["ema"] = ema.state_dict()
