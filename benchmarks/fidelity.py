@@ -52,7 +52,7 @@ from worldfm_env._device import resolve_device
 from worldfm_env.model import PanelCameras, load_checkpoint, make_generators, sample_ddim
 from worldfm_env.model.renderer import auto_model_dtype, default_weights_path, images_to_model, model_to_images
 from worldfm_env.model.samplers import sample_distilled
-from worldfm_env.model.targets import anchor_base, from_target
+from worldfm_env.model.targets import clip_scale, from_target, residual_base
 from worldfm_env.render.fill import nearest_fill, pull_push_fill
 
 __all__ = ["PSNR_CAP_DB", "evaluate_fidelity", "main", "nearest_fill", "psnr", "ssim"]
@@ -190,9 +190,8 @@ def _generate(method: dict, frames: dict, seeds: list[int], batch: int, device: 
         anchor = images_to_model(frames["anchor"][sl], dtype)
         reference = images_to_model(frames["reference"][sl], dtype)
         target = model.config.target
-        base = None
-        if target == "anchor_residual":  # float32: the covered pixels exactly as rendered
-            base = anchor_base(images_to_model(frames["anchor"][sl], torch.float32), frames["mask"][sl])
+        # float32 base: the covered pixels exactly as rendered
+        base = residual_base(target, images_to_model(frames["anchor"][sl], torch.float32), frames["mask"][sl])
         generators = make_generators(seeds[sl], device)
         cameras = None
         if model.config.camera_encoding != "none":
@@ -206,7 +205,7 @@ def _generate(method: dict, frames: dict, seeds: list[int], batch: int, device: 
                 prediction=model.config.prediction,
                 generators=generators,
                 cameras=cameras,
-                clip_x0=1.0 if target == "image" else 2.0,
+                clip_x0=clip_scale(target),
             )
         else:
             x0 = sample_distilled(

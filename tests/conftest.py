@@ -27,3 +27,17 @@ def pytest_collection_modifyitems(config, items):
 def small_kwargs():
     """Keyword arguments for a small, fast CPU environment."""
     return dict(SMALL)
+
+
+def zero_x0_forward():
+    """A stand-in frame-model forward whose v prediction makes x0 = a_t z - s_t v exactly 0 at every timestep."""
+    from worldfm_env.model.samplers import iddpm_linear_schedule
+
+    abar = iddpm_linear_schedule().alphas_cumprod.float()
+
+    def forward(z, t, anchor, reference, cameras=None):
+        rows = abar[t.long().cpu()].to(z.device)[:, None, None, None]
+        v = (rows.sqrt() / (1 - rows).sqrt()) * z.float()
+        return torch.cat([v, torch.zeros_like(v)], dim=1).to(z.dtype)
+
+    return forward

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 import torch
-from conftest import SMALL
+from conftest import SMALL, zero_x0_forward
 
 pytest.importorskip("diffusers", reason='the diffusers VAE path needs the "vae" extra')
 from diffusers import AutoencoderKL  # noqa: E402
@@ -228,7 +228,6 @@ def test_env_vae_mismatches_are_explained(tmp_path, latent_weights, vae_folder):
 def test_residual_latent_model_decodes_the_encoded_base(tmp_path, vae_folder):
     """target='anchor_residual' with a VAE: the base is encoded like a frame; a zero residual decodes it."""
     from worldfm_env.model.renderer import images_to_model, model_to_images
-    from worldfm_env.model.samplers import iddpm_linear_schedule
     from worldfm_env.model.targets import anchor_base
 
     path = tmp_path / "tiny-latent-residual.safetensors"
@@ -243,13 +242,7 @@ def test_residual_latent_model_decodes_the_encoded_base(tmp_path, vae_folder):
         model_dtype="float32",
     )
     env.reset(seed=2)
-    abar = iddpm_linear_schedule().alphas_cumprod.float()
-
-    def zero_x0(z, t, anchor, reference, cameras=None):  # v that makes x0 = a z - s v exactly 0
-        a, s = abar[t].sqrt()[:, None, None, None], (1 - abar[t]).sqrt()[:, None, None, None]
-        return torch.cat([a / s * z, torch.zeros_like(z)], dim=1)
-
-    env.renderer.forward = zero_x0
+    env.renderer.forward = zero_x0_forward()
     obs, *_ = env.step(torch.tensor([1, 3]))
     anchor = env._last_request.anchor
     ae = env.renderer.autoencoder

@@ -4,13 +4,12 @@ import json
 
 import pytest
 import torch
-from conftest import SMALL
+from conftest import SMALL, zero_x0_forward
 
 from worldfm_env.envs.vector import WorldFMVectorEnv
 from worldfm_env.model import DiTConfig, build_model, load_checkpoint, save_checkpoint
 from worldfm_env.model.checkpoint import CONFIG_METADATA_KEY
-from worldfm_env.model.samplers import iddpm_linear_schedule
-from worldfm_env.model.targets import anchor_base, from_target, to_target
+from worldfm_env.model.targets import anchor_base, clip_scale, from_target, residual_base, to_target
 from worldfm_env.render.fill import nearest_fill, pull_push_fill
 
 
@@ -57,6 +56,11 @@ def test_to_and_from_target_invert_each_other():
         from_target(residual, None, "anchor_residual")
     with pytest.raises(ValueError, match="target must be one of"):
         to_target(frame, base, "depth")
+    assert residual_base("image", images, mask) is None
+    assert torch.equal(residual_base("anchor_residual", images, mask), base)
+    assert (clip_scale("image"), clip_scale("anchor_residual")) == (1.0, 2.0)
+    with pytest.raises(ValueError, match="target must be one of"):
+        clip_scale("depth")
 
 
 def test_config_target_is_validated_stored_and_defaults_to_image(tmp_path):
@@ -80,19 +84,6 @@ def test_config_target_is_validated_stored_and_defaults_to_image(tmp_path):
 # ----------------------------------------------------------------------------------------------------------- env
 
 
-def _zero_x0_forward(model):
-    """A stand-in network whose v prediction makes x0 = a z - s v exactly 0 at every timestep."""
-    abar = iddpm_linear_schedule().alphas_cumprod.float()
-
-    def forward(z, t, anchor, reference, cameras=None):
-        a = abar[t.long().cpu()].sqrt().to(z.device)[:, None, None, None]
-        s = (1 - abar[t.long().cpu()]).sqrt().to(z.device)[:, None, None, None]
-        v = (a / s) * z.float()
-        return torch.cat([v, torch.zeros_like(v)], dim=1).to(z.dtype)
-
-    return forward
-
-
 @pytest.mark.parametrize("steps", [1, 2])
 def test_residual_model_adds_the_filled_anchor_back(tmp_path, steps):
     """A network predicting a zero residual renders exactly the hole-filled anchor; an image model renders grey."""
@@ -104,7 +95,7 @@ def test_residual_model_adds_the_filled_anchor_back(tmp_path, steps):
             num_envs=3, **SMALL, renderer="worldfm", weights=str(path), sampler_steps=steps, model_dtype="float32"
         )
         env.reset(seed=4)
-        env.renderer.forward = _zero_x0_forward(env.renderer.model)
+        env.renderer.forward = zero_x0_forward()
         obs, *_ = env.step(torch.tensor([1, 2, 3]))
         frames[target] = (obs["rgb"], env._last_request.anchor)
     rgb, anchor = frames["anchor_residual"]

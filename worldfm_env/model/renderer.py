@@ -21,7 +21,7 @@ from worldfm_env.model.autoencoders import Autoencoder, DiffusersAutoencoderKL, 
 from worldfm_env.model.checkpoint import load_checkpoint, recommended_sampler_steps
 from worldfm_env.model.dit import PanelCameras
 from worldfm_env.model.samplers import make_generators, sample_ddim, sample_distilled
-from worldfm_env.model.targets import anchor_base, from_target
+from worldfm_env.model.targets import clip_scale, from_target, residual_base
 from worldfm_env.renderers import Renderer, RenderOutput, RenderRequest
 from worldfm_env.scenes.pool import ScenePool
 
@@ -195,13 +195,14 @@ class WorldFMRenderer(Renderer):
     def render(self, request: RenderRequest) -> RenderOutput:
         """Generate every env's frame in one batched sampler call."""
         assert request.anchor is not None and request.reference_index is not None
-        anchor = self.autoencoder.encode(images_to_model(request.anchor.rgb, self.dtype))
-        base = None
-        if self.target == "anchor_residual":
-            # The model diffuses frame - hole-filled anchor. The base stays float32 (bf16 would round the
-            # covered pixels by up to a grey level) and goes through the autoencoder like a frame.
-            pixels = images_to_model(request.anchor.rgb, torch.float32)
-            base = self.autoencoder.encode(anchor_base(pixels, request.anchor.mask))
+        residual = self.target == "anchor_residual"
+        # Residual models: the base (the hole-filled anchor) is made from float32 pixels (bf16 would round the
+        # covered pixels by up to a grey level) and goes through the autoencoder like a frame.
+        pixels = images_to_model(request.anchor.rgb, torch.float32 if residual else self.dtype)
+        anchor = self.autoencoder.encode(pixels.to(self.dtype))
+        base = residual_base(self.target, pixels, request.anchor.mask)
+        if base is not None:
+            base = self.autoencoder.encode(base)
         reference = self.bank_latents[request.reference_index]
         generators = noise_seeds = None
         if self.noise == "hash":
@@ -218,9 +219,7 @@ class WorldFMRenderer(Renderer):
         cameras = self._cameras(request) if self.cameras_needed else None
         if self.prediction == "eps":
             # A stage I/II teacher: multi-step DDIM (x0 clamped to the image range in pixel space).
-            clip = None
-            if self.autoencoder.downsample == 1:
-                clip = 1.0 if self.target == "image" else 2.0  # residuals of [-1, 1] images lie in [-2, 2]
+            clip = clip_scale(self.target) if self.autoencoder.downsample == 1 else None
             x0 = sample_ddim(
                 self.forward,
                 anchor,

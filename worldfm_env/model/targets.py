@@ -17,7 +17,7 @@ import torch
 from worldfm_env.model.dit import TARGETS
 from worldfm_env.render.fill import pull_push_fill
 
-__all__ = ["TARGETS", "anchor_base", "from_target", "to_target"]
+__all__ = ["TARGETS", "anchor_base", "clip_scale", "from_target", "residual_base", "to_target"]
 
 
 def anchor_base(anchor: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -38,23 +38,35 @@ def anchor_base(anchor: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.where(empty[:, None, None, None], torch.zeros_like(filled), filled).contiguous()
 
 
+def residual_base(target: str, anchor: torch.Tensor, mask: torch.Tensor) -> torch.Tensor | None:
+    """The base a model with this ``target`` needs: :func:`anchor_base` for ``"anchor_residual"``, None for
+    ``"image"`` (nothing is computed)."""
+    return anchor_base(anchor, mask) if _is_residual(target) else None
+
+
+def clip_scale(target: str) -> float:
+    """Bound of what a pixel-space model with this ``target`` diffuses, in image ranges: 1 for frames in [-1, 1],
+    2 for residuals of such frames (they lie in [-2, 2]). Multiply an image-space x0 clamp by it."""
+    return 2.0 if _is_residual(target) else 1.0
+
+
 def to_target(x0: torch.Tensor, base: torch.Tensor | None, target: str) -> torch.Tensor:
     """Frames (model space) -> what a model with this ``target`` diffuses (``base`` is unused for ``"image"``)."""
-    if target == "image":
-        return x0
-    if target == "anchor_residual":
-        if base is None:
-            raise ValueError("target='anchor_residual' needs the anchor base (anchor_base(anchor, mask)), got None")
-        return x0 - base.to(x0.dtype)
-    raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
+    return x0 - _needed(base).to(x0.dtype) if _is_residual(target) else x0
 
 
 def from_target(sample: torch.Tensor, base: torch.Tensor | None, target: str) -> torch.Tensor:
     """Inverse of :func:`to_target`: a sampler's output -> frames in model space (float32 for residuals)."""
-    if target == "image":
-        return sample
-    if target == "anchor_residual":
-        if base is None:
-            raise ValueError("target='anchor_residual' needs the anchor base (anchor_base(anchor, mask)), got None")
-        return sample.float() + base.float()
-    raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
+    return sample.float() + _needed(base).float() if _is_residual(target) else sample
+
+
+def _is_residual(target: str) -> bool:
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
+    return target == "anchor_residual"
+
+
+def _needed(base: torch.Tensor | None) -> torch.Tensor:
+    if base is None:
+        raise ValueError("target='anchor_residual' needs the anchor base (anchor_base(anchor, mask)), got None")
+    return base

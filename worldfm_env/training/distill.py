@@ -36,6 +36,7 @@ from worldfm_env.model import iddpm_linear_schedule, load_checkpoint, sample_ddi
 from worldfm_env.model.checkpoint import SAMPLER_STEPS_METADATA_KEY
 from worldfm_env.model.dit import PanelCameras
 from worldfm_env.model.samplers import DISTILLED_TIMESTEPS, eps_to_x0, v_to_x0
+from worldfm_env.model.targets import clip_scale
 from worldfm_env.scenes.catalog import resolve_scenes
 from worldfm_env.training.data import ClipConfig, ClipGenerator
 from worldfm_env.training.stages import (
@@ -186,9 +187,7 @@ def _teacher_pool(cfg: DistillConfig, teacher, clips, cond_cfg, device, rank: in
     with_cameras = teacher.config.camera_encoding != "none"
     renoise = [r[mine] for r in renoise]
     images = []
-    clip = cfg.teacher_clip_x0
-    if clip is not None and teacher.config.target == "anchor_residual":
-        clip = 2.0 * clip
+    clip = None if cfg.teacher_clip_x0 is None else cfg.teacher_clip_x0 * clip_scale(teacher.config.target)
     with torch.no_grad(), autocast_context(precision, device):
         for first in range(0, anchor.shape[0], 64):
             sl = slice(first, first + 64)

@@ -40,7 +40,7 @@ from worldfm_env.model import build_model, iddpm_linear_schedule, load_checkpoin
 from worldfm_env.model.checkpoint import SAMPLER_STEPS_METADATA_KEY, read_metadata
 from worldfm_env.model.dit import PanelCameras
 from worldfm_env.model.renderer import images_to_model, model_to_images
-from worldfm_env.model.targets import anchor_base, from_target, to_target
+from worldfm_env.model.targets import clip_scale, from_target, residual_base, to_target
 from worldfm_env.scenes.catalog import resolve_scenes
 from worldfm_env.training.data import ClipConfig, ClipGenerator
 
@@ -290,14 +290,14 @@ def _sample_grid(model, batch, cfg: TrainConfig, path: Path) -> None:
         anchor = reference = torch.full_like(anchor, -1.0)
         mask = torch.zeros_like(mask)
     target = model.config.target
-    base = anchor_base(anchor, mask) if target == "anchor_residual" else None
+    base = residual_base(target, anchor, mask)
     sample = sample_ddim(
         model,
         anchor,
         reference,
         num_steps=cfg.sample_steps,
         prediction=model.config.prediction,
-        clip_x0=1.0 if target == "image" else 2.0,  # a residual of [-1, 1] images lies in [-2, 2]
+        clip_x0=clip_scale(target),
         cameras=_cameras(model, batch, n),
         generators=[torch.Generator(device=anchor.device).manual_seed(cfg.seed + i) for i in range(n)],
     )
@@ -327,7 +327,6 @@ def train(cfg: TrainConfig) -> dict:
     if cfg.target is not None and cfg.target != model.config.target:
         model.config = dataclasses.replace(model.config, target=cfg.target)  # same network, new output meaning
     model.train().requires_grad_(True)
-    residual = model.config.target == "anchor_residual"
     # A fine-tune keeps the init's recommended sampler (the env's default for the result).
     init_meta = read_metadata(cfg.init) if cfg.init else {}
     carried = {k: v for k, v in init_meta.items() if k == SAMPLER_STEPS_METADATA_KEY}
@@ -373,8 +372,7 @@ def train(cfg: TrainConfig) -> dict:
         first_clip = (0 if cfg.fixed_batch else step * world + rank) * cfg.clips_per_step
         batch = clips.batch(cfg.clips_per_step, seed=cfg.seed, start_index=first_clip)
         x0, anchor, reference, mask = condition_batch(batch, cfg, step / cfg.steps, mask_gen, return_mask=True)
-        if residual:
-            x0 = to_target(x0, anchor_base(anchor, mask), "anchor_residual")
+        x0 = to_target(x0, residual_base(model.config.target, anchor, mask), model.config.target)
         t = sample_timesteps(x0.shape[0], cfg.high_noise_bias, noise_gen, device)
         eps = torch.randn(x0.shape, generator=noise_gen, device=device)
         a = abar[t].sqrt()[:, None, None, None]
