@@ -82,22 +82,45 @@ class EvalResult:
 
 
 class _TorchPPOAgent:
-    """A policy saved by ``agents/ppo_torch.py``, acting on the native env's torch observations."""
+    """A policy saved by ``agents/ppo_torch.py``, acting on the native env's torch observations.
+
+    Recurrent policies keep their GRU state and previous action per env; :meth:`reset` starts every
+    env's episode afresh (the evaluation loop calls it after each ``env.reset``).
+    """
 
     def __init__(self, checkpoint: dict, env: WorldFMVectorEnv, deterministic: bool) -> None:
         from agents.ppo_torch import Agent
 
-        self.model = Agent(env.single_observation_space, env.single_action_space.n, **checkpoint["model_kwargs"])
+        num_env_actions = int(env.single_action_space.n)
+        # Checkpoints from before action sets chose among every env action.
+        ids = checkpoint.get("action_ids", list(range(num_env_actions)))
+        if max(ids) >= num_env_actions:
+            raise ValueError(f"the checkpoint's action_ids {ids} do not fit the env's {num_env_actions} actions")
+        self.action_ids = torch.tensor(ids, device=env.device)
+        self.model = Agent(env.single_observation_space, len(ids), **checkpoint["model_kwargs"])
         self.model.load_state_dict(checkpoint["state_dict"])
         self.model.to(env.device).eval()
         self.deterministic = deterministic
+        self.device = env.device
+        self.num_envs = env.num_envs
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the recurrent state: the next observations open new episodes."""
+        self.state = self.model.initial_state(self.num_envs, self.device)
+        self.prev_action = torch.zeros(self.num_envs, dtype=torch.long, device=self.device)
+        self.first = torch.ones(self.num_envs, dtype=torch.bool, device=self.device)
 
     @torch.no_grad()
     def __call__(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
-        logits = self.model.actor(self.model.encode(observations))
+        logits, self.state = self.model.logits(observations, self.state, self.prev_action, self.first)
         if self.deterministic:
-            return logits.argmax(dim=-1)
-        return torch.distributions.Categorical(logits=logits).sample()
+            action = logits.argmax(dim=-1)
+        else:
+            action = torch.distributions.Categorical(logits=logits).sample()
+        self.prev_action = action
+        self.first = torch.zeros_like(self.first)
+        return self.action_ids[action]
 
 
 class _SB3Agent:
@@ -190,6 +213,8 @@ def evaluate(args: Args) -> EvalResult:
         episode_ids = list(range(first, first + num_envs))
         counted = torch.tensor([i < args.episodes for i in episode_ids], device=env.device)
         obs, _ = env.reset(seed=[args.seed + i for i in episode_ids])
+        if hasattr(agent, "reset"):
+            agent.reset()
         scene = env.scene_index.cpu().numpy().copy()
         running = counted.clone()
         returns = torch.zeros(num_envs, device=env.device)

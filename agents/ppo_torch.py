@@ -3,8 +3,11 @@
 The env's observations are torch tensors on its device (``array_type="torch"``); the rollout
 storage is preallocated there and nothing crosses to the host in the collection loop except the
 per-update logging. The network is a small CNN over ``rgb`` plus an MLP over the vector keys
-(``pointgoal`` as log-distance, cos and sin of the angle), an actor head over the 6 discrete
-actions and a critic head.
+(``pointgoal`` as log-distance, cos and sin of the angle), by default followed by a GRU that also
+sees the previous action (the layout of the Habitat PointNav baseline), then an actor and a critic
+head. The policy chooses among the ``nav`` actions (stop, forward, turn left, turn right) by
+default, or ``--actions all``. Recurrent updates replay whole env sequences from the GRU state the
+rollout started with; ``--no-recurrent`` gives the feed-forward CleanRL layout.
 
 Autoreset is Gymnasium's NEXT_STEP: after an env's episode ends, its next step only resets it
 (the action is ignored, reward 0). Those reset steps are kept in the storage but masked out of
@@ -13,7 +16,7 @@ so truncated episodes bootstrap from it and terminated ones do not.
 
     python agents/ppo_torch.py --total-timesteps 100000 --num-envs 32 --renderer anchor
 
-The checkpoint (``torch.save`` of ``{"state_dict", "model_kwargs", "args"}``) is read by
+The checkpoint (``torch.save`` of ``{"state_dict", "model_kwargs", "action_ids", "args"}``) is read by
 ``python agents/evaluate.py --agent ppo:PATH``.
 """
 
@@ -36,7 +39,7 @@ if __package__ in (None, ""):  # run as a script: make `agents` importable
 from agents._args import parse_args
 from worldfm_env.envs.vector import WorldFMVectorEnv
 
-__all__ = ["Args", "Agent", "main"]
+__all__ = ["ACTION_SETS", "Args", "Agent", "action_ids_for", "main"]
 
 
 @dataclass
@@ -96,9 +99,27 @@ class Args:
     target_kl: float | None = None
     """Stop an update's epochs early above this approximate KL."""
     hidden_size: int = 256
-    """Width of the encoder output and of the vector-observation MLP."""
+    """Width of the encoder output, of the GRU state and (half) of the vector-observation MLP."""
+    recurrent: bool = True
+    """A GRU over the features and the previous action (memory across the episode); minibatches then
+    hold whole env sequences."""
+    actions: str = "nav"
+    """Action set of the policy: nav (stop, forward, turn left, turn right) or all (also look up/down)."""
     save_path: str | None = None
     """Checkpoint path (default runs/<exp_name>_<seed>.pt)."""
+
+
+ACTION_SETS = {"all": None, "nav": (0, 1, 2, 3)}
+"""Env action ids the policy chooses among: ``all`` (every discrete action) or ``nav`` (stop, forward,
+turn left, turn right: the PointNav action set, without the look up/down actions)."""
+
+
+def action_ids_for(action_set: str, num_env_actions: int) -> list[int]:
+    """Env action ids of ``action_set`` (see :data:`ACTION_SETS`) for an env with ``num_env_actions``."""
+    if action_set not in ACTION_SETS:
+        raise ValueError(f"actions={action_set!r} is not valid; use one of {sorted(ACTION_SETS)}")
+    ids = ACTION_SETS[action_set]
+    return list(range(num_env_actions)) if ids is None else list(ids)
 
 
 def layer_init(layer: nn.Module, std: float = np.sqrt(2), bias_const: float = 0.0) -> nn.Module:
@@ -109,10 +130,23 @@ def layer_init(layer: nn.Module, std: float = np.sqrt(2), bias_const: float = 0.
 
 
 class Agent(nn.Module):
-    """Actor-critic over a Dict observation: CNN for ``rgb`` (uint8 (N, H, W, 3)) + MLP for vector keys."""
+    """Actor-critic over a Dict observation: CNN for ``rgb`` (uint8 (N, H, W, 3)) + MLP for vector keys.
 
-    def __init__(self, observation_space: spaces.Dict, num_actions: int, hidden_size: int = 256) -> None:
+    With ``recurrent=True`` the features, with an embedding of the previous action, feed a GRU cell
+    whose state carries over the episode (the Habitat PointNav baseline's layout); the heads read
+    the GRU state. Without it the heads read the features and the state is an empty (N, 0) tensor,
+    so both kinds share one calling convention: ``act(obs, state, prev_action, first)``.
+    """
+
+    PREV_ACTION_WIDTH = 32
+
+    def __init__(
+        self, observation_space: spaces.Dict, num_actions: int, hidden_size: int = 256, recurrent: bool = False
+    ) -> None:
         super().__init__()
+        self.num_actions = num_actions
+        self.hidden_size = hidden_size
+        self.recurrent = recurrent
         self.vector_keys = sorted(k for k in observation_space.spaces if k != "rgb")
         self.cnn = nn.Sequential(
             layer_init(nn.Conv2d(3, 32, 5, stride=2, padding=2)),
@@ -131,12 +165,28 @@ class Agent(nn.Module):
             nn.Sequential(layer_init(nn.Linear(vector_size, hidden_size // 2)), nn.ReLU()) if vector_size else None
         )
         feature_size = hidden_size + (hidden_size // 2 if vector_size else 0)
-        self.actor = layer_init(nn.Linear(feature_size, num_actions), std=0.01)
-        self.critic = layer_init(nn.Linear(feature_size, 1), std=1.0)
+        if recurrent:
+            # Index num_actions stands for "no previous action" (the first step of an episode).
+            self.prev_action_embedding = nn.Embedding(num_actions + 1, self.PREV_ACTION_WIDTH)
+            self.gru = nn.GRUCell(feature_size + self.PREV_ACTION_WIDTH, hidden_size)
+            for name, param in self.gru.named_parameters():
+                if "weight" in name:
+                    nn.init.orthogonal_(param)
+                else:
+                    nn.init.zeros_(param)
+            head_size = hidden_size
+        else:
+            head_size = feature_size
+        self.actor = layer_init(nn.Linear(head_size, num_actions), std=0.01)
+        self.critic = layer_init(nn.Linear(head_size, 1), std=1.0)
 
     @staticmethod
     def _vector_width(key: str, space: spaces.Space) -> int:
         return 3 if key == "pointgoal" else int(np.prod(space.shape))
+
+    def initial_state(self, num: int, device: torch.device | str = "cpu") -> torch.Tensor:
+        """Recurrent state of ``num`` fresh episodes: zeros (num, hidden_size), or (num, 0) without a GRU."""
+        return torch.zeros(num, self.hidden_size if self.recurrent else 0, device=device)
 
     def encode(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Features (N, F) of a batch of observations."""
@@ -153,17 +203,84 @@ class Agent(nn.Module):
             features.append(self.mlp(torch.cat(vectors, dim=-1)))
         return torch.cat(features, dim=-1)
 
-    def get_value(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
-        """V(s) (N,)."""
-        return self.critic(self.encode(obs)).squeeze(-1)
+    def core(
+        self, features: torch.Tensor, state: torch.Tensor, prev_action: torch.Tensor, first: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(head input, next state) of one step. ``first`` (N,) bool marks an episode's first observation:
+        the state starts from zeros there and the previous action is "none"."""
+        if not self.recurrent:
+            return features, state
+        prev = torch.where(first, torch.full_like(prev_action, self.num_actions), prev_action)
+        state = torch.where(first[:, None], torch.zeros_like(state), state)
+        state = self.gru(torch.cat([features, self.prev_action_embedding(prev)], dim=-1), state)
+        return state, state
 
-    def get_action_and_value(self, obs: dict[str, torch.Tensor], action: torch.Tensor | None = None):
-        """(action, log-prob, entropy, value), each (N,); samples an action when none is given."""
-        hidden = self.encode(obs)
-        dist = torch.distributions.Categorical(logits=self.actor(hidden))
+    def act(
+        self,
+        obs: dict[str, torch.Tensor],
+        state: torch.Tensor,
+        prev_action: torch.Tensor,
+        first: torch.Tensor,
+        action: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(action, log-prob, entropy, value, next state) of one step; samples an action when none is given.
+
+        Actions are policy indices (into the action set), not env action ids.
+        """
+        head, state = self.core(self.encode(obs), state, prev_action, first)
+        dist = torch.distributions.Categorical(logits=self.actor(head))
         if action is None:
             action = dist.sample()
-        return action, dist.log_prob(action), dist.entropy(), self.critic(hidden).squeeze(-1)
+        return action, dist.log_prob(action), dist.entropy(), self.critic(head).squeeze(-1), state
+
+    def logits(
+        self, obs: dict[str, torch.Tensor], state: torch.Tensor, prev_action: torch.Tensor, first: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(action logits (N, A), next state) of one step."""
+        head, state = self.core(self.encode(obs), state, prev_action, first)
+        return self.actor(head), state
+
+    def evaluate_sequence(
+        self,
+        obs: dict[str, torch.Tensor],
+        state: torch.Tensor,
+        prev_actions: torch.Tensor,
+        firsts: torch.Tensor,
+        actions: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Replay T steps of M envs: obs values (T*M, ...) time-major, ``state`` (M, S) at the first step,
+        ``prev_actions``, ``firsts``, ``actions`` (T, M). Returns log-prob, entropy, value, each (T*M,)."""
+        T, M = actions.shape
+        features = self.encode(obs).reshape(T, M, -1)
+        heads = []
+        for t in range(T):
+            head, state = self.core(features[t], state, prev_actions[t], firsts[t])
+            heads.append(head)
+        head = torch.stack(heads).flatten(0, 1)
+        dist = torch.distributions.Categorical(logits=self.actor(head))
+        flat_actions = actions.reshape(-1)
+        return dist.log_prob(flat_actions), dist.entropy(), self.critic(head).squeeze(-1)
+
+
+def _minibatches(args: Args, T: int, N: int, valid: torch.Tensor, device: torch.device):
+    """One epoch's minibatches (a fresh shuffle each call).
+
+    Recurrent: ``(env indices (M,), mask (T*M,) of their real transitions)`` for ``num_minibatches``
+    slices of the envs, each holding whole T-step sequences. Otherwise: flat indices into the
+    (T*N,) storage of the real transitions, shuffled and split ``num_minibatches`` ways.
+    """
+    if args.recurrent:
+        perm = torch.randperm(N, device=device)
+        per = max(1, -(-N // args.num_minibatches))
+        for begin in range(0, N, per):
+            envs_idx = perm[begin : begin + per]
+            yield envs_idx, valid[:, envs_idx].reshape(-1)
+        return
+    real = torch.nonzero(valid.reshape(-1))[:, 0]  # one host sync per epoch
+    real = real[torch.randperm(real.numel(), device=device)]
+    size = max(1, real.numel() // args.num_minibatches)
+    for begin in range(0, real.numel(), size):
+        yield real[begin : begin + size]
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -193,17 +310,20 @@ def main(argv: list[str] | None = None) -> Path:
     )
     device = envs.device
     assert isinstance(envs.single_action_space, spaces.Discrete), "ppo_torch needs discrete actions"
-    model_kwargs = {"hidden_size": args.hidden_size}
-    agent = Agent(envs.single_observation_space, int(envs.single_action_space.n), **model_kwargs).to(device)
+    action_ids = torch.tensor(action_ids_for(args.actions, int(envs.single_action_space.n)), device=device)
+    model_kwargs = {"hidden_size": args.hidden_size, "recurrent": args.recurrent}
+    agent = Agent(envs.single_observation_space, len(action_ids), **model_kwargs).to(device)
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
 
-    # Storage, preallocated on the device.
+    # Storage, preallocated on the device. Actions are policy indices; action_ids maps them to the env's.
     T, N = args.num_steps, args.num_envs
     obs = {
         k: torch.zeros((T, N, *space.shape), dtype=torch.uint8 if k == "rgb" else torch.float32, device=device)
         for k, space in envs.single_observation_space.spaces.items()
     }
     actions = torch.zeros((T, N), dtype=torch.long, device=device)
+    prev_actions = torch.zeros((T, N), dtype=torch.long, device=device)
+    firsts = torch.zeros((T, N), dtype=torch.bool, device=device)  # obs[t] opens an episode
     logprobs = torch.zeros((T, N), device=device)
     rewards = torch.zeros((T, N), device=device)
     terminations = torch.zeros((T, N), device=device)
@@ -218,24 +338,30 @@ def main(argv: list[str] | None = None) -> Path:
     start_time = time.perf_counter()
     next_obs, _ = envs.reset(seed=args.seed)
     next_resetting = torch.zeros(N, dtype=torch.bool, device=device)
+    next_first = torch.ones(N, dtype=torch.bool, device=device)
+    prev_action = torch.zeros(N, dtype=torch.long, device=device)
+    state = agent.initial_state(N, device)
     for iteration in range(1, num_iterations + 1):
         if args.anneal_lr:
             optimizer.param_groups[0]["lr"] = (1.0 - (iteration - 1.0) / num_iterations) * args.learning_rate
         finished_returns.zero_()
         finished_success.zero_()
+        rollout_state = state.clone()  # the GRU state at obs[0], replayed from in the update
 
         for step in range(T):
             global_step += N
             for k in obs:
                 obs[k][step] = next_obs[k]
             valid[step] = ~next_resetting
+            firsts[step] = next_first
+            prev_actions[step] = prev_action
             with torch.no_grad():
-                action, logprob, _, value = agent.get_action_and_value(next_obs)
+                action, logprob, _, value, state = agent.act(next_obs, state, prev_action, next_first)
             values[step] = value
             actions[step] = action
             logprobs[step] = logprob
 
-            next_obs, reward, terminated, truncated, info = envs.step(action)
+            next_obs, reward, terminated, truncated, info = envs.step(action_ids[action])
             done = terminated | truncated
             rewards[step] = reward
             terminations[step] = terminated.float()
@@ -244,11 +370,13 @@ def main(argv: list[str] | None = None) -> Path:
             finished_returns[step] = torch.where(done, episode_return, torch.zeros_like(episode_return))
             finished_success[step] = (done & info["success"]).float()
             episode_return = torch.where(done, torch.zeros_like(episode_return), episode_return)
+            next_first = next_resetting  # the step just taken was a reset: next_obs opens an episode
             next_resetting = done
+            prev_action = action
 
         # GAE. Storage obs[t + 1] is the observation after action t, terminal ones included (NEXT_STEP).
         with torch.no_grad():
-            next_value = agent.get_value(next_obs)
+            next_value = agent.act(next_obs, state, prev_action, next_first)[3]
             advantages = torch.zeros_like(rewards)
             lastgaelam = torch.zeros(N, device=device)
             for t in reversed(range(T)):
@@ -258,31 +386,36 @@ def main(argv: list[str] | None = None) -> Path:
                 advantages[t] = lastgaelam
             returns = advantages + values
 
-        # Flatten and keep the real transitions (one host sync per update).
-        keep = torch.nonzero(valid.reshape(-1))[:, 0]
-        b_obs = {k: v.reshape(T * N, *v.shape[2:])[keep] for k, v in obs.items()}
-        b_logprobs = logprobs.reshape(-1)[keep]
-        b_actions = actions.reshape(-1)[keep]
-        b_advantages = advantages.reshape(-1)[keep]
-        b_returns = returns.reshape(-1)[keep]
-        b_values = values.reshape(-1)[keep]
-        num_samples = keep.numel()
-        minibatch_size = max(1, num_samples // args.num_minibatches)
-
         clipfracs = []
         for _epoch in range(args.update_epochs):
-            b_inds = torch.randperm(num_samples, device=device)
-            for begin in range(0, num_samples, minibatch_size):
-                mb_inds = b_inds[begin : begin + minibatch_size]
-                mb_obs = {k: v[mb_inds] for k, v in b_obs.items()}
-                _, newlogprob, entropy, newvalue = agent.get_action_and_value(mb_obs, b_actions[mb_inds])
-                logratio = newlogprob - b_logprobs[mb_inds]
+            for mb in _minibatches(args, T, N, valid, device):
+                if args.recurrent:  # whole sequences of a slice of envs, replayed from the rollout's state
+                    envs_idx, keep = mb
+                    mb_obs = {k: v[:, envs_idx].flatten(0, 1) for k, v in obs.items()}
+                    newlogprob, entropy, newvalue = agent.evaluate_sequence(
+                        mb_obs,
+                        rollout_state[envs_idx],
+                        prev_actions[:, envs_idx],
+                        firsts[:, envs_idx],
+                        actions[:, envs_idx],
+                    )
+                    newlogprob, entropy, newvalue = newlogprob[keep], entropy[keep], newvalue[keep]
+                    flat = torch.arange(T * N, device=device).reshape(T, N)[:, envs_idx].reshape(-1)[keep]
+                else:  # shuffled single transitions
+                    flat = mb
+                    mb_obs = {k: v.flatten(0, 1)[flat] for k, v in obs.items()}
+                    mb_actions = actions.reshape(-1)[flat]
+                    empty = agent.initial_state(flat.numel(), device)  # no GRU: state and prev action unused
+                    _, newlogprob, entropy, newvalue, _ = agent.act(
+                        mb_obs, empty, mb_actions, firsts.reshape(-1)[flat], mb_actions
+                    )
+                logratio = newlogprob - logprobs.reshape(-1)[flat]
                 ratio = logratio.exp()
                 with torch.no_grad():
                     approx_kl = ((ratio - 1) - logratio).mean()
                     clipfracs.append(((ratio - 1.0).abs() > args.clip_coef).float().mean())
 
-                mb_advantages = b_advantages[mb_inds]
+                mb_advantages = advantages.reshape(-1)[flat]
                 if args.norm_adv and mb_advantages.numel() > 1:
                     mb_advantages = (mb_advantages - mb_advantages.mean()) / (mb_advantages.std() + 1e-8)
 
@@ -290,15 +423,14 @@ def main(argv: list[str] | None = None) -> Path:
                 pg_loss2 = -mb_advantages * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)
                 pg_loss = torch.max(pg_loss1, pg_loss2).mean()
 
+                mb_returns, mb_values = returns.reshape(-1)[flat], values.reshape(-1)[flat]
                 if args.clip_vloss:
-                    v_loss_unclipped = (newvalue - b_returns[mb_inds]) ** 2
-                    v_clipped = b_values[mb_inds] + torch.clamp(
-                        newvalue - b_values[mb_inds], -args.clip_coef, args.clip_coef
-                    )
-                    v_loss_clipped = (v_clipped - b_returns[mb_inds]) ** 2
+                    v_loss_unclipped = (newvalue - mb_returns) ** 2
+                    v_clipped = mb_values + torch.clamp(newvalue - mb_values, -args.clip_coef, args.clip_coef)
+                    v_loss_clipped = (v_clipped - mb_returns) ** 2
                     v_loss = 0.5 * torch.max(v_loss_unclipped, v_loss_clipped).mean()
                 else:
-                    v_loss = 0.5 * ((newvalue - b_returns[mb_inds]) ** 2).mean()
+                    v_loss = 0.5 * ((newvalue - mb_returns) ** 2).mean()
 
                 entropy_loss = entropy.mean()
                 loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
@@ -311,6 +443,8 @@ def main(argv: list[str] | None = None) -> Path:
             if args.target_kl is not None and float(approx_kl) > args.target_kl:
                 break
 
+        keep = valid.reshape(-1)
+        b_values, b_returns = values.reshape(-1)[keep], returns.reshape(-1)[keep]
         y_pred, y_true = b_values, b_returns
         var_y = y_true.var()
         explained_var = float("nan") if float(var_y) == 0 else float(1 - (y_true - y_pred).var() / var_y)
@@ -328,7 +462,13 @@ def main(argv: list[str] | None = None) -> Path:
         )
 
     save_path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": agent.state_dict(), "model_kwargs": model_kwargs, "args": asdict(args)}, save_path)
+    checkpoint = {
+        "state_dict": agent.state_dict(),
+        "model_kwargs": model_kwargs,
+        "action_ids": action_ids.tolist(),
+        "args": asdict(args),
+    }
+    torch.save(checkpoint, save_path)
     print(f"saved {save_path}")
     envs.close()
     return save_path

@@ -184,3 +184,116 @@ def test_help(module, capsys):
         module.main(["--help"])
     assert exit_info.value.code == 0
     assert "--seed" in capsys.readouterr().out
+
+
+def _obs_space(resolution: int = 16):
+    import numpy as np
+    from gymnasium import spaces
+
+    return spaces.Dict(
+        {
+            "rgb": spaces.Box(0, 255, (resolution, resolution, 3), dtype=np.uint8),
+            "pointgoal": spaces.Box(-np.inf, np.inf, (2,), dtype=np.float32),
+        }
+    )
+
+
+def _random_obs(generator: torch.Generator, *batch: int, resolution: int = 16) -> dict[str, torch.Tensor]:
+    return {
+        "rgb": torch.randint(0, 256, (*batch, resolution, resolution, 3), generator=generator, dtype=torch.uint8),
+        "pointgoal": torch.rand(*batch, 2, generator=generator) * torch.tensor([5.0, 6.28]) - torch.tensor([0, 3.14]),
+    }
+
+
+def test_recurrent_replay_reproduces_the_rollout():
+    # The update replays whole sequences from the rollout's start state: before any gradient step the
+    # replayed log-probs and values must equal those of the step-by-step rollout (ratio exactly 1),
+    # episode boundaries (firsts) included.
+    torch.manual_seed(0)
+    agent = ppo_torch.Agent(_obs_space(), num_actions=4, hidden_size=32, recurrent=True).eval()
+    g = torch.Generator().manual_seed(1)
+    T, M = 7, 3
+    obs = _random_obs(g, T, M)
+    firsts = torch.zeros(T, M, dtype=torch.bool)
+    firsts[0, :] = True
+    firsts[3, 1] = True  # env 1 starts a new episode mid-rollout
+    state0 = agent.initial_state(M)
+    state, prev = state0.clone(), torch.zeros(M, dtype=torch.long)
+    actions, prev_actions, logprobs, values = [], [], [], []
+    with torch.no_grad():
+        for t in range(T):
+            prev_actions.append(prev)
+            action, logprob, _, value, state = agent.act({k: v[t] for k, v in obs.items()}, state, prev, firsts[t])
+            actions.append(action)
+            logprobs.append(logprob)
+            values.append(value)
+            prev = action
+        flat = {k: v.flatten(0, 1) for k, v in obs.items()}
+        logprob_r, _, value_r = agent.evaluate_sequence(
+            flat, state0, torch.stack(prev_actions), firsts, torch.stack(actions)
+        )
+    torch.testing.assert_close(logprob_r, torch.stack(logprobs).flatten(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(value_r, torch.stack(values).flatten(), rtol=1e-5, atol=1e-6)
+
+
+def test_recurrent_state_resets_at_episode_start_and_carries_otherwise():
+    torch.manual_seed(0)
+    agent = ppo_torch.Agent(_obs_space(), num_actions=4, hidden_size=32, recurrent=True).eval()
+    obs = _random_obs(torch.Generator().manual_seed(2), 2)
+    stale = torch.randn(2, 32)
+    with torch.no_grad():
+        first, later = torch.ones(2, dtype=torch.bool), torch.zeros(2, dtype=torch.bool)
+        fresh_logits, _ = agent.logits(obs, agent.initial_state(2), torch.tensor([0, 0]), first)
+        reset_logits, _ = agent.logits(obs, stale, torch.tensor([1, 2]), first)
+        carried_logits, _ = agent.logits(obs, stale, torch.tensor([1, 2]), later)
+    torch.testing.assert_close(reset_logits, fresh_logits)  # stale state and previous action ignored
+    assert not torch.allclose(carried_logits, fresh_logits)  # ... but used within an episode
+    feed_forward = ppo_torch.Agent(_obs_space(), num_actions=4, hidden_size=32, recurrent=False)
+    assert feed_forward.initial_state(5).shape == (5, 0)
+
+
+def test_action_sets():
+    assert ppo_torch.action_ids_for("nav", 6) == [0, 1, 2, 3]
+    assert ppo_torch.action_ids_for("all", 6) == [0, 1, 2, 3, 4, 5]
+    with pytest.raises(ValueError, match="actions='walk'.*'all', 'nav'"):
+        ppo_torch.action_ids_for("walk", 6)
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected_ids", "recurrent"),
+    [(["--actions", "nav"], [0, 1, 2, 3], True), (["--no-recurrent", "--actions", "all"], list(range(6)), False)],
+)
+def test_ppo_torch_layouts_train_save_and_evaluate(tmp_path, flags, expected_ids, recurrent):
+    checkpoint = tmp_path / "ppo.pt"
+    ppo_torch.main(
+        [
+            *["--total-timesteps", "96", "--num-envs", "3", "--num-steps", "16", "--num-minibatches", "2"],
+            *["--hidden-size", "32", "--scenes", "procedural:train:1", "--resolution", "16", "--device", "cpu"],
+            *["--max-episode-steps", "10", "--save-path", str(checkpoint), *flags],
+        ]
+    )
+    saved = torch.load(checkpoint, weights_only=True)
+    assert saved["action_ids"] == expected_ids and saved["model_kwargs"]["recurrent"] is recurrent
+    env = WorldFMVectorEnv(num_envs=3, scenes="procedural:test:1", resolution=16, device="cpu", max_episode_steps=8)
+    agent = evaluate.load_agent(f"ppo:{checkpoint}", env, deterministic=False, loaded=saved)
+    obs, _ = env.reset(seed=0)
+    agent.reset()
+    issued = set()
+    for _ in range(8):
+        actions = agent(obs)
+        issued.update(actions.tolist())
+        obs, *_ = env.step(actions)
+    assert issued <= set(expected_ids)
+    env.close()
+
+
+def test_evaluate_reads_checkpoints_without_action_ids(tmp_path):
+    # Checkpoints written before action sets existed chose among every env action, feed-forward.
+    env = WorldFMVectorEnv(num_envs=2, scenes="procedural:test:1", resolution=16, device="cpu")
+    agent = ppo_torch.Agent(env.single_observation_space, 6, hidden_size=32)
+    old = {"state_dict": agent.state_dict(), "model_kwargs": {"hidden_size": 32}, "args": {}}
+    loaded = evaluate.load_agent("ppo:unused", env, loaded=old)
+    obs, _ = env.reset(seed=0)
+    expected = agent.actor(agent.encode(obs)).argmax(-1)
+    assert torch.equal(loaded(obs), expected)
+    env.close()
