@@ -65,6 +65,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--num-envs", type=int, default=16, help="envs stepped together (training and evaluation)")
     parser.add_argument("--num-steps", type=int, default=128, help="PPO rollout length per env")
     parser.add_argument("--update-epochs", type=int, default=4, help="PPO epochs per update")
+    parser.add_argument(
+        "--recurrent",
+        default=True,
+        action=argparse.BooleanOptionalAction,
+        help="GRU policy (ppo_torch's default); --no-recurrent for the feed-forward one",
+    )
+    parser.add_argument("--actions", default="nav", choices=["nav", "all"], help="policy action set (ppo_torch)")
     parser.add_argument("--resolution", type=int, default=64, help="observation size (square)")
     parser.add_argument("--max-episode-steps", type=int, default=500, help="truncation, training and evaluation")
     parser.add_argument("--episodes", type=int, default=50, help="held-out evaluation episodes per (policy, world)")
@@ -104,6 +111,8 @@ def train_policy(world: str, args: argparse.Namespace, out: Path) -> dict:
         "--num-envs", str(args.num_envs),
         "--num-steps", str(args.num_steps),
         "--update-epochs", str(args.update_epochs),
+        "--recurrent" if args.recurrent else "--no-recurrent",
+        "--actions", args.actions,
         "--save-path", os.path.relpath(checkpoint),  # relative: the checkpoint and log store it
     ]  # fmt: skip
     if world == "worldfm":
@@ -223,6 +232,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 train_wall_s=round(trained["wall_s"], 1),
                 train_env_steps_per_s=round(trained["env_steps"] / trained["wall_s"], 1),
                 eval_wall_s=round(eval_wall, 1),
+                policy="gru" if args.recurrent else "feed-forward",
+                actions=args.actions,
                 num_envs=args.num_envs,
                 num_steps=args.num_steps,
                 resolution=args.resolution,
@@ -266,7 +277,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         writer.writerows(episode_rows)
 
     budget = (
-        f"PPO {rows[0]['train_env_steps']:,} env steps per world, num_envs={args.num_envs}, "
+        f"PPO ({rows[0]['policy']}, {args.actions} actions) {rows[0]['train_env_steps']:,} env steps per world, "
+        f"num_envs={args.num_envs}, "
         f"{args.resolution}x{args.resolution}, seed {args.seed}; {args.episodes} held-out episodes "
         f"({args.eval_scenes}); {machine} ({device}); {total_wall / 60:.1f} min"
     )

@@ -56,6 +56,7 @@ def test_tiny_transfer_run_writes_csv_plot_and_table(capsys, tmp_path):
         assert int(row["train_env_steps"]) == 128
         assert int(row["resolution"]) == SMALL["resolution"]
         assert row["device"] == "cpu"
+        assert (row["policy"], row["actions"]) == ("gru", "nav")  # ppo_torch's default layout
     reference = table[0]
     assert all(float(reference[f"gap_{m}"]) == 0.0 for m in ("success", "spl", "soft_spl"))
 
