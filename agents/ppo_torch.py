@@ -263,24 +263,20 @@ class Agent(nn.Module):
 
 
 def _minibatches(args: Args, T: int, N: int, valid: torch.Tensor, device: torch.device):
-    """One epoch's minibatches (a fresh shuffle each call).
+    """One epoch's minibatches (a fresh shuffle each call), each a (T', M) grid of flat indices into
+    the time-major (T*N,) storage whose rows are replayed in order by :meth:`Agent.evaluate_sequence`.
 
-    Recurrent: ``(env indices (M,), mask (T*M,) of their real transitions)`` for ``num_minibatches``
-    slices of the envs, each holding whole T-step sequences. Otherwise: flat indices into the
-    (T*N,) storage of the real transitions, shuffled and split ``num_minibatches`` ways.
+    Recurrent: ``num_minibatches`` slices of the envs, each holding their whole T-step sequences
+    (T' = T; the reset steps are masked out later). Otherwise: the real transitions shuffled and
+    split ``num_minibatches`` ways, as one-step rows (T' = 1).
     """
     if args.recurrent:
-        perm = torch.randperm(N, device=device)
-        per = max(1, -(-N // args.num_minibatches))
-        for begin in range(0, N, per):
-            envs_idx = perm[begin : begin + per]
-            yield envs_idx, valid[:, envs_idx].reshape(-1)
+        grid = torch.arange(T * N, device=device).reshape(T, N)[:, torch.randperm(N, device=device)]
+        yield from grid.split(max(1, -(-N // args.num_minibatches)), dim=1)
         return
     real = torch.nonzero(valid.reshape(-1))[:, 0]  # one host sync per epoch
     real = real[torch.randperm(real.numel(), device=device)]
-    size = max(1, real.numel() // args.num_minibatches)
-    for begin in range(0, real.numel(), size):
-        yield real[begin : begin + size]
+    yield from real[None].split(max(1, real.numel() // args.num_minibatches), dim=1)
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -388,27 +384,19 @@ def main(argv: list[str] | None = None) -> Path:
 
         clipfracs = []
         for _epoch in range(args.update_epochs):
-            for mb in _minibatches(args, T, N, valid, device):
-                if args.recurrent:  # whole sequences of a slice of envs, replayed from the rollout's state
-                    envs_idx, keep = mb
-                    mb_obs = {k: v[:, envs_idx].flatten(0, 1) for k, v in obs.items()}
-                    newlogprob, entropy, newvalue = agent.evaluate_sequence(
-                        mb_obs,
-                        rollout_state[envs_idx],
-                        prev_actions[:, envs_idx],
-                        firsts[:, envs_idx],
-                        actions[:, envs_idx],
-                    )
-                    newlogprob, entropy, newvalue = newlogprob[keep], entropy[keep], newvalue[keep]
-                    flat = torch.arange(T * N, device=device).reshape(T, N)[:, envs_idx].reshape(-1)[keep]
-                else:  # shuffled single transitions
-                    flat = mb
-                    mb_obs = {k: v.flatten(0, 1)[flat] for k, v in obs.items()}
-                    mb_actions = actions.reshape(-1)[flat]
-                    empty = agent.initial_state(flat.numel(), device)  # no GRU: state and prev action unused
-                    _, newlogprob, entropy, newvalue, _ = agent.act(
-                        mb_obs, empty, mb_actions, firsts.reshape(-1)[flat], mb_actions
-                    )
+            for grid in _minibatches(args, T, N, valid, device):
+                # Replay the grid's rows from the rollout's start state (the GRU state at obs[0]),
+                # then keep the real transitions (reset steps are only in recurrent grids).
+                cells = grid.reshape(-1)
+                newlogprob, entropy, newvalue = agent.evaluate_sequence(
+                    {k: v.flatten(0, 1)[cells] for k, v in obs.items()},
+                    rollout_state[grid[0] % N],
+                    prev_actions.reshape(-1)[grid],
+                    firsts.reshape(-1)[grid],
+                    actions.reshape(-1)[grid],
+                )
+                keep = valid.reshape(-1)[cells]
+                newlogprob, entropy, newvalue, flat = newlogprob[keep], entropy[keep], newvalue[keep], cells[keep]
                 logratio = newlogprob - logprobs.reshape(-1)[flat]
                 ratio = logratio.exp()
                 with torch.no_grad():

@@ -71,7 +71,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action=argparse.BooleanOptionalAction,
         help="GRU policy (ppo_torch's default); --no-recurrent for the feed-forward one",
     )
-    parser.add_argument("--actions", default="nav", choices=["nav", "all"], help="policy action set (ppo_torch)")
+    parser.add_argument(
+        "--actions", default="nav", choices=sorted(ppo_torch.ACTION_SETS), help="policy action set (ppo_torch)"
+    )
     parser.add_argument("--resolution", type=int, default=64, help="observation size (square)")
     parser.add_argument("--max-episode-steps", type=int, default=500, help="truncation, training and evaluation")
     parser.add_argument("--episodes", type=int, default=50, help="held-out evaluation episodes per (policy, world)")
