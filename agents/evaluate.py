@@ -89,7 +89,7 @@ class _TorchPPOAgent:
     """
 
     def __init__(self, checkpoint: dict, env: WorldFMVectorEnv, deterministic: bool) -> None:
-        from agents.ppo_torch import Agent
+        from agents.ppo_torch import Agent, encoder_dtype
 
         num_env_actions = int(env.single_action_space.n)
         # Checkpoints from before action sets chose among every env action.
@@ -100,6 +100,9 @@ class _TorchPPOAgent:
         self.model = Agent(env.single_observation_space, len(ids), **checkpoint["model_kwargs"])
         self.model.load_state_dict(checkpoint["state_dict"])
         self.model.to(env.device).eval()
+        # The encoder precision the policy was trained with, resolved for this device (float32 before the option).
+        precision = checkpoint.get("args", {}).get("precision", "float32")
+        self.model.encoder_dtype = encoder_dtype(precision, env.device)
         self.deterministic = deterministic
         self.device = env.device
         self.num_envs = env.num_envs

@@ -16,8 +16,9 @@ so truncated episodes bootstrap from it and terminated ones do not.
 
     python agents/ppo_torch.py --total-timesteps 100000 --num-envs 32 --renderer anchor
 
-The checkpoint (``torch.save`` of ``{"state_dict", "model_kwargs", "action_ids", "args"}``) is read by
-``python agents/evaluate.py --agent ppo:PATH``.
+The checkpoint (``torch.save`` of ``{"state_dict", "model_kwargs", "action_ids", "args", "global_step",
+"wall_s"}``) is read by ``python agents/evaluate.py --agent ppo:PATH``; ``--save-every`` adds snapshots
+along the run.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ if __package__ in (None, ""):  # run as a script: make `agents` importable
 from agents._args import parse_args
 from worldfm_env.envs.vector import WorldFMVectorEnv
 
-__all__ = ["ACTION_SETS", "Args", "Agent", "action_ids_for", "main"]
+__all__ = ["ACTION_SETS", "PRECISIONS", "Args", "Agent", "action_ids_for", "encoder_dtype", "main"]
 
 
 @dataclass
@@ -105,8 +106,14 @@ class Args:
     hold whole env sequences."""
     actions: str = "nav"
     """Action set of the policy: nav (stop, forward, turn left, turn right) or all (also look up/down)."""
+    precision: str = "auto"
+    """Compute type of the observation encoder (the CNN and MLP; the GRU, heads and losses stay float32):
+    auto (bfloat16 autocast on CUDA and on CPUs with AMX bf16 tiles, else float32), bfloat16 or float32."""
     save_path: str | None = None
     """Checkpoint path (default runs/<exp_name>_<seed>.pt)."""
+    save_every: int = 0
+    """Also save a snapshot <save_path stem>_step<global_step>.pt after the first update at or past each
+    multiple of this many env steps (0: only the final checkpoint)."""
 
 
 ACTION_SETS = {"all": None, "nav": (0, 1, 2, 3)}
@@ -120,6 +127,28 @@ def action_ids_for(action_set: str, num_env_actions: int) -> list[int]:
         raise ValueError(f"actions={action_set!r} is not valid; use one of {sorted(ACTION_SETS)}")
     ids = ACTION_SETS[action_set]
     return list(range(num_env_actions)) if ids is None else list(ids)
+
+
+PRECISIONS = ("auto", "bfloat16", "float32")
+"""Values of ``--precision``: the observation encoder's compute type."""
+
+
+def encoder_dtype(precision: str, device: torch.device | str) -> torch.dtype | None:
+    """Autocast type of the encoder for ``precision`` on ``device`` (None: plain float32).
+
+    ``auto`` picks bfloat16 where it is fast (CUDA with bf16, CPUs with AMX bf16 tiles: the same rule as
+    the frame model's ``model_dtype="auto"``), float32 elsewhere; float16 is never chosen (PPO here has
+    no loss scaling).
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r} is not valid; use one of {list(PRECISIONS)}")
+    if precision == "float32":
+        return None
+    if precision == "bfloat16":
+        return torch.bfloat16
+    from worldfm_env.model.renderer import auto_model_dtype
+
+    return torch.bfloat16 if auto_model_dtype(torch.device(device)) == torch.bfloat16 else None
 
 
 def layer_init(layer: nn.Module, std: float = np.sqrt(2), bias_const: float = 0.0) -> nn.Module:
@@ -179,6 +208,8 @@ class Agent(nn.Module):
             head_size = feature_size
         self.actor = layer_init(nn.Linear(head_size, num_actions), std=0.01)
         self.critic = layer_init(nn.Linear(head_size, 1), std=1.0)
+        #: Autocast type of :meth:`encode` (None: float32); a run-time choice, not part of the weights.
+        self.encoder_dtype: torch.dtype | None = None
 
     @staticmethod
     def _vector_width(key: str, space: spaces.Space) -> int:
@@ -189,7 +220,14 @@ class Agent(nn.Module):
         return torch.zeros(num, self.hidden_size if self.recurrent else 0, device=device)
 
     def encode(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Features (N, F) of a batch of observations."""
+        """Features (N, F) float32 of a batch of observations, computed under autocast to
+        :attr:`encoder_dtype` when it is set."""
+        rgb = obs["rgb"]
+        dtype = self.encoder_dtype
+        with torch.autocast(rgb.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            return self._encode(obs).float()
+
+    def _encode(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
         rgb = obs["rgb"].permute(0, 3, 1, 2).float() / 255.0  # (N, 3, H, W)
         features = [self.cnn(rgb)]
         if self.mlp is not None:
@@ -282,6 +320,9 @@ def _minibatches(args: Args, T: int, N: int, valid: torch.Tensor, device: torch.
 def main(argv: list[str] | None = None) -> Path:
     """Train; return the checkpoint path."""
     args = parse_args(Args, argv)
+    encoder_dtype(args.precision, "cpu")  # fail on a bad --precision before building the envs
+    if args.save_every < 0:
+        raise ValueError(f"save_every must be >= 0 (0: no snapshots), got {args.save_every}")
     batch_size = args.num_envs * args.num_steps
     num_iterations = max(1, args.total_timesteps // batch_size)
     run_name = f"{args.exp_name}_{args.seed}"
@@ -309,6 +350,7 @@ def main(argv: list[str] | None = None) -> Path:
     action_ids = torch.tensor(action_ids_for(args.actions, int(envs.single_action_space.n)), device=device)
     model_kwargs = {"hidden_size": args.hidden_size, "recurrent": args.recurrent}
     agent = Agent(envs.single_observation_space, len(action_ids), **model_kwargs).to(device)
+    agent.encoder_dtype = encoder_dtype(args.precision, device)
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
 
     # Storage, preallocated on the device. Actions are policy indices; action_ids maps them to the env's.
@@ -329,6 +371,19 @@ def main(argv: list[str] | None = None) -> Path:
     episode_return = torch.zeros(N, device=device)
     finished_returns = torch.zeros((T, N), device=device)
     finished_success = torch.zeros((T, N), device=device)
+
+    def save(path: Path, step: int) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        checkpoint = {
+            "state_dict": agent.state_dict(),
+            "model_kwargs": model_kwargs,
+            "action_ids": action_ids.tolist(),
+            "args": asdict(args),
+            "global_step": step,
+            "wall_s": time.perf_counter() - start_time,
+        }
+        torch.save(checkpoint, path)
+        print(f"saved {path}", flush=True)
 
     global_step = 0
     start_time = time.perf_counter()
@@ -449,15 +504,10 @@ def main(argv: list[str] | None = None) -> Path:
             flush=True,
         )
 
-    save_path.parent.mkdir(parents=True, exist_ok=True)
-    checkpoint = {
-        "state_dict": agent.state_dict(),
-        "model_kwargs": model_kwargs,
-        "action_ids": action_ids.tolist(),
-        "args": asdict(args),
-    }
-    torch.save(checkpoint, save_path)
-    print(f"saved {save_path}")
+        if args.save_every > 0 and global_step // args.save_every > (global_step - batch_size) // args.save_every:
+            save(save_path.with_name(f"{save_path.stem}_step{global_step}{save_path.suffix}"), global_step)
+
+    save(save_path, global_step)
     envs.close()
     return save_path
 

@@ -15,6 +15,9 @@ world: the standard errors cover only the evaluation episodes, not the training 
 Writes ``transfer.csv`` (one row per train world x eval world, with the budget), ``transfer.png``
 (grouped bars), ``transfer_episodes.csv`` (per episode), ``train_<world>.log`` and the policies
 (``checkpoints/ppo_<world>.pt``) to ``benchmarks/results/transfer/`` and prints a markdown table.
+With ``--snapshots K`` each training also saves K evenly spaced snapshots, evaluated in the oracle
+world: learning curves in ``transfer_curve.csv`` and ``transfer_curve.png``. ``--worlds`` picks the
+train worlds (the oracle reference always among them).
 """
 
 from __future__ import annotations
@@ -74,12 +77,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--actions", default="nav", choices=sorted(ppo_torch.ACTION_SETS), help="policy action set (ppo_torch)"
     )
+    parser.add_argument(
+        "--precision", default="auto", choices=ppo_torch.PRECISIONS, help="PPO encoder compute type (ppo_torch)"
+    )
     parser.add_argument("--resolution", type=int, default=64, help="observation size (square)")
     parser.add_argument("--max-episode-steps", type=int, default=500, help="truncation, training and evaluation")
     parser.add_argument("--episodes", type=int, default=50, help="held-out evaluation episodes per (policy, world)")
     parser.add_argument("--train-scenes", default="procedural:train", help="training scene spec")
     parser.add_argument("--eval-scenes", default="procedural:test", help="held-out scene spec")
     parser.add_argument("--worldfm-weights", default=None, help="frame-model checkpoint: adds the worldfm world")
+    parser.add_argument(
+        "--worlds",
+        nargs="+",
+        choices=(REFERENCE_WORLD, "anchor", "worldfm"),
+        default=None,
+        help="train worlds (default: oracle, anchor, and worldfm when --worldfm-weights is given); oracle is "
+        "the reference and must be among them",
+    )
+    parser.add_argument(
+        "--snapshots",
+        type=int,
+        default=0,
+        help="learning curves: also evaluate this many evenly spaced snapshots of each policy in the oracle world",
+    )
     parser.add_argument("--seed", type=int, default=1, help="PPO seed (the same in every world)")
     parser.add_argument("--eval-seed", type=int, default=0, help="env seed of held-out episode 0")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
@@ -88,14 +108,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def train_worlds(args: argparse.Namespace) -> list[str]:
-    """The worlds policies are trained in: the oracle reference, anchor, and worldfm with weights."""
+    """The worlds policies are trained in, the oracle reference first: ``--worlds``, by default oracle,
+    anchor, and worldfm when weights are given."""
+    if args.worlds:
+        return sorted(set(args.worlds), key=(REFERENCE_WORLD, "anchor", "worldfm").index)
     return [REFERENCE_WORLD, "anchor"] + (["worldfm"] if args.worldfm_weights else [])
 
 
-def _check_worldfm_training(args: argparse.Namespace) -> None:
-    """Fail before any training when the worldfm world is asked for with a missing checkpoint."""
+def _check_arguments(args: argparse.Namespace) -> None:
+    """Fail before any training on arguments that cannot work (each message names the argument)."""
     if args.worldfm_weights and not Path(args.worldfm_weights).exists():
         raise ValueError(f"--worldfm-weights {args.worldfm_weights!r} does not exist")
+    worlds = train_worlds(args)
+    if REFERENCE_WORLD not in worlds:
+        raise ValueError(f"--worlds {' '.join(args.worlds)} must include {REFERENCE_WORLD!r}, the reference")
+    if "worldfm" in worlds and not args.worldfm_weights:
+        raise ValueError("--worlds worldfm needs --worldfm-weights (a frame-model checkpoint)")
+    if args.snapshots < 0:
+        raise ValueError(f"--snapshots must be >= 0 (0: no learning curves), got {args.snapshots}")
+
+
+def snapshot_interval(args: argparse.Namespace) -> int:
+    """Env steps between the policy snapshots of the learning curves (0 without ``--snapshots``)."""
+    if args.snapshots <= 0:
+        return 0
+    return max(1, -(-trained_env_steps(args) // args.snapshots))
+
+
+def trained_env_steps(args: argparse.Namespace) -> int:
+    """Env steps ppo_torch takes for the budget: max(1, total // batch) whole rollouts of num_envs x num_steps."""
+    batch = args.num_envs * args.num_steps
+    return max(1, args.total_timesteps // batch) * batch
 
 
 def train_policy(world: str, args: argparse.Namespace, out: Path) -> dict:
@@ -115,8 +158,12 @@ def train_policy(world: str, args: argparse.Namespace, out: Path) -> dict:
         "--update-epochs", str(args.update_epochs),
         "--recurrent" if args.recurrent else "--no-recurrent",
         "--actions", args.actions,
+        "--precision", args.precision,
+        "--save-every", str(snapshot_interval(args)),
         "--save-path", os.path.relpath(checkpoint),  # relative: the checkpoint and log store it
     ]  # fmt: skip
+    for stale in checkpoint.parent.glob(f"{checkpoint.stem}_step*{checkpoint.suffix}"):
+        stale.unlink()  # snapshots of an earlier run would join this run's curve
     if world == "worldfm":
         argv += ["--weights", args.worldfm_weights]
     with open(out / f"train_{world}.log", "w") as log:
@@ -127,10 +174,13 @@ def train_policy(world: str, args: argparse.Namespace, out: Path) -> dict:
             wall = time.perf_counter() - start
         finally:
             sys.stdout = console
-    # ppo_torch runs whole rollouts: max(1, total // batch) updates of num_envs x num_steps.
-    batch = args.num_envs * args.num_steps
-    env_steps = max(1, args.total_timesteps // batch) * batch
-    return {"checkpoint": checkpoint, "env_steps": env_steps, "wall_s": wall}
+    env_steps = trained_env_steps(args)
+    snapshots = []
+    for path in checkpoint.parent.glob(f"{checkpoint.stem}_step*{checkpoint.suffix}"):
+        saved = torch.load(path, weights_only=True, map_location="cpu")
+        snapshots.append({"env_steps": saved["global_step"], "wall_s": saved["wall_s"], "checkpoint": path})
+    snapshots.sort(key=lambda snapshot: snapshot["env_steps"])
+    return {"checkpoint": checkpoint, "env_steps": env_steps, "wall_s": wall, "snapshots": snapshots}
 
 
 def evaluate_policy(checkpoint: Path, world: str, args: argparse.Namespace) -> tuple[evaluate_script.EvalResult, float]:
@@ -152,6 +202,45 @@ def evaluate_policy(checkpoint: Path, world: str, args: argparse.Namespace) -> t
     start = time.perf_counter()
     result = evaluate_script.evaluate(eval_args)
     return result, time.perf_counter() - start
+
+
+def summarise(result: evaluate_script.EvalResult) -> dict:
+    """Mean and standard error of each metric over an evaluation's episodes, and the episode count."""
+    metrics = {}
+    for metric in METRICS:
+        metrics[metric] = round(result.summary[metric], 4)
+        metrics[f"{metric}_se"] = round(standard_error([e[metric] for e in result.episodes]), 4)
+    metrics["episodes"] = len(result.episodes)
+    return metrics
+
+
+def plot_curve(curve: list[dict], path: Path, title: str) -> None:
+    """Learning curves: one panel per metric against env steps, one line per train world (± s.e. band)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(METRICS), figsize=(4.2 * len(METRICS), 3.8), sharey=True)
+    for ax, metric in zip(axes, METRICS, strict=True):
+        for i, world in enumerate(dict.fromkeys(r["train_world"] for r in curve)):
+            rows = [r for r in curve if r["train_world"] == world]
+            xs = [r["env_steps"] for r in rows]
+            ys = [r[metric] for r in rows]
+            low = [r[metric] - r[f"{metric}_se"] for r in rows]
+            high = [r[metric] + r[f"{metric}_se"] for r in rows]
+            ax.plot(xs, ys, marker="o", color=f"C{i}", label=f"trained in {world}")
+            ax.fill_between(xs, low, high, color=f"C{i}", alpha=0.2)
+        ax.set_title(f"{metric} (oracle world)")
+        ax.set_xlabel("training env steps")
+        ax.set_ylim(0, 1.0)
+        ax.grid(True, alpha=0.3)
+    axes[0].set_ylabel("mean over held-out episodes")
+    axes[0].legend(fontsize=8, loc="upper left")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def standard_error(values: list[float]) -> float:
@@ -203,7 +292,7 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
 def main(argv: list[str] | None = None) -> list[dict]:
     """Train in every world, evaluate, write CSVs + plot, print the table; return the summary rows."""
     args = parse_args(argv)
-    _check_worldfm_training(args)
+    _check_arguments(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
@@ -211,6 +300,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     start = time.perf_counter()
 
     results, episode_rows = [], []  # results: (train world, eval world, metrics, budget)
+    curve = []  # learning curves: oracle-world metrics of each world's snapshots and final policy
     for train_world in train_worlds(args):
         trained = train_policy(train_world, args, out)
         print(
@@ -221,11 +311,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         for eval_world in dict.fromkeys([REFERENCE_WORLD, train_world]):
             result, eval_wall = evaluate_policy(trained["checkpoint"], eval_world, args)
             episodes, summary = result.episodes, result.summary
-            metrics = {}
-            for metric in METRICS:
-                metrics[metric] = round(summary[metric], 4)
-                metrics[f"{metric}_se"] = round(standard_error([e[metric] for e in episodes]), 4)
-            metrics["episodes"] = len(episodes)
+            metrics = summarise(result)
             budget = dict(
                 mean_steps=round(summary["steps"], 1),
                 distance_to_goal=round(summary["distance_to_goal"], 3),
@@ -252,6 +338,21 @@ def main(argv: list[str] | None = None) -> list[dict]:
             print(
                 f"  evaluated in {eval_world}: success={metrics['success']:.3f} spl={metrics['spl']:.3f} "
                 f"soft_spl={metrics['soft_spl']:.3f} ({len(episodes)} episodes, {eval_wall:.0f} s)",
+                flush=True,
+            )
+            if eval_world == REFERENCE_WORLD:
+                final = {"env_steps": trained["env_steps"], "wall_s": trained["wall_s"]}
+                curve.append({"train_world": train_world, **final, **metrics})
+        for snapshot in trained["snapshots"]:  # learning curve: earlier policies, in the oracle world
+            if snapshot["env_steps"] >= trained["env_steps"]:
+                continue  # the final policy, evaluated above
+            result, _ = evaluate_policy(snapshot["checkpoint"], REFERENCE_WORLD, args)
+            metrics = summarise(result)
+            steps, wall = snapshot["env_steps"], snapshot["wall_s"]
+            curve.append({"train_world": train_world, "env_steps": steps, "wall_s": wall, **metrics})
+            print(
+                f"  snapshot at {steps:,} env steps ({wall:.0f} s), oracle world: success={metrics['success']:.3f} "
+                f"spl={metrics['spl']:.3f} soft_spl={metrics['soft_spl']:.3f}",
                 flush=True,
             )
 
@@ -302,6 +403,24 @@ def main(argv: list[str] | None = None) -> list[dict]:
         r = next(r for r in rows if r["train_world"] == world)
         print(f"  train {world}: {r['train_wall_s']:.0f} s, {r['train_env_steps_per_s']:,.0f} env-steps/s")
     print(f"wrote {out / 'transfer.csv'}, {out / 'transfer_episodes.csv'} and {out / 'transfer.png'}")
+    if args.snapshots:
+        curve.sort(key=lambda r: (train_worlds(args).index(r["train_world"]), r["env_steps"]))
+        for r in curve:
+            r.update(wall_s=round(r["wall_s"], 1), device=device, machine=machine)
+        with open(out / "transfer_curve.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(curve[0]))
+            writer.writeheader()
+            writer.writerows(curve)
+        plot_curve(curve, out / "transfer_curve.png", f"Learning curves, evaluated in the oracle world: {budget}")
+        print()
+        print("| train world | env steps | wall s | success (oracle world) | SPL | SoftSPL |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for r in curve:
+            print(
+                f"| {r['train_world']} | {r['env_steps']:,} | {r['wall_s']:.0f} | "
+                f"{r['success']:.3f} ± {r['success_se']:.3f} | {r['spl']:.3f} | {r['soft_spl']:.3f} |"
+            )
+        print(f"wrote {out / 'transfer_curve.csv'} and {out / 'transfer_curve.png'}")
     return rows
 
 

@@ -297,3 +297,63 @@ def test_evaluate_reads_checkpoints_without_action_ids(tmp_path):
     expected = agent.actor(agent.encode(obs)).argmax(-1)
     assert torch.equal(loaded(obs), expected)
     env.close()
+
+
+def test_encoder_precision_choices():
+    from worldfm_env.model.renderer import auto_model_dtype
+
+    assert ppo_torch.encoder_dtype("float32", "cpu") is None
+    assert ppo_torch.encoder_dtype("bfloat16", "cpu") is torch.bfloat16
+    fast_bf16 = auto_model_dtype(torch.device("cpu")) == torch.bfloat16
+    assert ppo_torch.encoder_dtype("auto", "cpu") is (torch.bfloat16 if fast_bf16 else None)
+    with pytest.raises(ValueError, match="precision='half'.*'auto', 'bfloat16', 'float32'"):
+        ppo_torch.encoder_dtype("half", "cpu")
+    with pytest.raises(ValueError, match="precision='fp8'"):
+        ppo_torch.main(["--precision", "fp8", "--device", "cpu"])
+
+
+def test_bfloat16_encoder_tracks_float32_and_replays_exactly():
+    # The bf16 encoder returns float32 features close to the float32 ones; the GRU and heads stay float32,
+    # and the update's replay still reproduces the rollout (same autocast in both).
+    torch.manual_seed(0)
+    agent = ppo_torch.Agent(_obs_space(), num_actions=4, hidden_size=32, recurrent=True).eval()
+    g = torch.Generator().manual_seed(3)
+    T, M = 5, 2
+    obs = _random_obs(g, T, M)
+    flat = {k: v.flatten(0, 1) for k, v in obs.items()}
+    with torch.no_grad():
+        reference = agent.encode(flat)
+        agent.encoder_dtype = torch.bfloat16
+        features = agent.encode(flat)
+        assert features.dtype == torch.float32
+        assert not torch.equal(features, reference)  # the autocast really ran in bf16
+        torch.testing.assert_close(features, reference, rtol=0.05, atol=0.02)
+        firsts = torch.zeros(T, M, dtype=torch.bool)
+        firsts[0] = True
+        state, prev = agent.initial_state(M), torch.zeros(M, dtype=torch.long)
+        actions, prev_actions, logprobs = [], [], []
+        for t in range(T):
+            prev_actions.append(prev)
+            action, logprob, _, value, state = agent.act({k: v[t] for k, v in obs.items()}, state, prev, firsts[t])
+            actions.append(action)
+            logprobs.append(logprob)
+            prev = action
+        replayed, _, _ = agent.evaluate_sequence(
+            flat, agent.initial_state(M), torch.stack(prev_actions), firsts, torch.stack(actions)
+        )
+    torch.testing.assert_close(replayed, torch.stack(logprobs).flatten(), rtol=1e-3, atol=1e-4)
+
+
+def test_evaluate_uses_the_checkpoint_precision(tmp_path):
+    env = WorldFMVectorEnv(num_envs=2, scenes="procedural:test:1", resolution=16, device="cpu")
+    agent = ppo_torch.Agent(env.single_observation_space, 4, hidden_size=32, recurrent=True)
+    saved = {
+        "state_dict": agent.state_dict(),
+        "model_kwargs": {"hidden_size": 32, "recurrent": True},
+        "action_ids": [0, 1, 2, 3],
+        "args": {"precision": "bfloat16"},
+    }
+    assert evaluate.load_agent("ppo:unused", env, loaded=saved).model.encoder_dtype is torch.bfloat16
+    del saved["args"]["precision"]  # checkpoints from before the option trained in float32
+    assert evaluate.load_agent("ppo:unused", env, loaded=saved).model.encoder_dtype is None
+    env.close()

@@ -82,3 +82,35 @@ def test_worldfm_world_trains_and_transfers(tmp_path):
     assert {("worldfm", "oracle"), ("worldfm", "worldfm")} <= pairs
     with pytest.raises(ValueError, match="worldfm-weights"):
         transfer.main([*TINY, "--out", str(tmp_path / "x"), "--worldfm-weights", str(tmp_path / "missing.pt")])
+
+
+def test_snapshots_give_learning_curves(capsys, tmp_path):
+    # 2 updates of 64 env steps, a snapshot every 64: the first update's policy and the final one.
+    transfer.main([*TINY, "--out", str(tmp_path), "--worlds", "oracle", "--snapshots", "2"])
+    printed = capsys.readouterr().out
+    assert "| train world | env steps | wall s |" in printed
+    with open(tmp_path / "transfer_curve.csv") as f:
+        curve = list(csv.DictReader(f))
+    assert [(r["train_world"], int(r["env_steps"])) for r in curve] == [("oracle", 64), ("oracle", 128)]
+    assert float(curve[0]["wall_s"]) < float(curve[1]["wall_s"])
+    for row in curve:
+        assert 0.0 <= float(row["success"]) <= 1.0 and int(row["episodes"]) == 4
+    with open(tmp_path / "transfer.csv") as f:
+        final = next(csv.DictReader(f))
+    assert final["success"] == curve[-1]["success"] and final["spl"] == curve[-1]["spl"]
+    assert (tmp_path / "transfer_curve.png").stat().st_size > 0
+    assert (tmp_path / "checkpoints" / "ppo_oracle_step64.pt").exists()
+    # A later run without snapshots does not leave the old ones behind.
+    transfer.main([*TINY, "--out", str(tmp_path), "--worlds", "oracle"])
+    assert not list((tmp_path / "checkpoints").glob("ppo_oracle_step*.pt"))
+
+
+def test_bad_worlds_and_snapshots_fail_before_training(tmp_path):
+    out = ["--out", str(tmp_path)]
+    with pytest.raises(ValueError, match="--worlds anchor must include 'oracle'"):
+        transfer.main([*TINY, *out, "--worlds", "anchor"])
+    with pytest.raises(ValueError, match="--worlds worldfm needs --worldfm-weights"):
+        transfer.main([*TINY, *out, "--worlds", "oracle", "worldfm"])
+    with pytest.raises(ValueError, match="--snapshots must be >= 0"):
+        transfer.main([*TINY, *out, "--snapshots", "-1"])
+    assert not (tmp_path / "checkpoints").exists()
