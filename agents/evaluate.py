@@ -59,6 +59,8 @@ class Args:
     """auto, cpu or cuda."""
     max_episode_steps: int = 500
     """Steps after which an episode is truncated."""
+    allow_sliding: bool | None = None
+    """Blocked moves slide along obstacles (default: as the ppo checkpoint was trained, else not)."""
     deterministic: bool = True
     """Learned agents take their most likely action (else they sample)."""
     output_dir: str | None = "runs/eval"
@@ -144,7 +146,9 @@ def _load_learned(spec: str) -> tuple[object, dict]:
     """(loaded checkpoint or SB3 model, the env settings it was trained with) for ppo:/sb3: specs."""
     if spec.startswith("ppo:"):
         checkpoint = torch.load(spec[4:], map_location="cpu", weights_only=True)
-        return checkpoint, {"task": checkpoint["args"]["task"], "resolution": checkpoint["args"]["resolution"]}
+        trained = checkpoint["args"]
+        settings = {"task": trained["task"], "resolution": trained["resolution"]}
+        return checkpoint, {**settings, "allow_sliding": trained.get("allow_sliding", False)}
     if spec.startswith("sb3:"):
         from stable_baselines3 import PPO
 
@@ -200,6 +204,7 @@ def evaluate(args: Args) -> EvalResult:
         resolution=resolution,
         device=args.device,
         max_episode_steps=args.max_episode_steps,
+        allow_sliding=saved.get("allow_sliding", False) if args.allow_sliding is None else args.allow_sliding,
     )
     if args.weights and args.renderer == "worldfm":
         env_kwargs["weights"] = args.weights

@@ -56,6 +56,9 @@ class Args:
     """Device of the SB3 policy: auto, cpu or cuda."""
     max_episode_steps: int = 500
     """Steps after which an episode is truncated."""
+    allow_sliding: bool = False
+    """Blocked moves slide along obstacles instead of being cancelled (the env's allow_sliding; pass the same
+    flag to evaluate.py, an SB3 zip does not record it)."""
     total_timesteps: int = 1_000_000
     """Total env steps (SB3 rounds up to whole rollouts)."""
     num_envs: int = 16
@@ -145,6 +148,7 @@ def main(argv: list[str] | None = None) -> Path:
         resolution=args.resolution,
         device=args.env_device,
         max_episode_steps=args.max_episode_steps,
+        allow_sliding=args.allow_sliding,
     )
     info_keywords = ("success", "spl") if args.task == "pointnav" else ("coverage",)
     venv = VecMonitor(venv, info_keywords=info_keywords)

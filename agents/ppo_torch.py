@@ -67,6 +67,8 @@ class Args:
     """Observation size (square, >= 8)."""
     max_episode_steps: int = 500
     """Steps after which an episode is truncated."""
+    allow_sliding: bool = False
+    """Blocked moves slide along obstacles instead of being cancelled (the env's allow_sliding)."""
     total_timesteps: int = 1_000_000
     """Total env steps of the run."""
     learning_rate: float = 2.5e-4
@@ -341,6 +343,7 @@ def main(argv: list[str] | None = None) -> Path:
         resolution=args.resolution,
         device=args.device,
         max_episode_steps=args.max_episode_steps,
+        allow_sliding=args.allow_sliding,
         array_type="torch",
         validate_actions=False,  # sampled actions are valid by construction; skip the device sync
         **({"weights": args.weights} if args.renderer == "worldfm" else {}),

@@ -82,6 +82,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--resolution", type=int, default=64, help="observation size (square)")
     parser.add_argument("--max-episode-steps", type=int, default=500, help="truncation, training and evaluation")
+    parser.add_argument(
+        "--allow-sliding",
+        action="store_true",
+        help="blocked moves slide along obstacles, in training and evaluation (the env's allow_sliding)",
+    )
     parser.add_argument("--episodes", type=int, default=50, help="held-out evaluation episodes per (policy, world)")
     parser.add_argument("--train-scenes", default="procedural:train", help="training scene spec")
     parser.add_argument("--eval-scenes", default="procedural:test", help="held-out scene spec")
@@ -159,6 +164,7 @@ def train_policy(world: str, args: argparse.Namespace, out: Path) -> dict:
         "--recurrent" if args.recurrent else "--no-recurrent",
         "--actions", args.actions,
         "--precision", args.precision,
+        "--allow-sliding" if args.allow_sliding else "--no-allow-sliding",
         "--save-every", str(snapshot_interval(args)),
         "--save-path", os.path.relpath(checkpoint),  # relative: the checkpoint and log store it
     ]  # fmt: skip
@@ -195,6 +201,7 @@ def evaluate_policy(checkpoint: Path, world: str, args: argparse.Namespace) -> t
         resolution=args.resolution,
         device=args.device,
         max_episode_steps=args.max_episode_steps,
+        allow_sliding=args.allow_sliding,
         deterministic=True,
         output_dir=None,
         weights=args.worldfm_weights if world == "worldfm" else None,
@@ -326,6 +333,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 num_steps=args.num_steps,
                 resolution=args.resolution,
                 max_episode_steps=args.max_episode_steps,
+                allow_sliding=args.allow_sliding,
                 train_scenes=args.train_scenes,
                 eval_scenes=args.eval_scenes,
                 seed=args.seed,

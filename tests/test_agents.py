@@ -357,3 +357,27 @@ def test_evaluate_uses_the_checkpoint_precision(tmp_path):
     del saved["args"]["precision"]  # checkpoints from before the option trained in float32
     assert evaluate.load_agent("ppo:unused", env, loaded=saved).model.encoder_dtype is None
     env.close()
+
+
+def test_evaluate_keeps_the_sliding_setting_of_the_checkpoint(tmp_path, monkeypatch):
+    checkpoint = tmp_path / "ppo.pt"
+    ppo_torch.main(
+        [
+            *["--total-timesteps", "32", "--num-envs", "2", "--num-steps", "16", "--hidden-size", "32"],
+            *["--scenes", "procedural:train:1", "--resolution", "16", "--device", "cpu", "--allow-sliding"],
+            *["--save-path", str(checkpoint)],
+        ]
+    )
+    made = []
+
+    def recording_env(**kwargs):
+        env = WorldFMVectorEnv(**kwargs)
+        made.append(env.config.allow_sliding)
+        return env
+
+    monkeypatch.setattr(evaluate, "WorldFMVectorEnv", recording_env)
+    common = dict(agent=f"ppo:{checkpoint}", episodes=2, scenes="procedural:test:1", device="cpu", output_dir=None)
+    evaluate.evaluate(evaluate.Args(**common, max_episode_steps=5))
+    evaluate.evaluate(evaluate.Args(**common, max_episode_steps=5, allow_sliding=False))
+    evaluate.evaluate(evaluate.Args(**{**common, "agent": "random"}, max_episode_steps=5))
+    assert made == [True, False, False]  # the checkpoint's setting, an explicit override, the env default

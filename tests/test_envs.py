@@ -469,6 +469,37 @@ def test_collisions_and_path_length():
     assert collided > 0 and moved > 0
 
 
+def test_sliding_along_obstacles():
+    # Walking forward at a slant: without sliding a blocked move does not move; with allow_sliding it keeps
+    # the free axis-aligned part of the move (still a collision), so the agent gets farther along the wall.
+    travelled = {}
+    for sliding in (False, True):
+        env = WorldFMVectorEnv(num_envs=1, **SMALL, task="pointnav", allow_sliding=sliding)
+        env.reset(seed=2)
+        env.yaw.fill_(0.4)  # not a multiple of 90 degrees: moves have both x and z parts
+        slid = 0
+        for _ in range(60):
+            pos, coll = env.position.clone(), int(env.collisions[0])
+            length = float(env.path_length[0])
+            env.step(torch.tensor([1]))
+            assert bool(env.navigation.is_free(env.scene_index.long(), env.position[:, 0], env.position[:, 2])[0])
+            delta = (env.position - pos)[0]
+            intended = torch.tensor([-math.sin(0.4), 0.0, math.cos(0.4)]) * env.config.forward_step
+            if int(env.collisions[0]) == coll + 1 and bool(delta.abs().sum() > 0):
+                assert sliding
+                slid += 1
+                axis = 0 if float(delta[0].abs()) > 0 else 2
+                assert float(delta[2 - axis]) == 0.0 and float(delta[1]) == 0.0  # one axis only
+                assert float(delta[axis]) == pytest.approx(float(intended[axis]), abs=1e-5)
+            assert float(env.path_length[0]) == pytest.approx(length + float(delta[[0, 2]].norm()), abs=1e-5)
+        assert (slid > 0) == sliding
+        travelled[sliding] = float(env.path_length[0])
+        env.close()
+    assert travelled[True] > travelled[False]
+    with pytest.raises(ValueError, match="allow_sliding"):
+        WorldFMVectorEnv(num_envs=1, **SMALL, allow_sliding="yes")
+
+
 def test_pose_conventions():
     env = shared_env(num_envs=1, task="pointnav")
     cfg = env.config
@@ -731,6 +762,13 @@ def test_non_finite_actions_without_validation_are_blocked():
     env.step(torch.tensor([[float("nan"), 0.0, float("nan"), 0.0], [1.0, 0.0, 0.0, 0.0]]))
     assert torch.isfinite(env.position).all() and torch.isfinite(env.yaw).all()
     assert torch.equal(env.position[0], before[0]) and int(env.collisions[0]) == 1
+    sliding = WorldFMVectorEnv(
+        num_envs=1, **SMALL, action_type="continuous", validate_actions=False, allow_sliding=True
+    )
+    sliding.reset(seed=0)
+    before = sliding.position.clone()
+    sliding.step(torch.tensor([[float("nan"), float("inf"), 0.0, 0.0]]))
+    assert torch.equal(sliding.position, before) and int(sliding.collisions[0]) == 1
 
 
 def test_gym_make_time_limit_above_the_default_is_honoured():

@@ -46,7 +46,7 @@ def test_tiny_transfer_run_writes_csv_plot_and_table(capsys, tmp_path):
     ]
     assert len(table) == len(rows)
     columns = {"success", "spl", "soft_spl", "episodes", "gap_success", "gap_spl", "gap_soft_spl"}
-    columns |= {"train_env_steps", "train_wall_s", "device", "num_envs", "resolution"}
+    columns |= {"train_env_steps", "train_wall_s", "device", "num_envs", "resolution", "allow_sliding"}
     assert columns <= set(table[0])
     for row in table:
         for metric in ("success", "spl", "soft_spl"):

@@ -52,6 +52,9 @@ class EnvConfig:
     """Degrees tilted by one look action (and the continuous pitch-rate maximum)."""
     max_pitch_deg: float = 45.0
     """The camera pitch is clamped to [-max_pitch_deg, max_pitch_deg]."""
+    allow_sliding: bool = False
+    """A move into an obstacle slides along it (keeps the longer of its x-only and z-only parts that is
+    free, as Habitat-sim's ``allow_sliding``) instead of being cancelled; either way it counts as a collision."""
     success_distance: float = 0.2
     """PointNav: success when STOP is taken within this geodesic distance (metres) of the goal."""
     min_goal_distance: float = 1.0
@@ -177,7 +180,14 @@ class EnvConfig:
         number("teacher_steps", 1, 1000, integer=True)
         if self.num_scenes is not None:
             number("num_scenes", 1, 10**6, integer=True)
-        for name in ("include_depth", "include_pose", "occlusion_culling", "validate_actions", "compile_model"):
+        for name in (
+            "include_depth",
+            "include_pose",
+            "occlusion_culling",
+            "validate_actions",
+            "compile_model",
+            "allow_sliding",
+        ):
             if not isinstance(getattr(self, name), bool):
                 fail(name, "True or False")
         if self.sampler_steps is not None and (self.sampler_steps not in (1, 2) or not is_int(self.sampler_steps)):

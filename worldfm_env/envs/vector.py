@@ -39,7 +39,8 @@ class WorldFMVectorEnv(VectorEnv):
 
     ## Description
     Each env is an agent's camera moving through a scene (procedural or imported). Every step
-    integrates the actions, blocks moves into occupied navigation cells (counted as collisions),
+    integrates the actions, blocks moves into occupied navigation cells (counted as collisions; with
+    ``allow_sliding`` the agent slides along the obstacle instead),
     renders all N observations in one batch (the scene's point cloud splatted at each pose with
     warp, the reference view voted for by depth consistency, then the chosen renderer backend),
     and evaluates the task. State lives in ``(num_envs, ...)`` torch tensors on ``device``.
@@ -342,9 +343,15 @@ class WorldFMVectorEnv(VectorEnv):
         blocked = (attempted & ~self.moves_free(self.position, new_pos)) | ~torch.isfinite(move).all(dim=1)
         new_yaw = torch.where(torch.isfinite(new_yaw), new_yaw, self.yaw)
         new_pitch = torch.where(torch.isfinite(new_pitch), new_pitch, self.pitch)
-        new_pos = torch.where(blocked[:, None], self.position, new_pos)
+        if cfg.allow_sliding:  # a blocked move keeps its free axis-aligned part (zero where none is free)
+            slide = self._slide(torch.where(torch.isfinite(move), move, torch.zeros_like(move)))
+            new_pos = torch.where(blocked[:, None], self.position + slide, new_pos)
+            move = torch.where(blocked[:, None], slide, move)
+        else:
+            new_pos = torch.where(blocked[:, None], self.position, new_pos)
+            move = torch.where(blocked[:, None], torch.zeros_like(move), move)
         a3 = active[:, None]
-        moved = torch.where(active & ~blocked, move[:, [0, 2]].norm(dim=1), torch.zeros_like(self.path_length))
+        moved = torch.where(active, move[:, [0, 2]].norm(dim=1), torch.zeros_like(self.path_length))
         self.position = torch.where(a3, new_pos, self.position)
         self.yaw = torch.where(active, new_yaw, self.yaw)
         self.pitch = torch.where(active, new_pitch, self.pitch)
@@ -435,6 +442,18 @@ class WorldFMVectorEnv(VectorEnv):
         if bool(((a < -1.0) | (a > 1.0)).any()):
             raise ValueError(f"actions must lie in [-1, 1], got {actions!r}")
         return a
+
+    def _slide(self, move: torch.Tensor) -> torch.Tensor:
+        """The part of each blocked move (N, 3) that slides along the obstacle: the longer of its x-only and
+        z-only components whose segment is free, else zero (the grid's walls are axis-aligned cell edges)."""
+        along_x = move * torch.tensor([1.0, 0.0, 0.0], device=self.device)
+        along_z = move * torch.tensor([0.0, 0.0, 1.0], device=self.device)
+        parts = torch.stack([along_x, along_z], dim=1)  # (N, 2, 3)
+        free = self.moves_free(self.position[:, None].expand_as(parts), self.position[:, None] + parts)  # (N, 2)
+        length = torch.where(free, parts[..., [0, 2]].abs().sum(-1), torch.full_like(free, -1.0, dtype=move.dtype))
+        best = length.argmax(dim=1)
+        chosen = parts[torch.arange(move.shape[0], device=self.device), best]
+        return torch.where((length.max(dim=1).values > 0)[:, None], chosen, torch.zeros_like(move))
 
     def moves_free(self, start: torch.Tensor, end: torch.Tensor) -> torch.Tensor:
         """Whether straight moves stay on free cells of each env's scene, as the collision check sees it.
