@@ -27,6 +27,7 @@ import csv
 import math
 import os
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -244,7 +245,7 @@ def plot_curve(curve: list[dict], path: Path, title: str) -> None:
         ax.grid(True, alpha=0.3)
     axes[0].set_ylabel("mean over held-out episodes")
     axes[0].legend(fontsize=8, loc="upper left")
-    fig.suptitle(title, fontsize=9)
+    fig.suptitle(textwrap.fill(title, 150), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
