@@ -224,9 +224,8 @@ class Agent(nn.Module):
     def encode(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Features (N, F) float32 of a batch of observations, computed under autocast to
         :attr:`encoder_dtype` when it is set."""
-        rgb = obs["rgb"]
         dtype = self.encoder_dtype
-        with torch.autocast(rgb.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        with torch.autocast(obs["rgb"].device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             return self._encode(obs).float()
 
     def _encode(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:

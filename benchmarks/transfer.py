@@ -251,6 +251,14 @@ def plot_curve(curve: list[dict], path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def write_csv(path: Path, rows: list[dict]) -> None:
+    """Write dict rows to ``path``; the columns are every key in first-seen order."""
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
 def standard_error(values: list[float]) -> float:
     """Standard error of the mean (population std / sqrt(n)); 0 for fewer than two values."""
     n = len(values)
@@ -378,15 +386,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ]
     total_wall = time.perf_counter() - start
 
-    with open(out / "transfer.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    episode_fields = list(dict.fromkeys(k for r in episode_rows for k in r))
-    with open(out / "transfer_episodes.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=episode_fields)
-        writer.writeheader()
-        writer.writerows(episode_rows)
+    write_csv(out / "transfer.csv", rows)
+    write_csv(out / "transfer_episodes.csv", episode_rows)
 
     budget = (
         f"PPO ({rows[0]['policy']}, {args.actions} actions) {rows[0]['train_env_steps']:,} env steps per world, "
@@ -416,10 +417,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         curve.sort(key=lambda r: (train_worlds(args).index(r["train_world"]), r["env_steps"]))
         for r in curve:
             r.update(wall_s=round(r["wall_s"], 1), device=device, machine=machine)
-        with open(out / "transfer_curve.csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(curve[0]))
-            writer.writeheader()
-            writer.writerows(curve)
+        write_csv(out / "transfer_curve.csv", curve)
         plot_curve(curve, out / "transfer_curve.png", f"Learning curves, evaluated in the oracle world: {budget}")
         print()
         print("| train world | env steps | wall s | success (oracle world) | SPL | SoftSPL |")

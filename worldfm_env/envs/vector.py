@@ -446,14 +446,14 @@ class WorldFMVectorEnv(VectorEnv):
     def _slide(self, move: torch.Tensor) -> torch.Tensor:
         """The part of each blocked move (N, 3) that slides along the obstacle: the longer of its x-only and
         z-only components whose segment is free, else zero (the grid's walls are axis-aligned cell edges)."""
-        along_x = move * torch.tensor([1.0, 0.0, 0.0], device=self.device)
-        along_z = move * torch.tensor([0.0, 0.0, 1.0], device=self.device)
+        zero = torch.zeros_like(move[:, 0])
+        along_x = torch.stack([move[:, 0], zero, zero], dim=-1)
+        along_z = torch.stack([zero, zero, move[:, 2]], dim=-1)
         parts = torch.stack([along_x, along_z], dim=1)  # (N, 2, 3)
         free = self.moves_free(self.position[:, None].expand_as(parts), self.position[:, None] + parts)  # (N, 2)
-        length = torch.where(free, parts[..., [0, 2]].abs().sum(-1), torch.full_like(free, -1.0, dtype=move.dtype))
-        best = length.argmax(dim=1)
-        chosen = parts[torch.arange(move.shape[0], device=self.device), best]
-        return torch.where((length.max(dim=1).values > 0)[:, None], chosen, torch.zeros_like(move))
+        length = torch.where(free, parts.abs().sum(-1), -1.0)  # -1: that part is blocked too
+        chosen = parts.gather(1, length.argmax(dim=1)[:, None, None].expand(-1, 1, 3))[:, 0]
+        return torch.where(length.amax(dim=1, keepdim=True) > 0, chosen, torch.zeros_like(move))
 
     def moves_free(self, start: torch.Tensor, end: torch.Tensor) -> torch.Tensor:
         """Whether straight moves stay on free cells of each env's scene, as the collision check sees it.
