@@ -218,13 +218,15 @@ def _generate(method: dict, frames: dict, seeds: list[int], batch: int, device: 
 # ----------------------------------------------------------------------------------------------------------- data
 
 
-def _clip_frames(num_clips: int, scenes, resolution, seed: int, batch: int, device: torch.device) -> dict:
+def _clip_frames(
+    num_clips: int, scenes, resolution, seed: int, batch: int, device: torch.device, splat_radius: int | str = 0
+) -> dict:
     """Target views of ``num_clips`` test clips, flattened to frames (N = clips * targets)."""
     from worldfm_env.scenes.catalog import resolve_scenes
     from worldfm_env.training.data import ClipConfig, ClipGenerator
 
     spec = scenes if isinstance(scenes, str) else f"procedural:test:{int(scenes)}"
-    config = ClipConfig(resolution=tuple(resolution))
+    config = ClipConfig(resolution=tuple(resolution), splat_radius=splat_radius)
     generator = ClipGenerator(resolve_scenes(spec, device, tuple(resolution), config.hfov_deg), config, device)
     per_call = max(1, batch // config.targets)
     parts = []
@@ -275,6 +277,7 @@ def evaluate_fidelity(
     samples: int = 6,
     samples_out: dict | None = None,
     verbose: bool = True,
+    splat_radius: int | str = 0,
 ) -> list[dict]:
     """Evaluate every method on the target views of ``clips`` test clips; return one row (dict) per method.
 
@@ -292,10 +295,12 @@ def evaluate_fidelity(
         samples_out: a dict to fill with the sample images, column name -> uint8 (samples, H, W, 3) on the CPU, in
             grid order (anchor, nearest fill, pull-push fill, reference, each model, ground truth).
         verbose: print progress.
+        splat_radius: anchor splat half-size (the env's ``splat_radius``): 0 = one pixel per point, as published,
+            or ``"auto"``.
 
     Rows: ``method, psnr, ssim, psnr_covered, psnr_holes, revisit_psnr`` (None for the non-generative methods)
-    ``, frames, seconds, device, coverage, dtype, steps, weights, resolution`` (``weights`` is a file name only;
-    ``dtype``, ``steps`` and ``weights`` are empty strings for the non-generative methods).
+    ``, frames, seconds, device, coverage, dtype, steps, weights, resolution, splat_radius`` (``weights`` is a file
+    name only; ``dtype``, ``steps`` and ``weights`` are empty strings for the non-generative methods).
     """
     say = print if verbose else (lambda *a, **k: None)
     dev = resolve_device(device)
@@ -333,7 +338,7 @@ def evaluate_fidelity(
             )
 
     start = time.perf_counter()
-    frames = _clip_frames(clips, scenes, (H, W), seed, batch, dev)
+    frames = _clip_frames(clips, scenes, (H, W), seed, batch, dev, splat_radius)
     N = frames["anchor"].shape[0]
     mask, target = frames["mask"], frames["target"]
     coverage = float(mask.float().mean())
@@ -356,6 +361,7 @@ def evaluate_fidelity(
             steps=extra.get("steps", ""),
             weights=extra.get("weights", ""),
             resolution=f"{H}x{W}",
+            splat_radius=splat_radius,
         )
 
     pick = torch.linspace(0, N - 1, min(samples, N), device=dev).round().long() if samples > 0 else None
@@ -461,6 +467,11 @@ def plot_samples(images: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def _splat_radius(text: str) -> int | str:
+    """``--splat-radius``: ``auto`` or an int."""
+    return text if text == "auto" else int(text)
+
+
 def _fmt(value, spec: str) -> str:
     return "" if value is None or value == "" else format(value, spec)
 
@@ -481,6 +492,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--dtype", default="auto", choices=["auto", *DTYPES])
     parser.add_argument("--batch", type=int, default=48, help="frames per model call")
     parser.add_argument("--samples", type=int, default=6, help="targets in the sample grid")
+    parser.add_argument(
+        "--splat-radius",
+        type=_splat_radius,
+        default=0,
+        help="anchor splat half-size: 0 (one pixel per point, as published) to 8, or auto (the env's splat_radius)",
+    )
     parser.add_argument("--out", default=str(RESULTS), help="output folder")
     args = parser.parse_args(argv)
     out = Path(args.out)
@@ -503,6 +520,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         default_weights=not args.no_default_weights,
         samples=args.samples,
         samples_out=images,
+        splat_radius=args.splat_radius,
     )
     wall = time.perf_counter() - start
 
@@ -513,7 +531,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     r0 = rows[0]
     budget = (
         f"{r0['frames']} target views of {args.clips} clips on procedural:test:{args.scenes}, {r0['resolution']}, "
-        f"seed {args.seed}, anchor coverage {r0['coverage']:.2f}; {r0['device']}"
+        f"seed {args.seed}, anchor coverage {r0['coverage']:.2f}"
+        f"{'' if args.splat_radius == 0 else f' (splat_radius={args.splat_radius})'}; {r0['device']}"
     )
     plot(rows, out / "fidelity.png", f"Frame fidelity against the ray-cast ground truth\n{budget}")
     written = [out / "fidelity.csv", out / "fidelity.png"]

@@ -60,6 +60,8 @@ def test_distill_config_validation():
         DistillConfig(sampler_steps=3)
     with pytest.raises(ValueError, match="fake_lr"):
         DistillConfig(fake_lr=0.0)
+    with pytest.raises(ValueError, match="splat_radius"):
+        DistillConfig(splat_radius=-1)
 
 
 def test_v_teacher_student_starts_as_the_teacher(tmp_path):

@@ -205,6 +205,14 @@ def test_anchor_only_run_and_nearest_fill_beats_the_black_holes():
     assert anchor["psnr_covered"] > anchor["psnr_holes"]
 
 
+def test_auto_splat_anchors_cover_more_and_fill_better():
+    one_pixel = evaluate_fidelity(**TINY, default_weights=False)
+    auto = evaluate_fidelity(**TINY, default_weights=False, splat_radius="auto")
+    assert [r["splat_radius"] for r in auto] == ["auto"] * 3 and one_pixel[0]["splat_radius"] == 0
+    assert auto[0]["coverage"] > one_pixel[0]["coverage"]
+    assert auto[0]["psnr"] > one_pixel[0]["psnr"]  # fewer black holes in the raw anchor
+
+
 def test_run_with_tiny_models_gives_every_method(checkpoints):
     samples: dict = {}
     rows = evaluate_fidelity(

@@ -99,6 +99,23 @@ def test_target_switch_on_init_and_bad_target(tmp_path):
         TrainConfig(target="depth")
 
 
+def test_training_clips_use_the_configured_splat_radius(tmp_path, monkeypatch):
+    from worldfm_env.training import stages
+
+    used = []
+
+    class Recording(stages.ClipGenerator):
+        def __init__(self, scenes, config, device="cpu"):
+            used.append(config.splat_radius)
+            super().__init__(scenes, config, device)
+
+    monkeypatch.setattr(stages, "ClipGenerator", Recording)
+    train(TrainConfig(stage="stage2", steps=1, out=str(tmp_path), splat_radius="auto", **TINY))
+    assert used == ["auto"]
+    with pytest.raises(ValueError, match="splat_radius"):
+        TrainConfig(splat_radius="big")
+
+
 def test_condition_mask_matches_what_the_model_sees():
     from worldfm_env.scenes.catalog import resolve_scenes
     from worldfm_env.training.data import ClipConfig, ClipGenerator

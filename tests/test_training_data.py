@@ -45,3 +45,19 @@ def test_clip_config_validation():
         ClipConfig(resolution=(4, 64))
     with pytest.raises(ValueError, match="hfov_deg"):
         ClipConfig(hfov_deg=200.0)
+    with pytest.raises(ValueError, match="splat_radius"):
+        ClipConfig(splat_radius="wide")
+    with pytest.raises(ValueError, match="splat_radius"):
+        ClipConfig(splat_radius=9)
+
+
+def test_auto_splats_cover_more_of_the_target_with_the_right_surface(generator):
+    # The training clips can carry the env's splat_radius="auto" anchors: each point covers its footprint, so more
+    # of the target is covered, and the covered pixels still show the target's own surface.
+    auto = ClipGenerator(generator.scenes, ClipConfig(resolution=(32, 32), splat_radius="auto"))
+    one_pixel, wide = generator.batch(2, seed=3), auto.batch(2, seed=3)
+    assert torch.equal(one_pixel.target_rgb, wide.target_rgb)  # same clips, only the anchor differs
+    assert float(wide.anchor_mask.float().mean()) > float(one_pixel.anchor_mask.float().mean()) + 0.05
+    m = wide.anchor_mask
+    same = m & ((wide.anchor_depth - wide.target_depth).abs() < 0.05 * wide.target_depth.clamp_min(1e-6))
+    assert float(same.sum() / m.sum()) > 0.8

@@ -54,6 +54,8 @@ class ClipConfig:
     """Level of detail of the anchor splat (the env's ``anchor_lod``; 0 draws every point, as published)."""
     occlusion_culling: bool = True
     """2.5-D occlusion culling of the anchor splat (the env's ``occlusion_culling``)."""
+    splat_radius: int | str = 0
+    """Anchor splat half-size (the env's ``splat_radius``): 0 = one pixel per point, as published, or ``"auto"``."""
 
     def __post_init__(self) -> None:
         if not (isinstance(self.views, int) and isinstance(self.references, int) and 1 <= self.references < self.views):
@@ -67,6 +69,9 @@ class ClipConfig:
             raise ValueError(f"hfov_deg must be in (0, 180), got {self.hfov_deg!r}")
         if not isinstance(self.occlusion_culling, bool):
             raise ValueError(f"occlusion_culling must be True or False, got {self.occlusion_culling!r}")
+        radius = self.splat_radius
+        if radius != "auto" and not (isinstance(radius, int) and not isinstance(radius, bool) and 0 <= radius <= 8):
+            raise ValueError(f"splat_radius must be an int in [0, 8] or 'auto', got {radius!r}")
         if not 0.0 <= self.anchor_lod <= 4.0:
             raise ValueError(f"anchor_lod must be in [0, 4] (0 draws every point), got {self.anchor_lod!r}")
         if self.yaw_jitter_deg < 0 or self.pitch_jitter_deg < 0:
@@ -263,7 +268,9 @@ class ClipGenerator:
         clip_index = torch.arange(B, dtype=torch.int32, device=self.device).repeat_interleave(T)
         K_all = self.K.expand(N, 3, 3).contiguous()
         occluders = Occluders.from_pool(pool) if cfg.occlusion_culling else None
-        splatter = PointSplatter(pool.points, N, H, W, lod_scale=cfg.anchor_lod, occluders=occluders)
+        splatter = PointSplatter(
+            pool.points, N, H, W, radius=cfg.splat_radius, lod_scale=cfg.anchor_lod, occluders=occluders
+        )
         anchor = splatter.render(clip_index, tgt_c2w.reshape(N, 4, 4), K_all)
         selector = ReferenceSelector(pool, N, H, W)
         ref_global = selector.select(anchor.depth, clip_index, tgt_c2w.reshape(N, 4, 4), K_all)

@@ -65,6 +65,9 @@ class DistillConfig:
     """Square image size (must match the teacher)."""
     scenes: str = "procedural:train:16"
     """Training scenes."""
+    splat_radius: int | str = 0
+    """Anchor splat half-size of the training clips (``ClipConfig.splat_radius``, the env's ``splat_radius``): train
+    on the anchors the env will render."""
     clips_per_step: int = 2
     """Clips per step (12 targets each)."""
     steps: int = 1000
@@ -103,6 +106,7 @@ class DistillConfig:
     """``auto`` (bf16 autocast on CUDA and AMX CPUs, else fp32), ``bf16`` or ``fp32``; weights stay fp32."""
 
     def __post_init__(self) -> None:
+        ClipConfig(splat_radius=self.splat_radius)  # raises on a bad splat_radius, naming it
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision={self.precision!r} is not valid; choose one of {list(PRECISIONS)}")
         if self.sampler_steps not in DISTILLED_TIMESTEPS:
@@ -240,7 +244,9 @@ def distill(cfg: DistillConfig) -> dict:
         start_step = int(state["step"])
     abar = iddpm_linear_schedule().alphas_cumprod.to(device=device, dtype=torch.float32)
     scenes = resolve_scenes(cfg.scenes, device, (cfg.resolution, cfg.resolution), 90.0)
-    clips = ClipGenerator(scenes, ClipConfig(resolution=(cfg.resolution, cfg.resolution)), device)
+    clips = ClipGenerator(
+        scenes, ClipConfig(resolution=(cfg.resolution, cfg.resolution), splat_radius=cfg.splat_radius), device
+    )
     cond_cfg = TrainConfig(stage="stage2", anchor_start=0.0, anchor_full=0.0, anchor_drop=0.0, anchor_hole_prob=0.0)
     C = teacher.config.in_channels
     to_x0 = eps_to_x0 if teacher.config.prediction == "eps" else v_to_x0

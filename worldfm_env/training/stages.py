@@ -90,6 +90,9 @@ class TrainConfig:
     """Square image size."""
     scenes: str = "procedural:train:16"
     """Training scenes (train split only)."""
+    splat_radius: int | str = 0
+    """Anchor splat half-size of the training clips (``ClipConfig.splat_radius``, the env's ``splat_radius``): train
+    on the anchors the env will render."""
     clips_per_step: int = 4
     """Clips per rank and step; each gives ``views - references`` target samples."""
     steps: int = 1000
@@ -143,6 +146,7 @@ class TrainConfig:
     raw weights)."""
 
     def __post_init__(self) -> None:
+        ClipConfig(splat_radius=self.splat_radius)  # raises on a bad splat_radius, naming it
         if self.stage not in STAGES:
             raise ValueError(f"stage={self.stage!r} is not valid; choose one of {list(STAGES)}")
         for name in ("clips_per_step", "steps", "resolution"):
@@ -352,7 +356,9 @@ def train(cfg: TrainConfig) -> dict:
         start_step = int(state["step"])
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     scenes = resolve_scenes(cfg.scenes, device, (cfg.resolution, cfg.resolution), 90.0)
-    clips = ClipGenerator(scenes, ClipConfig(resolution=(cfg.resolution, cfg.resolution)), device)
+    clips = ClipGenerator(
+        scenes, ClipConfig(resolution=(cfg.resolution, cfg.resolution), splat_radius=cfg.splat_radius), device
+    )
     schedule = iddpm_linear_schedule()
     abar = schedule.alphas_cumprod.to(device=device, dtype=torch.float32)
     noise_gen = torch.Generator(device=device).manual_seed(cfg.seed * 1000 + rank + 1)
