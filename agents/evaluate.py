@@ -148,7 +148,11 @@ def _load_learned(spec: str) -> tuple[object, dict]:
         checkpoint = torch.load(spec[4:], map_location="cpu", weights_only=True)
         trained = checkpoint["args"]
         settings = {"task": trained["task"], "resolution": trained["resolution"]}
-        return checkpoint, {**settings, "allow_sliding": trained.get("allow_sliding", False)}
+        return checkpoint, {
+            **settings,
+            "allow_sliding": trained.get("allow_sliding", False),
+            "include_depth": trained.get("include_depth", False),
+        }
     if spec.startswith("sb3:"):
         from stable_baselines3 import PPO
 
@@ -156,7 +160,11 @@ def _load_learned(spec: str) -> tuple[object, dict]:
         space = model.observation_space
         rgb_shape = space["rgb"].shape  # (3, H, W) after SB3's image transpose, or (H, W, 3)
         resolution = rgb_shape[1] if rgb_shape[0] == 3 else rgb_shape[0]
-        return model, {"task": "pointnav" if "pointgoal" in space.spaces else "explore", "resolution": resolution}
+        return model, {
+            "task": "pointnav" if "pointgoal" in space.spaces else "explore",
+            "resolution": resolution,
+            "include_depth": "depth" in space.spaces,
+        }
     return None, {}
 
 
@@ -205,6 +213,7 @@ def evaluate(args: Args) -> EvalResult:
         device=args.device,
         max_episode_steps=args.max_episode_steps,
         allow_sliding=saved.get("allow_sliding", False) if args.allow_sliding is None else args.allow_sliding,
+        include_depth=saved.get("include_depth", False),  # the observations the policy was trained on
     )
     if args.weights and args.renderer == "worldfm":
         env_kwargs["weights"] = args.weights

@@ -2,7 +2,8 @@
 
 The env's observations are torch tensors on its device (``array_type="torch"``); the rollout
 storage is preallocated there and nothing crosses to the host in the collection loop except the
-per-update logging. The network is a small CNN over ``rgb`` plus an MLP over the vector keys
+per-update logging. The network is a small CNN over ``rgb`` (and, with ``--include-depth``, the
+renderer's depth as a fourth channel) plus an MLP over the vector keys
 (``pointgoal`` as log-distance, cos and sin of the angle), by default followed by a GRU that also
 sees the previous action (the layout of the Habitat PointNav baseline), then an actor and a critic
 head. The policy chooses among the ``nav`` actions (stop, forward, turn left, turn right) by
@@ -23,6 +24,7 @@ along the run.
 
 from __future__ import annotations
 
+import math
 import random
 import sys
 import time
@@ -69,6 +71,9 @@ class Args:
     """Steps after which an episode is truncated."""
     allow_sliding: bool = False
     """Blocked moves slide along obstacles instead of being cancelled (the env's allow_sliding)."""
+    include_depth: bool = False
+    """Also observe the renderer's depth (the env's include_depth: exact in the oracle world, the anchor's
+    z-buffer with 0 in its holes in the anchor and worldfm worlds), as a fourth channel of the CNN."""
     total_timesteps: int = 1_000_000
     """Total env steps of the run."""
     learning_rate: float = 2.5e-4
@@ -161,7 +166,8 @@ def layer_init(layer: nn.Module, std: float = np.sqrt(2), bias_const: float = 0.
 
 
 class Agent(nn.Module):
-    """Actor-critic over a Dict observation: CNN for ``rgb`` (uint8 (N, H, W, 3)) + MLP for vector keys.
+    """Actor-critic over a Dict observation: CNN for ``rgb`` (uint8 (N, H, W, 3)), with ``depth``
+    ((N, H, W, 1) metres, 0 = unknown) as a fourth channel when the space has it, + MLP for vector keys.
 
     With ``recurrent=True`` the features, with an embedding of the previous action, feed a GRU cell
     whose state carries over the episode (the Habitat PointNav baseline's layout); the heads read
@@ -170,6 +176,9 @@ class Agent(nn.Module):
     """
 
     PREV_ACTION_WIDTH = 32
+    DEPTH_RANGE = 10.0
+    """Depth (metres) that maps to 1 in the CNN's depth channel, ``log1p(d) / log1p(DEPTH_RANGE)``; farther clamps."""
+    IMAGE_KEYS = ("rgb", "depth")
 
     def __init__(
         self, observation_space: spaces.Dict, num_actions: int, hidden_size: int = 256, recurrent: bool = False
@@ -178,9 +187,10 @@ class Agent(nn.Module):
         self.num_actions = num_actions
         self.hidden_size = hidden_size
         self.recurrent = recurrent
-        self.vector_keys = sorted(k for k in observation_space.spaces if k != "rgb")
+        self.vector_keys = sorted(k for k in observation_space.spaces if k not in self.IMAGE_KEYS)
+        self.use_depth = "depth" in observation_space.spaces
         self.cnn = nn.Sequential(
-            layer_init(nn.Conv2d(3, 32, 5, stride=2, padding=2)),
+            layer_init(nn.Conv2d(4 if self.use_depth else 3, 32, 5, stride=2, padding=2)),
             nn.ReLU(),
             layer_init(nn.Conv2d(32, 64, 3, stride=2, padding=1)),
             nn.ReLU(),
@@ -229,8 +239,12 @@ class Agent(nn.Module):
             return self._encode(obs).float()
 
     def _encode(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
-        rgb = obs["rgb"].permute(0, 3, 1, 2).float() / 255.0  # (N, 3, H, W)
-        features = [self.cnn(rgb)]
+        image = obs["rgb"].float() / 255.0  # (N, H, W, 3)
+        if self.use_depth:
+            depth = torch.log1p(obs["depth"].clamp(0.0, self.DEPTH_RANGE)) / math.log1p(self.DEPTH_RANGE)
+            image = torch.cat([image, depth], dim=-1)
+        # Channels stay innermost in memory (a channels-last view), the layout the CPU convolutions run fastest in.
+        features = [self.cnn(image.permute(0, 3, 1, 2))]
         if self.mlp is not None:
             vectors = []
             for key in self.vector_keys:
@@ -343,6 +357,7 @@ def main(argv: list[str] | None = None) -> Path:
         device=args.device,
         max_episode_steps=args.max_episode_steps,
         allow_sliding=args.allow_sliding,
+        include_depth=args.include_depth,
         array_type="torch",
         validate_actions=False,  # sampled actions are valid by construction; skip the device sync
         **({"weights": args.weights} if args.renderer == "worldfm" else {}),

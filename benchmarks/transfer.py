@@ -17,7 +17,9 @@ Writes ``transfer.csv`` (one row per train world x eval world, with the budget),
 (``checkpoints/ppo_<world>.pt``) to ``benchmarks/results/transfer/`` and prints a markdown table.
 With ``--snapshots K`` each training also saves K evenly spaced snapshots, evaluated in the oracle
 world: learning curves in ``transfer_curve.csv`` and ``transfer_curve.png``. ``--worlds`` picks the
-train worlds (the oracle reference always among them).
+train worlds (the oracle reference always among them). ``--include-depth`` gives every policy the
+renderer's depth as well: exact in the oracle world, the anchor's z-buffer (0 in its holes) in the
+anchor and worldfm worlds.
 """
 
 from __future__ import annotations
@@ -87,6 +89,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--allow-sliding",
         action="store_true",
         help="blocked moves slide along obstacles, in training and evaluation (the env's allow_sliding)",
+    )
+    parser.add_argument(
+        "--include-depth",
+        action="store_true",
+        help="policies also observe the renderer's depth (exact in the oracle world, the anchor's elsewhere)",
     )
     parser.add_argument("--episodes", type=int, default=50, help="held-out evaluation episodes per (policy, world)")
     parser.add_argument("--train-scenes", default="procedural:train", help="training scene spec")
@@ -166,6 +173,7 @@ def train_policy(world: str, args: argparse.Namespace, out: Path) -> dict:
         "--actions", args.actions,
         "--precision", args.precision,
         "--allow-sliding" if args.allow_sliding else "--no-allow-sliding",
+        "--include-depth" if args.include_depth else "--no-include-depth",
         "--save-every", str(snapshot_interval(args)),
         "--save-path", os.path.relpath(checkpoint),  # relative: the checkpoint and log store it
     ]  # fmt: skip
@@ -343,6 +351,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 resolution=args.resolution,
                 max_episode_steps=args.max_episode_steps,
                 allow_sliding=args.allow_sliding,
+                include_depth=args.include_depth,
                 train_scenes=args.train_scenes,
                 eval_scenes=args.eval_scenes,
                 seed=args.seed,
@@ -390,7 +399,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     write_csv(out / "transfer_episodes.csv", episode_rows)
 
     budget = (
-        f"PPO ({rows[0]['policy']}, {args.actions} actions) {rows[0]['train_env_steps']:,} env steps per world, "
+        f"PPO ({rows[0]['policy']}, {args.actions} actions{', rgb+depth' if args.include_depth else ''}) "
+        f"{rows[0]['train_env_steps']:,} env steps per world, "
         f"num_envs={args.num_envs}, "
         f"{args.resolution}x{args.resolution}, seed {args.seed}; {args.episodes} held-out episodes "
         f"({args.eval_scenes}); {machine} ({device}); {total_wall / 60:.1f} min"

@@ -378,3 +378,42 @@ def test_evaluate_keeps_the_sliding_setting_of_the_checkpoint(tmp_path, monkeypa
     evaluate.evaluate(evaluate.Args(**common, max_episode_steps=5, allow_sliding=False))
     evaluate.evaluate(evaluate.Args(**{**common, "agent": "random"}, max_episode_steps=5))
     assert made == [True, False, False]  # the checkpoint's setting, an explicit override, the env default
+
+
+def test_depth_is_a_fourth_cnn_channel_and_evaluate_observes_it(tmp_path):
+    import numpy as np
+    from gymnasium import spaces
+
+    space = spaces.Dict({**_obs_space().spaces, "depth": spaces.Box(0.0, np.inf, (16, 16, 1), dtype=np.float32)})
+    torch.manual_seed(0)
+    agent = ppo_torch.Agent(space, num_actions=4, hidden_size=32)
+    assert agent.use_depth and agent.cnn[0].in_channels == 4 and agent.vector_keys == ["pointgoal"]
+    obs = _random_obs(torch.Generator().manual_seed(4), 2)
+    near, far = torch.full((2, 16, 16, 1), 0.5), torch.full((2, 16, 16, 1), 8.0)
+    with torch.no_grad():
+        assert not torch.allclose(agent.encode({**obs, "depth": near}), agent.encode({**obs, "depth": far}))
+        # Beyond DEPTH_RANGE the channel saturates: 20 m and 50 m look the same.
+        torch.testing.assert_close(
+            agent.encode({**obs, "depth": torch.full_like(near, 20.0)}),
+            agent.encode({**obs, "depth": torch.full_like(near, 50.0)}),
+        )
+
+    checkpoint = tmp_path / "ppo.pt"
+    ppo_torch.main(
+        [
+            *["--total-timesteps", "32", "--num-envs", "2", "--num-steps", "16", "--hidden-size", "32"],
+            *["--scenes", "procedural:train:1", "--resolution", "16", "--device", "cpu", "--include-depth"],
+            *["--save-path", str(checkpoint)],
+        ]
+    )
+    saved = torch.load(checkpoint, weights_only=True)
+    assert saved["args"]["include_depth"] is True
+    assert saved["state_dict"]["cnn.0.weight"].shape[1] == 4
+    # evaluate builds the env with depth from the checkpoint's settings (else the weights would not load).
+    result = evaluate.evaluate(
+        evaluate.Args(
+            agent=f"ppo:{checkpoint}", episodes=2, scenes="procedural:test:1", device="cpu", output_dir=None,
+            max_episode_steps=5, renderer="anchor",
+        )
+    )  # fmt: skip
+    assert len(result.episodes) == 2

@@ -46,7 +46,7 @@ def test_tiny_transfer_run_writes_csv_plot_and_table(capsys, tmp_path):
     ]
     assert len(table) == len(rows)
     columns = {"success", "spl", "soft_spl", "episodes", "gap_success", "gap_spl", "gap_soft_spl"}
-    columns |= {"train_env_steps", "train_wall_s", "device", "num_envs", "resolution", "allow_sliding"}
+    columns |= {"train_env_steps", "train_wall_s", "device", "num_envs", "resolution", "allow_sliding", "include_depth"}
     assert columns <= set(table[0])
     for row in table:
         for metric in ("success", "spl", "soft_spl"):
@@ -57,6 +57,7 @@ def test_tiny_transfer_run_writes_csv_plot_and_table(capsys, tmp_path):
         assert int(row["resolution"]) == SMALL["resolution"]
         assert row["device"] == "cpu"
         assert (row["policy"], row["actions"]) == ("gru", "nav")  # ppo_torch's default layout
+        assert row["include_depth"] == "False"
     reference = table[0]
     assert all(float(reference[f"gap_{m}"]) == 0.0 for m in ("success", "spl", "soft_spl"))
 
@@ -82,6 +83,16 @@ def test_worldfm_world_trains_and_transfers(tmp_path):
     assert {("worldfm", "oracle"), ("worldfm", "worldfm")} <= pairs
     with pytest.raises(ValueError, match="worldfm-weights"):
         transfer.main([*TINY, "--out", str(tmp_path / "x"), "--worldfm-weights", str(tmp_path / "missing.pt")])
+
+
+def test_depth_policies_train_and_evaluate_with_depth(tmp_path):
+    import torch
+
+    rows = transfer.main([*TINY, "--out", str(tmp_path), "--worlds", "oracle", "--include-depth"])
+    assert [r["include_depth"] for r in rows] == [True]
+    saved = torch.load(tmp_path / "checkpoints" / "ppo_oracle.pt", weights_only=True)
+    assert saved["args"]["include_depth"] is True
+    assert saved["state_dict"]["cnn.0.weight"].shape[1] == 4  # rgb + depth: evaluation had to observe depth too
 
 
 def test_snapshots_give_learning_curves(capsys, tmp_path):
