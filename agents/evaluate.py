@@ -99,6 +99,12 @@ class _TorchPPOAgent:
         if max(ids) >= num_env_actions:
             raise ValueError(f"the checkpoint's action_ids {ids} do not fit the env's {num_env_actions} actions")
         self.action_ids = torch.tensor(ids, device=env.device)
+        trained_depth = bool(checkpoint.get("args", {}).get("include_depth", False))
+        if trained_depth != ("depth" in env.single_observation_space.spaces):
+            raise ValueError(
+                f"the checkpoint was trained with include_depth={trained_depth}; the env must have the same "
+                f"include_depth (it has {not trained_depth})"
+            )
         self.model = Agent(env.single_observation_space, len(ids), **checkpoint["model_kwargs"])
         self.model.load_state_dict(checkpoint["state_dict"])
         self.model.to(env.device).eval()

@@ -168,6 +168,8 @@ def layer_init(layer: nn.Module, std: float = np.sqrt(2), bias_const: float = 0.
 class Agent(nn.Module):
     """Actor-critic over a Dict observation: CNN for ``rgb`` (uint8 (N, H, W, 3)), with ``depth``
     ((N, H, W, 1) metres, 0 = unknown) as a fourth channel when the space has it, + MLP for vector keys.
+    The depth channel is ``log1p(d) / log1p(DEPTH_RANGE)``; unknown depth gives 0, the value of a surface at
+    the camera (no separate validity channel).
 
     With ``recurrent=True`` the features, with an embedding of the previous action, feed a GRU cell
     whose state carries over the episode (the Habitat PointNav baseline's layout); the heads read
@@ -241,7 +243,9 @@ class Agent(nn.Module):
     def _encode(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
         image = obs["rgb"].float() / 255.0  # (N, H, W, 3)
         if self.use_depth:
-            depth = torch.log1p(obs["depth"].clamp(0.0, self.DEPTH_RANGE)) / math.log1p(self.DEPTH_RANGE)
+            # Unknown depth (0, the anchor's holes; NaN is treated the same) reads as 0, like a surface at the camera.
+            depth = torch.nan_to_num(obs["depth"], nan=0.0).clamp(0.0, self.DEPTH_RANGE)
+            depth = torch.log1p(depth) / math.log1p(self.DEPTH_RANGE)
             image = torch.cat([image, depth], dim=-1)
         # Channels stay innermost in memory (a channels-last view), the layout the CPU convolutions run fastest in.
         features = [self.cnn(image.permute(0, 3, 1, 2))]

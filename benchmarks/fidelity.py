@@ -4,12 +4,14 @@ nearest-pixel hole fill and the frame models (stage II teacher, 2- and 1-step st
     python benchmarks/fidelity.py                                   # shipped checkpoint, if any, else baselines
     python benchmarks/fidelity.py --teacher runs/stage2/model.safetensors --teacher-steps 20 \\
         --student2 runs/distill/model.safetensors --student1 runs/distill/model.safetensors
+    python benchmarks/fidelity.py --splat-radius auto --out benchmarks/results/fidelity/splat_auto
 
 Data: ``--clips`` multi-view clips (``worldfm_env.training.data.ClipGenerator``, 16 views, 4 of them
 references) on the procedural *test* scenes (``procedural:test:<--scenes>``), so every clip gives 12
 target views, each with its anchor render (the clip's point cloud splatted at the target pose, black
 where nothing lands), the reference view the env's vote picks and the ray-cast ground truth. Everything
-is deterministic given ``--seed`` (clip stream and per-frame noise seeds).
+is deterministic given ``--seed`` (clip stream and per-frame noise seeds). ``--splat-radius`` sets the anchor
+splat size (the env's ``splat_radius``: 0, one pixel per point as published, or ``auto``).
 
 Methods: ``anchor`` (the anchor as rendered, holes black), ``nearest_fill`` (every hole pixel takes the
 colour of its nearest covered pixel, exact Euclidean), ``pull_push_fill`` (holes interpolated smoothly
@@ -54,6 +56,7 @@ from worldfm_env.model.renderer import auto_model_dtype, default_weights_path, i
 from worldfm_env.model.samplers import sample_distilled
 from worldfm_env.model.targets import clip_scale, from_target, residual_base
 from worldfm_env.render.fill import nearest_fill, pull_push_fill
+from worldfm_env.training.data import splat_radius_arg
 
 __all__ = ["PSNR_CAP_DB", "evaluate_fidelity", "main", "nearest_fill", "psnr", "ssim"]
 
@@ -467,11 +470,6 @@ def plot_samples(images: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def _splat_radius(text: str) -> int | str:
-    """``--splat-radius``: ``auto`` or an int."""
-    return text if text == "auto" else int(text)
-
-
 def _fmt(value, spec: str) -> str:
     return "" if value is None or value == "" else format(value, spec)
 
@@ -494,7 +492,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--samples", type=int, default=6, help="targets in the sample grid")
     parser.add_argument(
         "--splat-radius",
-        type=_splat_radius,
+        type=splat_radius_arg,
         default=0,
         help="anchor splat half-size: 0 (one pixel per point, as published) to 8, or auto (the env's splat_radius)",
     )

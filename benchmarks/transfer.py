@@ -307,7 +307,7 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
         ax.grid(True, axis="y", alpha=0.3)
     axes[0].set_ylabel("mean over held-out episodes (± s.e.)")
     axes[0].legend(fontsize=8, loc="upper right")
-    fig.suptitle(title, fontsize=9)
+    fig.suptitle(textwrap.fill(title, 150), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

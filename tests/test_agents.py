@@ -417,3 +417,8 @@ def test_depth_is_a_fourth_cnn_channel_and_evaluate_observes_it(tmp_path):
         )
     )  # fmt: skip
     assert len(result.episodes) == 2
+    # A depth policy on an env without depth is refused with a message naming the setting.
+    env = WorldFMVectorEnv(num_envs=2, scenes="procedural:test:1", resolution=16, device="cpu")
+    with pytest.raises(ValueError, match="include_depth=True"):
+        evaluate.load_agent(f"ppo:{checkpoint}", env, loaded=saved)
+    env.close()

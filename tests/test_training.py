@@ -257,3 +257,23 @@ def test_fine_tune_keeps_the_inits_recommended_sampler(tmp_path):
     args = {k: v for k, v in TINY.items() if k != "model"}
     train(TrainConfig(stage="stage2", prediction="v", init=str(init), steps=1, out=str(tmp_path / "ft"), **args))
     assert recommended_sampler_steps(tmp_path / "ft" / "model.safetensors") == 1
+
+
+def test_splat_radius_on_the_command_line(monkeypatch, capsys):
+    import argparse
+
+    from worldfm_env.training import distill, stages
+    from worldfm_env.training.data import splat_radius_arg
+
+    assert splat_radius_arg("auto") == "auto" and splat_radius_arg("2") == 2
+    with pytest.raises(argparse.ArgumentTypeError, match=r"splat_radius must be an int in \[0, 8\] or 'auto'"):
+        splat_radius_arg("9")
+    seen = []
+    monkeypatch.setattr(stages, "train", lambda cfg: seen.append(cfg.splat_radius) or {})
+    monkeypatch.setattr(distill, "distill", lambda cfg: seen.append(cfg.splat_radius) or {})
+    stages.main(["--stage", "stage2", "--splat-radius", "auto"])
+    distill.main(["--splat-radius", "1"])
+    assert seen == ["auto", 1]
+    with pytest.raises(SystemExit):
+        stages.main(["--stage", "stage2", "--splat-radius", "wide"])
+    assert "splat_radius must be an int in [0, 8] or 'auto'" in capsys.readouterr().err

@@ -13,6 +13,7 @@ cast. Everything is deterministic given the seed (counter-based draws per clip).
 
 from __future__ import annotations
 
+import argparse
 import math
 from dataclasses import dataclass, replace
 
@@ -29,7 +30,20 @@ from worldfm_env.scenes.pointcloud import points_from_views
 from worldfm_env.scenes.pool import ScenePool
 from worldfm_env.scenes.scene import ReferenceBank, Scene
 
-__all__ = ["ClipConfig", "ClipBatch", "ClipGenerator"]
+__all__ = ["ClipConfig", "ClipBatch", "ClipGenerator", "splat_radius_arg"]
+
+
+def splat_radius_arg(text: str) -> int | str:
+    """A command-line ``--splat-radius`` value: ``"auto"`` or an int in [0, 8] (argparse ``type=``)."""
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 8:
+        raise argparse.ArgumentTypeError(f"splat_radius must be an int in [0, 8] or 'auto', got {text!r}")
+    return value
 
 
 @dataclass(frozen=True)

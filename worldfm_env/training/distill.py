@@ -38,7 +38,7 @@ from worldfm_env.model.dit import PanelCameras
 from worldfm_env.model.samplers import DISTILLED_TIMESTEPS, eps_to_x0, v_to_x0
 from worldfm_env.model.targets import clip_scale
 from worldfm_env.scenes.catalog import resolve_scenes
-from worldfm_env.training.data import ClipConfig, ClipGenerator
+from worldfm_env.training.data import ClipConfig, ClipGenerator, splat_radius_arg
 from worldfm_env.training.stages import (
     PRECISIONS,
     TrainConfig,
@@ -67,7 +67,7 @@ class DistillConfig:
     """Training scenes."""
     splat_radius: int | str = 0
     """Anchor splat half-size of the training clips (``ClipConfig.splat_radius``, the env's ``splat_radius``): train
-    on the anchors the env will render."""
+    on the anchors the env will render (the teacher's setting; the checkpoint does not record it)."""
     clips_per_step: int = 2
     """Clips per step (12 targets each)."""
     steps: int = 1000
@@ -360,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Stage III: DMD distillation into the 1- or 2-step sampler.")
     parser.add_argument("--config", default=None, help="JSON file with DistillConfig fields")
     for f in dataclasses.fields(DistillConfig):
-        kind = {int: int, float: float}.get(type(f.default), str)
+        kind = splat_radius_arg if f.name == "splat_radius" else {int: int, float: float}.get(type(f.default), str)
         parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=None)
     args = parser.parse_args(argv)
     values = json.loads(Path(args.config).read_text()) if args.config else {}

@@ -42,7 +42,7 @@ from worldfm_env.model.dit import PanelCameras
 from worldfm_env.model.renderer import images_to_model, model_to_images
 from worldfm_env.model.targets import clip_scale, from_target, residual_base, to_target
 from worldfm_env.scenes.catalog import resolve_scenes
-from worldfm_env.training.data import ClipConfig, ClipGenerator
+from worldfm_env.training.data import ClipConfig, ClipGenerator, splat_radius_arg
 
 __all__ = [
     "TrainConfig",
@@ -92,7 +92,8 @@ class TrainConfig:
     """Training scenes (train split only)."""
     splat_radius: int | str = 0
     """Anchor splat half-size of the training clips (``ClipConfig.splat_radius``, the env's ``splat_radius``): train
-    on the anchors the env will render."""
+    on the anchors the env will render (stage II; stage I sees no anchors). ``--splat-radius auto`` on the command
+    line. The checkpoint does not record it: pass the same ``splat_radius`` to the env."""
     clips_per_step: int = 4
     """Clips per rank and step; each gives ``views - references`` target samples."""
     steps: int = 1000
@@ -441,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(f.default, bool):
             parser.add_argument(f"--{f.name.replace('_', '-')}", action=argparse.BooleanOptionalAction, default=None)
             continue
-        kind = {int: int, float: float}.get(type(f.default), str)
+        kind = splat_radius_arg if f.name == "splat_radius" else {int: int, float: float}.get(type(f.default), str)
         parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=None)
     args = parser.parse_args(argv)
     values = json.loads(Path(args.config).read_text()) if args.config else {}
