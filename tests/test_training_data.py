@@ -1,5 +1,6 @@
 """Multi-view clip generator for frame-model training."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -49,6 +50,7 @@ def test_clip_config_validation():
         ClipConfig(splat_radius="wide")
     with pytest.raises(ValueError, match="splat_radius"):
         ClipConfig(splat_radius=9)
+    assert ClipConfig(splat_radius=np.int64(2)).splat_radius == 2  # the same values the env config accepts
 
 
 def test_auto_splats_cover_more_of_the_target_with_the_right_surface(generator):

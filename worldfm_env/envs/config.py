@@ -9,7 +9,19 @@ from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
-__all__ = ["EnvConfig", "TASKS", "RENDERERS", "ACTION_TYPES"]
+__all__ = ["EnvConfig", "TASKS", "RENDERERS", "ACTION_TYPES", "SPLAT_RADIUS_VALUES", "valid_splat_radius"]
+
+SPLAT_RADIUS_VALUES = "an int in [0, 8] or 'auto'"
+"""The valid values of ``splat_radius``, as error messages state them."""
+
+
+def valid_splat_radius(value) -> bool:
+    """Whether ``value`` is a valid ``splat_radius`` (env, training clips, command lines): ``"auto"`` or an
+    int (Python or numpy, not bool) in [0, 8]."""
+    if isinstance(value, str):
+        return value == "auto"
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)) and 0 <= value <= 8
+
 
 TASKS = ("pointnav", "explore")
 RENDERERS = ("worldfm", "anchor", "oracle")
@@ -172,8 +184,8 @@ class EnvConfig:
         number("time_penalty", -inf, inf, lo_open=True, hi_open=True)
         number("explore_success_coverage", 0.0, 1.0, lo_open=True)
         number("anchor_lod", 0.0, 4.0)
-        if self.splat_radius != "auto" and not (is_int(self.splat_radius) and 0 <= self.splat_radius <= 8):
-            fail("splat_radius", "an int in [0, 8] or 'auto'")
+        if not valid_splat_radius(self.splat_radius):
+            fail("splat_radius", SPLAT_RADIUS_VALUES)
         number("reference_samples", 1, 100000, integer=True)
         number("reference_tolerance", 0.0, 1.0, lo_open=True, hi_open=True)
         number("goal_candidates", 1, 4096, integer=True)

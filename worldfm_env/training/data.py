@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
+from worldfm_env.envs.config import SPLAT_RADIUS_VALUES, valid_splat_radius
 from worldfm_env.envs.rng import hash_uniform
 from worldfm_env.geometry import intrinsics_from_fov, pose_from_yaw_pitch
 from worldfm_env.model.dit import PanelCameras
@@ -37,12 +38,9 @@ def splat_radius_arg(text: str) -> int | str:
     """A command-line ``--splat-radius`` value: ``"auto"`` or an int in [0, 8] (argparse ``type=``)."""
     if text == "auto":
         return text
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 0 <= value <= 8:
-        raise argparse.ArgumentTypeError(f"splat_radius must be an int in [0, 8] or 'auto', got {text!r}")
+    value = int(text) if text.lstrip("-").isdigit() else None
+    if not valid_splat_radius(value):
+        raise argparse.ArgumentTypeError(f"splat_radius must be {SPLAT_RADIUS_VALUES}, got {text!r}")
     return value
 
 
@@ -83,9 +81,8 @@ class ClipConfig:
             raise ValueError(f"hfov_deg must be in (0, 180), got {self.hfov_deg!r}")
         if not isinstance(self.occlusion_culling, bool):
             raise ValueError(f"occlusion_culling must be True or False, got {self.occlusion_culling!r}")
-        radius = self.splat_radius
-        if radius != "auto" and not (isinstance(radius, int) and not isinstance(radius, bool) and 0 <= radius <= 8):
-            raise ValueError(f"splat_radius must be an int in [0, 8] or 'auto', got {radius!r}")
+        if not valid_splat_radius(self.splat_radius):
+            raise ValueError(f"splat_radius must be {SPLAT_RADIUS_VALUES}, got {self.splat_radius!r}")
         if not 0.0 <= self.anchor_lod <= 4.0:
             raise ValueError(f"anchor_lod must be in [0, 4] (0 draws every point), got {self.anchor_lod!r}")
         if self.yaw_jitter_deg < 0 or self.pitch_jitter_deg < 0:
