@@ -30,6 +30,7 @@ if __package__ in (None, ""):  # run as a script: make `agents` importable
 
 from agents._args import parse_args
 from agents.scripted import AGENTS, make_agent
+from worldfm_env.envs.config import parse_splat_radius
 from worldfm_env.envs.vector import WorldFMVectorEnv
 
 __all__ = ["Args", "EvalResult", "evaluate", "load_agent", "main"]
@@ -61,6 +62,9 @@ class Args:
     """Steps after which an episode is truncated."""
     allow_sliding: bool | None = None
     """Blocked moves slide along obstacles (default: as the ppo checkpoint was trained, else not)."""
+    splat_radius: str | None = None
+    """Anchor splat half-size of the anchor and worldfm worlds: an int in [0, 8] or auto (default: as the ppo
+    checkpoint was trained, else 0)."""
     deterministic: bool = True
     """Learned agents take their most likely action (else they sample)."""
     output_dir: str | None = "runs/eval"
@@ -158,6 +162,7 @@ def _load_learned(spec: str) -> tuple[object, dict]:
             **settings,
             "allow_sliding": trained.get("allow_sliding", False),
             "include_depth": trained.get("include_depth", False),
+            "splat_radius": trained.get("splat_radius", "0"),
         }
     if spec.startswith("sb3:"):
         from stable_baselines3 import PPO
@@ -211,6 +216,8 @@ def evaluate(args: Args) -> EvalResult:
             f"evaluating it with task={task!r}, resolution={resolution} would not fit its network"
         )
     num_envs = min(args.num_envs, args.episodes)
+    # The anchor the policy was trained on, unless asked otherwise (the oracle world has none).
+    splat_radius = parse_splat_radius(saved.get("splat_radius", 0) if args.splat_radius is None else args.splat_radius)
     env_kwargs = dict(
         task=task,
         scenes=args.scenes,
@@ -220,6 +227,7 @@ def evaluate(args: Args) -> EvalResult:
         max_episode_steps=args.max_episode_steps,
         allow_sliding=saved.get("allow_sliding", False) if args.allow_sliding is None else args.allow_sliding,
         include_depth=saved.get("include_depth", False),  # the observations the policy was trained on
+        splat_radius=splat_radius,
     )
     if args.weights and args.renderer == "worldfm":
         env_kwargs["weights"] = args.weights

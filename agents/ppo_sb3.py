@@ -3,7 +3,8 @@
 One batched :class:`~worldfm_env.envs.vector.WorldFMVectorEnv` (SAME_STEP autoreset, as SB3
 expects) serves all ``num_envs`` envs; SB3 sees numpy at the adapter boundary. The policy is
 ``MultiInputPolicy`` with :class:`SmallCombinedExtractor` (a small CNN that works from 8x8 images,
-where SB3's ``NatureCNN`` needs 36x36) plus an MLP over ``pointgoal``. SB3 logs ``time/fps``
+where SB3's ``NatureCNN`` needs 36x36; with ``--include-depth`` the renderer's depth is its fourth
+channel, scaled as in ``ppo_torch.py``) plus an MLP over ``pointgoal``. SB3 logs ``time/fps``
 (env steps per second); the script prints the overall env-steps/s at the end and saves the policy
 zip, which ``python agents/evaluate.py --agent sb3:PATH.zip`` evaluates.
 
@@ -29,6 +30,8 @@ if __package__ in (None, ""):  # run as a script: make `agents` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agents._args import parse_args
+from agents.ppo_torch import Agent
+from worldfm_env.envs.config import parse_splat_radius
 from worldfm_env.integrations.sb3 import SB3VecEnv
 
 __all__ = ["Args", "SmallCombinedExtractor", "main"]
@@ -59,6 +62,12 @@ class Args:
     allow_sliding: bool = False
     """Blocked moves slide along obstacles instead of being cancelled (the env's allow_sliding; pass the same
     flag to evaluate.py, an SB3 zip does not record it)."""
+    include_depth: bool = False
+    """Also observe the renderer's depth, as a fourth CNN channel (exact in the oracle world, the anchor's
+    z-buffer with 0 in its holes in the anchor and worldfm worlds); evaluate.py sees it in the policy's space."""
+    splat_radius: str = "0"
+    """Anchor splat half-size of the anchor and worldfm worlds (the env's splat_radius): an int in [0, 8] or
+    auto; pass the same to evaluate.py, an SB3 zip does not record it."""
     total_timesteps: int = 1_000_000
     """Total env steps (SB3 rounds up to whole rollouts)."""
     num_envs: int = 16
@@ -90,15 +99,21 @@ class Args:
 class SmallCombinedExtractor(BaseFeaturesExtractor):
     """Features of a Dict observation: a small CNN for images (any size >= 8), flatten for the rest.
 
-    ``pointgoal`` (distance, angle) becomes (log1p distance, cos angle, sin angle).
+    ``pointgoal`` (distance, angle) becomes (log1p distance, cos angle, sin angle). A ``depth`` key
+    ((H, W, 1) metres) joins the ``rgb`` image as a fourth CNN channel, scaled by
+    :meth:`agents.ppo_torch.Agent.depth_channel`.
     """
 
     def __init__(self, observation_space: gym.spaces.Dict, features_dim: int = 256) -> None:
         extractors: dict[str, nn.Module] = {}
         total = 0
+        self.with_depth = "depth" in observation_space.spaces and "rgb" in observation_space.spaces
         for key, space in observation_space.spaces.items():
+            if key == "depth" and self.with_depth:
+                continue  # a channel of the rgb CNN
             if is_image_space(space, check_channels=False):
                 channels = space.shape[0] if is_image_space_channels_first(space) else space.shape[-1]
+                channels += int(key == "rgb" and self.with_depth)
                 extractors[key] = nn.Sequential(
                     nn.Conv2d(channels, 32, 5, stride=2, padding=2),
                     nn.ReLU(),
@@ -129,6 +144,8 @@ class SmallCombinedExtractor(BaseFeaturesExtractor):
             value = observations[key]
             if self.channels_last[key]:
                 value = value.permute(0, 3, 1, 2)
+            if key == "rgb" and self.with_depth:  # SB3 scaled rgb to [0, 1]; depth arrives (N, H, W, 1)
+                value = torch.cat([value, Agent.depth_channel(observations["depth"]).permute(0, 3, 1, 2)], dim=1)
             if key == "pointgoal":
                 rho, phi = value[:, 0], value[:, 1]
                 value = torch.stack([torch.log1p(rho), torch.cos(phi), torch.sin(phi)], dim=-1)
@@ -149,6 +166,8 @@ def main(argv: list[str] | None = None) -> Path:
         device=args.env_device,
         max_episode_steps=args.max_episode_steps,
         allow_sliding=args.allow_sliding,
+        include_depth=args.include_depth,
+        splat_radius=parse_splat_radius(args.splat_radius),
     )
     info_keywords = ("success", "spl") if args.task == "pointnav" else ("coverage",)
     venv = VecMonitor(venv, info_keywords=info_keywords)

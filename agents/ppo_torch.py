@@ -40,6 +40,7 @@ if __package__ in (None, ""):  # run as a script: make `agents` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agents._args import parse_args
+from worldfm_env.envs.config import parse_splat_radius
 from worldfm_env.envs.vector import WorldFMVectorEnv
 
 __all__ = ["ACTION_SETS", "PRECISIONS", "Args", "Agent", "action_ids_for", "encoder_dtype", "main"]
@@ -74,6 +75,9 @@ class Args:
     include_depth: bool = False
     """Also observe the renderer's depth (the env's include_depth: exact in the oracle world, the anchor's
     z-buffer with 0 in its holes in the anchor and worldfm worlds), as a fourth channel of the CNN."""
+    splat_radius: str = "0"
+    """Anchor splat half-size in pixels of the anchor and worldfm worlds (the env's splat_radius): an int in
+    [0, 8] (0: one pixel per point, as published) or auto (each point covers its sample spacing)."""
     total_timesteps: int = 1_000_000
     """Total env steps of the run."""
     learning_rate: float = 2.5e-4
@@ -225,6 +229,15 @@ class Agent(nn.Module):
         #: Autocast type of :meth:`encode` (None: float32); a run-time choice, not part of the weights.
         self.encoder_dtype: torch.dtype | None = None
 
+    @classmethod
+    def depth_channel(cls, depth: torch.Tensor) -> torch.Tensor:
+        """The CNN's depth channel from depth in metres: ``log1p(d) / log1p(DEPTH_RANGE)`` in [0, 1], same shape.
+
+        Unknown depth (0, the anchor's holes; NaN is treated the same) reads as 0, like a surface at the camera.
+        """
+        depth = torch.nan_to_num(depth.float(), nan=0.0).clamp(0.0, cls.DEPTH_RANGE)
+        return torch.log1p(depth) / math.log1p(cls.DEPTH_RANGE)
+
     @staticmethod
     def _vector_width(key: str, space: spaces.Space) -> int:
         return 3 if key == "pointgoal" else int(np.prod(space.shape))
@@ -243,10 +256,7 @@ class Agent(nn.Module):
     def _encode(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
         image = obs["rgb"].float() / 255.0  # (N, H, W, 3)
         if self.use_depth:
-            # Unknown depth (0, the anchor's holes; NaN is treated the same) reads as 0, like a surface at the camera.
-            depth = torch.nan_to_num(obs["depth"], nan=0.0).clamp(0.0, self.DEPTH_RANGE)
-            depth = torch.log1p(depth) / math.log1p(self.DEPTH_RANGE)
-            image = torch.cat([image, depth], dim=-1)
+            image = torch.cat([image, self.depth_channel(obs["depth"])], dim=-1)
         # Channels stay innermost in memory (a channels-last view), the layout the CPU convolutions run fastest in.
         features = [self.cnn(image.permute(0, 3, 1, 2))]
         if self.mlp is not None:
@@ -340,6 +350,7 @@ def main(argv: list[str] | None = None) -> Path:
     """Train; return the checkpoint path."""
     args = parse_args(Args, argv)
     encoder_dtype(args.precision, "cpu")  # fail on a bad --precision before building the envs
+    splat_radius = parse_splat_radius(args.splat_radius)
     if args.save_every < 0:
         raise ValueError(f"save_every must be >= 0 (0: no snapshots), got {args.save_every}")
     batch_size = args.num_envs * args.num_steps
@@ -362,6 +373,7 @@ def main(argv: list[str] | None = None) -> Path:
         max_episode_steps=args.max_episode_steps,
         allow_sliding=args.allow_sliding,
         include_depth=args.include_depth,
+        splat_radius=splat_radius,
         array_type="torch",
         validate_actions=False,  # sampled actions are valid by construction; skip the device sync
         **({"weights": args.weights} if args.renderer == "worldfm" else {}),

@@ -31,6 +31,7 @@ import os
 import sys
 import textwrap
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -41,6 +42,7 @@ if str(Path(__file__).resolve().parents[1]) not in sys.path:  # run as a script:
 from agents import evaluate as evaluate_script  # noqa: E402
 from agents import ppo_torch  # noqa: E402
 from benchmarks.throughput import machine_name  # noqa: E402
+from worldfm_env.training.data import splat_radius_arg  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "transfer"
 REFERENCE_WORLD = "oracle"
@@ -95,6 +97,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="policies also observe the renderer's depth (exact in the oracle world, the anchor's elsewhere)",
     )
+    parser.add_argument(
+        "--splat-radius",
+        type=splat_radius_arg,
+        default=0,
+        help="anchor splat half-size of the anchor and worldfm worlds, in training and evaluation: an int in "
+        "[0, 8] or auto (the env's splat_radius)",
+    )
     parser.add_argument("--episodes", type=int, default=50, help="held-out evaluation episodes per (policy, world)")
     parser.add_argument("--train-scenes", default="procedural:train", help="training scene spec")
     parser.add_argument("--eval-scenes", default="procedural:test", help="held-out scene spec")
@@ -112,6 +121,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=0,
         help="learning curves: also evaluate this many evenly spaced snapshots of each policy in the oracle world",
+    )
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="take a world's policy (and snapshots) already in --out/checkpoints instead of training it again, "
+        "when it was trained with the same arguments (e.g. the oracle reference when adding another world)",
     )
     parser.add_argument("--seed", type=int, default=1, help="PPO seed (the same in every world)")
     parser.add_argument("--eval-seed", type=int, default=0, help="env seed of held-out episode 0")
@@ -154,8 +169,24 @@ def trained_env_steps(args: argparse.Namespace) -> int:
     return max(1, args.total_timesteps // batch) * batch
 
 
+def reusable(checkpoint: Path, argv: list[str]) -> str | None:
+    """Why the policy at ``checkpoint`` cannot stand for a ppo_torch run with ``argv``, or None when it can:
+    it exists, finished its run, and was trained with the same arguments (the save path aside; arguments it
+    predates count as their defaults)."""
+    if not checkpoint.exists():
+        return f"no {checkpoint}"
+    saved = torch.load(checkpoint, weights_only=True, map_location="cpu")
+    wanted = asdict(ppo_torch.parse_args(ppo_torch.Args, argv))
+    had = {**asdict(ppo_torch.Args()), **saved.get("args", {})}
+    differ = sorted(k for k in wanted if k != "save_path" and had.get(k) != wanted[k])
+    if differ:
+        return "trained with other " + ", ".join(f"{k} ({had.get(k)!r}, not {wanted[k]!r})" for k in differ)
+    return None
+
+
 def train_policy(world: str, args: argparse.Namespace, out: Path) -> dict:
-    """Train PPO in ``world``; return the checkpoint path, env steps and wall time."""
+    """Train PPO in ``world`` (or, with ``--reuse``, take the policy already trained there with the same
+    arguments); return the checkpoint path, env steps, wall time and snapshots."""
     checkpoint = out / "checkpoints" / f"ppo_{world}.pt"
     argv = [
         "--exp-name", f"transfer_{world}",
@@ -174,21 +205,29 @@ def train_policy(world: str, args: argparse.Namespace, out: Path) -> dict:
         "--precision", args.precision,
         "--allow-sliding" if args.allow_sliding else "--no-allow-sliding",
         "--include-depth" if args.include_depth else "--no-include-depth",
+        "--splat-radius", str(args.splat_radius if world != REFERENCE_WORLD else 0),  # the oracle has no anchor
         "--save-every", str(snapshot_interval(args)),
         "--save-path", os.path.relpath(checkpoint),  # relative: the checkpoint and log store it
     ]  # fmt: skip
-    for stale in checkpoint.parent.glob(f"{checkpoint.stem}_step*{checkpoint.suffix}"):
-        stale.unlink()  # snapshots of an earlier run would join this run's curve
     if world == "worldfm":
         argv += ["--weights", args.worldfm_weights]
-    with open(out / f"train_{world}.log", "w") as log:
-        console, sys.stdout = sys.stdout, _Tee(sys.stdout, log)
-        try:
-            start = time.perf_counter()
-            ppo_torch.main(argv)
-            wall = time.perf_counter() - start
-        finally:
-            sys.stdout = console
+    why_not = reusable(checkpoint, argv) if args.reuse else "--reuse not given"
+    if why_not is None:
+        wall = torch.load(checkpoint, weights_only=True, map_location="cpu")["wall_s"]
+        print(f"reusing {checkpoint} (trained in {world} with the same arguments)", flush=True)
+    else:
+        if args.reuse:
+            print(f"training in {world}: cannot reuse its policy: {why_not}", flush=True)
+        for stale in checkpoint.parent.glob(f"{checkpoint.stem}_step*{checkpoint.suffix}"):
+            stale.unlink()  # snapshots of an earlier run would join this run's curve
+        with open(out / f"train_{world}.log", "w") as log:
+            console, sys.stdout = sys.stdout, _Tee(sys.stdout, log)
+            try:
+                start = time.perf_counter()
+                ppo_torch.main(argv)
+                wall = time.perf_counter() - start
+            finally:
+                sys.stdout = console
     env_steps = trained_env_steps(args)
     snapshots = []
     for path in checkpoint.parent.glob(f"{checkpoint.stem}_step*{checkpoint.suffix}"):
@@ -211,6 +250,7 @@ def evaluate_policy(checkpoint: Path, world: str, args: argparse.Namespace) -> t
         device=args.device,
         max_episode_steps=args.max_episode_steps,
         allow_sliding=args.allow_sliding,
+        splat_radius=str(args.splat_radius),
         deterministic=True,
         output_dir=None,
         weights=args.worldfm_weights if world == "worldfm" else None,
@@ -352,6 +392,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 max_episode_steps=args.max_episode_steps,
                 allow_sliding=args.allow_sliding,
                 include_depth=args.include_depth,
+                splat_radius=args.splat_radius,
                 train_scenes=args.train_scenes,
                 eval_scenes=args.eval_scenes,
                 seed=args.seed,
@@ -399,7 +440,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     write_csv(out / "transfer_episodes.csv", episode_rows)
 
     budget = (
-        f"PPO ({rows[0]['policy']}, {args.actions} actions{', rgb+depth' if args.include_depth else ''}) "
+        f"PPO ({rows[0]['policy']}, {args.actions} actions{', rgb+depth' if args.include_depth else ''}"
+        f"{f', splat_radius {args.splat_radius}' if args.splat_radius else ''}) "
         f"{rows[0]['train_env_steps']:,} env steps per world, "
         f"num_envs={args.num_envs}, "
         f"{args.resolution}x{args.resolution}, seed {args.seed}; {args.episodes} held-out episodes "

@@ -168,6 +168,34 @@ def test_ppo_sb3_tiny_run_then_evaluate(capsys, tmp_path):
     assert FINAL_LINE.match(_last_line(capsys.readouterr().out))
 
 
+def test_ppo_sb3_depth_is_a_fourth_channel_of_its_cnn(capsys, tmp_path):
+    from stable_baselines3 import PPO
+
+    policy = tmp_path / "policy.zip"
+    ppo_sb3.main(
+        [
+            *["--total-timesteps", "64", "--num-envs", "2", "--n-steps", "32", "--batch-size", "64", "--n-epochs", "1"],
+            *["--scenes", "procedural:train:1", "--resolution", "32", "--env-device", "cpu", "--device", "cpu"],
+            *["--verbose", "0", "--include-depth", "--splat-radius", "auto", "--save-path", str(policy)],
+        ]
+    )
+    model = PPO.load(policy, device="cpu")
+    extractor = model.policy.features_extractor
+    assert "depth" in model.observation_space.spaces and "depth" not in extractor.extractors
+    assert extractor.extractors["rgb"][0].in_channels == 4
+    obs = {k: torch.as_tensor(v[None]).float() for k, v in model.observation_space.sample().items()}
+    obs["rgb"] = obs["rgb"] / 255.0
+    with torch.no_grad():
+        near = extractor({**obs, "depth": torch.full_like(obs["depth"], 0.5)})
+        far = extractor({**obs, "depth": torch.full_like(obs["depth"], 8.0)})
+    assert not torch.allclose(near, far)
+    # evaluate observes depth because the policy's observation space has it.
+    result = evaluate.main(
+        ["--agent", f"sb3:{policy}", "--episodes", "2", "--max-episode-steps", "10", "--output-dir", "", *HELD_OUT]
+    )
+    assert len(result.episodes) == 2
+
+
 def test_scripts_run_from_the_command_line():
     # As a user runs them (not as a package): `python agents/<name>.py --help`.
     for name in ("evaluate", "ppo_torch"):
@@ -378,6 +406,34 @@ def test_evaluate_keeps_the_sliding_setting_of_the_checkpoint(tmp_path, monkeypa
     evaluate.evaluate(evaluate.Args(**common, max_episode_steps=5, allow_sliding=False))
     evaluate.evaluate(evaluate.Args(**{**common, "agent": "random"}, max_episode_steps=5))
     assert made == [True, False, False]  # the checkpoint's setting, an explicit override, the env default
+
+
+def test_evaluate_renders_the_anchor_the_checkpoint_was_trained_on(tmp_path, monkeypatch):
+    checkpoint = tmp_path / "ppo.pt"
+    train = [
+        *["--total-timesteps", "32", "--num-envs", "2", "--num-steps", "16", "--hidden-size", "32"],
+        *["--scenes", "procedural:train:1", "--resolution", "16", "--device", "cpu", "--save-path", str(checkpoint)],
+    ]
+    with pytest.raises(ValueError, match=r"splat_radius must be an int in \[0, 8\] or 'auto', got '9'"):
+        ppo_torch.main([*train, "--splat-radius", "9"])
+    assert not checkpoint.exists()
+    ppo_torch.main([*train, "--splat-radius", "auto"])
+    assert torch.load(checkpoint, weights_only=True)["args"]["splat_radius"] == "auto"
+    made = []
+
+    def recording_env(**kwargs):
+        env = WorldFMVectorEnv(**kwargs)
+        made.append(env.config.splat_radius)
+        return env
+
+    monkeypatch.setattr(evaluate, "WorldFMVectorEnv", recording_env)
+    common = dict(episodes=2, scenes="procedural:test:1", device="cpu", output_dir=None, max_episode_steps=5)
+    evaluate.evaluate(evaluate.Args(agent=f"ppo:{checkpoint}", **common))
+    evaluate.evaluate(evaluate.Args(agent=f"ppo:{checkpoint}", **common, splat_radius="2"))
+    evaluate.evaluate(evaluate.Args(agent="random", **common))
+    assert made == ["auto", 2, 0]  # the checkpoint's setting, an explicit override, the env default
+    with pytest.raises(ValueError, match="splat_radius must be"):
+        evaluate.evaluate(evaluate.Args(agent="random", **common, splat_radius="wide"))
 
 
 def test_depth_is_a_fourth_cnn_channel_and_evaluate_observes_it(tmp_path):

@@ -51,6 +51,7 @@ def test_distill_runs_and_student_loads(tmp_path, teacher, sampler_steps):
         weights=str(tmp_path / "model.safetensors"),
     )
     assert env.renderer.steps == sampler_steps  # the student's header names its sampler
+    assert env.renderer.trained_splat_radius == 0  # and the anchors it learned from (the env's default: no warning)
     obs, _ = env.reset(seed=0)
     assert obs["rgb"].shape == (2, 32, 32, 3)
 

@@ -246,17 +246,21 @@ def test_clip_panel_cameras_follow_the_selected_reference():
             assert torch.equal(row[2], batch.reference_c2w[b, batch.reference_slot[b, t]])
 
 
-def test_fine_tune_keeps_the_inits_recommended_sampler(tmp_path):
+def test_fine_tune_keeps_the_inits_recommended_sampler_and_records_its_anchors(tmp_path):
     from worldfm_env.model import build_model, save_checkpoint
-    from worldfm_env.model.checkpoint import SAMPLER_STEPS_METADATA_KEY, recommended_sampler_steps
+    from worldfm_env.model.checkpoint import SAMPLER_STEPS_METADATA_KEY, recommended_sampler_steps, trained_splat_radius
 
     init = tmp_path / "init.safetensors"
     save_checkpoint(
         build_model("tiny", input_size=32, prediction="v"), init, metadata={SAMPLER_STEPS_METADATA_KEY: "1"}
     )
     args = {k: v for k, v in TINY.items() if k != "model"}
-    train(TrainConfig(stage="stage2", prediction="v", init=str(init), steps=1, out=str(tmp_path / "ft"), **args))
+    assert "splat_radius" not in args
+    out = str(tmp_path / "ft")
+    train(TrainConfig(stage="stage2", prediction="v", init=str(init), steps=1, out=out, splat_radius=1, **args))
     assert recommended_sampler_steps(tmp_path / "ft" / "model.safetensors") == 1
+    assert trained_splat_radius(tmp_path / "ft" / "model.safetensors") == 1  # the anchors it learned from
+    assert trained_splat_radius(init) is None
 
 
 def test_splat_radius_on_the_command_line(monkeypatch, capsys):

@@ -116,6 +116,34 @@ def test_snapshots_give_learning_curves(capsys, tmp_path):
     assert not list((tmp_path / "checkpoints").glob("ppo_oracle_step*.pt"))
 
 
+def test_reuse_takes_a_policy_trained_with_the_same_arguments(capsys, tmp_path):
+    import torch
+
+    out = ["--out", str(tmp_path)]
+    transfer.main([*TINY, *out, "--worlds", "oracle", "--snapshots", "2"])
+    oracle = tmp_path / "checkpoints" / "ppo_oracle.pt"
+    trained = oracle.stat().st_mtime_ns, (tmp_path / "train_oracle.log").read_text()
+    capsys.readouterr()
+    # The splat radius is the anchor world's: the oracle reference is reused, the anchor policy trained with it.
+    rows = transfer.main(
+        [*TINY, *out, "--worlds", "oracle", "anchor", "--snapshots", "2", "--reuse", "--splat-radius", "auto"]
+    )
+    printed = capsys.readouterr().out
+    assert f"reusing {oracle}" in printed and "cannot reuse its policy: no " in printed
+    assert (oracle.stat().st_mtime_ns, (tmp_path / "train_oracle.log").read_text()) == trained
+    assert (tmp_path / "checkpoints" / "ppo_oracle_step64.pt").exists()  # its snapshots are kept too
+    assert torch.load(tmp_path / "checkpoints" / "ppo_anchor.pt", weights_only=True)["args"]["splat_radius"] == "auto"
+    assert [r["splat_radius"] for r in rows] == ["auto"] * 3
+    with open(tmp_path / "transfer_curve.csv") as f:
+        assert {r["train_world"] for r in csv.DictReader(f)} == {"oracle", "anchor"}
+    # Other arguments: the reference is trained again, and the message says which argument differs.
+    transfer.main([*TINY, *out, "--worlds", "oracle", "--reuse", "--update-epochs", "2"])
+    assert "cannot reuse its policy: trained with other save_every (64, not 0), update_epochs (1, not 2)" in (
+        capsys.readouterr().out
+    )
+    assert oracle.stat().st_mtime_ns != trained[0]
+
+
 def test_bad_worlds_and_snapshots_fail_before_training(tmp_path):
     out = ["--out", str(tmp_path)]
     with pytest.raises(ValueError, match="--worlds anchor must include 'oracle'"):

@@ -128,6 +128,27 @@ def test_noise_key_is_validated():
         WorldFMVectorEnv(num_envs=1, **SMALL, noise_key="time")
 
 
+def test_env_warns_when_its_anchors_differ_from_the_frame_models(tmp_path, tiny_weights):
+    import warnings
+
+    from worldfm_env.model.checkpoint import SPLAT_RADIUS_METADATA_KEY, trained_splat_radius
+
+    torch.manual_seed(0)
+    auto = tmp_path / "auto.safetensors"
+    save_checkpoint(build_model("tiny", input_size=32), auto, metadata={SPLAT_RADIUS_METADATA_KEY: "auto"})
+    assert trained_splat_radius(auto) == "auto" and trained_splat_radius(tiny_weights) is None
+    with pytest.warns(UserWarning, match=r"trained on anchors with splat_radius='auto' but this env renders splat_r"):
+        WorldFMVectorEnv(num_envs=1, **SMALL, renderer="worldfm", weights=str(auto))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the same anchors, or a checkpoint that names none: no warning
+        WorldFMVectorEnv(num_envs=1, **SMALL, renderer="worldfm", weights=str(auto), splat_radius="auto")
+        WorldFMVectorEnv(num_envs=1, **SMALL, renderer="worldfm", weights=tiny_weights, splat_radius=2)
+    bad = tmp_path / "bad.safetensors"
+    save_checkpoint(build_model("tiny", input_size=32), bad, metadata={SPLAT_RADIUS_METADATA_KEY: "wide"})
+    with pytest.raises(ValueError, match="worldfm_env.splat_radius: splat_radius must be"):
+        WorldFMVectorEnv(num_envs=1, **SMALL, renderer="worldfm", weights=str(bad))
+
+
 def test_sampler_steps_default_to_the_checkpoints_recommendation(tmp_path, tiny_weights):
     """sampler_steps=None: the header's worldfm_env.sampler_steps, else the published 2; an explicit value wins."""
     from worldfm_env.model.checkpoint import SAMPLER_STEPS_METADATA_KEY, recommended_sampler_steps

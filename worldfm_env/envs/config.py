@@ -9,7 +9,15 @@ from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
-__all__ = ["EnvConfig", "TASKS", "RENDERERS", "ACTION_TYPES", "SPLAT_RADIUS_VALUES", "valid_splat_radius"]
+__all__ = [
+    "EnvConfig",
+    "TASKS",
+    "RENDERERS",
+    "ACTION_TYPES",
+    "SPLAT_RADIUS_VALUES",
+    "valid_splat_radius",
+    "parse_splat_radius",
+]
 
 SPLAT_RADIUS_VALUES = "an int in [0, 8] or 'auto'"
 """The valid values of ``splat_radius``, as error messages state them."""
@@ -21,6 +29,18 @@ def valid_splat_radius(value) -> bool:
     if isinstance(value, str):
         return value == "auto"
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)) and 0 <= value <= 8
+
+
+def parse_splat_radius(text: str) -> int | str:
+    """A ``splat_radius`` given as text (command lines, saved run arguments): ``"auto"`` or an int in [0, 8].
+
+    Raises ValueError naming ``splat_radius`` and its valid values otherwise.
+    """
+    text = str(text).strip()
+    value = text if text == "auto" else int(text) if text.lstrip("-").isdigit() else None
+    if not valid_splat_radius(value):
+        raise ValueError(f"splat_radius must be {SPLAT_RADIUS_VALUES}, got {text!r}")
+    return value
 
 
 TASKS = ("pointnav", "explore")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -120,6 +121,14 @@ class WorldFMVectorEnv(VectorEnv):
         self.renderer = make_renderer(
             cfg.renderer, self.pool, N, H, W, **(model_options if cfg.renderer == "worldfm" else {})
         )
+        trained_radius = getattr(self.renderer, "trained_splat_radius", None)
+        if trained_radius is not None and trained_radius != cfg.splat_radius:
+            warnings.warn(
+                f"the frame model {self.renderer.weights_path.name} was trained on anchors with "
+                f"splat_radius={trained_radius!r} but this env renders splat_radius={cfg.splat_radius!r}; pass "
+                f"splat_radius={trained_radius!r} to give it the anchors it learned from",
+                stacklevel=2,
+            )
         need_anchor = self.renderer.needs_anchor or self.renderer.needs_reference
         self.splatter = None
         if need_anchor:

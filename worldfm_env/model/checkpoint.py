@@ -35,18 +35,23 @@ from worldfm_env.model.dit import MODEL_CONFIGS, DiTConfig, WorldFMDiT
 __all__ = [
     "CONFIG_METADATA_KEY",
     "SAMPLER_STEPS_METADATA_KEY",
+    "SPLAT_RADIUS_METADATA_KEY",
     "TEXT_BRANCH_PATTERN",
     "load_checkpoint",
     "read_metadata",
     "read_state_dict",
     "recommended_sampler_steps",
     "save_checkpoint",
+    "trained_splat_radius",
 ]
 
 CONFIG_METADATA_KEY = "worldfm_env.dit_config"
 SAMPLER_STEPS_METADATA_KEY = "worldfm_env.sampler_steps"
 """Header entry naming the distilled sampler (1 or 2 steps) a checkpoint renders best with; the ``worldfm``
 renderer uses it when ``sampler_steps`` is not given."""
+SPLAT_RADIUS_METADATA_KEY = "worldfm_env.splat_radius"
+"""Header entry naming the anchor ``splat_radius`` a frame model was trained on (stage II and distillation write
+it); the env warns when it renders anchors with another."""
 DROPPED_KEYS = ("pos_embed",)  # recomputed at run time for the concatenated grid
 _LOG = logging.getLogger(__name__)
 TEXT_BRANCH_PATTERN = re.compile(r"^(y_embedder\.|plucker_proj\.|blocks\.\d+\.cross_attn\.)")
@@ -88,6 +93,19 @@ def recommended_sampler_steps(path: str | os.PathLike) -> int | None:
             f"{os.fspath(path)!r}: header {SAMPLER_STEPS_METADATA_KEY}={value!r}; valid values are 1 and 2"
         )
     return int(value)
+
+
+def trained_splat_radius(path: str | os.PathLike) -> int | str | None:
+    """The anchor ``splat_radius`` a checkpoint's header says it was trained on, or None when it names none."""
+    from worldfm_env.envs.config import parse_splat_radius
+
+    value = read_metadata(path).get(SPLAT_RADIUS_METADATA_KEY)
+    if value is None:
+        return None
+    try:
+        return parse_splat_radius(value)
+    except ValueError as error:
+        raise ValueError(f"{os.fspath(path)!r}: header {SPLAT_RADIUS_METADATA_KEY}: {error}") from None
 
 
 def _is_safetensors(path: str) -> bool:

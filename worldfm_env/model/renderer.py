@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from worldfm_env.model.autoencoders import Autoencoder, DiffusersAutoencoderKL, IdentityAutoencoder
-from worldfm_env.model.checkpoint import load_checkpoint, recommended_sampler_steps
+from worldfm_env.model.checkpoint import load_checkpoint, recommended_sampler_steps, trained_splat_radius
 from worldfm_env.model.dit import PanelCameras
 from worldfm_env.model.samplers import make_generators, sample_ddim, sample_distilled
 from worldfm_env.model.targets import clip_scale, from_target, residual_base
@@ -154,6 +154,8 @@ class WorldFMRenderer(Renderer):
             )
         self.cameras_needed = cfg.camera_encoding != "none"
         self.weights_path = path
+        #: The anchor splat_radius the checkpoint's header says it was trained on (None: it names none).
+        self.trained_splat_radius = trained_splat_radius(path)
         self.dtype = dtype
         self.steps = sampler_steps
         self.teacher_steps = teacher_steps

@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from worldfm_env.envs.config import SPLAT_RADIUS_VALUES, valid_splat_radius
+from worldfm_env.envs.config import SPLAT_RADIUS_VALUES, parse_splat_radius, valid_splat_radius
 from worldfm_env.envs.rng import hash_uniform
 from worldfm_env.geometry import intrinsics_from_fov, pose_from_yaw_pitch
 from worldfm_env.model.dit import PanelCameras
@@ -36,12 +36,10 @@ __all__ = ["ClipConfig", "ClipBatch", "ClipGenerator", "splat_radius_arg"]
 
 def splat_radius_arg(text: str) -> int | str:
     """A command-line ``--splat-radius`` value: ``"auto"`` or an int in [0, 8] (argparse ``type=``)."""
-    if text == "auto":
-        return text
-    value = int(text) if text.lstrip("-").isdigit() else None
-    if not valid_splat_radius(value):
-        raise argparse.ArgumentTypeError(f"splat_radius must be {SPLAT_RADIUS_VALUES}, got {text!r}")
-    return value
+    try:
+        return parse_splat_radius(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 @dataclass(frozen=True)

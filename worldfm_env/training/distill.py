@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from worldfm_env._device import resolve_device
 from worldfm_env.model import iddpm_linear_schedule, load_checkpoint, sample_ddim, save_checkpoint
-from worldfm_env.model.checkpoint import SAMPLER_STEPS_METADATA_KEY
+from worldfm_env.model.checkpoint import SAMPLER_STEPS_METADATA_KEY, SPLAT_RADIUS_METADATA_KEY
 from worldfm_env.model.dit import PanelCameras
 from worldfm_env.model.samplers import DISTILLED_TIMESTEPS, eps_to_x0, v_to_x0
 from worldfm_env.model.targets import clip_scale
@@ -67,7 +67,8 @@ class DistillConfig:
     """Training scenes."""
     splat_radius: int | str = 0
     """Anchor splat half-size of the training clips (``ClipConfig.splat_radius``, the env's ``splat_radius``): train
-    on the anchors the env will render (the teacher's setting; the checkpoint does not record it)."""
+    on the anchors the env will render (the teacher's setting; the student's header records it and the env warns
+    when it renders others)."""
     clips_per_step: int = 2
     """Clips per step (12 targets each)."""
     steps: int = 1000
@@ -329,9 +330,12 @@ def distill(cfg: DistillConfig) -> dict:
             if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
                 log.flush()
                 # The header names the sampler the student was distilled for: the env uses it by default.
-                save_checkpoint(
-                    student, out / "model.safetensors", metadata={SAMPLER_STEPS_METADATA_KEY: str(cfg.sampler_steps)}
-                )
+                # The header also names the anchors it learned from: the env warns when it renders others.
+                metadata = {
+                    SAMPLER_STEPS_METADATA_KEY: str(cfg.sampler_steps),
+                    SPLAT_RADIUS_METADATA_KEY: str(cfg.splat_radius),
+                }
+                save_checkpoint(student, out / "model.safetensors", metadata=metadata)
                 torch.save(
                     {
                         "student": student.state_dict(),

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 from worldfm_env._device import resolve_device
 from worldfm_env.model import build_model, iddpm_linear_schedule, load_checkpoint, sample_ddim, save_checkpoint
-from worldfm_env.model.checkpoint import SAMPLER_STEPS_METADATA_KEY, read_metadata
+from worldfm_env.model.checkpoint import SAMPLER_STEPS_METADATA_KEY, SPLAT_RADIUS_METADATA_KEY, read_metadata
 from worldfm_env.model.dit import PanelCameras
 from worldfm_env.model.renderer import images_to_model, model_to_images
 from worldfm_env.model.targets import clip_scale, from_target, residual_base, to_target
@@ -93,7 +93,8 @@ class TrainConfig:
     splat_radius: int | str = 0
     """Anchor splat half-size of the training clips (``ClipConfig.splat_radius``, the env's ``splat_radius``): train
     on the anchors the env will render (stage II; stage I sees no anchors). ``--splat-radius auto`` on the command
-    line. The checkpoint does not record it: pass the same ``splat_radius`` to the env."""
+    line. The stage II checkpoint's header records it; pass the same ``splat_radius`` to the env (it warns
+    otherwise)."""
     clips_per_step: int = 4
     """Clips per rank and step; each gives ``views - references`` target samples."""
     steps: int = 1000
@@ -335,6 +336,8 @@ def train(cfg: TrainConfig) -> dict:
     # A fine-tune keeps the init's recommended sampler (the env's default for the result).
     init_meta = read_metadata(cfg.init) if cfg.init else {}
     carried = {k: v for k, v in init_meta.items() if k == SAMPLER_STEPS_METADATA_KEY}
+    if cfg.stage == "stage2":  # the anchors it learns from: the env warns when it renders others
+        carried[SPLAT_RADIUS_METADATA_KEY] = str(cfg.splat_radius)
     if model.config.prediction != cfg.prediction:
         raise ValueError(
             f"init={cfg.init!r} predicts {model.config.prediction!r} but prediction={cfg.prediction!r}; "
