@@ -19,7 +19,10 @@ With ``--snapshots K`` each training also saves K evenly spaced snapshots, evalu
 world: learning curves in ``transfer_curve.csv`` and ``transfer_curve.png``. ``--worlds`` picks the
 train worlds (the oracle reference always among them). ``--include-depth`` gives every policy the
 renderer's depth as well: exact in the oracle world, the anchor's z-buffer (0 in its holes) in the
-anchor and worldfm worlds.
+anchor and worldfm worlds. ``--splat-radius`` sets the splats of the anchor and worldfm worlds (the
+oracle world has no anchor). ``--reuse`` keeps a world's policy and snapshots already in the output
+folder when they were trained with the same arguments, so another world can join an earlier run
+without training its oracle reference again.
 """
 
 from __future__ import annotations
