@@ -61,10 +61,10 @@ class Args:
     max_episode_steps: int = 500
     """Steps after which an episode is truncated."""
     allow_sliding: bool | None = None
-    """Blocked moves slide along obstacles (default: as the ppo checkpoint was trained, else not)."""
+    """Blocked moves slide along obstacles (default: as the ppo checkpoint or ppo_sb3 zip was trained, else not)."""
     splat_radius: str | None = None
     """Anchor splat half-size of the anchor and worldfm worlds: an int in [0, 8] or auto (default: as the ppo
-    checkpoint was trained, else 0)."""
+    checkpoint or ppo_sb3 zip was trained, else 0)."""
     deterministic: bool = True
     """Learned agents take their most likely action (else they sample)."""
     output_dir: str | None = "runs/eval"
@@ -162,7 +162,7 @@ def _load_learned(spec: str) -> tuple[object, dict]:
             **settings,
             "allow_sliding": trained.get("allow_sliding", False),
             "include_depth": trained.get("include_depth", False),
-            "splat_radius": trained.get("splat_radius", "0"),
+            "splat_radius": trained.get("splat_radius", 0),
         }
     if spec.startswith("sb3:"):
         from stable_baselines3 import PPO
@@ -175,6 +175,8 @@ def _load_learned(spec: str) -> tuple[object, dict]:
             "task": "pointnav" if "pointgoal" in space.spaces else "explore",
             "resolution": resolution,
             "include_depth": "depth" in space.spaces,
+            # Saved by ppo_sb3 beside the policy; zips from elsewhere (or older ones) have neither.
+            **getattr(model, "worldfm_env_settings", {}),
         }
     return None, {}
 

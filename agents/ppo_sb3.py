@@ -60,14 +60,14 @@ class Args:
     max_episode_steps: int = 500
     """Steps after which an episode is truncated."""
     allow_sliding: bool = False
-    """Blocked moves slide along obstacles instead of being cancelled (the env's allow_sliding; pass the same
-    flag to evaluate.py, an SB3 zip does not record it)."""
+    """Blocked moves slide along obstacles instead of being cancelled (the env's allow_sliding; the zip records
+    it and evaluate.py uses the same)."""
     include_depth: bool = False
     """Also observe the renderer's depth, as a fourth CNN channel (exact in the oracle world, the anchor's
     z-buffer with 0 in its holes in the anchor and worldfm worlds); evaluate.py sees it in the policy's space."""
     splat_radius: str = "0"
     """Anchor splat half-size of the anchor and worldfm worlds (the env's splat_radius): an int in [0, 8] or
-    auto; pass the same to evaluate.py, an SB3 zip does not record it."""
+    auto (the zip records it; evaluate.py renders the same)."""
     total_timesteps: int = 1_000_000
     """Total env steps (SB3 rounds up to whole rollouts)."""
     num_envs: int = 16
@@ -157,6 +157,7 @@ def main(argv: list[str] | None = None) -> Path:
     """Train; return the path of the saved policy zip."""
     args = parse_args(Args, argv)
     save_path = Path(args.save_path or f"runs/{args.exp_name}_{args.seed}.zip")
+    splat_radius = parse_splat_radius(args.splat_radius)
     venv = SB3VecEnv.from_kwargs(
         num_envs=args.num_envs,
         task=args.task,
@@ -167,7 +168,7 @@ def main(argv: list[str] | None = None) -> Path:
         max_episode_steps=args.max_episode_steps,
         allow_sliding=args.allow_sliding,
         include_depth=args.include_depth,
-        splat_radius=parse_splat_radius(args.splat_radius),
+        splat_radius=splat_radius,
     )
     info_keywords = ("success", "spl") if args.task == "pointnav" else ("coverage",)
     venv = VecMonitor(venv, info_keywords=info_keywords)
@@ -195,6 +196,8 @@ def main(argv: list[str] | None = None) -> Path:
     elapsed = time.perf_counter() - start
     print(f"trained {model.num_timesteps} env steps: {model.num_timesteps / elapsed:,.0f} env-steps/s")
     save_path.parent.mkdir(parents=True, exist_ok=True)
+    # Env settings the observation space does not show; SB3 saves extra model attributes with the zip.
+    model.worldfm_env_settings = {"allow_sliding": args.allow_sliding, "splat_radius": str(splat_radius)}
     model.save(save_path)
     print(f"saved {save_path}")
     venv.close()

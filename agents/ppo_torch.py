@@ -351,6 +351,7 @@ def main(argv: list[str] | None = None) -> Path:
     args = parse_args(Args, argv)
     encoder_dtype(args.precision, "cpu")  # fail on a bad --precision before building the envs
     splat_radius = parse_splat_radius(args.splat_radius)
+    args.splat_radius = str(splat_radius)  # the checkpoint records the canonical spelling
     if args.save_every < 0:
         raise ValueError(f"save_every must be >= 0 (0: no snapshots), got {args.save_every}")
     batch_size = args.num_envs * args.num_steps

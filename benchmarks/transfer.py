@@ -45,7 +45,7 @@ if str(Path(__file__).resolve().parents[1]) not in sys.path:  # run as a script:
 from agents import evaluate as evaluate_script  # noqa: E402
 from agents import ppo_torch  # noqa: E402
 from benchmarks.throughput import machine_name  # noqa: E402
-from worldfm_env.training.data import splat_radius_arg  # noqa: E402
+from worldfm_env.envs.config import splat_radius_arg  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "transfer"
 REFERENCE_WORLD = "oracle"
@@ -129,7 +129,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--reuse",
         action="store_true",
         help="take a world's policy (and snapshots) already in --out/checkpoints instead of training it again, "
-        "when it was trained with the same arguments (e.g. the oracle reference when adding another world)",
+        "when it was trained with the same arguments (e.g. the oracle reference when adding another world); "
+        "the worldfm world's frame model is compared by its path only",
     )
     parser.add_argument("--seed", type=int, default=1, help="PPO seed (the same in every world)")
     parser.add_argument("--eval-seed", type=int, default=0, help="env seed of held-out episode 0")
@@ -172,19 +173,29 @@ def trained_env_steps(args: argparse.Namespace) -> int:
     return max(1, args.total_timesteps // batch) * batch
 
 
-def reusable(checkpoint: Path, argv: list[str]) -> str | None:
-    """Why the policy at ``checkpoint`` cannot stand for a ppo_torch run with ``argv``, or None when it can:
-    it exists, finished its run, and was trained with the same arguments (the save path aside; arguments it
-    predates count as their defaults)."""
+LATER_OPTIONS = ("allow_sliding", "include_depth", "save_every", "splat_radius")
+"""ppo_torch arguments whose default is what checkpoints saved before the option did (others, such as
+precision or recurrent, changed behaviour when they arrived: a checkpoint without them is not reused)."""
+
+
+def reusable(checkpoint: Path, argv: list[str]) -> tuple[dict | None, str]:
+    """(the saved policy, "") when the checkpoint can stand for a ppo_torch run with ``argv``, else (None, why):
+    it must exist, be a finished run's, and have been trained with the same arguments (the save path aside;
+    the frame model is compared by its path only)."""
     if not checkpoint.exists():
-        return f"no {checkpoint}"
+        return None, f"no {checkpoint}"
     saved = torch.load(checkpoint, weights_only=True, map_location="cpu")
     wanted = asdict(ppo_torch.parse_args(ppo_torch.Args, argv))
-    had = {**asdict(ppo_torch.Args()), **saved.get("args", {})}
-    differ = sorted(k for k in wanted if k != "save_path" and had.get(k) != wanted[k])
+    had = dict(saved.get("args", {}))
+    for key in LATER_OPTIONS:
+        had.setdefault(key, getattr(ppo_torch.Args, key))
+    missing = sorted(k for k in wanted if k not in had)
+    if missing or "wall_s" not in saved:
+        return None, f"it predates the arguments {missing or ['wall_s']}"
+    differ = sorted(k for k in wanted if k != "save_path" and had[k] != wanted[k])
     if differ:
-        return "trained with other " + ", ".join(f"{k} ({had.get(k)!r}, not {wanted[k]!r})" for k in differ)
-    return None
+        return None, "trained with other " + ", ".join(f"{k} ({had[k]!r}, not {wanted[k]!r})" for k in differ)
+    return saved, ""
 
 
 def train_policy(world: str, args: argparse.Namespace, out: Path) -> dict:
@@ -214,9 +225,9 @@ def train_policy(world: str, args: argparse.Namespace, out: Path) -> dict:
     ]  # fmt: skip
     if world == "worldfm":
         argv += ["--weights", args.worldfm_weights]
-    why_not = reusable(checkpoint, argv) if args.reuse else "--reuse not given"
-    if why_not is None:
-        wall = torch.load(checkpoint, weights_only=True, map_location="cpu")["wall_s"]
+    saved, why_not = reusable(checkpoint, argv) if args.reuse else (None, "--reuse not given")
+    if saved is not None:
+        wall = saved["wall_s"]
         print(f"reusing {checkpoint} (trained in {world} with the same arguments)", flush=True)
     else:
         if args.reuse:
@@ -395,7 +406,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 max_episode_steps=args.max_episode_steps,
                 allow_sliding=args.allow_sliding,
                 include_depth=args.include_depth,
-                splat_radius=args.splat_radius,
+                splat_radius=0 if train_world == REFERENCE_WORLD else args.splat_radius,  # oracle: no anchor
                 train_scenes=args.train_scenes,
                 eval_scenes=args.eval_scenes,
                 seed=args.seed,

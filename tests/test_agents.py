@@ -168,7 +168,7 @@ def test_ppo_sb3_tiny_run_then_evaluate(capsys, tmp_path):
     assert FINAL_LINE.match(_last_line(capsys.readouterr().out))
 
 
-def test_ppo_sb3_depth_is_a_fourth_channel_of_its_cnn(capsys, tmp_path):
+def test_ppo_sb3_depth_is_a_fourth_channel_of_its_cnn(capsys, tmp_path, monkeypatch):
     from stable_baselines3 import PPO
 
     policy = tmp_path / "policy.zip"
@@ -180,6 +180,7 @@ def test_ppo_sb3_depth_is_a_fourth_channel_of_its_cnn(capsys, tmp_path):
         ]
     )
     model = PPO.load(policy, device="cpu")
+    assert model.worldfm_env_settings == {"allow_sliding": False, "splat_radius": "auto"}  # saved with the zip
     extractor = model.policy.features_extractor
     assert "depth" in model.observation_space.spaces and "depth" not in extractor.extractors
     assert extractor.extractors["rgb"][0].in_channels == 4
@@ -189,11 +190,19 @@ def test_ppo_sb3_depth_is_a_fourth_channel_of_its_cnn(capsys, tmp_path):
         near = extractor({**obs, "depth": torch.full_like(obs["depth"], 0.5)})
         far = extractor({**obs, "depth": torch.full_like(obs["depth"], 8.0)})
     assert not torch.allclose(near, far)
-    # evaluate observes depth because the policy's observation space has it.
+    # evaluate observes depth (the policy's observation space has it) and renders the zip's anchors.
+    made = []
+
+    def recording_env(**kwargs):
+        env = WorldFMVectorEnv(**kwargs)
+        made.append((env.config.include_depth, env.config.splat_radius))
+        return env
+
+    monkeypatch.setattr(evaluate, "WorldFMVectorEnv", recording_env)
     result = evaluate.main(
         ["--agent", f"sb3:{policy}", "--episodes", "2", "--max-episode-steps", "10", "--output-dir", "", *HELD_OUT]
     )
-    assert len(result.episodes) == 2
+    assert len(result.episodes) == 2 and made == [(True, "auto")]
 
 
 def test_scripts_run_from_the_command_line():
@@ -406,6 +415,18 @@ def test_evaluate_keeps_the_sliding_setting_of_the_checkpoint(tmp_path, monkeypa
     evaluate.evaluate(evaluate.Args(**common, max_episode_steps=5, allow_sliding=False))
     evaluate.evaluate(evaluate.Args(**{**common, "agent": "random"}, max_episode_steps=5))
     assert made == [True, False, False]  # the checkpoint's setting, an explicit override, the env default
+
+
+def test_splat_radius_text_is_parsed_strictly():
+    import numpy as np
+
+    from worldfm_env.envs.config import parse_splat_radius
+
+    assert parse_splat_radius("auto") == "auto" and parse_splat_radius(" 2 ") == 2 and parse_splat_radius("08") == 8
+    assert parse_splat_radius(3) == 3 and type(parse_splat_radius(np.int64(3))) is int
+    for bad in ("--2", "-0", "9", "\u00b2", "\u0663", "", "Auto", True, 1.0):
+        with pytest.raises(ValueError, match=r"splat_radius must be an int in \[0, 8\] or 'auto'"):
+            parse_splat_radius(bad)
 
 
 def test_evaluate_renders_the_anchor_the_checkpoint_was_trained_on(tmp_path, monkeypatch):

@@ -148,3 +148,29 @@ def test_camera_conditioned_teacher_distills(tmp_path):
 def test_dmd_timestep_range_is_validated():
     with pytest.raises(ValueError, match="dmd_t_min"):
         DistillConfig(dmd_t_min=500, dmd_t_max=400)
+
+
+def test_distillation_trains_on_the_teachers_anchors_unless_told(tmp_path, monkeypatch):
+    from worldfm_env.model.checkpoint import SPLAT_RADIUS_METADATA_KEY, trained_splat_radius
+    from worldfm_env.training import distill as distill_module
+
+    used = []
+
+    class Recording(distill_module.ClipGenerator):
+        def __init__(self, scenes, config, device="cpu"):
+            used.append(config.splat_radius)
+            super().__init__(scenes, config, device)
+
+    monkeypatch.setattr(distill_module, "ClipGenerator", Recording)
+    torch.manual_seed(0)
+    auto_teacher = tmp_path / "auto-teacher.safetensors"
+    save_checkpoint(build_model("tiny", input_size=32), auto_teacher, metadata={SPLAT_RADIUS_METADATA_KEY: "auto"})
+    tiny = dict(
+        teacher=str(auto_teacher), resolution=32, scenes="procedural:train:1", clips_per_step=1, steps=1,
+        regression_pairs=2, teacher_steps=2, device="cpu",
+    )  # fmt: skip
+    distill(DistillConfig(**tiny, out=str(tmp_path / "a")))
+    distill(DistillConfig(**tiny, out=str(tmp_path / "b"), splat_radius=1))
+    assert used == ["auto", 1]  # the teacher's anchors by default, an explicit setting otherwise
+    assert trained_splat_radius(tmp_path / "a" / "model.safetensors") == "auto"
+    assert trained_splat_radius(tmp_path / "b" / "model.safetensors") == 1

@@ -133,7 +133,7 @@ def test_reuse_takes_a_policy_trained_with_the_same_arguments(capsys, tmp_path):
     assert (oracle.stat().st_mtime_ns, (tmp_path / "train_oracle.log").read_text()) == trained
     assert (tmp_path / "checkpoints" / "ppo_oracle_step64.pt").exists()  # its snapshots are kept too
     assert torch.load(tmp_path / "checkpoints" / "ppo_anchor.pt", weights_only=True)["args"]["splat_radius"] == "auto"
-    assert [r["splat_radius"] for r in rows] == ["auto"] * 3
+    assert [r["splat_radius"] for r in rows] == [0, "auto", "auto"]  # the oracle world has no anchor
     with open(tmp_path / "transfer_curve.csv") as f:
         assert {r["train_world"] for r in csv.DictReader(f)} == {"oracle", "anchor"}
     # Other arguments: the reference is trained again, and the message says which argument differs.
@@ -142,6 +142,12 @@ def test_reuse_takes_a_policy_trained_with_the_same_arguments(capsys, tmp_path):
         capsys.readouterr().out
     )
     assert oracle.stat().st_mtime_ns != trained[0]
+    # A checkpoint from before an option that changed behaviour (here precision) is not taken for today's default.
+    saved = torch.load(oracle, weights_only=True)
+    del saved["args"]["precision"]
+    torch.save(saved, oracle)
+    transfer.main([*TINY, *out, "--worlds", "oracle", "--reuse", "--update-epochs", "2"])
+    assert "cannot reuse its policy: it predates the arguments ['precision']" in capsys.readouterr().out
 
 
 def test_bad_worlds_and_snapshots_fail_before_training(tmp_path):

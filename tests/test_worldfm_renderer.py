@@ -131,7 +131,10 @@ def test_noise_key_is_validated():
 def test_env_warns_when_its_anchors_differ_from_the_frame_models(tmp_path, tiny_weights):
     import warnings
 
+    import numpy as np
+
     from worldfm_env.model.checkpoint import SPLAT_RADIUS_METADATA_KEY, trained_splat_radius
+    from worldfm_env.model.renderer import WEIGHTS_DIR
 
     torch.manual_seed(0)
     auto = tmp_path / "auto.safetensors"
@@ -139,10 +142,18 @@ def test_env_warns_when_its_anchors_differ_from_the_frame_models(tmp_path, tiny_
     assert trained_splat_radius(auto) == "auto" and trained_splat_radius(tiny_weights) is None
     with pytest.warns(UserWarning, match=r"trained on anchors with splat_radius='auto' but this env renders splat_r"):
         WorldFMVectorEnv(num_envs=1, **SMALL, renderer="worldfm", weights=str(auto))
+    two = tmp_path / "two.safetensors"
+    save_checkpoint(build_model("tiny", input_size=32), two, metadata={SPLAT_RADIUS_METADATA_KEY: "2"})
+    with pytest.warns(UserWarning, match=r"splat_radius=2 but this env renders splat_radius=1"):
+        WorldFMVectorEnv(num_envs=1, **SMALL, renderer="worldfm", weights=str(two), splat_radius=1)
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # the same anchors, or a checkpoint that names none: no warning
+        # The same anchors (a numpy int too), or a checkpoint that names none: no warning.
+        warnings.filterwarnings("error", message="the frame model")
         WorldFMVectorEnv(num_envs=1, **SMALL, renderer="worldfm", weights=str(auto), splat_radius="auto")
+        WorldFMVectorEnv(num_envs=1, **SMALL, renderer="worldfm", weights=str(two), splat_radius=np.int64(2))
         WorldFMVectorEnv(num_envs=1, **SMALL, renderer="worldfm", weights=tiny_weights, splat_radius=2)
+    # The shipped model says it learned from one-pixel splats, the env's default.
+    assert trained_splat_radius(WEIGHTS_DIR / "worldfm-s-64x64.safetensors") == 0
     bad = tmp_path / "bad.safetensors"
     save_checkpoint(build_model("tiny", input_size=32), bad, metadata={SPLAT_RADIUS_METADATA_KEY: "wide"})
     with pytest.raises(ValueError, match="worldfm_env.splat_radius: splat_radius must be"):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import math
 import os
+import re
 from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
@@ -17,6 +19,7 @@ __all__ = [
     "SPLAT_RADIUS_VALUES",
     "valid_splat_radius",
     "parse_splat_radius",
+    "splat_radius_arg",
 ]
 
 SPLAT_RADIUS_VALUES = "an int in [0, 8] or 'auto'"
@@ -31,16 +34,28 @@ def valid_splat_radius(value) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)) and 0 <= value <= 8
 
 
-def parse_splat_radius(text: str) -> int | str:
-    """A ``splat_radius`` given as text (command lines, saved run arguments): ``"auto"`` or an int in [0, 8].
+def parse_splat_radius(text: str | int) -> int | str:
+    """A ``splat_radius`` given as text (command lines, saved run arguments) or already as a value:
+    ``"auto"`` or an int in [0, 8] (ASCII digits).
 
     Raises ValueError naming ``splat_radius`` and its valid values otherwise.
     """
+    if valid_splat_radius(text):
+        return text if isinstance(text, str) else int(text)
     text = str(text).strip()
-    value = text if text == "auto" else int(text) if text.lstrip("-").isdigit() else None
+    value = text if text == "auto" else int(text) if re.fullmatch(r"[0-9]{1,2}", text) else None
     if not valid_splat_radius(value):
         raise ValueError(f"splat_radius must be {SPLAT_RADIUS_VALUES}, got {text!r}")
     return value
+
+
+def splat_radius_arg(text: str) -> int | str:
+    """A command-line ``--splat-radius`` value (argparse ``type=``): :func:`parse_splat_radius`, whose error
+    argparse reports as is."""
+    try:
+        return parse_splat_radius(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 TASKS = ("pointnav", "explore")
@@ -206,6 +221,7 @@ class EnvConfig:
         number("anchor_lod", 0.0, 4.0)
         if not valid_splat_radius(self.splat_radius):
             fail("splat_radius", SPLAT_RADIUS_VALUES)
+        self.splat_radius = parse_splat_radius(self.splat_radius)  # a numpy int becomes an int
         number("reference_samples", 1, 100000, integer=True)
         number("reference_tolerance", 0.0, 1.0, lo_open=True, hi_open=True)
         number("goal_candidates", 1, 4096, integer=True)

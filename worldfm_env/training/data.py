@@ -13,14 +13,13 @@ cast. Everything is deterministic given the seed (counter-based draws per clip).
 
 from __future__ import annotations
 
-import argparse
 import math
 from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
-from worldfm_env.envs.config import SPLAT_RADIUS_VALUES, parse_splat_radius, valid_splat_radius
+from worldfm_env.envs.config import SPLAT_RADIUS_VALUES, parse_splat_radius, splat_radius_arg, valid_splat_radius
 from worldfm_env.envs.rng import hash_uniform
 from worldfm_env.geometry import intrinsics_from_fov, pose_from_yaw_pitch
 from worldfm_env.model.dit import PanelCameras
@@ -31,15 +30,7 @@ from worldfm_env.scenes.pointcloud import points_from_views
 from worldfm_env.scenes.pool import ScenePool
 from worldfm_env.scenes.scene import ReferenceBank, Scene
 
-__all__ = ["ClipConfig", "ClipBatch", "ClipGenerator", "splat_radius_arg"]
-
-
-def splat_radius_arg(text: str) -> int | str:
-    """A command-line ``--splat-radius`` value: ``"auto"`` or an int in [0, 8] (argparse ``type=``)."""
-    try:
-        return parse_splat_radius(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
+__all__ = ["ClipConfig", "ClipBatch", "ClipGenerator", "splat_radius_arg"]  # splat_radius_arg: re-exported
 
 
 @dataclass(frozen=True)
@@ -81,6 +72,7 @@ class ClipConfig:
             raise ValueError(f"occlusion_culling must be True or False, got {self.occlusion_culling!r}")
         if not valid_splat_radius(self.splat_radius):
             raise ValueError(f"splat_radius must be {SPLAT_RADIUS_VALUES}, got {self.splat_radius!r}")
+        object.__setattr__(self, "splat_radius", parse_splat_radius(self.splat_radius))  # numpy int -> int
         if not 0.0 <= self.anchor_lod <= 4.0:
             raise ValueError(f"anchor_lod must be in [0, 4] (0 draws every point), got {self.anchor_lod!r}")
         if self.yaw_jitter_deg < 0 or self.pitch_jitter_deg < 0:

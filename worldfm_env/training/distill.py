@@ -32,13 +32,14 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from worldfm_env._device import resolve_device
+from worldfm_env.envs.config import splat_radius_arg
 from worldfm_env.model import iddpm_linear_schedule, load_checkpoint, sample_ddim, save_checkpoint
-from worldfm_env.model.checkpoint import SAMPLER_STEPS_METADATA_KEY, SPLAT_RADIUS_METADATA_KEY
+from worldfm_env.model.checkpoint import SAMPLER_STEPS_METADATA_KEY, SPLAT_RADIUS_METADATA_KEY, trained_splat_radius
 from worldfm_env.model.dit import PanelCameras
 from worldfm_env.model.samplers import DISTILLED_TIMESTEPS, eps_to_x0, v_to_x0
 from worldfm_env.model.targets import clip_scale
 from worldfm_env.scenes.catalog import resolve_scenes
-from worldfm_env.training.data import ClipConfig, ClipGenerator, splat_radius_arg
+from worldfm_env.training.data import ClipConfig, ClipGenerator
 from worldfm_env.training.stages import (
     PRECISIONS,
     TrainConfig,
@@ -65,10 +66,10 @@ class DistillConfig:
     """Square image size (must match the teacher)."""
     scenes: str = "procedural:train:16"
     """Training scenes."""
-    splat_radius: int | str = 0
+    splat_radius: int | str | None = None
     """Anchor splat half-size of the training clips (``ClipConfig.splat_radius``, the env's ``splat_radius``): train
-    on the anchors the env will render (the teacher's setting; the student's header records it and the env warns
-    when it renders others)."""
+    on the anchors the env will render. None: the teacher's (its header's ``worldfm_env.splat_radius``, else 0).
+    The student's header records it and the env warns when it renders others."""
     clips_per_step: int = 2
     """Clips per step (12 targets each)."""
     steps: int = 1000
@@ -107,7 +108,8 @@ class DistillConfig:
     """``auto`` (bf16 autocast on CUDA and AMX CPUs, else fp32), ``bf16`` or ``fp32``; weights stay fp32."""
 
     def __post_init__(self) -> None:
-        ClipConfig(splat_radius=self.splat_radius)  # raises on a bad splat_radius, naming it
+        if self.splat_radius is not None:
+            ClipConfig(splat_radius=self.splat_radius)  # raises on a bad splat_radius, naming it
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision={self.precision!r} is not valid; choose one of {list(PRECISIONS)}")
         if self.sampler_steps not in DISTILLED_TIMESTEPS:
@@ -245,8 +247,10 @@ def distill(cfg: DistillConfig) -> dict:
         start_step = int(state["step"])
     abar = iddpm_linear_schedule().alphas_cumprod.to(device=device, dtype=torch.float32)
     scenes = resolve_scenes(cfg.scenes, device, (cfg.resolution, cfg.resolution), 90.0)
+    teacher_radius = trained_splat_radius(cfg.teacher)
+    splat_radius = cfg.splat_radius if cfg.splat_radius is not None else 0 if teacher_radius is None else teacher_radius
     clips = ClipGenerator(
-        scenes, ClipConfig(resolution=(cfg.resolution, cfg.resolution), splat_radius=cfg.splat_radius), device
+        scenes, ClipConfig(resolution=(cfg.resolution, cfg.resolution), splat_radius=splat_radius), device
     )
     cond_cfg = TrainConfig(stage="stage2", anchor_start=0.0, anchor_full=0.0, anchor_drop=0.0, anchor_hole_prob=0.0)
     C = teacher.config.in_channels
@@ -333,7 +337,7 @@ def distill(cfg: DistillConfig) -> dict:
                 # The header also names the anchors it learned from: the env warns when it renders others.
                 metadata = {
                     SAMPLER_STEPS_METADATA_KEY: str(cfg.sampler_steps),
-                    SPLAT_RADIUS_METADATA_KEY: str(cfg.splat_radius),
+                    SPLAT_RADIUS_METADATA_KEY: str(splat_radius),
                 }
                 save_checkpoint(student, out / "model.safetensors", metadata=metadata)
                 torch.save(
