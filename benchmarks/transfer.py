@@ -248,7 +248,13 @@ def train_policy(world: str, args: argparse.Namespace, out: Path) -> dict:
         saved = torch.load(path, weights_only=True, map_location="cpu")
         snapshots.append({"env_steps": saved["global_step"], "wall_s": saved["wall_s"], "checkpoint": path})
     snapshots.sort(key=lambda snapshot: snapshot["env_steps"])
-    return {"checkpoint": checkpoint, "env_steps": env_steps, "wall_s": wall, "snapshots": snapshots}
+    return {
+        "checkpoint": checkpoint,
+        "env_steps": env_steps,
+        "wall_s": wall,
+        "snapshots": snapshots,
+        "reused": saved is not None,
+    }
 
 
 def evaluate_policy(checkpoint: Path, world: str, args: argparse.Namespace) -> tuple[evaluate_script.EvalResult, float]:
@@ -379,8 +385,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     results, episode_rows = [], []  # results: (train world, eval world, metrics, budget)
     curve = []  # learning curves: oracle-world metrics of each world's snapshots and final policy
+    reused = []  # worlds whose policy an earlier run trained (--reuse): this run's wall time lacks their training
     for train_world in train_worlds(args):
         trained = train_policy(train_world, args, out)
+        if trained["reused"]:
+            reused.append(train_world)
         print(
             f"trained in {train_world}: {trained['env_steps']} env steps in {trained['wall_s']:.0f} s "
             f"({trained['env_steps'] / trained['wall_s']:,.0f} env-steps/s)",
@@ -453,6 +462,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     write_csv(out / "transfer.csv", rows)
     write_csv(out / "transfer_episodes.csv", episode_rows)
 
+    which = f"{' and '.join(reused)} {'policy' if len(reused) == 1 else 'policies'}"
+    reuse_note = f" (the {which} trained by an earlier run, not timed here)" if reused else ""
     budget = (
         f"PPO ({rows[0]['policy']}, {args.actions} actions{', rgb+depth' if args.include_depth else ''}"
         f"{f', splat_radius {args.splat_radius}' if args.splat_radius else ''}) "
@@ -460,6 +471,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         f"num_envs={args.num_envs}, "
         f"{args.resolution}x{args.resolution}, seed {args.seed}; {args.episodes} held-out episodes "
         f"({args.eval_scenes}); {machine} ({device}); {total_wall / 60:.1f} min"
+        f"{reuse_note}"
     )
     plot(rows, out / "transfer.png", f"PointNav transfer: {budget}")
 

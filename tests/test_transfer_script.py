@@ -130,6 +130,7 @@ def test_reuse_takes_a_policy_trained_with_the_same_arguments(capsys, tmp_path):
     )
     printed = capsys.readouterr().out
     assert f"reusing {oracle}" in printed and "cannot reuse its policy: no " in printed
+    assert "(the oracle policy trained by an earlier run, not timed here)" in printed
     assert (oracle.stat().st_mtime_ns, (tmp_path / "train_oracle.log").read_text()) == trained
     assert (tmp_path / "checkpoints" / "ppo_oracle_step64.pt").exists()  # its snapshots are kept too
     assert torch.load(tmp_path / "checkpoints" / "ppo_anchor.pt", weights_only=True)["args"]["splat_radius"] == "auto"
