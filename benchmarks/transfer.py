@@ -245,8 +245,8 @@ def train_policy(world: str, args: argparse.Namespace, out: Path) -> dict:
     env_steps = trained_env_steps(args)
     snapshots = []
     for path in checkpoint.parent.glob(f"{checkpoint.stem}_step*{checkpoint.suffix}"):
-        saved = torch.load(path, weights_only=True, map_location="cpu")
-        snapshots.append({"env_steps": saved["global_step"], "wall_s": saved["wall_s"], "checkpoint": path})
+        snapshot = torch.load(path, weights_only=True, map_location="cpu")
+        snapshots.append({"env_steps": snapshot["global_step"], "wall_s": snapshot["wall_s"], "checkpoint": path})
     snapshots.sort(key=lambda snapshot: snapshot["env_steps"])
     return {
         "checkpoint": checkpoint,

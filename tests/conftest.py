@@ -41,3 +41,16 @@ def zero_x0_forward():
         return torch.cat([v, torch.zeros_like(v)], dim=1).to(z.dtype)
 
     return forward
+
+
+def record_clip_configs(monkeypatch, module) -> list:
+    """Make ``module``'s ``ClipGenerator`` record the ``ClipConfig`` of every generator it builds; returns the list."""
+    configs = []
+
+    class Recording(module.ClipGenerator):
+        def __init__(self, scenes, config, device="cpu"):
+            configs.append(config)
+            super().__init__(scenes, config, device)
+
+    monkeypatch.setattr(module, "ClipGenerator", Recording)
+    return configs

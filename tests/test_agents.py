@@ -26,6 +26,19 @@ HELD_OUT = ["--scenes", "procedural:test:2", "--resolution", "32", "--device", "
 FINAL_LINE = re.compile(r"^success=[0-9.]+ spl=[0-9.]+ soft_spl=[0-9.]+$")
 
 
+def _record_eval_envs(monkeypatch) -> list:
+    """Make evaluate record the config of every env it builds; returns the list."""
+    configs = []
+
+    def recording_env(**kwargs):
+        env = WorldFMVectorEnv(**kwargs)
+        configs.append(env.config)
+        return env
+
+    monkeypatch.setattr(evaluate, "WorldFMVectorEnv", recording_env)
+    return configs
+
+
 def _last_line(text: str) -> str:
     return text.strip().splitlines()[-1]
 
@@ -191,18 +204,11 @@ def test_ppo_sb3_depth_is_a_fourth_channel_of_its_cnn(capsys, tmp_path, monkeypa
         far = extractor({**obs, "depth": torch.full_like(obs["depth"], 8.0)})
     assert not torch.allclose(near, far)
     # evaluate observes depth (the policy's observation space has it) and renders the zip's anchors.
-    made = []
-
-    def recording_env(**kwargs):
-        env = WorldFMVectorEnv(**kwargs)
-        made.append((env.config.include_depth, env.config.splat_radius))
-        return env
-
-    monkeypatch.setattr(evaluate, "WorldFMVectorEnv", recording_env)
+    made = _record_eval_envs(monkeypatch)
     result = evaluate.main(
         ["--agent", f"sb3:{policy}", "--episodes", "2", "--max-episode-steps", "10", "--output-dir", "", *HELD_OUT]
     )
-    assert len(result.episodes) == 2 and made == [(True, "auto")]
+    assert len(result.episodes) == 2 and [(c.include_depth, c.splat_radius) for c in made] == [(True, "auto")]
 
 
 def test_scripts_run_from_the_command_line():
@@ -402,19 +408,13 @@ def test_evaluate_keeps_the_sliding_setting_of_the_checkpoint(tmp_path, monkeypa
             *["--save-path", str(checkpoint)],
         ]
     )
-    made = []
-
-    def recording_env(**kwargs):
-        env = WorldFMVectorEnv(**kwargs)
-        made.append(env.config.allow_sliding)
-        return env
-
-    monkeypatch.setattr(evaluate, "WorldFMVectorEnv", recording_env)
+    made = _record_eval_envs(monkeypatch)
     common = dict(agent=f"ppo:{checkpoint}", episodes=2, scenes="procedural:test:1", device="cpu", output_dir=None)
     evaluate.evaluate(evaluate.Args(**common, max_episode_steps=5))
     evaluate.evaluate(evaluate.Args(**common, max_episode_steps=5, allow_sliding=False))
     evaluate.evaluate(evaluate.Args(**{**common, "agent": "random"}, max_episode_steps=5))
-    assert made == [True, False, False]  # the checkpoint's setting, an explicit override, the env default
+    # The checkpoint's setting, an explicit override, the env default.
+    assert [c.allow_sliding for c in made] == [True, False, False]
 
 
 def test_splat_radius_text_is_parsed_strictly():
@@ -440,19 +440,13 @@ def test_evaluate_renders_the_anchor_the_checkpoint_was_trained_on(tmp_path, mon
     assert not checkpoint.exists()
     ppo_torch.main([*train, "--splat-radius", "auto"])
     assert torch.load(checkpoint, weights_only=True)["args"]["splat_radius"] == "auto"
-    made = []
-
-    def recording_env(**kwargs):
-        env = WorldFMVectorEnv(**kwargs)
-        made.append(env.config.splat_radius)
-        return env
-
-    monkeypatch.setattr(evaluate, "WorldFMVectorEnv", recording_env)
+    made = _record_eval_envs(monkeypatch)
     common = dict(episodes=2, scenes="procedural:test:1", device="cpu", output_dir=None, max_episode_steps=5)
     evaluate.evaluate(evaluate.Args(agent=f"ppo:{checkpoint}", **common))
     evaluate.evaluate(evaluate.Args(agent=f"ppo:{checkpoint}", **common, splat_radius="2"))
     evaluate.evaluate(evaluate.Args(agent="random", **common))
-    assert made == ["auto", 2, 0]  # the checkpoint's setting, an explicit override, the env default
+    # The checkpoint's setting, an explicit override, the env default.
+    assert [c.splat_radius for c in made] == ["auto", 2, 0]
     with pytest.raises(ValueError, match="splat_radius must be"):
         evaluate.evaluate(evaluate.Args(agent="random", **common, splat_radius="wide"))
 

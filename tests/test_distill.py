@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from conftest import record_clip_configs
 
 from worldfm_env.envs.vector import WorldFMVectorEnv
 from worldfm_env.model import build_model, save_checkpoint
@@ -154,14 +155,7 @@ def test_distillation_trains_on_the_teachers_anchors_unless_told(tmp_path, monke
     from worldfm_env.model.checkpoint import SPLAT_RADIUS_METADATA_KEY, trained_splat_radius
     from worldfm_env.training import distill as distill_module
 
-    used = []
-
-    class Recording(distill_module.ClipGenerator):
-        def __init__(self, scenes, config, device="cpu"):
-            used.append(config.splat_radius)
-            super().__init__(scenes, config, device)
-
-    monkeypatch.setattr(distill_module, "ClipGenerator", Recording)
+    used = record_clip_configs(monkeypatch, distill_module)
     torch.manual_seed(0)
     auto_teacher = tmp_path / "auto-teacher.safetensors"
     save_checkpoint(build_model("tiny", input_size=32), auto_teacher, metadata={SPLAT_RADIUS_METADATA_KEY: "auto"})
@@ -171,6 +165,7 @@ def test_distillation_trains_on_the_teachers_anchors_unless_told(tmp_path, monke
     )  # fmt: skip
     distill(DistillConfig(**tiny, out=str(tmp_path / "a")))
     distill(DistillConfig(**tiny, out=str(tmp_path / "b"), splat_radius=1))
-    assert used == ["auto", 1]  # the teacher's anchors by default, an explicit setting otherwise
+    # The teacher's anchors by default, an explicit setting otherwise.
+    assert [c.splat_radius for c in used] == ["auto", 1]
     assert trained_splat_radius(tmp_path / "a" / "model.safetensors") == "auto"
     assert trained_splat_radius(tmp_path / "b" / "model.safetensors") == 1

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 import torch
+from conftest import record_clip_configs
 
 from worldfm_env.envs.vector import WorldFMVectorEnv
 from worldfm_env.model import load_checkpoint
@@ -102,16 +103,9 @@ def test_target_switch_on_init_and_bad_target(tmp_path):
 def test_training_clips_use_the_configured_splat_radius(tmp_path, monkeypatch):
     from worldfm_env.training import stages
 
-    used = []
-
-    class Recording(stages.ClipGenerator):
-        def __init__(self, scenes, config, device="cpu"):
-            used.append(config.splat_radius)
-            super().__init__(scenes, config, device)
-
-    monkeypatch.setattr(stages, "ClipGenerator", Recording)
+    used = record_clip_configs(monkeypatch, stages)
     train(TrainConfig(stage="stage2", steps=1, out=str(tmp_path), splat_radius="auto", **TINY))
-    assert used == ["auto"]
+    assert [c.splat_radius for c in used] == ["auto"]
     with pytest.raises(ValueError, match="splat_radius"):
         TrainConfig(splat_radius="big")
 
