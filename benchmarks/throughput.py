@@ -3,6 +3,7 @@ vector env against ``gymnasium.vector.SyncVectorEnv`` over single envs, measured
 
     python benchmarks/throughput.py                      # the full grid on every device present
     python benchmarks/throughput.py --num-envs 16 64 --renderers anchor --steps 20
+    python benchmarks/throughput.py --renderers anchor --splat-radius auto --out runs/throughput-auto
 
 Writes ``benchmarks/results/throughput.csv`` and ``throughput.png`` and prints a table. Timing:
 random actions (never STOP, so episodes end by truncation at 500 steps), a few warm-up steps,
@@ -25,6 +26,7 @@ import numpy as np
 import torch
 
 import worldfm_env  # noqa: F401  (registers the ids)
+from worldfm_env.envs.config import splat_radius_arg
 from worldfm_env.envs.vector import WorldFMVectorEnv
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -47,12 +49,26 @@ def _median_rate(block, steps: int, repeats: int, num_envs: int) -> float:
 
 
 def time_native(
-    num_envs: int, renderer: str, device: str, steps: int, repeats: int, scenes: str, resolution: int, weights=None
+    num_envs: int,
+    renderer: str,
+    device: str,
+    steps: int,
+    repeats: int,
+    scenes: str,
+    resolution: int,
+    weights=None,
+    splat_radius: int | str = 0,
 ):
     """Median env-steps/s of the native vector env."""
     extra = {"weights": weights} if renderer == "worldfm" else {}
     env = WorldFMVectorEnv(
-        num_envs=num_envs, renderer=renderer, device=device, scenes=scenes, resolution=resolution, **extra
+        num_envs=num_envs,
+        renderer=renderer,
+        device=device,
+        scenes=scenes,
+        resolution=resolution,
+        splat_radius=splat_radius,
+        **extra,
     )
     gen = torch.Generator(device=env.device).manual_seed(0)
     env.reset(seed=0)
@@ -67,9 +83,18 @@ def time_native(
     return rate
 
 
-def time_sync(num_envs: int, renderer: str, device: str, steps: int, repeats: int, scenes: str, resolution: int):
+def time_sync(
+    num_envs: int,
+    renderer: str,
+    device: str,
+    steps: int,
+    repeats: int,
+    scenes: str,
+    resolution: int,
+    splat_radius: int | str = 0,
+):
     """Median env-steps/s of a SyncVectorEnv over ``num_envs`` single envs (numpy at every boundary)."""
-    kwargs = dict(renderer=renderer, device=device, scenes=scenes, resolution=resolution)
+    kwargs = dict(renderer=renderer, device=device, scenes=scenes, resolution=resolution, splat_radius=splat_radius)
     env = gym.vector.SyncVectorEnv([lambda: gym.make("WorldFM/PointNav-v0", **kwargs) for _ in range(num_envs)])
     rng = np.random.default_rng(0)
     env.reset(seed=0)
@@ -108,6 +133,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scenes", default="procedural:train")
     parser.add_argument("--resolution", type=int, default=64)
     parser.add_argument("--weights", default=None, help="checkpoint for renderer worldfm (default: random 's')")
+    parser.add_argument(
+        "--splat-radius", type=splat_radius_arg, default=0, help="the env's splat_radius: an int in [0, 8] or auto"
+    )
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args(argv)
     if "worldfm" in args.renderers and args.weights is None:
@@ -127,7 +155,15 @@ def main(argv: list[str] | None = None) -> None:
         for renderer in args.renderers:
             for n in args.num_envs:
                 rate = time_native(
-                    n, renderer, device, args.steps, args.repeats, args.scenes, args.resolution, args.weights
+                    n,
+                    renderer,
+                    device,
+                    args.steps,
+                    args.repeats,
+                    args.scenes,
+                    args.resolution,
+                    args.weights,
+                    args.splat_radius,
                 )
                 rows.append(
                     dict(
@@ -137,12 +173,14 @@ def main(argv: list[str] | None = None) -> None:
                         renderer=renderer,
                         num_envs=n,
                         resolution=args.resolution,
+                        splat_radius=args.splat_radius,
                         env_steps_per_s=round(rate, 1),
                     )
                 )
                 print(f"native {device:5s} {renderer:7s} num_envs={n:5d}: {rate:12,.0f} env-steps/s", flush=True)
         for n in args.sync_num_envs:
-            rate = time_sync(n, "anchor", device, max(5, args.steps // 2), args.repeats, args.scenes, args.resolution)
+            steps = max(5, args.steps // 2)
+            rate = time_sync(n, "anchor", device, steps, args.repeats, args.scenes, args.resolution, args.splat_radius)
             rows.append(
                 dict(
                     kind="sync",
@@ -151,6 +189,7 @@ def main(argv: list[str] | None = None) -> None:
                     renderer="anchor",
                     num_envs=n,
                     resolution=args.resolution,
+                    splat_radius=args.splat_radius,
                     env_steps_per_s=round(rate, 1),
                 )
             )
