@@ -48,28 +48,9 @@ def _median_rate(block, steps: int, repeats: int, num_envs: int) -> float:
     return statistics.median(rates)
 
 
-def time_native(
-    num_envs: int,
-    renderer: str,
-    device: str,
-    steps: int,
-    repeats: int,
-    scenes: str,
-    resolution: int,
-    weights=None,
-    splat_radius: int | str = 0,
-):
-    """Median env-steps/s of the native vector env."""
-    extra = {"weights": weights} if renderer == "worldfm" else {}
-    env = WorldFMVectorEnv(
-        num_envs=num_envs,
-        renderer=renderer,
-        device=device,
-        scenes=scenes,
-        resolution=resolution,
-        splat_radius=splat_radius,
-        **extra,
-    )
+def time_native(num_envs: int, steps: int, repeats: int, **env_kwargs) -> float:
+    """Median env-steps/s of the native vector env built with ``env_kwargs``."""
+    env = WorldFMVectorEnv(num_envs=num_envs, **env_kwargs)
     gen = torch.Generator(device=env.device).manual_seed(0)
     env.reset(seed=0)
 
@@ -83,19 +64,10 @@ def time_native(
     return rate
 
 
-def time_sync(
-    num_envs: int,
-    renderer: str,
-    device: str,
-    steps: int,
-    repeats: int,
-    scenes: str,
-    resolution: int,
-    splat_radius: int | str = 0,
-):
-    """Median env-steps/s of a SyncVectorEnv over ``num_envs`` single envs (numpy at every boundary)."""
-    kwargs = dict(renderer=renderer, device=device, scenes=scenes, resolution=resolution, splat_radius=splat_radius)
-    env = gym.vector.SyncVectorEnv([lambda: gym.make("WorldFM/PointNav-v0", **kwargs) for _ in range(num_envs)])
+def time_sync(num_envs: int, steps: int, repeats: int, **env_kwargs) -> float:
+    """Median env-steps/s of a SyncVectorEnv over ``num_envs`` single envs made with ``env_kwargs`` (numpy at
+    every boundary)."""
+    env = gym.vector.SyncVectorEnv([lambda: gym.make("WorldFM/PointNav-v0", **env_kwargs) for _ in range(num_envs)])
     rng = np.random.default_rng(0)
     env.reset(seed=0)
 
@@ -151,49 +123,32 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
     rows = []
+
+    def record(kind: str, device: str, renderer: str, n: int, rate: float) -> None:
+        rows.append(
+            dict(
+                kind=kind,
+                device=device,
+                machine=machine_name(device),
+                renderer=renderer,
+                num_envs=n,
+                resolution=args.resolution,
+                splat_radius=args.splat_radius,
+                env_steps_per_s=round(rate, 1),
+            )
+        )
+        print(f"{kind:6s} {device:5s} {renderer:7s} num_envs={n:5d}: {rate:12,.0f} env-steps/s", flush=True)
+
+    common = dict(scenes=args.scenes, resolution=args.resolution, splat_radius=args.splat_radius)
     for device in devices:
         for renderer in args.renderers:
+            extra = {"weights": args.weights} if renderer == "worldfm" else {}
             for n in args.num_envs:
-                rate = time_native(
-                    n,
-                    renderer,
-                    device,
-                    args.steps,
-                    args.repeats,
-                    args.scenes,
-                    args.resolution,
-                    args.weights,
-                    args.splat_radius,
-                )
-                rows.append(
-                    dict(
-                        kind="native",
-                        device=device,
-                        machine=machine_name(device),
-                        renderer=renderer,
-                        num_envs=n,
-                        resolution=args.resolution,
-                        splat_radius=args.splat_radius,
-                        env_steps_per_s=round(rate, 1),
-                    )
-                )
-                print(f"native {device:5s} {renderer:7s} num_envs={n:5d}: {rate:12,.0f} env-steps/s", flush=True)
+                rate = time_native(n, args.steps, args.repeats, renderer=renderer, device=device, **common, **extra)
+                record("native", device, renderer, n, rate)
         for n in args.sync_num_envs:
-            steps = max(5, args.steps // 2)
-            rate = time_sync(n, "anchor", device, steps, args.repeats, args.scenes, args.resolution, args.splat_radius)
-            rows.append(
-                dict(
-                    kind="sync",
-                    device=device,
-                    machine=machine_name(device),
-                    renderer="anchor",
-                    num_envs=n,
-                    resolution=args.resolution,
-                    splat_radius=args.splat_radius,
-                    env_steps_per_s=round(rate, 1),
-                )
-            )
-            print(f"sync   {device:5s} anchor  num_envs={n:5d}: {rate:12,.0f} env-steps/s", flush=True)
+            rate = time_sync(n, max(5, args.steps // 2), args.repeats, renderer="anchor", device=device, **common)
+            record("sync", device, "anchor", n, rate)
 
     with open(out / "throughput.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from worldfm_env.envs.config import SPLAT_RADIUS_VALUES, parse_splat_radius, splat_radius_arg, valid_splat_radius
+from worldfm_env.envs.config import SPLAT_RADIUS_VALUES, parse_splat_radius, valid_splat_radius
 from worldfm_env.envs.rng import hash_uniform
 from worldfm_env.geometry import intrinsics_from_fov, pose_from_yaw_pitch
 from worldfm_env.model.dit import PanelCameras
@@ -30,7 +30,7 @@ from worldfm_env.scenes.pointcloud import points_from_views
 from worldfm_env.scenes.pool import ScenePool
 from worldfm_env.scenes.scene import ReferenceBank, Scene
 
-__all__ = ["ClipConfig", "ClipBatch", "ClipGenerator", "splat_radius_arg"]  # splat_radius_arg: re-exported
+__all__ = ["ClipConfig", "ClipBatch", "ClipGenerator"]
 
 
 @dataclass(frozen=True)
