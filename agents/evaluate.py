@@ -66,7 +66,9 @@ class Args:
     """Anchor splat half-size of the anchor and worldfm worlds: an int in [0, 8] or auto (default: as the ppo
     checkpoint or ppo_sb3 zip was trained, else 0)."""
     deterministic: bool = True
-    """Learned agents take their most likely action (else they sample)."""
+    """Learned agents take their most likely action; --no-deterministic samples from the policy instead (as
+    habitat-baselines evaluates), with a generator seeded by --seed, so a run repeats for a fixed seed and
+    num_envs."""
     output_dir: str | None = "runs/eval"
     """Folder for episodes.csv and videos (None or empty: write nothing)."""
     videos: int = 0
@@ -94,7 +96,7 @@ class _TorchPPOAgent:
     env's episode afresh (the evaluation loop calls it after each ``env.reset``).
     """
 
-    def __init__(self, checkpoint: dict, env: WorldFMVectorEnv, deterministic: bool) -> None:
+    def __init__(self, checkpoint: dict, env: WorldFMVectorEnv, deterministic: bool, seed: int = 0) -> None:
         from agents.ppo_torch import Agent, encoder_dtype
 
         num_env_actions = int(env.single_action_space.n)
@@ -116,6 +118,7 @@ class _TorchPPOAgent:
         precision = checkpoint.get("args", {}).get("precision", "float32")
         self.model.encoder_dtype = encoder_dtype(precision, env.device)
         self.deterministic = deterministic
+        self.generator = torch.Generator(device=env.device).manual_seed(seed)  # sampled actions only
         self.device = env.device
         self.num_envs = env.num_envs
         self.reset()
@@ -132,19 +135,25 @@ class _TorchPPOAgent:
         if self.deterministic:
             action = logits.argmax(dim=-1)
         else:
-            action = torch.distributions.Categorical(logits=logits).sample()
+            probs = torch.softmax(logits.float(), dim=-1)
+            action = torch.multinomial(probs, 1, generator=self.generator).squeeze(-1)
         self.prev_action = action
         self.first = torch.zeros_like(self.first)
         return self.action_ids[action]
 
 
 class _SB3Agent:
-    """A Stable-Baselines3 policy; observations cross to numpy at this boundary."""
+    """A Stable-Baselines3 policy; observations cross to numpy at this boundary.
 
-    def __init__(self, model, env: WorldFMVectorEnv, deterministic: bool) -> None:
+    Sampled actions (``deterministic=False``) draw from SB3's global generators, seeded here with ``seed``.
+    """
+
+    def __init__(self, model, env: WorldFMVectorEnv, deterministic: bool, seed: int = 0) -> None:
         self.model = model
         self.env = env
         self.deterministic = deterministic
+        if not deterministic:
+            model.set_random_seed(seed)
 
     def __call__(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
         numpy_obs = {k: v.cpu().numpy() for k, v in observations.items()}
@@ -184,13 +193,14 @@ def _load_learned(spec: str) -> tuple[object, dict]:
 def load_agent(spec: str, env: WorldFMVectorEnv, seed: int = 0, deterministic: bool = True, loaded=None):
     """An agent callable from ``spec``: a scripted name, ``ppo:PATH`` or ``sb3:PATH``.
 
-    ``loaded`` is the checkpoint or model already read for ``spec`` (read from ``PATH`` when None).
+    ``loaded`` is the checkpoint or model already read for ``spec`` (read from ``PATH`` when None). ``seed``
+    seeds the scripted agents and, with ``deterministic=False``, the learned agents' action sampling.
     """
     if spec.startswith(("ppo:", "sb3:")):
         if loaded is None:
             loaded, _ = _load_learned(spec)
         wrapper = _TorchPPOAgent if spec.startswith("ppo:") else _SB3Agent
-        return wrapper(loaded, env, deterministic)
+        return wrapper(loaded, env, deterministic, seed)
     if spec in AGENTS:
         return make_agent(spec, env, seed=seed)
     raise ValueError(f"agent={spec!r} is not valid; use one of {list(AGENTS)}, 'ppo:PATH' or 'sb3:PATH'")

@@ -6,17 +6,21 @@ world, every policy evaluated in the ``oracle`` world and in its own world.
     python benchmarks/transfer.py --worldfm-weights my-model.safetensors   # adds the worldfm world
 
 Training is ``agents/ppo_torch.py`` (same arguments and seed in every world, training scenes);
-evaluation is ``agents/evaluate.py`` (deterministic policy; the same held-out episodes in every
-world: episode i is the first episode of env seed ``eval_seed + i`` on the evaluation scenes, the
-procedural test split by default). The gap columns are a metric minus that of the oracle-trained
-policy evaluated in the oracle world (the reference; negative is worse). One training seed per
-world: the standard errors cover only the evaluation episodes, not the training seed.
+evaluation is ``agents/evaluate.py`` (the same held-out episodes in every world: episode i is the
+first episode of env seed ``eval_seed + i`` on the evaluation scenes, the procedural test split by
+default). ``--eval-actions`` says how the policies act there: ``argmax`` (their most likely action,
+the default), ``sample`` (drawn from the policy with a generator seeded by ``eval_seed``, as
+habitat-baselines evaluates) or both, one row each. The gap columns are a metric minus that of the
+oracle-trained policy evaluated in the oracle world with the same eval actions (the reference;
+negative is worse). One training seed per world: the standard errors cover only the evaluation
+episodes, not the training seed.
 
 Writes ``transfer.csv`` (one row per train world x eval world, with the budget), ``transfer.png``
 (grouped bars), ``transfer_episodes.csv`` (per episode), ``train_<world>.log`` and the policies
 (``checkpoints/ppo_<world>.pt``) to ``benchmarks/results/transfer/`` and prints a markdown table.
 With ``--snapshots K`` each training also saves K evenly spaced snapshots, evaluated in the oracle
-world: learning curves in ``transfer_curve.csv`` and ``transfer_curve.png``. ``--worlds`` picks the
+world (with the first of ``--eval-actions``): learning curves in ``transfer_curve.csv`` and
+``transfer_curve.png``. ``--worlds`` picks the
 train worlds (the oracle reference always among them). ``--include-depth`` gives every policy the
 renderer's depth as well: exact in the oracle world, the anchor's z-buffer (0 in its holes) in the
 anchor and worldfm worlds. ``--splat-radius`` sets the splats of the anchor and worldfm worlds (the
@@ -50,6 +54,8 @@ from worldfm_env.envs.config import splat_radius_arg  # noqa: E402
 RESULTS = Path(__file__).resolve().parent / "results" / "transfer"
 REFERENCE_WORLD = "oracle"
 METRICS = ("success", "spl", "soft_spl")
+EVAL_ACTIONS = ("argmax", "sample")
+"""How a policy acts in evaluation: its most likely action, or one drawn from it."""
 
 
 class _Tee:
@@ -108,6 +114,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "[0, 8] or auto (the env's splat_radius)",
     )
     parser.add_argument("--episodes", type=int, default=50, help="held-out evaluation episodes per (policy, world)")
+    parser.add_argument(
+        "--eval-actions",
+        nargs="+",
+        choices=EVAL_ACTIONS,
+        default=["argmax"],
+        help="how policies act in evaluation: argmax (most likely action) and/or sample (drawn from the policy, "
+        "seeded by --eval-seed); one row per choice, learning curves with the first",
+    )
     parser.add_argument("--train-scenes", default="procedural:train", help="training scene spec")
     parser.add_argument("--eval-scenes", default="procedural:test", help="held-out scene spec")
     parser.add_argument("--worldfm-weights", default=None, help="frame-model checkpoint: adds the worldfm world")
@@ -158,6 +172,7 @@ def _check_arguments(args: argparse.Namespace) -> None:
         raise ValueError("--worlds worldfm needs --worldfm-weights (a frame-model checkpoint)")
     if args.snapshots < 0:
         raise ValueError(f"--snapshots must be >= 0 (0: no learning curves), got {args.snapshots}")
+    args.eval_actions = list(dict.fromkeys(args.eval_actions))  # each choice once
 
 
 def snapshot_interval(args: argparse.Namespace) -> int:
@@ -257,8 +272,13 @@ def train_policy(world: str, args: argparse.Namespace, out: Path) -> dict:
     }
 
 
-def evaluate_policy(checkpoint: Path, world: str, args: argparse.Namespace) -> tuple[evaluate_script.EvalResult, float]:
-    """Evaluate a PPO checkpoint on the held-out episodes in ``world``; (result, wall seconds)."""
+def evaluate_policy(
+    checkpoint: Path, world: str, args: argparse.Namespace, eval_actions: str = "argmax"
+) -> tuple[evaluate_script.EvalResult, float]:
+    """Evaluate a PPO checkpoint on the held-out episodes in ``world``, taking the most likely action
+    (``eval_actions="argmax"``) or sampling (``"sample"``, seeded by ``--eval-seed``); (result, wall seconds)."""
+    if eval_actions not in EVAL_ACTIONS:
+        raise ValueError(f"eval_actions={eval_actions!r} is not valid; use one of {list(EVAL_ACTIONS)}")
     eval_args = evaluate_script.Args(
         agent=f"ppo:{checkpoint}",
         episodes=args.episodes,
@@ -271,7 +291,7 @@ def evaluate_policy(checkpoint: Path, world: str, args: argparse.Namespace) -> t
         max_episode_steps=args.max_episode_steps,
         allow_sliding=args.allow_sliding,
         splat_radius=str(args.splat_radius),
-        deterministic=True,
+        deterministic=eval_actions == "argmax",
         output_dir=None,
         weights=args.worldfm_weights if world == "worldfm" else None,
     )
@@ -337,38 +357,48 @@ def standard_error(values: list[float]) -> float:
 
 
 def plot(rows: list[dict], path: Path, title: str) -> None:
-    """Grouped bars: one panel per metric, one group per train world, one bar per eval world."""
+    """Grouped bars: one panel per metric, one group per train world, one bar per (eval world, eval actions)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     worlds = list(dict.fromkeys(r["train_world"] for r in rows))
-    series = [("oracle world", lambda r: r["eval_world"] == REFERENCE_WORLD)]
-    series.append(("own (training) world", lambda r: r["eval_world"] == r["train_world"] != REFERENCE_WORLD))
-    width = 0.38
+    modes = list(dict.fromkeys(r["eval_actions"] for r in rows))
+    places = {"oracle world": lambda r: r["eval_world"] == REFERENCE_WORLD}
+    places["own (training) world"] = lambda r: r["eval_world"] == r["train_world"] != REFERENCE_WORLD
+    series = [(place, mode) for mode in modes for place in places]
+    width = 0.8 / len(series)
     fig, axes = plt.subplots(1, len(METRICS), figsize=(4.2 * len(METRICS), 4.2), sharey=True)
     for ax, metric in zip(axes, METRICS, strict=True):
-        for s, (label, picks) in enumerate(series):
+        for s, (place, mode) in enumerate(series):
             xs, ys, errs = [], [], []
             for g, world in enumerate(worlds):
                 for r in rows:
-                    if r["train_world"] == world and picks(r):
-                        xs.append(g + (s - 0.5) * width)
+                    if r["train_world"] == world and r["eval_actions"] == mode and places[place](r):
+                        xs.append(g + (s - (len(series) - 1) / 2) * width)
                         ys.append(r[metric])
                         errs.append(r[f"{metric}_se"])
-            bars = ax.bar(xs, ys, width, yerr=errs, capsize=3, label=f"evaluated in {label}", color=f"C{s}")
+            label = f"evaluated in {place}" + (f", {mode} actions" if len(modes) > 1 else "")
+            hatch = "//" if modes.index(mode) else None
+            bars = ax.bar(xs, ys, width, yerr=errs, capsize=3, label=label, color=f"C{s % 2}", hatch=hatch)
             ax.bar_label(bars, fmt="%.2f", fontsize=7, padding=2)
-        reference = next(r[metric] for r in rows if r["train_world"] == r["eval_world"] == REFERENCE_WORLD)
-        ax.axhline(reference, color="gray", linestyle="--", linewidth=1)
+        for m, mode in enumerate(modes):  # the reference of each eval-actions choice
+            reference = next(
+                r[metric]
+                for r in rows
+                if r["train_world"] == r["eval_world"] == REFERENCE_WORLD and r["eval_actions"] == mode
+            )
+            ax.axhline(reference, color="gray", linestyle=("--", ":")[m % 2], linewidth=1)
         ax.set_xticks(range(len(worlds)), [f"trained in\n{w}" for w in worlds])
         ax.set_title(metric)
         ax.set_ylim(0, 1.05)
         ax.grid(True, axis="y", alpha=0.3)
     axes[0].set_ylabel("mean over held-out episodes (± s.e.)")
-    axes[0].legend(fontsize=8, loc="upper right")
+    handles, labels = axes[0].get_legend_handles_labels()  # below the panels: bars reach the top
+    fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=min(len(series), 4), frameon=False)
     fig.suptitle(textwrap.fill(title, 150), fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
@@ -395,8 +425,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
             f"({trained['env_steps'] / trained['wall_s']:,.0f} env-steps/s)",
             flush=True,
         )
-        for eval_world in dict.fromkeys([REFERENCE_WORLD, train_world]):
-            result, eval_wall = evaluate_policy(trained["checkpoint"], eval_world, args)
+        evaluations = [(w, mode) for w in dict.fromkeys([REFERENCE_WORLD, train_world]) for mode in args.eval_actions]
+        for eval_world, eval_actions in evaluations:
+            result, eval_wall = evaluate_policy(trained["checkpoint"], eval_world, args, eval_actions)
             episodes, summary = result.episodes, result.summary
             metrics = summarise(result)
             budget = dict(
@@ -423,39 +454,46 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 device=device,
                 machine=machine,
             )
-            results.append((train_world, eval_world, metrics, budget))
-            episode_rows += [{"train_world": train_world, "eval_world": eval_world, **e} for e in episodes]
+            results.append((train_world, eval_world, eval_actions, metrics, budget))
+            episode_rows += [
+                {"train_world": train_world, "eval_world": eval_world, "eval_actions": eval_actions, **e}
+                for e in episodes
+            ]
             print(
-                f"  evaluated in {eval_world}: success={metrics['success']:.3f} spl={metrics['spl']:.3f} "
-                f"soft_spl={metrics['soft_spl']:.3f} ({len(episodes)} episodes, {eval_wall:.0f} s)",
+                f"  evaluated in {eval_world} ({eval_actions} actions): success={metrics['success']:.3f} "
+                f"spl={metrics['spl']:.3f} soft_spl={metrics['soft_spl']:.3f} "
+                f"({len(episodes)} episodes, {eval_wall:.0f} s)",
                 flush=True,
             )
-            if eval_world == REFERENCE_WORLD:
-                final = {"env_steps": trained["env_steps"], "wall_s": trained["wall_s"]}
+            if eval_world == REFERENCE_WORLD and eval_actions == args.eval_actions[0]:
+                final = {"env_steps": trained["env_steps"], "wall_s": trained["wall_s"], "eval_actions": eval_actions}
                 curve.append({"train_world": train_world, **final, **metrics})
         for snapshot in trained["snapshots"]:  # learning curve: earlier policies, in the oracle world
             if snapshot["env_steps"] >= trained["env_steps"]:
                 continue  # the final policy, evaluated above
-            result, _ = evaluate_policy(snapshot["checkpoint"], REFERENCE_WORLD, args)
+            result, _ = evaluate_policy(snapshot["checkpoint"], REFERENCE_WORLD, args, args.eval_actions[0])
             metrics = summarise(result)
             steps, wall = snapshot["env_steps"], snapshot["wall_s"]
-            curve.append({"train_world": train_world, "env_steps": steps, "wall_s": wall, **metrics})
+            point = {"train_world": train_world, "env_steps": steps, "wall_s": wall}
+            curve.append({**point, "eval_actions": args.eval_actions[0], **metrics})
             print(
                 f"  snapshot at {steps:,} env steps ({wall:.0f} s), oracle world: success={metrics['success']:.3f} "
                 f"spl={metrics['spl']:.3f} soft_spl={metrics['soft_spl']:.3f}",
                 flush=True,
             )
 
-    reference = next(m for t, e, m, _ in results if t == e == REFERENCE_WORLD)
+    # The reference of each eval-actions choice: the oracle-trained policy in the oracle world, acting alike.
+    reference = {a: m for t, e, a, m, _ in results if t == e == REFERENCE_WORLD}
     rows = [
         {
             "train_world": train_world,
             "eval_world": eval_world,
+            "eval_actions": eval_actions,
             **metrics,
-            **{f"gap_{m}": round(metrics[m] - reference[m], 4) for m in METRICS},
+            **{f"gap_{m}": round(metrics[m] - reference[eval_actions][m], 4) for m in METRICS},
             **budget,
         }
-        for train_world, eval_world, metrics, budget in results
+        for train_world, eval_world, eval_actions, metrics, budget in results
     ]
     total_wall = time.perf_counter() - start
 
@@ -470,22 +508,24 @@ def main(argv: list[str] | None = None) -> list[dict]:
         f"{rows[0]['train_env_steps']:,} env steps per world, "
         f"num_envs={args.num_envs}, "
         f"{args.resolution}x{args.resolution}, seed {args.seed}; {args.episodes} held-out episodes "
-        f"({args.eval_scenes}); {machine} ({device}); {total_wall / 60:.1f} min"
+        f"({args.eval_scenes}, {' and '.join(args.eval_actions)} actions); {machine} ({device}); "
+        f"{total_wall / 60:.1f} min"
         f"{reuse_note}"
     )
     plot(rows, out / "transfer.png", f"PointNav transfer: {budget}")
 
     print()
-    print("| train world | eval world | success | SPL | SoftSPL | episodes | Δ success | Δ SPL | Δ SoftSPL |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| train world | eval world | actions | success | SPL | SoftSPL | episodes | Δ success | Δ SPL | Δ SoftSPL |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(
-            f"| {r['train_world']} | {r['eval_world']} | {r['success']:.3f} ± {r['success_se']:.3f} "
+            f"| {r['train_world']} | {r['eval_world']} | {r['eval_actions']} "
+            f"| {r['success']:.3f} ± {r['success_se']:.3f} "
             f"| {r['spl']:.3f} ± {r['spl_se']:.3f} | {r['soft_spl']:.3f} ± {r['soft_spl_se']:.3f} "
             f"| {r['episodes']} | {r['gap_success']:+.3f} | {r['gap_spl']:+.3f} | {r['gap_soft_spl']:+.3f} |"
         )
     print()
-    print("Δ = minus the oracle-trained policy in the oracle world; ± = standard error over episodes.")
+    print("Δ = minus the oracle-trained policy in the oracle world (same actions); ± = standard error over episodes.")
     print(f"Budget: {budget}.")
     for world in train_worlds(args):
         r = next(r for r in rows if r["train_world"] == world)

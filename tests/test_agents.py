@@ -349,6 +349,25 @@ def test_evaluate_reads_checkpoints_without_action_ids(tmp_path):
     env.close()
 
 
+def test_sampled_ppo_actions_repeat_for_a_seed():
+    env = WorldFMVectorEnv(num_envs=4, scenes="procedural:test:1", resolution=16, device="cpu")
+    torch.manual_seed(0)
+    agent = ppo_torch.Agent(env.single_observation_space, 6, hidden_size=32)
+    saved = {"state_dict": agent.state_dict(), "model_kwargs": {"hidden_size": 32}, "args": {}}
+    obs, _ = env.reset(seed=0)
+
+    def draws(seed: int) -> list[list[int]]:
+        sampler = evaluate.load_agent("ppo:unused", env, seed=seed, deterministic=False, loaded=saved)
+        torch.manual_seed(123)  # the global generator must not matter
+        return [sampler(obs).tolist() for _ in range(6)]
+
+    first = draws(0)
+    assert draws(0) == first
+    assert draws(1) != first  # 24 draws from an untrained policy over 6 actions
+    assert len({a for step in first for a in step}) > 1  # it samples: not always the most likely action
+    env.close()
+
+
 def test_encoder_precision_choices():
     from worldfm_env.model.renderer import auto_model_dtype
 

@@ -95,6 +95,36 @@ def test_depth_policies_train_and_evaluate_with_depth(tmp_path):
     assert saved["state_dict"]["cnn.0.weight"].shape[1] == 4  # rgb + depth: evaluation had to observe depth too
 
 
+def test_sampled_and_argmax_actions_each_get_rows_and_their_own_reference(tmp_path):
+    out = tmp_path / "out"
+    rows = transfer.main([*TINY, "--out", str(out), "--eval-actions", "sample", "argmax", "sample"])
+    assert [(r["train_world"], r["eval_world"], r["eval_actions"]) for r in rows] == [
+        ("oracle", "oracle", "sample"),
+        ("oracle", "oracle", "argmax"),
+        ("anchor", "oracle", "sample"),
+        ("anchor", "oracle", "argmax"),
+        ("anchor", "anchor", "sample"),
+        ("anchor", "anchor", "argmax"),
+    ]
+    reference = {r["eval_actions"]: r for r in rows[:2]}
+    for row in rows:
+        for metric in ("success", "spl", "soft_spl"):
+            expected = round(row[metric] - reference[row["eval_actions"]][metric], 4)
+            assert row[f"gap_{metric}"] == pytest.approx(expected, abs=1e-4), row
+    with open(out / "transfer_episodes.csv") as f:
+        episodes = list(csv.DictReader(f))
+    assert len(episodes) == 6 * 4 and {e["eval_actions"] for e in episodes} == {"sample", "argmax"}
+
+    # Sampled actions come from a generator seeded by --eval-seed: the same episodes again.
+    args = transfer.parse_args([*TINY, "--out", str(out)])
+    checkpoint = out / "checkpoints" / "ppo_anchor.pt"
+    first, _ = transfer.evaluate_policy(checkpoint, "anchor", args, "sample")
+    again, _ = transfer.evaluate_policy(checkpoint, "anchor", args, "sample")
+    assert first.episodes == again.episodes
+    with pytest.raises(ValueError, match="eval_actions='greedy'"):
+        transfer.evaluate_policy(checkpoint, "anchor", args, "greedy")
+
+
 def test_snapshots_give_learning_curves(capsys, tmp_path):
     # 2 updates of 64 env steps, a snapshot every 64: the first update's policy and the final one.
     transfer.main([*TINY, "--out", str(tmp_path), "--worlds", "oracle", "--snapshots", "2"])
