@@ -536,7 +536,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         for r in curve:
             r.update(wall_s=round(r["wall_s"], 1), device=device, machine=machine)
         write_csv(out / "transfer_curve.csv", curve)
-        plot_curve(curve, out / "transfer_curve.png", f"Learning curves, evaluated in the oracle world: {budget}")
+        where = f"in the oracle world ({args.eval_actions[0]} actions)"
+        plot_curve(curve, out / "transfer_curve.png", f"Learning curves, evaluated {where}: {budget}")
         print()
         print("| train world | env steps | wall s | success (oracle world) | SPL | SoftSPL |")
         print("|---|---:|---:|---:|---:|---:|")
