@@ -150,7 +150,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--eval-seed", type=int, default=0, help="env seed of held-out episode 0")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--out", default=str(RESULTS), help="output folder")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.eval_actions = list(dict.fromkeys(args.eval_actions))  # each choice once, in the order given
+    return args
 
 
 def train_worlds(args: argparse.Namespace) -> list[str]:
@@ -172,7 +174,6 @@ def _check_arguments(args: argparse.Namespace) -> None:
         raise ValueError("--worlds worldfm needs --worldfm-weights (a frame-model checkpoint)")
     if args.snapshots < 0:
         raise ValueError(f"--snapshots must be >= 0 (0: no learning curves), got {args.snapshots}")
-    args.eval_actions = list(dict.fromkeys(args.eval_actions))  # each choice once
 
 
 def snapshot_interval(args: argparse.Namespace) -> int:

@@ -209,6 +209,18 @@ def test_ppo_sb3_depth_is_a_fourth_channel_of_its_cnn(capsys, tmp_path, monkeypa
         ["--agent", f"sb3:{policy}", "--episodes", "2", "--max-episode-steps", "10", "--output-dir", "", *HELD_OUT]
     )
     assert len(result.episodes) == 2 and [(c.include_depth, c.splat_radius) for c in made] == [(True, "auto")]
+    # Sampled actions repeat for a seed: the wrapper seeds SB3's generators.
+    env = WorldFMVectorEnv(num_envs=4, scenes="procedural:test:1", resolution=32, device="cpu", include_depth=True)
+    obs, _ = env.reset(seed=0)
+
+    def draws(seed: int) -> list[list[int]]:
+        torch.manual_seed(123)  # whatever the global state was before
+        sampler = evaluate.load_agent("sb3:unused", env, seed=seed, deterministic=False, loaded=model)
+        return [sampler(obs).tolist() for _ in range(6)]
+
+    first = draws(0)
+    assert draws(0) == first and draws(1) != first  # 24 draws from a barely trained policy
+    env.close()
 
 
 def test_scripts_run_from_the_command_line():
