@@ -448,6 +448,29 @@ def test_evaluate_keeps_the_sliding_setting_of_the_checkpoint(tmp_path, monkeypa
     assert [c.allow_sliding for c in made] == [True, False, False]
 
 
+def test_ppo_torch_asks_the_worldfm_env_to_compile_its_frame_model(tmp_path, monkeypatch):
+    from worldfm_env.model import build_model, save_checkpoint
+
+    torch.manual_seed(0)
+    weights = tmp_path / "tiny.safetensors"
+    save_checkpoint(build_model("tiny", input_size=16), weights)
+    asked = []
+
+    def recording_env(**kwargs):
+        asked.append((kwargs["renderer"], kwargs.get("compile_model")))
+        return WorldFMVectorEnv(**{**kwargs, "compile_model": False})  # what is asked is tested, not the compiler
+
+    monkeypatch.setattr(ppo_torch, "WorldFMVectorEnv", recording_env)
+    train = [
+        *["--total-timesteps", "32", "--num-envs", "2", "--num-steps", "16", "--hidden-size", "32"],
+        *["--scenes", "procedural:train:1", "--resolution", "16", "--device", "cpu", "--compile-model"],
+    ]
+    ppo_torch.main([*train, "--renderer", "worldfm", "--weights", str(weights), "--save-path", str(tmp_path / "w.pt")])
+    ppo_torch.main([*train, "--renderer", "anchor", "--save-path", str(tmp_path / "a.pt")])
+    assert asked == [("worldfm", True), ("anchor", None)]  # the other worlds have no frame model to compile
+    assert torch.load(tmp_path / "w.pt", weights_only=True)["args"]["compile_model"] is True
+
+
 def test_splat_radius_text_is_parsed_strictly():
     import numpy as np
 

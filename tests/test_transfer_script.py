@@ -152,6 +152,10 @@ def test_reuse_takes_a_policy_trained_with_the_same_arguments(capsys, tmp_path):
     out = ["--out", str(tmp_path)]
     transfer.main([*TINY, *out, "--worlds", "oracle", "--snapshots", "2"])
     oracle = tmp_path / "checkpoints" / "ppo_oracle.pt"
+    # A run that compiled its frame model learned the same thing: torch.compile does not stop a reuse.
+    saved = torch.load(oracle, weights_only=True)
+    saved["args"]["compile_model"] = True
+    torch.save(saved, oracle)
     trained = oracle.stat().st_mtime_ns, (tmp_path / "train_oracle.log").read_text()
     capsys.readouterr()
     # The splat radius is the anchor world's: the oracle reference is reused, the anchor policy trained with it.
@@ -179,6 +183,22 @@ def test_reuse_takes_a_policy_trained_with_the_same_arguments(capsys, tmp_path):
     torch.save(saved, oracle)
     transfer.main([*TINY, *out, "--worlds", "oracle", "--reuse", "--update-epochs", "2"])
     assert "cannot reuse its policy: it predates the arguments ['precision']" in capsys.readouterr().out
+
+
+def test_compile_model_reaches_the_worldfm_training_only(tmp_path, monkeypatch):
+    trained = []
+
+    def stop_after_parsing(argv):
+        trained.append(argv)
+        raise RuntimeError("not training in this test")
+
+    monkeypatch.setattr(transfer.ppo_torch, "main", stop_after_parsing)
+    args = transfer.parse_args([*TINY, "--out", str(tmp_path), "--worldfm-weights", "w.safetensors", "--compile-model"])
+    for world in ("worldfm", "anchor"):
+        with pytest.raises(RuntimeError, match="not training"):
+            transfer.train_policy(world, args, tmp_path)
+    assert "--compile-model" in trained[0] and "--compile-model" not in trained[1]
+    assert transfer.parse_args(TINY).compile_model is False
 
 
 def test_bad_worlds_and_snapshots_fail_before_training(tmp_path):
