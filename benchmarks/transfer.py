@@ -26,7 +26,8 @@ renderer's depth as well: exact in the oracle world, the anchor's z-buffer (0 in
 anchor and worldfm worlds. ``--splat-radius`` sets the splats of the anchor and worldfm worlds (the
 oracle world has no anchor). ``--reuse`` keeps a world's policy and snapshots already in the output
 folder when they were trained with the same arguments, so another world can join an earlier run
-without training its oracle reference again.
+without training its oracle reference again. ``--compile-model`` runs the frame model through
+``torch.compile`` while training in the worldfm world (faster steps after about 30 s of compilation).
 """
 
 from __future__ import annotations
@@ -199,8 +200,9 @@ LATER_OPTIONS = ("allow_sliding", "compile_model", "include_depth", "save_every"
 """ppo_torch arguments whose default is what checkpoints saved before the option did (others, such as
 precision or recurrent, changed behaviour when they arrived: a checkpoint without them is not reused)."""
 
-SPEED_OPTIONS = ("compile_model", "save_path")
-"""ppo_torch arguments that change how fast or where a run goes, not what it learns: not compared on reuse."""
+UNCOMPARED_OPTIONS = ("compile_model", "save_path")
+"""ppo_torch arguments that change how fast a run goes or where it saves, not what it learns: not compared on
+reuse."""
 
 
 def reusable(checkpoint: Path, argv: list[str]) -> tuple[dict | None, str]:
@@ -217,7 +219,7 @@ def reusable(checkpoint: Path, argv: list[str]) -> tuple[dict | None, str]:
     missing = sorted(k for k in wanted if k not in had)
     if missing or "wall_s" not in saved:
         return None, f"it predates the arguments {missing or ['wall_s']}"
-    differ = sorted(k for k in wanted if k not in SPEED_OPTIONS and had[k] != wanted[k])
+    differ = sorted(k for k in wanted if k not in UNCOMPARED_OPTIONS and had[k] != wanted[k])
     if differ:
         return None, "trained with other " + ", ".join(f"{k} ({had[k]!r}, not {wanted[k]!r})" for k in differ)
     return saved, ""
