@@ -423,6 +423,42 @@ def test_pointnav_info_and_reward():
     assert checked > 100
 
 
+def test_pointnav_distance_is_the_straight_line_where_the_goal_is_in_sight():
+    # The success test reads the geodesic distance. Where the straight path to the goal is free it must be that
+    # path's length (the grid field alone over-estimates near the goal and failed STOPs made inside the radius);
+    # where a wall is in the way it stays the grid field, longer than the straight line.
+    env = shared_env(num_envs=64, task="pointnav")
+    env.reset(seed=3)
+    task, nav = env.task, env.navigation
+    scene = env.scene_index.long()
+    gen = torch.Generator().manual_seed(0)
+    fields, rows = task.fields.flatten(0, 1), task.field_rows()
+    seen = {"in_sight": 0, "near_radius": 0, "blocked": 0}
+    for _ in range(20):
+        radius = torch.rand(64, generator=gen) * 1.5
+        angle = torch.rand(64, generator=gen) * 2 * math.pi
+        position = task.goal.clone()
+        position[:, 0] += radius * torch.cos(angle)
+        position[:, 2] += radius * torch.sin(angle)
+        on_free = nav.is_free(scene, position[:, 0], position[:, 2])
+        t = torch.linspace(0.0, 1.0, 601)  # a finer line-of-sight test than the task's
+        xs = position[:, 0, None] + t * (task.goal[:, 0] - position[:, 0])[:, None]
+        zs = position[:, 2, None] + t * (task.goal[:, 2] - position[:, 2])[:, None]
+        in_sight = on_free & nav.is_free(scene, xs, zs).all(dim=1)
+        straight = (task.goal - position)[:, [0, 2]].norm(dim=1)
+        distance = task._geodesic(position)
+        field = nav.interpolate_field(fields, rows, scene, position)
+        assert torch.allclose(distance[in_sight], straight[in_sight], atol=1e-5)
+        blocked = on_free & ~in_sight & torch.isfinite(field)
+        assert torch.equal(distance[blocked], field[blocked])
+        assert (distance[blocked] > straight[blocked]).all()
+        seen["in_sight"] += int(in_sight.sum())
+        seen["near_radius"] += int((in_sight & (straight > 0.15) & (straight <= 0.2) & (field > 0.2)).sum())
+        seen["blocked"] += int(blocked.sum())
+    # The sample covers the case the fix is for: in sight, inside the radius, but the field says outside.
+    assert seen["in_sight"] > 300 and seen["near_radius"] > 0 and seen["blocked"] > 10, seen
+
+
 def test_explore_info_coverage_monotone():
     env = shared_env(num_envs=4, task="explore", max_episode_steps=15)
     obs, info = env.reset(seed=8)
