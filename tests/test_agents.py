@@ -471,6 +471,27 @@ def test_ppo_torch_asks_the_worldfm_env_to_compile_its_frame_model(tmp_path, mon
     assert torch.load(tmp_path / "w.pt", weights_only=True)["args"]["compile_model"] is True
 
 
+def test_evaluate_asks_the_worldfm_env_to_compile_its_frame_model(tmp_path, monkeypatch):
+    from worldfm_env.model import build_model, save_checkpoint
+
+    torch.manual_seed(0)
+    weights = tmp_path / "tiny.safetensors"
+    save_checkpoint(build_model("tiny", input_size=16), weights)
+    asked = []
+
+    def recording_env(**kwargs):
+        asked.append((kwargs["renderer"], kwargs.get("compile_model")))
+        return WorldFMVectorEnv(**{**kwargs, "compile_model": False})  # what is asked is tested, not the compiler
+
+    monkeypatch.setattr(evaluate, "WorldFMVectorEnv", recording_env)
+    common = dict(agent="random", episodes=1, scenes="procedural:test:1", resolution=16, device="cpu")
+    common.update(output_dir=None, max_episode_steps=3, weights=str(weights))
+    evaluate.evaluate(evaluate.Args(**common, renderer="worldfm", compile_model=True))
+    evaluate.evaluate(evaluate.Args(**common, renderer="worldfm"))
+    evaluate.evaluate(evaluate.Args(**common, renderer="anchor", compile_model=True))
+    assert asked == [("worldfm", True), ("worldfm", False), ("anchor", None)]
+
+
 def test_splat_radius_text_is_parsed_strictly():
     import numpy as np
 

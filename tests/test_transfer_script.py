@@ -185,7 +185,7 @@ def test_reuse_takes_a_policy_trained_with_the_same_arguments(capsys, tmp_path):
     assert "cannot reuse its policy: it predates the arguments ['precision']" in capsys.readouterr().out
 
 
-def test_compile_model_reaches_the_worldfm_training_only(tmp_path, monkeypatch):
+def test_compile_model_reaches_the_worldfm_world_only(tmp_path, monkeypatch):
     trained = []
 
     def stop_after_parsing(argv):
@@ -199,6 +199,18 @@ def test_compile_model_reaches_the_worldfm_training_only(tmp_path, monkeypatch):
             transfer.train_policy(world, args, tmp_path)
     assert "--compile-model" in trained[0] and "--compile-model" not in trained[1]
     assert transfer.parse_args(TINY).compile_model is False
+    # ... and to the evaluations in the worldfm world.
+    evaluated = []
+
+    def record_evaluation(eval_args):
+        evaluated.append((eval_args.renderer, eval_args.compile_model))
+        raise RuntimeError("not evaluating in this test")
+
+    monkeypatch.setattr(transfer.evaluate_script, "evaluate", record_evaluation)
+    for world in ("worldfm", "oracle"):
+        with pytest.raises(RuntimeError, match="not evaluating"):
+            transfer.evaluate_policy(tmp_path / "policy.pt", world, args)
+    assert evaluated == [("worldfm", True), ("oracle", False)]
 
 
 def test_bad_worlds_and_snapshots_fail_before_training(tmp_path):
