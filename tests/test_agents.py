@@ -448,7 +448,9 @@ def test_evaluate_keeps_the_sliding_setting_of_the_checkpoint(tmp_path, monkeypa
     assert [c.allow_sliding for c in made] == [True, False, False]
 
 
-def test_ppo_torch_asks_the_worldfm_env_to_compile_its_frame_model(tmp_path, monkeypatch):
+def _tiny_weights_and_compile_requests(tmp_path, monkeypatch, module) -> tuple:
+    """A tiny random frame-model checkpoint, and a list that records (renderer, compile_model) of every env
+    ``module`` builds; the envs themselves run eagerly (what is asked is tested, not the compiler)."""
     from worldfm_env.model import build_model, save_checkpoint
 
     torch.manual_seed(0)
@@ -458,9 +460,14 @@ def test_ppo_torch_asks_the_worldfm_env_to_compile_its_frame_model(tmp_path, mon
 
     def recording_env(**kwargs):
         asked.append((kwargs["renderer"], kwargs.get("compile_model")))
-        return WorldFMVectorEnv(**{**kwargs, "compile_model": False})  # what is asked is tested, not the compiler
+        return WorldFMVectorEnv(**{**kwargs, "compile_model": False})
 
-    monkeypatch.setattr(ppo_torch, "WorldFMVectorEnv", recording_env)
+    monkeypatch.setattr(module, "WorldFMVectorEnv", recording_env)
+    return weights, asked
+
+
+def test_ppo_torch_asks_the_worldfm_env_to_compile_its_frame_model(tmp_path, monkeypatch):
+    weights, asked = _tiny_weights_and_compile_requests(tmp_path, monkeypatch, ppo_torch)
     train = [
         *["--total-timesteps", "32", "--num-envs", "2", "--num-steps", "16", "--hidden-size", "32"],
         *["--scenes", "procedural:train:1", "--resolution", "16", "--device", "cpu", "--compile-model"],
@@ -472,18 +479,7 @@ def test_ppo_torch_asks_the_worldfm_env_to_compile_its_frame_model(tmp_path, mon
 
 
 def test_evaluate_asks_the_worldfm_env_to_compile_its_frame_model(tmp_path, monkeypatch):
-    from worldfm_env.model import build_model, save_checkpoint
-
-    torch.manual_seed(0)
-    weights = tmp_path / "tiny.safetensors"
-    save_checkpoint(build_model("tiny", input_size=16), weights)
-    asked = []
-
-    def recording_env(**kwargs):
-        asked.append((kwargs["renderer"], kwargs.get("compile_model")))
-        return WorldFMVectorEnv(**{**kwargs, "compile_model": False})  # what is asked is tested, not the compiler
-
-    monkeypatch.setattr(evaluate, "WorldFMVectorEnv", recording_env)
+    weights, asked = _tiny_weights_and_compile_requests(tmp_path, monkeypatch, evaluate)
     common = dict(agent="random", episodes=1, scenes="procedural:test:1", resolution=16, device="cpu")
     common.update(output_dir=None, max_episode_steps=3, weights=str(weights))
     evaluate.evaluate(evaluate.Args(**common, renderer="worldfm", compile_model=True))
