@@ -76,9 +76,8 @@ class Args:
     weights: str | None = None
     """Frame-model checkpoint for renderer=worldfm."""
     compile_model: bool = False
-    """Wrap the frame model of renderer worldfm in ``torch.compile`` (about 30 s of start-up, then faster
-    steps; the frames match the eager model's to float tolerance, not bit for bit); no effect in the other
-    worlds."""
+    """Wrap the frame model of renderer worldfm in ``torch.compile`` (the env's compile_model: about 30 s of
+    start-up, then faster steps); no effect in the other worlds."""
 
 
 @dataclass

@@ -118,15 +118,15 @@ class PointNavTask(Task):
         self.distance.copy_(torch.where(mask, d_start, self.distance))
         self.success.masked_fill_(mask, False)
 
-    #: Points the straight path to the goal is checked at (half a cell apart): the straight-line distance
-    #: replaces the grid field up to ``SIGHT_SAMPLES / 2`` cells from the goal.
+    #: Points the straight path to the goal is checked at (at most half a cell apart): the straight-line
+    #: distance replaces the grid field up to ``(SIGHT_SAMPLES - 1) / 2`` = 31.5 cells from the goal.
     SIGHT_SAMPLES = 64
 
     def _geodesic(self, position: torch.Tensor) -> torch.Tensor:
         """Geodesic distance (N,) from each agent to its goal.
 
-        Where the straight path to the goal stays on free cells (checked every half cell, up to
-        ``SIGHT_SAMPLES / 2`` cells away), the shortest path is that line and its length is exact. Elsewhere
+        Where the straight path to the goal stays on free cells (checked at least every half cell, up to
+        ``(SIGHT_SAMPLES - 1) / 2`` cells away), the shortest path is that line and its length is exact. Elsewhere
         it is the goal field read at the 2x2 nearest cell centres (:meth:`NavigationData.interpolate_field`),
         which over-estimates by up to half a cell near the goal: alone, it failed some STOPs made inside the
         success radius.
