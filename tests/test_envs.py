@@ -441,10 +441,8 @@ def test_pointnav_distance_is_the_straight_line_where_the_goal_is_in_sight():
         position[:, 0] += radius * torch.cos(angle)
         position[:, 2] += radius * torch.sin(angle)
         on_free = nav.is_free(scene, position[:, 0], position[:, 2])
-        t = torch.linspace(0.0, 1.0, 601)  # a finer line-of-sight test than the task's
-        xs = position[:, 0, None] + t * (task.goal[:, 0] - position[:, 0])[:, None]
-        zs = position[:, 2, None] + t * (task.goal[:, 2] - position[:, 2])[:, None]
-        in_sight = on_free & nav.is_free(scene, xs, zs).all(dim=1)
+        fine = torch.linspace(0.0, 1.0, 601)  # a finer line-of-sight test than the task's
+        in_sight = on_free & nav.segment_free(scene, position, task.goal, fine)
         straight = (task.goal - position)[:, [0, 2]].norm(dim=1)
         distance = task._geodesic(position)
         field = nav.interpolate_field(fields, rows, scene, position)

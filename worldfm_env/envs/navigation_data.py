@@ -95,6 +95,15 @@ class NavigationData:
         flat = row.clamp(0, Gz - 1) * Gx + col.clamp(0, Gx - 1) + scene.view_as(cs).long() * (Gz * Gx)
         return self.free.reshape(-1)[flat.reshape(-1)].reshape(shape) & inside
 
+    def segment_free(
+        self, scene: torch.Tensor, start: torch.Tensor, end: torch.Tensor, fractions: torch.Tensor
+    ) -> torch.Tensor:
+        """Whether the straight segments start -> end (N, 3) world points stay on free cells (N,) bool, tested at
+        ``fractions`` (K,) of the way along (0 and 1 included for the end points)."""
+        xs = start[:, 0, None] + fractions * (end[:, 0] - start[:, 0])[:, None]
+        zs = start[:, 2, None] + fractions * (end[:, 2] - start[:, 2])[:, None]
+        return self.is_free(scene, xs, zs).all(dim=1)
+
     def interpolate_field(
         self, fields: torch.Tensor, row: torch.Tensor, scene: torch.Tensor, position: torch.Tensor
     ) -> torch.Tensor:

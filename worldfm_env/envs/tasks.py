@@ -68,6 +68,10 @@ class PointNavTask(Task):
     name = "pointnav"
     num_draws = 2 + 64  # goal choice, yaw, start candidates
 
+    #: Points the straight path to the goal is checked at (at most half a cell apart): the straight-line
+    #: distance replaces the grid field up to ``(SIGHT_SAMPLES - 1) / 2`` = 31.5 cells from the goal.
+    SIGHT_SAMPLES = 64
+
     def __init__(self, env: WorldFMVectorEnv) -> None:
         super().__init__(env)
         nav = env.navigation
@@ -81,6 +85,7 @@ class PointNavTask(Task):
         self.distance = torch.zeros(N, device=self.device)
         self.success = torch.zeros(N, dtype=torch.bool, device=self.device)
         self.min_d, self.max_d = cfg.min_goal_distance, cfg.max_goal_distance
+        self._sight_fractions = torch.linspace(0.0, 1.0, self.SIGHT_SAMPLES, device=self.device)
 
     def observation_spaces(self) -> dict[str, spaces.Space]:
         """``pointgoal``: (distance, angle) to the goal in the agent frame; angle positive to the left."""
@@ -118,10 +123,6 @@ class PointNavTask(Task):
         self.distance.copy_(torch.where(mask, d_start, self.distance))
         self.success.masked_fill_(mask, False)
 
-    #: Points the straight path to the goal is checked at (at most half a cell apart): the straight-line
-    #: distance replaces the grid field up to ``(SIGHT_SAMPLES - 1) / 2`` = 31.5 cells from the goal.
-    SIGHT_SAMPLES = 64
-
     def _geodesic(self, position: torch.Tensor) -> torch.Tensor:
         """Geodesic distance (N,) from each agent to its goal.
 
@@ -131,18 +132,13 @@ class PointNavTask(Task):
         which over-estimates by up to half a cell near the goal: alone, it failed some STOPs made inside the
         success radius.
         """
-        env = self.env
+        env, nav = self.env, self.env.navigation
         scene = env.scene_index.long()
-        G = self.fields.shape[1]
-        field = env.navigation.interpolate_field(self.fields.flatten(0, 1), scene * G + self.goal_slot, scene, position)
-        dx = self.goal[:, 0] - position[:, 0]
-        dz = self.goal[:, 2] - position[:, 2]
+        field = nav.interpolate_field(self.fields.flatten(0, 1), self.field_rows(), scene, position)
+        dx, dz = self.goal[:, 0] - position[:, 0], self.goal[:, 2] - position[:, 2]
         straight = torch.sqrt(dx * dx + dz * dz)
-        t = torch.linspace(0.0, 1.0, self.SIGHT_SAMPLES, device=position.device)
-        xs = position[:, 0, None] + t * dx[:, None]
-        zs = position[:, 2, None] + t * dz[:, None]
         near = straight <= env.pool.nav_cell_size[scene] * (self.SIGHT_SAMPLES - 1) / 2
-        visible = near & env.navigation.is_free(scene, xs, zs).all(dim=1)
+        visible = near & nav.segment_free(scene, position, self.goal, self._sight_fractions)
         return torch.where(visible, torch.minimum(field, straight), field)
 
     def field_rows(self) -> torch.Tensor:
