@@ -26,7 +26,9 @@ renderer's depth as well: exact in the oracle world, the anchor's z-buffer (0 in
 anchor and worldfm worlds. ``--splat-radius`` sets the splats of the anchor and worldfm worlds (the
 oracle world has no anchor). ``--reuse`` keeps a world's policy and snapshots already in the output
 folder when they were trained with the same arguments, so another world can join an earlier run
-without training its oracle reference again. ``--compile-model`` runs the frame model through
+without training its oracle reference again; where its checkpoint is gone, ``--reference-csv`` takes the
+reference rows from that run's ``transfer.csv`` instead (the oracle world then stays out of ``--worlds``;
+the settings the CSV records must equal this run's). ``--compile-model`` runs the frame model through
 ``torch.compile`` while training and evaluating in the worldfm world (faster steps after about 30 s of
 compilation).
 """
@@ -139,7 +141,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=(REFERENCE_WORLD, "anchor", "worldfm"),
         default=None,
         help="train worlds (default: oracle, anchor, and worldfm when --worldfm-weights is given); oracle is "
-        "the reference and must be among them",
+        "the reference and must be among them unless --reference-csv is given",
+    )
+    parser.add_argument(
+        "--reference-csv",
+        default=None,
+        help="take the oracle reference's rows from an earlier run's transfer.csv (same seed, budget and "
+        "held-out episodes) instead of training it; the oracle world then is not in --worlds",
     )
     parser.add_argument(
         "--snapshots",
@@ -168,7 +176,8 @@ def train_worlds(args: argparse.Namespace) -> list[str]:
     anchor, and worldfm when weights are given."""
     if args.worlds:
         return sorted(set(args.worlds), key=(REFERENCE_WORLD, "anchor", "worldfm").index)
-    return [REFERENCE_WORLD, "anchor"] + (["worldfm"] if args.worldfm_weights else [])
+    reference = [] if args.reference_csv else [REFERENCE_WORLD]
+    return reference + ["anchor"] + (["worldfm"] if args.worldfm_weights else [])
 
 
 def _check_arguments(args: argparse.Namespace) -> None:
@@ -176,12 +185,77 @@ def _check_arguments(args: argparse.Namespace) -> None:
     if args.worldfm_weights and not Path(args.worldfm_weights).exists():
         raise ValueError(f"--worldfm-weights {args.worldfm_weights!r} does not exist")
     worlds = train_worlds(args)
-    if REFERENCE_WORLD not in worlds:
-        raise ValueError(f"--worlds {' '.join(args.worlds)} must include {REFERENCE_WORLD!r}, the reference")
+    if args.reference_csv:
+        if REFERENCE_WORLD in worlds:
+            raise ValueError(
+                f"--worlds includes {REFERENCE_WORLD!r} and --reference-csv is given: train the reference or take "
+                "it from the CSV, not both"
+            )
+        reference_rows(args)  # fails now, before any training, on a CSV that cannot stand for this run
+    elif REFERENCE_WORLD not in worlds:
+        raise ValueError(
+            f"--worlds {' '.join(args.worlds)} must include {REFERENCE_WORLD!r}, the reference (or give "
+            "--reference-csv)"
+        )
     if "worldfm" in worlds and not args.worldfm_weights:
         raise ValueError("--worlds worldfm needs --worldfm-weights (a frame-model checkpoint)")
     if args.snapshots < 0:
         raise ValueError(f"--snapshots must be >= 0 (0: no learning curves), got {args.snapshots}")
+
+
+def _csv_value(text: str) -> object:
+    """A ``transfer.csv`` cell as the value the run wrote: bool, int, float or str."""
+    if text in ("True", "False"):
+        return text == "True"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def reference_rows(args: argparse.Namespace) -> list[dict]:
+    """The oracle reference's rows (oracle-trained, oracle world), one per ``--eval-actions`` choice, from the
+    ``transfer.csv`` of ``--reference-csv``; fails naming the setting where that run differs from this one."""
+    path = Path(args.reference_csv)
+    if not path.exists():
+        raise ValueError(f"--reference-csv {str(path)!r} does not exist")
+    with open(path, newline="") as f:
+        found = [
+            {k: _csv_value(v) for k, v in row.items()}
+            for row in csv.DictReader(f)
+            if row.get("train_world") == row.get("eval_world") == REFERENCE_WORLD
+        ]
+    wanted = {  # the settings transfer.csv records that decide what the reference learned and how it was judged
+        "policy": "gru" if args.recurrent else "feed-forward",
+        "actions": args.actions,
+        "num_envs": args.num_envs,
+        "num_steps": args.num_steps,
+        "resolution": args.resolution,
+        "max_episode_steps": args.max_episode_steps,
+        "allow_sliding": args.allow_sliding,
+        "include_depth": args.include_depth,
+        "train_scenes": args.train_scenes,
+        "eval_scenes": args.eval_scenes,
+        "seed": args.seed,
+        "eval_seed": args.eval_seed,
+        "train_env_steps": trained_env_steps(args),
+        "episodes": args.episodes,
+    }
+    rows = []
+    for mode in args.eval_actions:
+        row = next((r for r in found if r["eval_actions"] == mode), None)
+        if row is None:
+            raise ValueError(
+                f"--reference-csv {str(path)!r} has no oracle-trained row evaluated in the oracle world with "
+                f"{mode} actions (--eval-actions)"
+            )
+        differ = [f"{k} ({row.get(k)!r}, not {wanted[k]!r})" for k in wanted if row.get(k) != wanted[k]]
+        if differ:
+            raise ValueError(f"--reference-csv {str(path)!r} was run with other " + ", ".join(differ))
+        rows.append(row)
+    return rows
 
 
 def snapshot_interval(args: argparse.Namespace) -> int:
@@ -431,6 +505,16 @@ def main(argv: list[str] | None = None) -> list[dict]:
     results, episode_rows = [], []  # results: (train world, eval world, metrics, budget)
     curve = []  # learning curves: oracle-world metrics of each world's snapshots and final policy
     reused = []  # worlds whose policy an earlier run trained (--reuse): this run's wall time lacks their training
+    if args.reference_csv:  # the reference as an earlier run evaluated it
+        reused.append(REFERENCE_WORLD)
+        metric_keys = [*(k for m in METRICS for k in (m, f"{m}_se")), "episodes"]
+        for row in reference_rows(args):
+            metrics = {k: row[k] for k in metric_keys}
+            budget = {k: v for k, v in row.items() if k not in metric_keys and not k.startswith("gap_")}
+            for key in ("train_world", "eval_world", "eval_actions"):
+                del budget[key]
+            results.append((REFERENCE_WORLD, REFERENCE_WORLD, row["eval_actions"], metrics, budget))
+        print(f"reference: the oracle-trained policy's rows of {args.reference_csv}", flush=True)
     for train_world in train_worlds(args):
         trained = train_policy(train_world, args, out)
         if trained["reused"]:

@@ -215,10 +215,43 @@ def test_compile_model_reaches_the_worldfm_world_only(tmp_path, monkeypatch):
 
 def test_bad_worlds_and_snapshots_fail_before_training(tmp_path):
     out = ["--out", str(tmp_path)]
-    with pytest.raises(ValueError, match="--worlds anchor must include 'oracle'"):
+    with pytest.raises(ValueError, match=r"--worlds anchor must include 'oracle', the reference \(or give --ref"):
         transfer.main([*TINY, *out, "--worlds", "anchor"])
     with pytest.raises(ValueError, match="--worlds worldfm needs --worldfm-weights"):
         transfer.main([*TINY, *out, "--worlds", "oracle", "worldfm"])
     with pytest.raises(ValueError, match="--snapshots must be >= 0"):
         transfer.main([*TINY, *out, "--snapshots", "-1"])
     assert not (tmp_path / "checkpoints").exists()
+
+
+def test_reference_csv_stands_for_the_oracle_reference_of_an_earlier_run(capsys, tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    earlier = transfer.main([*TINY, "--out", str(first), "--worlds", "oracle", "--eval-actions", "sample", "argmax"])
+    reference_csv = str(first / "transfer.csv")
+    capsys.readouterr()
+    later = ["--worlds", "anchor", "--eval-actions", "argmax", "--reference-csv", reference_csv]
+    rows = transfer.main([*TINY, "--out", str(second), *later])
+    printed = capsys.readouterr().out
+    assert not (second / "checkpoints" / "ppo_oracle.pt").exists()  # the reference was not trained again
+    assert "(the oracle policy trained by an earlier run, not timed here)" in printed
+    reference = next(r for r in earlier if r["eval_actions"] == "argmax")
+    assert rows[0] == {**reference, "eval_actions": "argmax"}  # the earlier run's row, values and types alike
+    assert [(r["train_world"], r["eval_world"]) for r in rows] == [
+        ("oracle", "oracle"),
+        ("anchor", "oracle"),
+        ("anchor", "anchor"),
+    ]
+    for r in rows[1:]:
+        assert r["gap_success"] == pytest.approx(r["success"] - reference["success"], abs=1e-4)
+    with open(second / "transfer.csv") as f:
+        assert [r["train_world"] for r in csv.DictReader(f)] == ["oracle", "anchor", "anchor"]
+    # A CSV that cannot stand for this run fails before any training, naming what differs.
+    out = ["--out", str(tmp_path / "x")]
+    with pytest.raises(ValueError, match=r"was run with other seed \(1, not 2\), episodes \(4, not 3\)"):
+        transfer.main([*TINY, *out, "--worlds", "anchor", "--reference-csv", reference_csv, "--seed", "2",
+                       "--episodes", "3"])  # fmt: skip
+    with pytest.raises(ValueError, match="--worlds includes 'oracle' and --reference-csv is given"):
+        transfer.main([*TINY, *out, "--worlds", "oracle", "anchor", "--reference-csv", reference_csv])
+    with pytest.raises(ValueError, match="does not exist"):
+        transfer.main([*TINY, *out, "--worlds", "anchor", "--reference-csv", str(tmp_path / "none.csv")])
+    assert not (tmp_path / "x").exists()
