@@ -122,7 +122,7 @@ class Args:
     """Action set of the policy: nav (stop, forward, turn left, turn right) or all (also look up/down)."""
     precision: str = "auto"
     """Compute type of the observation encoder (the CNN and MLP; the GRU, heads and losses stay float32):
-    auto (bfloat16 autocast on CUDA and on CPUs with AMX bf16 tiles, else float32), bfloat16 or float32."""
+    auto (bfloat16 autocast on CUDA and on CPUs with AMX or AVX512-BF16, else float32), bfloat16 or float32."""
     save_path: str | None = None
     """Checkpoint path (default runs/<exp_name>_<seed>.pt)."""
     save_every: int = 0
@@ -150,7 +150,7 @@ PRECISIONS = ("auto", "bfloat16", "float32")
 def encoder_dtype(precision: str, device: torch.device | str) -> torch.dtype | None:
     """Autocast type of the encoder for ``precision`` on ``device`` (None: plain float32).
 
-    ``auto`` picks bfloat16 where it is fast (CUDA with bf16, CPUs with AMX bf16 tiles: the same rule as
+    ``auto`` picks bfloat16 where it is fast (CUDA with bf16, CPUs with AMX or AVX512-BF16: the same rule as
     the frame model's ``model_dtype="auto"``), float32 elsewhere; float16 is never chosen (PPO here has
     no loss scaling).
     """

@@ -72,6 +72,22 @@ def test_bad_model_options(tiny_weights):
         WorldFMVectorEnv(num_envs=1, **{**SMALL, "resolution": 64}, renderer="worldfm", weights=tiny_weights)
 
 
+@pytest.mark.parametrize(
+    ("amx", "avx512_bf16", "expected"),
+    [(True, False, torch.bfloat16), (False, True, torch.bfloat16), (False, False, torch.float32)],
+)
+def test_auto_model_dtype_takes_bf16_on_cpus_with_native_bf16(monkeypatch, amx, avx512_bf16, expected):
+    from worldfm_env.model import renderer
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+    assert renderer.auto_model_dtype(torch.device("cpu")) == expected
+    # A torch build without the probes counts as no native bf16.
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")
+    assert renderer.auto_model_dtype(torch.device("cpu")) == torch.float32
+
+
 @pytest.mark.parametrize("encoding", ["plucker", "prope"])
 def test_camera_conditioned_checkpoints_get_panel_cameras(tmp_path, encoding):
     """Checkpoints with camera encodings receive target/anchor/reference cameras from the env."""

@@ -152,8 +152,8 @@ class EnvConfig:
     vae: str | None = None
     """``renderer="worldfm"``: a diffusers AutoencoderKL folder for latent models (the official ``vae/``)."""
     model_dtype: str = "auto"
-    """``renderer="worldfm"``: ``"auto"`` (bf16 on CUDA and on CPUs with AMX bf16, else fp32), ``"float32"``,
-    ``"bfloat16"``, ``"float16"``."""
+    """``renderer="worldfm"``: ``"auto"`` (bf16 on CUDA and on CPUs with AMX or AVX512-BF16, else fp32),
+    ``"float32"``, ``"bfloat16"``, ``"float16"``."""
     compile_model: bool = False
     """``renderer="worldfm"``: ``torch.compile`` the model (slow start-up, faster steps)."""
     noise: str = "auto"

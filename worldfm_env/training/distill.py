@@ -105,7 +105,8 @@ class DistillConfig:
     save_every: int = 250
     """Checkpoint interval."""
     precision: str = "auto"
-    """``auto`` (bf16 autocast on CUDA and AMX CPUs, else fp32), ``bf16`` or ``fp32``; weights stay fp32."""
+    """``auto`` (bf16 autocast on CUDA and AMX / AVX512-BF16 CPUs, else fp32), ``bf16`` or ``fp32``; weights stay
+    fp32."""
 
     def __post_init__(self) -> None:
         if self.splat_radius is not None:

@@ -133,7 +133,7 @@ class TrainConfig:
     fixed_batch: bool = False
     """Train on the same clips every step (overfitting checks and debugging)."""
     precision: str = "auto"
-    """``auto`` (bf16 autocast on CUDA and on CPUs with AMX bf16 units, else fp32), ``bf16`` or ``fp32``.
+    """``auto`` (bf16 autocast on CUDA and on CPUs with AMX or AVX512-BF16, else fp32), ``bf16`` or ``fp32``.
     Weights and optimiser state stay fp32 either way."""
     prediction: str = "eps"
     """What the network predicts: ``eps`` (eps-MSE, as the paper trains stage II from its eps-prediction prior) or
