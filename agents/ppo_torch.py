@@ -4,7 +4,8 @@ The env's observations are torch tensors on its device (``array_type="torch"``);
 storage is preallocated there and nothing crosses to the host in the collection loop except the
 per-update logging. The network is a small CNN over ``rgb`` (and, with ``--include-depth``, the
 renderer's depth as a fourth channel) plus an MLP over the vector keys
-(``pointgoal`` as log-distance, cos and sin of the angle), by default followed by a GRU that also
+(``pointgoal`` as log-distance, cos and sin of the angle, and with ``--goal-encoding log+near`` a
+distance feature with a finer scale near the goal), by default followed by a GRU that also
 sees the previous action (the layout of the Habitat PointNav baseline), then an actor and a critic
 head. The policy chooses among the ``nav`` actions (stop, forward, turn left, turn right) by
 default, or ``--actions all``. Recurrent updates replay whole env sequences from the GRU state the
@@ -43,7 +44,7 @@ from agents._args import parse_args
 from worldfm_env.envs.config import parse_splat_radius
 from worldfm_env.envs.vector import WorldFMVectorEnv
 
-__all__ = ["ACTION_SETS", "PRECISIONS", "Args", "Agent", "action_ids_for", "encoder_dtype", "main"]
+__all__ = ["ACTION_SETS", "GOAL_ENCODINGS", "PRECISIONS", "Args", "Agent", "action_ids_for", "encoder_dtype", "main"]
 
 
 @dataclass
@@ -118,6 +119,9 @@ class Args:
     recurrent: bool = True
     """A GRU over the features and the previous action (memory across the episode); minibatches then
     hold whole env sequences."""
+    goal_encoding: str = "log"
+    """How the MLP sees ``pointgoal`` (distance, angle): ``log`` (log1p distance, cos, sin) or ``log+near`` (also
+    the distance over the last half metre, ``min(d, 0.5) / 0.5``, steeper than log1p where STOP is decided)."""
     actions: str = "nav"
     """Action set of the policy: nav (stop, forward, turn left, turn right) or all (also look up/down)."""
     precision: str = "auto"
@@ -129,6 +133,10 @@ class Args:
     """Also save a snapshot <save_path stem>_step<global_step>.pt after the first update at or past each
     multiple of this many env steps (0: only the final checkpoint)."""
 
+
+GOAL_ENCODINGS = {"log": 3, "log+near": 4}
+"""Encodings of ``pointgoal`` (distance, angle) and their widths: ``log`` (log1p distance, cos, sin) and ``log+near``
+(the same and ``min(distance, NEAR_RANGE) / NEAR_RANGE``)."""
 
 ACTION_SETS = {"all": None, "nav": (0, 1, 2, 3)}
 """Env action ids the policy chooses among: ``all`` (every discrete action) or ``nav`` (stop, forward,
@@ -185,14 +193,24 @@ class Agent(nn.Module):
     """
 
     PREV_ACTION_WIDTH = 32
+    NEAR_RANGE = 0.5
+    """Metres over which the ``log+near`` goal feature rises from 0 to 1 (the radius and about one forward step)."""
     DEPTH_RANGE = 10.0
     """Depth (metres) that maps to 1 in the CNN's depth channel, ``log1p(d) / log1p(DEPTH_RANGE)``; farther clamps."""
     IMAGE_KEYS = ("rgb", "depth")
 
     def __init__(
-        self, observation_space: spaces.Dict, num_actions: int, hidden_size: int = 256, recurrent: bool = False
+        self,
+        observation_space: spaces.Dict,
+        num_actions: int,
+        hidden_size: int = 256,
+        recurrent: bool = False,
+        goal_encoding: str = "log",
     ) -> None:
         super().__init__()
+        if goal_encoding not in GOAL_ENCODINGS:
+            raise ValueError(f"goal_encoding={goal_encoding!r} is not valid; use one of {list(GOAL_ENCODINGS)}")
+        self.goal_encoding = goal_encoding
         self.num_actions = num_actions
         self.hidden_size = hidden_size
         self.recurrent = recurrent
@@ -210,7 +228,10 @@ class Agent(nn.Module):
             layer_init(nn.Linear(64 * 4 * 4, hidden_size)),
             nn.ReLU(),
         )
-        vector_size = sum(self._vector_width(k, observation_space[k]) for k in self.vector_keys)
+        vector_size = sum(
+            GOAL_ENCODINGS[goal_encoding] if k == "pointgoal" else int(np.prod(observation_space[k].shape))
+            for k in self.vector_keys
+        )
         self.mlp = (
             nn.Sequential(layer_init(nn.Linear(vector_size, hidden_size // 2)), nn.ReLU()) if vector_size else None
         )
@@ -241,9 +262,15 @@ class Agent(nn.Module):
         depth = torch.nan_to_num(depth.float(), nan=0.0).clamp(0.0, cls.DEPTH_RANGE)
         return torch.log1p(depth) / math.log1p(cls.DEPTH_RANGE)
 
-    @staticmethod
-    def _vector_width(key: str, space: spaces.Space) -> int:
-        return 3 if key == "pointgoal" else int(np.prod(space.shape))
+    def goal_features(self, pointgoal: torch.Tensor) -> torch.Tensor:
+        """The MLP's input for ``pointgoal`` (N, 2) = (distance m, angle rad): (log1p distance, cos, sin), bounded
+        and without the angle's wrap, and with ``goal_encoding="log+near"`` also ``min(distance, NEAR_RANGE) /
+        NEAR_RANGE``. Returns (N, 3) or (N, 4)."""
+        rho, phi = pointgoal[:, 0], pointgoal[:, 1]
+        goal = [torch.log1p(rho), torch.cos(phi), torch.sin(phi)]
+        if self.goal_encoding == "log+near":
+            goal.append(rho.clamp(0.0, self.NEAR_RANGE) / self.NEAR_RANGE)
+        return torch.stack(goal, dim=-1)
 
     def initial_state(self, num: int, device: torch.device | str = "cpu") -> torch.Tensor:
         """Recurrent state of ``num`` fresh episodes: zeros (num, hidden_size), or (num, 0) without a GRU."""
@@ -266,9 +293,8 @@ class Agent(nn.Module):
             vectors = []
             for key in self.vector_keys:
                 value = obs[key].float()
-                if key == "pointgoal":  # (distance, angle) -> (log1p distance, cos, sin): bounded, no wrap
-                    rho, phi = value[:, 0], value[:, 1]
-                    value = torch.stack([torch.log1p(rho), torch.cos(phi), torch.sin(phi)], dim=-1)
+                if key == "pointgoal":
+                    value = self.goal_features(value)
                 vectors.append(value.flatten(1))
             features.append(self.mlp(torch.cat(vectors, dim=-1)))
         return torch.cat(features, dim=-1)
@@ -357,6 +383,8 @@ def main(argv: list[str] | None = None) -> Path:
     args.splat_radius = str(splat_radius)  # the checkpoint records the canonical spelling
     if args.save_every < 0:
         raise ValueError(f"save_every must be >= 0 (0: no snapshots), got {args.save_every}")
+    if args.goal_encoding not in GOAL_ENCODINGS:
+        raise ValueError(f"goal_encoding={args.goal_encoding!r} is not valid; use one of {list(GOAL_ENCODINGS)}")
     batch_size = args.num_envs * args.num_steps
     num_iterations = max(1, args.total_timesteps // batch_size)
     run_name = f"{args.exp_name}_{args.seed}"
@@ -385,7 +413,7 @@ def main(argv: list[str] | None = None) -> Path:
     device = envs.device
     assert isinstance(envs.single_action_space, spaces.Discrete), "ppo_torch needs discrete actions"
     action_ids = torch.tensor(action_ids_for(args.actions, int(envs.single_action_space.n)), device=device)
-    model_kwargs = {"hidden_size": args.hidden_size, "recurrent": args.recurrent}
+    model_kwargs = {"hidden_size": args.hidden_size, "recurrent": args.recurrent, "goal_encoding": args.goal_encoding}
     agent = Agent(envs.single_observation_space, len(action_ids), **model_kwargs).to(device)
     agent.encoder_dtype = encoder_dtype(args.precision, device)
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)

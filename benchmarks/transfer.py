@@ -96,6 +96,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--actions", default="nav", choices=sorted(ppo_torch.ACTION_SETS), help="policy action set (ppo_torch)"
     )
     parser.add_argument(
+        "--goal-encoding",
+        default="log",
+        choices=sorted(ppo_torch.GOAL_ENCODINGS),
+        help="how the policies see pointgoal (ppo_torch): log, or log+near with a finer distance near the goal",
+    )
+    parser.add_argument(
         "--precision", default="auto", choices=ppo_torch.PRECISIONS, help="PPO encoder compute type (ppo_torch)"
     )
     parser.add_argument("--resolution", type=int, default=64, help="observation size (square)")
@@ -203,6 +209,10 @@ def _check_arguments(args: argparse.Namespace) -> None:
         raise ValueError(f"--snapshots must be >= 0 (0: no learning curves), got {args.snapshots}")
 
 
+CSV_COLUMNS_ADDED_LATER = {"goal_encoding": "log"}
+"""``transfer.csv`` columns newer than some results, with the value the runs before them had."""
+
+
 def _csv_value(text: str) -> object:
     """A ``transfer.csv`` cell as the value the run wrote: bool, int, float or str."""
     if text in ("True", "False"):
@@ -223,13 +233,14 @@ def reference_rows(args: argparse.Namespace) -> list[dict]:
         raise ValueError(f"--reference-csv {str(path)!r} does not exist")
     with open(path, newline="") as f:
         found = [
-            {k: _csv_value(v) for k, v in row.items()}
+            {**CSV_COLUMNS_ADDED_LATER, **{k: _csv_value(v) for k, v in row.items()}}
             for row in csv.DictReader(f)
             if row.get("train_world") == row.get("eval_world") == REFERENCE_WORLD
         ]
     wanted = {  # the settings transfer.csv records that decide what the reference learned and how it was judged
         "policy": "gru" if args.recurrent else "feed-forward",
         "actions": args.actions,
+        "goal_encoding": args.goal_encoding,
         "num_envs": args.num_envs,
         "num_steps": args.num_steps,
         "resolution": args.resolution,
@@ -271,7 +282,7 @@ def trained_env_steps(args: argparse.Namespace) -> int:
     return max(1, args.total_timesteps // batch) * batch
 
 
-LATER_OPTIONS = ("allow_sliding", "compile_model", "include_depth", "save_every", "splat_radius")
+LATER_OPTIONS = ("allow_sliding", "compile_model", "goal_encoding", "include_depth", "save_every", "splat_radius")
 """ppo_torch arguments whose default is what checkpoints saved before the option did (others, such as
 precision or recurrent, changed behaviour when they arrived: a checkpoint without them is not reused)."""
 
@@ -318,6 +329,7 @@ def train_policy(world: str, args: argparse.Namespace, out: Path) -> dict:
         "--update-epochs", str(args.update_epochs),
         "--recurrent" if args.recurrent else "--no-recurrent",
         "--actions", args.actions,
+        "--goal-encoding", args.goal_encoding,
         "--precision", args.precision,
         "--allow-sliding" if args.allow_sliding else "--no-allow-sliding",
         "--include-depth" if args.include_depth else "--no-include-depth",
@@ -539,6 +551,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 eval_wall_s=round(eval_wall, 1),
                 policy="gru" if args.recurrent else "feed-forward",
                 actions=args.actions,
+                goal_encoding=args.goal_encoding,
                 num_envs=args.num_envs,
                 num_steps=args.num_steps,
                 resolution=args.resolution,

@@ -349,6 +349,39 @@ def test_ppo_torch_layouts_train_save_and_evaluate(tmp_path, flags, expected_ids
     env.close()
 
 
+def test_goal_encoding_adds_a_near_goal_distance_and_travels_with_the_checkpoint(tmp_path):
+    pointgoal = torch.tensor([[0.19, 0.3], [0.22, -1.0], [2.0, 3.0]])
+    plain = ppo_torch.Agent(_obs_space(), num_actions=4, hidden_size=32)
+    near = ppo_torch.Agent(_obs_space(), num_actions=4, hidden_size=32, goal_encoding="log+near")
+    rho, phi = pointgoal[:, 0], pointgoal[:, 1]
+    expected = torch.stack([torch.log1p(rho), torch.cos(phi), torch.sin(phi)], dim=-1)
+    torch.testing.assert_close(plain.goal_features(pointgoal), expected)
+    torch.testing.assert_close(near.goal_features(pointgoal)[:, :3], expected)
+    torch.testing.assert_close(near.goal_features(pointgoal)[:, 3], torch.tensor([0.38, 0.44, 1.0]))
+    assert (plain.mlp[0].in_features, near.mlp[0].in_features) == (3, 4)
+    with pytest.raises(ValueError, match="goal_encoding='exp' is not valid; use one of \\['log', 'log\\+near'\\]"):
+        ppo_torch.Agent(_obs_space(), num_actions=4, goal_encoding="exp")
+    with pytest.raises(ValueError, match="goal_encoding='exp'"):
+        ppo_torch.main(["--goal-encoding", "exp", "--device", "cpu"])
+    # Trained with it, the checkpoint records it and evaluate builds the same network.
+    checkpoint = tmp_path / "ppo.pt"
+    ppo_torch.main(
+        [
+            *["--total-timesteps", "48", "--num-envs", "3", "--num-steps", "16", "--hidden-size", "32"],
+            *["--scenes", "procedural:train:1", "--resolution", "16", "--device", "cpu", "--max-episode-steps", "10"],
+            *["--goal-encoding", "log+near", "--save-path", str(checkpoint)],
+        ]
+    )
+    saved = torch.load(checkpoint, weights_only=True)
+    assert saved["model_kwargs"]["goal_encoding"] == "log+near"
+    env = WorldFMVectorEnv(num_envs=2, scenes="procedural:test:1", resolution=16, device="cpu")
+    loaded = evaluate.load_agent(f"ppo:{checkpoint}", env, loaded=saved)
+    assert loaded.model.goal_encoding == "log+near"
+    obs, _ = env.reset(seed=0)
+    assert loaded(obs).shape == (2,)
+    env.close()
+
+
 def test_evaluate_reads_checkpoints_without_action_ids(tmp_path):
     # Checkpoints written before action sets existed chose among every env action, feed-forward.
     env = WorldFMVectorEnv(num_envs=2, scenes="procedural:test:1", resolution=16, device="cpu")
