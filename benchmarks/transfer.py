@@ -225,6 +225,26 @@ def _csv_value(text: str) -> object:
     return text
 
 
+def run_settings(args: argparse.Namespace, world: str) -> dict:
+    """The ``transfer.csv`` columns that record how the policy trained in ``world`` learned and was evaluated."""
+    return dict(
+        policy="gru" if args.recurrent else "feed-forward",
+        actions=args.actions,
+        goal_encoding=args.goal_encoding,
+        num_envs=args.num_envs,
+        num_steps=args.num_steps,
+        resolution=args.resolution,
+        max_episode_steps=args.max_episode_steps,
+        allow_sliding=args.allow_sliding,
+        include_depth=args.include_depth,
+        splat_radius=0 if world == REFERENCE_WORLD else args.splat_radius,  # the oracle world has no anchor
+        train_scenes=args.train_scenes,
+        eval_scenes=args.eval_scenes,
+        seed=args.seed,
+        eval_seed=args.eval_seed,
+    )
+
+
 def reference_rows(args: argparse.Namespace) -> list[dict]:
     """The oracle reference's rows (oracle-trained, oracle world), one per ``--eval-actions`` choice, from the
     ``transfer.csv`` of ``--reference-csv``; fails naming the setting where that run differs from this one."""
@@ -237,20 +257,9 @@ def reference_rows(args: argparse.Namespace) -> list[dict]:
             for row in csv.DictReader(f)
             if row.get("train_world") == row.get("eval_world") == REFERENCE_WORLD
         ]
-    wanted = {  # the settings transfer.csv records that decide what the reference learned and how it was judged
-        "policy": "gru" if args.recurrent else "feed-forward",
-        "actions": args.actions,
-        "goal_encoding": args.goal_encoding,
-        "num_envs": args.num_envs,
-        "num_steps": args.num_steps,
-        "resolution": args.resolution,
-        "max_episode_steps": args.max_episode_steps,
-        "allow_sliding": args.allow_sliding,
-        "include_depth": args.include_depth,
-        "train_scenes": args.train_scenes,
-        "eval_scenes": args.eval_scenes,
-        "seed": args.seed,
-        "eval_seed": args.eval_seed,
+    # What the reference learned and how it was judged must be this run's.
+    wanted = {
+        **run_settings(args, REFERENCE_WORLD),
         "train_env_steps": trained_env_steps(args),
         "episodes": args.episodes,
     }
@@ -520,11 +529,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if args.reference_csv:  # the reference as an earlier run evaluated it
         reused.append(REFERENCE_WORLD)
         metric_keys = [*(k for m in METRICS for k in (m, f"{m}_se")), "episodes"]
+        not_budget = {*metric_keys, *(f"gap_{m}" for m in METRICS), "train_world", "eval_world", "eval_actions"}
         for row in reference_rows(args):
             metrics = {k: row[k] for k in metric_keys}
-            budget = {k: v for k, v in row.items() if k not in metric_keys and not k.startswith("gap_")}
-            for key in ("train_world", "eval_world", "eval_actions"):
-                del budget[key]
+            budget = {k: v for k, v in row.items() if k not in not_budget}
             results.append((REFERENCE_WORLD, REFERENCE_WORLD, row["eval_actions"], metrics, budget))
         print(f"reference: the oracle-trained policy's rows of {args.reference_csv}", flush=True)
     for train_world in train_worlds(args):
@@ -549,20 +557,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 train_wall_s=round(trained["wall_s"], 1),
                 train_env_steps_per_s=round(trained["env_steps"] / trained["wall_s"], 1),
                 eval_wall_s=round(eval_wall, 1),
-                policy="gru" if args.recurrent else "feed-forward",
-                actions=args.actions,
-                goal_encoding=args.goal_encoding,
-                num_envs=args.num_envs,
-                num_steps=args.num_steps,
-                resolution=args.resolution,
-                max_episode_steps=args.max_episode_steps,
-                allow_sliding=args.allow_sliding,
-                include_depth=args.include_depth,
-                splat_radius=0 if train_world == REFERENCE_WORLD else args.splat_radius,  # oracle: no anchor
-                train_scenes=args.train_scenes,
-                eval_scenes=args.eval_scenes,
-                seed=args.seed,
-                eval_seed=args.eval_seed,
+                **run_settings(args, train_world),
                 device=device,
                 machine=machine,
             )

@@ -102,8 +102,7 @@ class WorldFMRenderer(Renderer):
         teacher_steps: DDIM steps for eps-prediction checkpoints (stage I/II teachers).
         vae: a diffusers ``AutoencoderKL`` folder (e.g. the official ``vae/``); None = pixel space.
         model_dtype: ``"auto"`` (bf16 on CUDA and on CPUs with AMX or AVX512-BF16, else fp32), ``"float32"``,
-            ``"bfloat16"``,
-            ``"float16"``.
+            ``"bfloat16"``, ``"float16"``.
         compile_model: wrap the model in ``torch.compile`` (about 30 s of compilation at start-up; measured
             +20 % frames/s for config ``s`` on a 2-core CPU).
         noise: how per-env seeds become diffusion noise: ``"generator"`` (one ``torch.Generator`` per env,
