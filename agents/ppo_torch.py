@@ -20,12 +20,17 @@ so truncated episodes bootstrap from it and terminated ones do not.
 
 The checkpoint (``torch.save`` of ``{"state_dict", "model_kwargs", "action_ids", "args", "global_step",
 "wall_s"}``) is read by ``python agents/evaluate.py --agent ppo:PATH``; ``--save-every`` adds snapshots
-along the run.
+along the run. After every update the run also writes its resume state (``<save_path stem>.resume.pt``: the
+network, the optimizer and the position in the run; removed when the run finishes), so an interrupted run
+continues with ``--resume`` and the same arguments:
+
+    python agents/ppo_torch.py --renderer worldfm --save-path runs/wfm.pt --resume   # again after a stop
 """
 
 from __future__ import annotations
 
 import math
+import os
 import random
 import sys
 import time
@@ -132,6 +137,34 @@ class Args:
     save_every: int = 0
     """Also save a snapshot <save_path stem>_step<global_step>.pt after the first update at or past each
     multiple of this many env steps (0: only the final checkpoint)."""
+    resume: bool = False
+    """Continue an interrupted run from its resume state (<save_path stem>.resume.pt, written after every update)
+    when there is one; its arguments must equal this run's. The envs start fresh episodes (seeded from the seed and
+    the update reached), so a resumed run is reproducible but not the same as an uninterrupted one."""
+
+
+RESUME_UNCOMPARED = ("compile_model", "resume")
+"""Arguments a resumed run may change: they change how fast it goes, not what it learns."""
+
+
+def resume_path(save_path: Path) -> Path:
+    """Where a run saving to ``save_path`` keeps its resume state: ``<stem>.resume.pt`` beside it."""
+    return save_path.with_name(f"{save_path.stem}.resume.pt")
+
+
+def load_resume_state(path: Path, args: Args) -> dict:
+    """The resume state at ``path`` after checking that it was written by a run with ``args`` (those of
+    :data:`RESUME_UNCOMPARED` aside); a ValueError names each argument that differs."""
+    state = torch.load(path, weights_only=True, map_location="cpu")
+    had, wanted = state["args"], asdict(args)
+    differ = sorted(k for k in wanted if k not in RESUME_UNCOMPARED and had.get(k) != wanted[k])
+    if differ:
+        raise ValueError(
+            f"--resume: {path} was written by a run with other arguments: "
+            + ", ".join(f"{k} ({had.get(k)!r}, not {wanted[k]!r})" for k in differ)
+            + "; rerun with its arguments, or delete it to start afresh"
+        )
+    return state
 
 
 GOAL_ENCODINGS = {"log": 3, "log+near": 4}
@@ -390,9 +423,22 @@ def main(argv: list[str] | None = None) -> Path:
     run_name = f"{args.exp_name}_{args.seed}"
     save_path = Path(args.save_path or f"runs/{run_name}.pt")
 
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
+    resume_file = resume_path(save_path)
+    resumed = load_resume_state(resume_file, args) if args.resume and resume_file.exists() else None
+    if args.resume:
+        print(
+            f"resuming from {resume_file} at global_step={resumed['global_step']}"
+            if resumed
+            else f"no resume state at {resume_file}: starting afresh",
+            flush=True,
+        )
+    start_iteration = resumed["iteration"] if resumed else 0  # updates already done
+    # A resumed segment draws from fresh streams: env i is reset with seed + N * updates_done + i (seeds that no
+    # earlier segment's reset used) and torch, numpy and random start from the same number.
+    run_seed = args.seed + args.num_envs * start_iteration
+    random.seed(run_seed)
+    np.random.seed(run_seed)
+    torch.manual_seed(run_seed)
     torch.backends.cudnn.deterministic = args.torch_deterministic
 
     envs = WorldFMVectorEnv(
@@ -417,6 +463,9 @@ def main(argv: list[str] | None = None) -> Path:
     agent = Agent(envs.single_observation_space, len(action_ids), **model_kwargs).to(device)
     agent.encoder_dtype = encoder_dtype(args.precision, device)
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
+    if resumed:
+        agent.load_state_dict(resumed["state_dict"])
+        optimizer.load_state_dict(resumed["optimizer"])
 
     # Storage, preallocated on the device. Actions are policy indices; action_ids maps them to the env's.
     T, N = args.num_steps, args.num_envs
@@ -445,19 +494,38 @@ def main(argv: list[str] | None = None) -> Path:
             "action_ids": action_ids.tolist(),
             "args": asdict(args),
             "global_step": step,
-            "wall_s": time.perf_counter() - start_time,
+            "wall_s": wall_s(),
         }
         torch.save(checkpoint, path)
         print(f"saved {path}", flush=True)
 
-    global_step = 0
+    def save_resume_state(iteration: int) -> None:
+        state = {
+            "state_dict": agent.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "args": asdict(args),
+            "iteration": iteration,
+            "global_step": global_step,
+            "wall_s": wall_s(),
+        }
+        partial = resume_file.with_name(resume_file.name + ".partial")
+        torch.save(state, partial)
+        os.replace(partial, resume_file)  # a stop while writing leaves the previous state whole
+
+    def wall_s() -> float:
+        """Training seconds of the whole run: earlier segments' and this one's."""
+        return (resumed["wall_s"] if resumed else 0.0) + time.perf_counter() - start_time
+
+    global_step = resumed["global_step"] if resumed else 0
+    segment_start_step = global_step
+    save_path.parent.mkdir(parents=True, exist_ok=True)
     start_time = time.perf_counter()
-    next_obs, _ = envs.reset(seed=args.seed)
+    next_obs, _ = envs.reset(seed=run_seed)
     next_resetting = torch.zeros(N, dtype=torch.bool, device=device)
     next_first = torch.ones(N, dtype=torch.bool, device=device)
     prev_action = torch.zeros(N, dtype=torch.long, device=device)
     state = agent.initial_state(N, device)
-    for iteration in range(1, num_iterations + 1):
+    for iteration in range(start_iteration + 1, num_iterations + 1):
         if args.anneal_lr:
             optimizer.param_groups[0]["lr"] = (1.0 - (iteration - 1.0) / num_iterations) * args.learning_rate
         finished_returns.zero_()
@@ -559,7 +627,7 @@ def main(argv: list[str] | None = None) -> Path:
         episodes = float(dones.sum())
         mean_return = float(finished_returns.sum()) / episodes if episodes else float("nan")
         success_rate = float(finished_success.sum()) / episodes if episodes else float("nan")
-        sps = global_step / (time.perf_counter() - start_time)
+        sps = (global_step - segment_start_step) / (time.perf_counter() - start_time)
         print(
             f"iter={iteration}/{num_iterations} global_step={global_step} env-steps/s={sps:,.0f} "
             f"episodes={int(episodes)} return={mean_return:.3f} success={success_rate:.3f} "
@@ -571,8 +639,11 @@ def main(argv: list[str] | None = None) -> Path:
 
         if args.save_every > 0 and global_step // args.save_every > (global_step - batch_size) // args.save_every:
             save(save_path.with_name(f"{save_path.stem}_step{global_step}{save_path.suffix}"), global_step)
+        if iteration < num_iterations:
+            save_resume_state(iteration)
 
     save(save_path, global_step)
+    resume_file.unlink(missing_ok=True)  # the run is finished: nothing left to resume
     envs.close()
     return save_path
 

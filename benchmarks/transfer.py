@@ -30,7 +30,9 @@ without training its oracle reference again; where its checkpoint is gone, ``--r
 reference rows from that run's ``transfer.csv`` instead (the oracle world then stays out of ``--worlds``;
 the settings the CSV records must equal this run's). ``--compile-model`` runs the frame model through
 ``torch.compile`` while training and evaluating in the worldfm world (faster steps after about 30 s of
-compilation).
+compilation). ``--resume`` continues a world's interrupted training from its resume state
+(``checkpoints/ppo_<world>.resume.pt``, written after every PPO update) and keeps that run's snapshots and log;
+its wall time is then the sum of the segments' training time.
 """
 
 from __future__ import annotations
@@ -168,6 +170,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "when it was trained with the same arguments (e.g. the oracle reference when adding another world); "
         "the worldfm world's frame model is compared by its path only",
     )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue a world's interrupted training from checkpoints/ppo_<world>.resume.pt (same arguments) "
+        "instead of starting it again; the interrupted run's snapshots are kept",
+    )
     parser.add_argument("--seed", type=int, default=1, help="PPO seed (the same in every world)")
     parser.add_argument("--eval-seed", type=int, default=0, help="env seed of held-out episode 0")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
@@ -291,13 +299,21 @@ def trained_env_steps(args: argparse.Namespace) -> int:
     return max(1, args.total_timesteps // batch) * batch
 
 
-LATER_OPTIONS = ("allow_sliding", "compile_model", "goal_encoding", "include_depth", "save_every", "splat_radius")
+LATER_OPTIONS = (
+    "allow_sliding",
+    "compile_model",
+    "goal_encoding",
+    "include_depth",
+    "resume",
+    "save_every",
+    "splat_radius",
+)
 """ppo_torch arguments whose default is what checkpoints saved before the option did (others, such as
 precision or recurrent, changed behaviour when they arrived: a checkpoint without them is not reused)."""
 
-UNCOMPARED_OPTIONS = ("compile_model", "save_path")
-"""ppo_torch arguments that change how fast a run goes or where it saves, not what it learns: not compared on
-reuse."""
+UNCOMPARED_OPTIONS = ("compile_model", "resume", "save_path")
+"""ppo_torch arguments that change how fast a run goes, where it saves or whether it continued after a stop, not
+what it learns: not compared on reuse."""
 
 
 def reusable(checkpoint: Path, argv: list[str]) -> tuple[dict | None, str]:
@@ -349,6 +365,7 @@ def train_policy(world: str, args: argparse.Namespace, out: Path) -> dict:
     if world == "worldfm":
         argv += ["--weights", args.worldfm_weights]
         argv += ["--compile-model"] if args.compile_model else []
+    argv += ["--resume"] if args.resume else []
     saved, why_not = reusable(checkpoint, argv) if args.reuse else (None, "--reuse not given")
     if saved is not None:
         wall = saved["wall_s"]
@@ -356,9 +373,11 @@ def train_policy(world: str, args: argparse.Namespace, out: Path) -> dict:
     else:
         if args.reuse:
             print(f"training in {world}: cannot reuse its policy: {why_not}", flush=True)
-        for stale in checkpoint.parent.glob(f"{checkpoint.stem}_step*{checkpoint.suffix}"):
-            stale.unlink()  # snapshots of an earlier run would join this run's curve
-        with open(out / f"train_{world}.log", "w") as log:
+        resuming = args.resume and ppo_torch.resume_path(checkpoint).exists()
+        if not resuming:
+            for stale in checkpoint.parent.glob(f"{checkpoint.stem}_step*{checkpoint.suffix}"):
+                stale.unlink()  # snapshots of an earlier run would join this run's curve
+        with open(out / f"train_{world}.log", "a" if resuming else "w") as log:
             console, sys.stdout = sys.stdout, _Tee(sys.stdout, log)
             try:
                 start = time.perf_counter()
@@ -366,6 +385,8 @@ def train_policy(world: str, args: argparse.Namespace, out: Path) -> dict:
                 wall = time.perf_counter() - start
             finally:
                 sys.stdout = console
+        if resuming:  # the segments' training time, which the checkpoint adds up
+            wall = torch.load(checkpoint, weights_only=True, map_location="cpu")["wall_s"]
     env_steps = trained_env_steps(args)
     snapshots = []
     for path in checkpoint.parent.glob(f"{checkpoint.stem}_step*{checkpoint.suffix}"):

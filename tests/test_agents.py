@@ -597,3 +597,61 @@ def test_depth_is_a_fourth_cnn_channel_and_evaluate_observes_it(tmp_path):
     with pytest.raises(ValueError, match="include_depth=True"):
         evaluate.load_agent(f"ppo:{checkpoint}", env, loaded=saved)
     env.close()
+
+
+def test_ppo_torch_resumes_an_interrupted_run(tmp_path, monkeypatch, capsys):
+    """A run stopped mid-rollout continues with --resume from its last update (network, optimizer, step count and
+    wall time), reproducibly; a resume state of other arguments is refused naming them; a finished run leaves none."""
+    checkpoint = tmp_path / "ppo.pt"
+    train = [
+        *["--total-timesteps", "96", "--num-envs", "2", "--num-steps", "16", "--hidden-size", "32"],
+        *["--update-epochs", "1", "--scenes", "procedural:train:1", "--resolution", "16", "--device", "cpu"],
+        *["--save-path", str(checkpoint)],
+    ]  # 3 updates of 32 env steps
+    resume_file = ppo_torch.resume_path(checkpoint)
+    real_step, calls = WorldFMVectorEnv.step, []
+
+    def stop_in_second_update(self, actions):
+        calls.append(1)
+        if len(calls) == 16 + 5:  # 5 steps into the second rollout
+            raise KeyboardInterrupt
+        return real_step(self, actions)
+
+    monkeypatch.setattr(WorldFMVectorEnv, "step", stop_in_second_update)
+    with pytest.raises(KeyboardInterrupt):
+        ppo_torch.main(train)
+    monkeypatch.setattr(WorldFMVectorEnv, "step", real_step)
+    assert not checkpoint.exists()
+    state = torch.load(resume_file, weights_only=True)
+    assert state["iteration"] == 1 and state["global_step"] == 32 and state["wall_s"] > 0
+    assert state["optimizer"]["state"], "the optimizer's moments are part of the resume state"
+    interrupted = resume_file.read_bytes()
+
+    with pytest.raises(ValueError, match=r"learning_rate \(0.00025, not 0.001\)"):
+        ppo_torch.main([*train, "--resume", "--learning-rate", "1e-3"])
+    capsys.readouterr()
+    ppo_torch.main([*train, "--resume"])
+    out = capsys.readouterr().out
+    assert "resuming from" in out and "global_step=32" in out
+    assert "iter=1/3" not in out and re.search(r"iter=2/3 global_step=64 ", out) and "iter=3/3 global_step=96" in out
+    assert not resume_file.exists()  # finished
+    first = torch.load(checkpoint, weights_only=True)
+    assert first["global_step"] == 96 and first["wall_s"] > state["wall_s"]
+    # The same interruption resumed again gives the same policy: the segment's seeds follow from the update reached.
+    resume_file.write_bytes(interrupted)
+    ppo_torch.main([*train, "--resume"])
+    again = torch.load(checkpoint, weights_only=True)
+    for name, tensor in first["state_dict"].items():
+        torch.testing.assert_close(again["state_dict"][name], tensor, rtol=0, atol=0, msg=name)
+    # Stopped again in the third update, the resume state holds the optimizer's count of both updates (2 minibatches
+    # of one env each): the second segment continued the first one's Adam moments rather than starting its own.
+    resume_file.write_bytes(interrupted)
+    calls.clear()
+    monkeypatch.setattr(WorldFMVectorEnv, "step", stop_in_second_update)  # the resumed segment's 21st step
+    with pytest.raises(KeyboardInterrupt):
+        ppo_torch.main([*train, "--resume"])
+    twice = torch.load(resume_file, weights_only=True)
+    assert twice["iteration"] == 2 and twice["global_step"] == 64
+    assert {int(s["step"]) for s in state["optimizer"]["state"].values()} == {2}
+    assert {int(s["step"]) for s in twice["optimizer"]["state"].values()} == {4}
+    assert twice["wall_s"] > state["wall_s"]

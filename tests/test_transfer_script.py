@@ -269,3 +269,38 @@ def test_reference_csv_reads_results_written_before_the_goal_encoding_column():
     args = transfer.parse_args([*same, "--goal-encoding", "log+near", "--reference-csv", str(committed)])
     with pytest.raises(ValueError, match=r"other goal_encoding \('log', not 'log\+near'\)"):
         transfer.reference_rows(args)
+
+
+def test_resume_continues_an_interrupted_training_and_keeps_its_snapshots(capsys, tmp_path, monkeypatch):
+    import torch
+
+    from worldfm_env.envs.vector import WorldFMVectorEnv
+
+    out = ["--out", str(tmp_path), "--worlds", "oracle", "--snapshots", "2"]
+    real_step, calls = WorldFMVectorEnv.step, []
+
+    def stop_in_second_update(self, actions):
+        calls.append(1)
+        if len(calls) == 16 + 3:
+            raise KeyboardInterrupt
+        return real_step(self, actions)
+
+    monkeypatch.setattr(WorldFMVectorEnv, "step", stop_in_second_update)
+    with pytest.raises(KeyboardInterrupt):
+        transfer.main([*TINY, *out])
+    monkeypatch.setattr(WorldFMVectorEnv, "step", real_step)
+    checkpoints = tmp_path / "checkpoints"
+    assert (checkpoints / "ppo_oracle_step64.pt").exists() and (checkpoints / "ppo_oracle.resume.pt").exists()
+    capsys.readouterr()
+
+    transfer.main([*TINY, *out, "--resume"])
+    assert "resuming from" in capsys.readouterr().out
+    log = (tmp_path / "train_oracle.log").read_text()
+    assert -1 < log.find("iter=1/2") < log.find("resuming from") < log.find("iter=2/2")  # both segments, in order
+    assert not (checkpoints / "ppo_oracle.resume.pt").exists()
+    with open(tmp_path / "transfer_curve.csv") as f:
+        curve = [int(r["env_steps"]) for r in csv.DictReader(f)]
+    assert curve == [64, 128]  # the interrupted segment's snapshot is on the curve
+    with open(tmp_path / "transfer.csv") as f:
+        wall = float(next(csv.DictReader(f))["train_wall_s"])
+    assert wall == pytest.approx(torch.load(checkpoints / "ppo_oracle.pt", weights_only=True)["wall_s"], abs=0.1)
