@@ -143,8 +143,33 @@ class Args:
     the update reached), so a resumed run is reproducible but not the same as an uninterrupted one."""
 
 
-RESUME_UNCOMPARED = ("compile_model", "resume")
-"""Arguments a resumed run may change: they change how fast it goes, not what it learns."""
+RESUME_UNCOMPARED = ("compile_model", "resume", "save_path")
+"""Arguments a resumed run may change: they change how fast it goes or how its path is spelt, not what it learns."""
+
+
+def _save_atomically(obj: dict, path: Path) -> None:
+    """``torch.save`` to a ``.partial`` file, then rename it over ``path``: a stop while writing leaves the
+    previous file whole."""
+    partial = path.with_name(path.name + ".partial")
+    torch.save(obj, partial)
+    os.replace(partial, path)
+
+
+def _remove_resume_state(resume_file: Path) -> None:
+    """Delete a resume state and any half-written one beside it."""
+    resume_file.unlink(missing_ok=True)
+    resume_file.with_name(resume_file.name + ".partial").unlink(missing_ok=True)
+
+
+def _finished(save_path: Path, args: Args, total_steps: int) -> bool:
+    """Whether ``save_path`` holds the final checkpoint of a run with ``args`` (a stop can fall between writing it
+    and removing the resume state)."""
+    if not save_path.exists():
+        return False
+    saved = torch.load(save_path, weights_only=True, map_location="cpu")
+    had, wanted = saved.get("args", {}), asdict(args)
+    same = all(had.get(k) == wanted[k] for k in wanted if k not in RESUME_UNCOMPARED)
+    return same and saved.get("global_step") == total_steps
 
 
 def resume_path(save_path: Path) -> Path:
@@ -425,6 +450,10 @@ def main(argv: list[str] | None = None) -> Path:
 
     resume_file = resume_path(save_path)
     resumed = load_resume_state(resume_file, args) if args.resume and resume_file.exists() else None
+    if resumed and _finished(save_path, args, num_iterations * batch_size):
+        print(f"{save_path} already holds the finished run: nothing to resume", flush=True)
+        _remove_resume_state(resume_file)
+        return save_path
     if args.resume:
         print(
             f"resuming from {resume_file} at global_step={resumed['global_step']}"
@@ -432,10 +461,15 @@ def main(argv: list[str] | None = None) -> Path:
             else f"no resume state at {resume_file}: starting afresh",
             flush=True,
         )
+    else:
+        _remove_resume_state(resume_file)  # a fresh run: an older run's state must not be resumed later
     start_iteration = resumed["iteration"] if resumed else 0  # updates already done
-    # A resumed segment draws from fresh streams: env i is reset with seed + N * updates_done + i (seeds that no
-    # earlier segment's reset used) and torch, numpy and random start from the same number.
-    run_seed = args.seed + args.num_envs * start_iteration
+    # A resumed segment draws from fresh streams, derived from the seed and the updates done (env i is reset with
+    # run_seed + i; torch, numpy and random start from run_seed), so it neither replays the first segment's
+    # episodes nor those of a run started with another --seed.
+    run_seed = (
+        args.seed if not resumed else int(np.random.SeedSequence([args.seed, start_iteration]).generate_state(1)[0])
+    )
     random.seed(run_seed)
     np.random.seed(run_seed)
     torch.manual_seed(run_seed)
@@ -496,7 +530,7 @@ def main(argv: list[str] | None = None) -> Path:
             "global_step": step,
             "wall_s": wall_s(),
         }
-        torch.save(checkpoint, path)
+        _save_atomically(checkpoint, path)
         print(f"saved {path}", flush=True)
 
     def save_resume_state(iteration: int) -> None:
@@ -508,9 +542,7 @@ def main(argv: list[str] | None = None) -> Path:
             "global_step": global_step,
             "wall_s": wall_s(),
         }
-        partial = resume_file.with_name(resume_file.name + ".partial")
-        torch.save(state, partial)
-        os.replace(partial, resume_file)  # a stop while writing leaves the previous state whole
+        _save_atomically(state, resume_file)
 
     def wall_s() -> float:
         """Training seconds of the whole run: earlier segments' and this one's."""
@@ -643,7 +675,7 @@ def main(argv: list[str] | None = None) -> Path:
             save_resume_state(iteration)
 
     save(save_path, global_step)
-    resume_file.unlink(missing_ok=True)  # the run is finished: nothing left to resume
+    _remove_resume_state(resume_file)  # the run is finished: nothing left to resume
     envs.close()
     return save_path
 

@@ -31,8 +31,9 @@ reference rows from that run's ``transfer.csv`` instead (the oracle world then s
 the settings the CSV records must equal this run's). ``--compile-model`` runs the frame model through
 ``torch.compile`` while training and evaluating in the worldfm world (faster steps after about 30 s of
 compilation). ``--resume`` continues a world's interrupted training from its resume state
-(``checkpoints/ppo_<world>.resume.pt``, written after every PPO update) and keeps that run's snapshots and log;
-its wall time is then the sum of the segments' training time.
+(``checkpoints/ppo_<world>.resume.pt``, written after every PPO update) and keeps that run's snapshots and log
+(its wall time is then the sum of the segments' training time), and keeps worlds already finished with the same
+arguments, as ``--reuse`` does.
 """
 
 from __future__ import annotations
@@ -174,7 +175,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--resume",
         action="store_true",
         help="continue a world's interrupted training from checkpoints/ppo_<world>.resume.pt (same arguments) "
-        "instead of starting it again; the interrupted run's snapshots are kept",
+        "instead of starting it again, keeping its snapshots; worlds already finished are kept as with --reuse",
     )
     parser.add_argument("--seed", type=int, default=1, help="PPO seed (the same in every world)")
     parser.add_argument("--eval-seed", type=int, default=0, help="env seed of held-out episode 0")
@@ -366,14 +367,15 @@ def train_policy(world: str, args: argparse.Namespace, out: Path) -> dict:
         argv += ["--weights", args.worldfm_weights]
         argv += ["--compile-model"] if args.compile_model else []
     argv += ["--resume"] if args.resume else []
-    saved, why_not = reusable(checkpoint, argv) if args.reuse else (None, "--reuse not given")
+    # A finished world is kept under --resume too: only the interrupted one goes on.
+    resuming = args.resume and ppo_torch.resume_path(checkpoint).exists()
+    saved, why_not = reusable(checkpoint, argv) if args.reuse or args.resume else (None, "--reuse not given")
     if saved is not None:
         wall = saved["wall_s"]
         print(f"reusing {checkpoint} (trained in {world} with the same arguments)", flush=True)
     else:
-        if args.reuse:
+        if args.reuse or args.resume:
             print(f"training in {world}: cannot reuse its policy: {why_not}", flush=True)
-        resuming = args.resume and ppo_torch.resume_path(checkpoint).exists()
         if not resuming:
             for stale in checkpoint.parent.glob(f"{checkpoint.stem}_step*{checkpoint.suffix}"):
                 stale.unlink()  # snapshots of an earlier run would join this run's curve
@@ -399,6 +401,7 @@ def train_policy(world: str, args: argparse.Namespace, out: Path) -> dict:
         "wall_s": wall,
         "snapshots": snapshots,
         "reused": saved is not None,
+        "resumed": saved is None and resuming,
     }
 
 
@@ -547,6 +550,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     results, episode_rows = [], []  # results: (train world, eval world, metrics, budget)
     curve = []  # learning curves: oracle-world metrics of each world's snapshots and final policy
     reused = []  # worlds whose policy an earlier run trained (--reuse): this run's wall time lacks their training
+    resumed = []  # worlds whose training an earlier run began (--resume): this run's wall time lacks that part
     if args.reference_csv:  # the reference as an earlier run evaluated it
         reused.append(REFERENCE_WORLD)
         metric_keys = [*(k for m in METRICS for k in (m, f"{m}_se")), "episodes"]
@@ -560,6 +564,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         trained = train_policy(train_world, args, out)
         if trained["reused"]:
             reused.append(train_world)
+        if trained["resumed"]:
+            resumed.append(train_world)
         print(
             f"trained in {train_world}: {trained['env_steps']} env steps in {trained['wall_s']:.0f} s "
             f"({trained['env_steps'] / trained['wall_s']:,.0f} env-steps/s)",
@@ -630,6 +636,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     which = f"{' and '.join(reused)} {'policy' if len(reused) == 1 else 'policies'}"
     reuse_note = f" (the {which} trained by an earlier run, not timed here)" if reused else ""
+    if resumed:
+        reuse_note += f" (the {' and '.join(resumed)} training resumed: its earlier segments are not in this total)"
     budget = (
         f"PPO ({rows[0]['policy']}, {args.actions} actions{', rgb+depth' if args.include_depth else ''}"
         f"{f', splat_radius {args.splat_radius}' if args.splat_radius else ''}) "

@@ -600,31 +600,38 @@ def test_depth_is_a_fourth_cnn_channel_and_evaluate_observes_it(tmp_path):
 
 
 def test_ppo_torch_resumes_an_interrupted_run(tmp_path, monkeypatch, capsys):
-    """A run stopped mid-rollout continues with --resume from its last update (network, optimizer, step count and
-    wall time), reproducibly; a resume state of other arguments is refused naming them; a finished run leaves none."""
+    """A run stopped mid-rollout continues with --resume from its last update: network, optimizer, learning-rate
+    schedule, step count and wall time carry over, the envs get fresh seeds, and resuming is reproducible."""
     checkpoint = tmp_path / "ppo.pt"
     train = [
         *["--total-timesteps", "96", "--num-envs", "2", "--num-steps", "16", "--hidden-size", "32"],
         *["--update-epochs", "1", "--scenes", "procedural:train:1", "--resolution", "16", "--device", "cpu"],
         *["--save-path", str(checkpoint)],
-    ]  # 3 updates of 32 env steps
+    ]  # 3 updates of 32 env steps; recurrent minibatches of one env each: 2 optimizer steps per update
     resume_file = ppo_torch.resume_path(checkpoint)
-    real_step, calls = WorldFMVectorEnv.step, []
+    real_step, real_reset, calls, reset_seeds = WorldFMVectorEnv.step, WorldFMVectorEnv.reset, [], []
 
     def stop_in_second_update(self, actions):
         calls.append(1)
-        if len(calls) == 16 + 5:  # 5 steps into the second rollout
+        if len(calls) == 16 + 5:  # 5 steps into the segment's second rollout
             raise KeyboardInterrupt
         return real_step(self, actions)
 
+    def recording_reset(self, *, seed=None, options=None):
+        reset_seeds.append(seed)
+        return real_reset(self, seed=seed, options=options)
+
+    monkeypatch.setattr(WorldFMVectorEnv, "reset", recording_reset)
     monkeypatch.setattr(WorldFMVectorEnv, "step", stop_in_second_update)
     with pytest.raises(KeyboardInterrupt):
         ppo_torch.main(train)
     monkeypatch.setattr(WorldFMVectorEnv, "step", real_step)
     assert not checkpoint.exists()
     state = torch.load(resume_file, weights_only=True)
-    assert state["iteration"] == 1 and state["global_step"] == 32 and state["wall_s"] > 0
-    assert state["optimizer"]["state"], "the optimizer's moments are part of the resume state"
+    assert state["iteration"] == 1 and state["global_step"] == 32 and 0 < state["wall_s"] < 1000
+    assert {int(s["step"]) for s in state["optimizer"]["state"].values()} == {2}
+    state["wall_s"] = 1000.0  # as if the first segment had trained for 1000 s
+    torch.save(state, resume_file)
     interrupted = resume_file.read_bytes()
 
     with pytest.raises(ValueError, match=r"learning_rate \(0.00025, not 0.001\)"):
@@ -636,22 +643,54 @@ def test_ppo_torch_resumes_an_interrupted_run(tmp_path, monkeypatch, capsys):
     assert "iter=1/3" not in out and re.search(r"iter=2/3 global_step=64 ", out) and "iter=3/3 global_step=96" in out
     assert not resume_file.exists()  # finished
     first = torch.load(checkpoint, weights_only=True)
-    assert first["global_step"] == 96 and first["wall_s"] > state["wall_s"]
+    assert first["global_step"] == 96 and first["wall_s"] > 1000.0
+    assert reset_seeds[0] == 1 and reset_seeds[-1] not in (1, 1 + 2)  # fresh episodes, not --seed 1's or 3's
+
     # The same interruption resumed again gives the same policy: the segment's seeds follow from the update reached.
+    checkpoint.unlink()
     resume_file.write_bytes(interrupted)
     ppo_torch.main([*train, "--resume"])
     again = torch.load(checkpoint, weights_only=True)
+    assert reset_seeds[-1] == reset_seeds[-2]
     for name, tensor in first["state_dict"].items():
         torch.testing.assert_close(again["state_dict"][name], tensor, rtol=0, atol=0, msg=name)
-    # Stopped again in the third update, the resume state holds the optimizer's count of both updates (2 minibatches
-    # of one env each): the second segment continued the first one's Adam moments rather than starting its own.
+
+    # With the optimizer's steps switched off, the resumed run ends with the saved network: it was loaded.
+    checkpoint.unlink()
+    resume_file.write_bytes(interrupted)
+    real_adam_step = torch.optim.Adam.step
+    monkeypatch.setattr(torch.optim.Adam, "step", lambda self, closure=None: None)
+    ppo_torch.main([*train, "--resume"])
+    monkeypatch.setattr(torch.optim.Adam, "step", real_adam_step)
+    frozen = torch.load(checkpoint, weights_only=True)
+    for name, tensor in state["state_dict"].items():
+        torch.testing.assert_close(frozen["state_dict"][name], tensor, rtol=0, atol=0, msg=name)
+
+    # Stopped again in the third update, the resume state holds both segments' optimizer steps and the annealed
+    # learning rate of update 2 of 3: the second segment continued the first one's Adam moments and schedule.
+    checkpoint.unlink()
     resume_file.write_bytes(interrupted)
     calls.clear()
-    monkeypatch.setattr(WorldFMVectorEnv, "step", stop_in_second_update)  # the resumed segment's 21st step
+    monkeypatch.setattr(WorldFMVectorEnv, "step", stop_in_second_update)
     with pytest.raises(KeyboardInterrupt):
         ppo_torch.main([*train, "--resume"])
+    monkeypatch.setattr(WorldFMVectorEnv, "step", real_step)
     twice = torch.load(resume_file, weights_only=True)
-    assert twice["iteration"] == 2 and twice["global_step"] == 64
-    assert {int(s["step"]) for s in state["optimizer"]["state"].values()} == {2}
+    assert twice["iteration"] == 2 and twice["global_step"] == 64 and twice["wall_s"] > 1000.0
     assert {int(s["step"]) for s in twice["optimizer"]["state"].values()} == {4}
-    assert twice["wall_s"] > state["wall_s"]
+    assert twice["optimizer"]["param_groups"][0]["lr"] == pytest.approx(2.5e-4 * 2 / 3)
+
+    # A stop between the final checkpoint and the state's removal: --resume sees the finished run and keeps it.
+    ppo_torch.main([*train, "--resume"])  # finishes the run interrupted just above
+    finished = checkpoint.read_bytes()
+    resume_file.write_bytes(interrupted)
+    ppo_torch.main([*train, "--resume"])
+    assert "already holds the finished run" in capsys.readouterr().out
+    assert checkpoint.read_bytes() == finished and not resume_file.exists()
+
+    # A fresh run (no --resume) drops an older run's state at once, so a later --resume cannot pick it up.
+    resume_file.write_bytes(interrupted)
+    monkeypatch.setattr(WorldFMVectorEnv, "step", lambda self, actions: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        ppo_torch.main(train)
+    assert not resume_file.exists()

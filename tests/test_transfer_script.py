@@ -294,7 +294,8 @@ def test_resume_continues_an_interrupted_training_and_keeps_its_snapshots(capsys
     capsys.readouterr()
 
     transfer.main([*TINY, *out, "--resume"])
-    assert "resuming from" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "resuming from" in printed and "the oracle training resumed" in printed  # the budget says so
     log = (tmp_path / "train_oracle.log").read_text()
     assert -1 < log.find("iter=1/2") < log.find("resuming from") < log.find("iter=2/2")  # both segments, in order
     assert not (checkpoints / "ppo_oracle.resume.pt").exists()
@@ -304,3 +305,6 @@ def test_resume_continues_an_interrupted_training_and_keeps_its_snapshots(capsys
     with open(tmp_path / "transfer.csv") as f:
         wall = float(next(csv.DictReader(f))["train_wall_s"])
     assert wall == pytest.approx(torch.load(checkpoints / "ppo_oracle.pt", weights_only=True)["wall_s"], abs=0.1)
+    # Run again with --resume, the finished world is kept (as with --reuse), not trained afresh.
+    transfer.main([*TINY, *out, "--resume"])
+    assert f"reusing {checkpoints / 'ppo_oracle.pt'}" in capsys.readouterr().out
