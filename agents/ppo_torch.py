@@ -167,9 +167,13 @@ def _finished(save_path: Path, args: Args, total_steps: int) -> bool:
     if not save_path.exists():
         return False
     saved = torch.load(save_path, weights_only=True, map_location="cpu")
-    had, wanted = saved.get("args", {}), asdict(args)
-    same = all(had.get(k) == wanted[k] for k in wanted if k not in RESUME_UNCOMPARED)
-    return same and saved.get("global_step") == total_steps
+    return not _differing_args(saved.get("args", {}), args) and saved.get("global_step") == total_steps
+
+
+def _differing_args(had: dict, args: Args) -> list[str]:
+    """The arguments (those of :data:`RESUME_UNCOMPARED` aside) where the saved ``had`` differs from ``args``."""
+    wanted = asdict(args)
+    return sorted(k for k in wanted if k not in RESUME_UNCOMPARED and had.get(k) != wanted[k])
 
 
 def resume_path(save_path: Path) -> Path:
@@ -182,7 +186,7 @@ def load_resume_state(path: Path, args: Args) -> dict:
     :data:`RESUME_UNCOMPARED` aside); a ValueError names each argument that differs."""
     state = torch.load(path, weights_only=True, map_location="cpu")
     had, wanted = state["args"], asdict(args)
-    differ = sorted(k for k in wanted if k not in RESUME_UNCOMPARED and had.get(k) != wanted[k])
+    differ = _differing_args(had, args)
     if differ:
         raise ValueError(
             f"--resume: {path} was written by a run with other arguments: "
@@ -521,7 +525,6 @@ def main(argv: list[str] | None = None) -> Path:
     finished_success = torch.zeros((T, N), device=device)
 
     def save(path: Path, step: int) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         checkpoint = {
             "state_dict": agent.state_dict(),
             "model_kwargs": model_kwargs,
@@ -550,7 +553,7 @@ def main(argv: list[str] | None = None) -> Path:
 
     global_step = resumed["global_step"] if resumed else 0
     segment_start_step = global_step
-    save_path.parent.mkdir(parents=True, exist_ok=True)
+    save_path.parent.mkdir(parents=True, exist_ok=True)  # of the checkpoint, its snapshots and the resume state
     start_time = time.perf_counter()
     next_obs, _ = envs.reset(seed=run_seed)
     next_resetting = torch.zeros(N, dtype=torch.bool, device=device)
