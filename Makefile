@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Where pip looks for torch: empty = pip's configured indexes. On a CPU-only machine whose pip would
+# otherwise fetch the CUDA build from PyPI: make test TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
 
 .PHONY: setup demo test test-gpu bench lint clean
 
@@ -11,8 +14,8 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	# torch first and pinned: an unpinned torch would pull the CUDA build.
-	$(BIN)/python -m pip install -q torch==2.13.0
+	# torch first and pinned: an unpinned torch would pull the newest (CUDA) build.
+	$(BIN)/python -m pip install -q torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $(STAMP)
 

@@ -76,7 +76,8 @@ class EnvConfig:
     """Task: ``"pointnav"`` (reach a goal given by distance and angle) or ``"explore"`` (cover free space)."""
     renderer: str = "anchor"
     """Observation renderer: ``"anchor"`` (raw point splat), ``"oracle"`` (ground-truth ray casting of the
-    procedural mesh) or ``"worldfm"`` (the frame model; needs ``weights``)."""
+    procedural mesh) or ``"worldfm"`` (the frame model: ``weights``, or the shipped model when there is one for
+    ``resolution``)."""
     resolution: int | tuple[int, int] = 64
     """Observation size: one int for square images or (height, width)."""
     hfov_deg: float = 90.0
