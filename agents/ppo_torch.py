@@ -4,7 +4,7 @@ The env's observations are torch tensors on its device (``array_type="torch"``);
 storage is preallocated there and nothing crosses to the host in the collection loop except the
 per-update logging. The network is a small CNN over ``rgb`` (and, with ``--include-depth``, the
 renderer's depth as a fourth channel) plus an MLP over the vector keys
-(``pointgoal`` as log-distance, cos and sin of the angle, and with ``--goal-encoding log+near`` a
+(``pointgoal`` as log-distance, cos and sin of the angle and, unless ``--goal-encoding log``, a
 distance feature with a finer scale near the goal), by default followed by a GRU that also
 sees the previous action (the layout of the Habitat PointNav baseline), then an actor and a critic
 head. The policy chooses among the ``nav`` actions (stop, forward, turn left, turn right) by
@@ -124,9 +124,11 @@ class Args:
     recurrent: bool = True
     """A GRU over the features and the previous action (memory across the episode); minibatches then
     hold whole env sequences."""
-    goal_encoding: str = "log"
-    """How the MLP sees ``pointgoal`` (distance, angle): ``log`` (log1p distance, cos, sin) or ``log+near`` (also
-    the distance over the last half metre, ``min(d, 0.5) / 0.5``, steeper than log1p where STOP is decided)."""
+    goal_encoding: str = "log+near"
+    """How the MLP sees ``pointgoal`` (distance, angle): ``log+near`` (log1p distance, cos, sin, and the distance
+    over the last half metre, ``min(d, 0.5) / 0.5``, steeper than log1p where STOP is decided) or ``log`` (without
+    the last; the default of the runs before ``log+near``, which fail more often by calling STOP just outside the
+    goal radius)."""
     actions: str = "nav"
     """Action set of the policy: nav (stop, forward, turn left, turn right) or all (also look up/down)."""
     precision: str = "auto"

@@ -100,9 +100,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--goal-encoding",
-        default="log",
+        default="log+near",
         choices=sorted(ppo_torch.GOAL_ENCODINGS),
-        help="how the policies see pointgoal (ppo_torch): log, or log+near with a finer distance near the goal",
+        help="how the policies see pointgoal (ppo_torch): log+near, with a finer distance near the goal, or log "
+        "(the default of the runs before log+near)",
     )
     parser.add_argument(
         "--precision", default="auto", choices=ppo_torch.PRECISIONS, help="PPO encoder compute type (ppo_torch)"

@@ -363,13 +363,14 @@ def test_goal_encoding_adds_a_near_goal_distance_and_travels_with_the_checkpoint
         ppo_torch.Agent(_obs_space(), num_actions=4, goal_encoding="exp")
     with pytest.raises(ValueError, match="goal_encoding='exp'"):
         ppo_torch.main(["--goal-encoding", "exp", "--device", "cpu"])
-    # Trained with it, the checkpoint records it and evaluate builds the same network.
+    # The training script's default (the Agent's own stays "log": checkpoints from before the key load as
+    # trained); the checkpoint records it and evaluate builds the same network.
     checkpoint = tmp_path / "ppo.pt"
     ppo_torch.main(
         [
             *["--total-timesteps", "48", "--num-envs", "3", "--num-steps", "16", "--hidden-size", "32"],
             *["--scenes", "procedural:train:1", "--resolution", "16", "--device", "cpu", "--max-episode-steps", "10"],
-            *["--goal-encoding", "log+near", "--save-path", str(checkpoint)],
+            *["--save-path", str(checkpoint)],
         ]
     )
     saved = torch.load(checkpoint, weights_only=True)
