@@ -254,6 +254,9 @@ class Agent(nn.Module):
     whose state carries over the episode (the Habitat PointNav baseline's layout); the heads read
     the GRU state. Without it the heads read the features and the state is an empty (N, 0) tensor,
     so both kinds share one calling convention: ``act(obs, state, prev_action, first)``.
+
+    ``goal_encoding`` defaults to ``log`` here (the training script's default is ``log+near``) so that
+    checkpoints saved before the option, whose ``model_kwargs`` lack it, rebuild the network they trained.
     """
 
     PREV_ACTION_WIDTH = 32

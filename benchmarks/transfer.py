@@ -87,26 +87,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--total-timesteps", type=int, default=150_000, help="PPO env steps per train world")
     parser.add_argument("--num-envs", type=int, default=16, help="envs stepped together (training and evaluation)")
-    parser.add_argument("--num-steps", type=int, default=128, help="PPO rollout length per env")
-    parser.add_argument("--update-epochs", type=int, default=4, help="PPO epochs per update")
+    ppo = ppo_torch.Args  # the policy's defaults are ppo_torch's
+    parser.add_argument("--num-steps", type=int, default=ppo.num_steps, help="PPO rollout length per env")
+    parser.add_argument("--update-epochs", type=int, default=ppo.update_epochs, help="PPO epochs per update")
     parser.add_argument(
         "--recurrent",
-        default=True,
+        default=ppo.recurrent,
         action=argparse.BooleanOptionalAction,
-        help="GRU policy (ppo_torch's default); --no-recurrent for the feed-forward one",
+        help="GRU policy; --no-recurrent for the feed-forward one",
     )
     parser.add_argument(
-        "--actions", default="nav", choices=sorted(ppo_torch.ACTION_SETS), help="policy action set (ppo_torch)"
+        "--actions", default=ppo.actions, choices=sorted(ppo_torch.ACTION_SETS), help="policy action set (ppo_torch)"
     )
     parser.add_argument(
         "--goal-encoding",
-        default="log+near",
+        default=ppo.goal_encoding,
         choices=sorted(ppo_torch.GOAL_ENCODINGS),
         help="how the policies see pointgoal (ppo_torch): log+near, with a finer distance near the goal, or log "
         "(the default of the runs before log+near)",
     )
     parser.add_argument(
-        "--precision", default="auto", choices=ppo_torch.PRECISIONS, help="PPO encoder compute type (ppo_torch)"
+        "--precision", default=ppo.precision, choices=ppo_torch.PRECISIONS, help="PPO encoder compute type (ppo_torch)"
     )
     parser.add_argument("--resolution", type=int, default=64, help="observation size (square)")
     parser.add_argument("--max-episode-steps", type=int, default=500, help="truncation, training and evaluation")
