@@ -199,6 +199,7 @@ def _generate(method: dict, frames: dict, seeds: list[int], batch: int, device: 
         cameras = None
         if model.config.camera_encoding != "none":
             cameras = PanelCameras(frames["camera_c2w"][sl], frames["camera_K"][sl], (H, W))
+        depth = frames["depth"][sl] if model.config.refiner_depth else None
         if method["sampler"] == "ddim":
             x0 = sample_ddim(
                 model,
@@ -208,11 +209,18 @@ def _generate(method: dict, frames: dict, seeds: list[int], batch: int, device: 
                 prediction=model.config.prediction,
                 generators=generators,
                 cameras=cameras,
+                anchor_depth=depth,
                 clip_x0=clip_scale(target),
             )
         else:
             x0 = sample_distilled(
-                model, anchor, reference, steps=method["steps"], generators=generators, cameras=cameras
+                model,
+                anchor,
+                reference,
+                steps=method["steps"],
+                generators=generators,
+                cameras=cameras,
+                anchor_depth=depth,
             )
         out.append(model_to_images(from_target(x0, base, target)))
     return torch.cat(out)
@@ -240,6 +248,7 @@ def _clip_frames(
             dict(
                 anchor=clip.anchor_rgb.flatten(0, 1),
                 mask=clip.anchor_mask.flatten(0, 1),
+                depth=clip.anchor_depth.flatten(0, 1),
                 reference=clip.reference_rgb.flatten(0, 1),
                 target=clip.target_rgb.flatten(0, 1),
                 camera_c2w=cameras.c2w,

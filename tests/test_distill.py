@@ -169,3 +169,21 @@ def test_distillation_trains_on_the_teachers_anchors_unless_told(tmp_path, monke
     assert [c.splat_radius for c in used] == ["auto", 1]
     assert trained_splat_radius(tmp_path / "a" / "model.safetensors") == "auto"
     assert trained_splat_radius(tmp_path / "b" / "model.safetensors") == 1
+
+
+def test_depth_refiner_teacher_distills(tmp_path):
+    """Teacher, student and fake score of a ``refiner_depth`` model all get the clips' anchor depth."""
+    torch.manual_seed(0)
+    path = tmp_path / "depth.safetensors"
+    save_checkpoint(build_model("tiny", input_size=32, prediction="v", refiner_channels=8, refiner_depth=True), path)
+    summary = distill(_small(str(path), tmp_path / "o", 2))
+    assert summary["step"] == 2 and all(summary[k] == summary[k] for k in ("dmd", "regression", "fake"))
+    env = WorldFMVectorEnv(
+        num_envs=2,
+        scenes="procedural:train:1",
+        resolution=32,
+        renderer="worldfm",
+        weights=str(tmp_path / "o" / "model.safetensors"),
+    )
+    obs, _ = env.reset(seed=0)
+    assert env.renderer.depth_needed and obs["rgb"].shape == (2, 32, 32, 3)

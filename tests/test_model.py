@@ -233,6 +233,105 @@ def test_plucker_extension_runs_and_starts_as_identity():
         torch.testing.assert_close(model(*data, cameras=random_cameras(2)), base(*data))
 
 
+def test_pixel_refiner_starts_as_identity_and_changes_the_output_once_trained():
+    base = randomize(build_model("tiny")).eval()
+    model = build_model("tiny", refiner_channels=8).eval()
+    missing = model.load_state_dict(base.state_dict(), strict=False).missing_keys
+    assert missing and all(k.startswith("refiner.") for k in missing)
+    assert MODEL_CONFIGS["xl"].refiner_channels == 0 and MODEL_CONFIGS["sr"].refiner_channels == 32
+    data = inputs()
+    with torch.no_grad():  # zero-initialised output convolution: adding the refiner does not change the output
+        torch.testing.assert_close(model(*data), base(*data))
+        randomize(model.refiner, seed=5, scale=0.05)
+        out = model(*data)
+        ref = base(*data)
+    assert out.shape == ref.shape == (2, 6, 16, 16)
+    assert not torch.allclose(out[:, :3], ref[:, :3])  # the prediction half is corrected ...
+    torch.testing.assert_close(out[:, 3:], ref[:, 3:])  # ... the learned-sigma half passes through
+    # Batched equals per-sample (convolutions and group norms are per sample).
+    with torch.no_grad():
+        single = torch.cat([model(*(x[i : i + 1] for x in data)) for i in range(2)])
+    torch.testing.assert_close(out, single, rtol=1e-5, atol=1e-4)  # float32 blocking differences only
+
+
+def test_pixel_refiner_reads_black_pixels_as_anchor_holes():
+    """The refiner's hole mask and fill come from the anchor alone: pixels that are -1 in every channel."""
+    model = randomize(build_model("tiny", refiner_channels=8), seed=2, scale=0.05).eval()
+    noisy, t, anchor, reference = inputs()
+    anchor = anchor.clamp(-0.9, 1.0)
+    holed = anchor.clone()
+    holed[:, :, 4:9, 4:9] = -1.0
+    recorded = []
+    hook = model.refiner.inp.register_forward_hook(lambda m, args, out: recorded.append(args[0]))
+    with torch.no_grad():
+        model(noisy, t, holed, reference)
+    hook.remove()
+    x = recorded[0]  # (B, 5C + 1, H, W): prediction, noisy, anchor, filled anchor, reference, coverage
+    coverage = x[:, 15]
+    assert torch.equal(coverage[:, 4:9, 4:9], torch.zeros(2, 5, 5)) and float(coverage.sum()) == 2 * (256 - 25)
+    filled = x[:, 9:12]
+    assert torch.equal(filled[:, :, 0, 0], holed[:, :, 0, 0])  # covered pixels kept
+    assert (filled[:, :, 4:9, 4:9] > -0.95).all()  # holes filled from around them
+    with pytest.raises(ValueError, match="refiner_channels"):
+        build_model("tiny", refiner_channels=12)
+    with pytest.raises(ValueError, match="divisible by 8"):
+        model(*inputs(H=12, W=12))
+
+
+def test_depth_refiner_starts_as_the_rgb_refiner_and_then_reads_the_depth():
+    rgb = randomize(build_model("tiny", refiner_channels=8), seed=4, scale=0.05).eval()
+    model = build_model("tiny", refiner_channels=8, refiner_depth=True).eval()
+    missing = model.load_state_dict(rgb.state_dict(), strict=False).missing_keys
+    assert sorted(missing) == ["refiner.depth_in.bias", "refiner.depth_in.weight"]
+    noisy, t, anchor, reference = inputs()
+    anchor[:, :, :4] = -1.0  # a hole band
+    g = torch.Generator().manual_seed(0)
+    depth = torch.rand(2, 16, 16, generator=g) * 4 + 1
+    depth[:, :4] = 0.0
+    with torch.no_grad():  # zero-initialised depth convolution: the depth refiner starts as the RGB one
+        torch.testing.assert_close(
+            model(noisy, t, anchor, reference, anchor_depth=depth), rgb(noisy, t, anchor, reference)
+        )
+        randomize(model.refiner.depth_in, seed=6, scale=0.05)
+        near = model(noisy, t, anchor, reference, anchor_depth=depth)
+        far = depth.clone()
+        far[:, 8:, 8:] *= 5.0  # a patch seen far behind its surroundings
+        assert not torch.allclose(model(noisy, t, anchor, reference, anchor_depth=far), near)
+        # Only depth ratios count: the same scene in other units gives the same frame.
+        torch.testing.assert_close(model(noisy, t, anchor, reference, anchor_depth=depth * 3.7), near)
+        # Uncovered pixels' depth values are not read (the anchor's black pixels say where the holes are).
+        junk = depth.clone()
+        junk[:, :4] = 123.0
+        torch.testing.assert_close(model(noisy, t, anchor, reference, anchor_depth=junk), near)
+    with pytest.raises(ValueError, match="anchor_depth"):
+        model(noisy, t, anchor, reference)
+    with pytest.raises(ValueError, match="anchor_depth must be a \\(2, 16, 16\\)"):
+        model(noisy, t, anchor, reference, anchor_depth=depth[:, :8])
+    with pytest.raises(ValueError, match="refiner_depth=True needs a refiner"):
+        build_model("tiny", refiner_depth=True)
+    with pytest.raises(ValueError, match="refiner_depth must be True or False"):
+        build_model("tiny", refiner_channels=8, refiner_depth=1)
+
+
+def test_depth_feature_marks_surfaces_seen_through_gaps():
+    from worldfm_env.model.dit import PixelRefiner
+
+    depth = torch.full((1, 16, 16), 2.0)
+    depth[0, 5:11, 5:11] = 1.0  # a near square
+    depth[0, 8, 8] = 6.0  # a far point showing through it
+    covered = torch.ones(1, 16, 16, dtype=torch.bool)
+    covered[0, 0, :] = False
+    feature = PixelRefiner.depth_feature(depth, covered)[0, 0]
+    assert feature.shape == (16, 16)
+    # log depth relative to the image's mean: the far point stands far above its near surroundings.
+    assert feature[8, 8] - feature[7, 8] == pytest.approx(math.log(6.0), abs=1e-5)
+    mean = torch.log(depth[0][covered[0]]).mean()
+    assert feature[2, 2] == pytest.approx(float(math.log(2.0) - mean), abs=1e-5)
+    assert torch.isfinite(feature).all() and feature[0].abs().max() < 1.0  # the hole row is filled smoothly
+    empty = PixelRefiner.depth_feature(depth, torch.zeros_like(covered))
+    assert torch.equal(empty, torch.zeros_like(empty))  # a dropped anchor reads as flat
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Checkpoints
 # ----------------------------------------------------------------------------------------------------------------------
@@ -240,8 +339,11 @@ def tiny_with_text():
     return randomize(build_model("tiny", with_text_branch=True, caption_channels=16, caption_tokens=5)).eval()
 
 
-def test_safetensors_round_trip_is_bit_exact(tmp_path):
-    model = tiny_with_text()
+@pytest.mark.parametrize("refiner", [0, 8])
+def test_safetensors_round_trip_is_bit_exact(tmp_path, refiner):
+    model = randomize(
+        build_model("tiny", with_text_branch=True, caption_channels=16, caption_tokens=5, refiner_channels=refiner)
+    ).eval()
     path = tmp_path / "tiny.safetensors"
     save_checkpoint(model, path)
     loaded = load_checkpoint(None, path)
@@ -249,7 +351,8 @@ def test_safetensors_round_trip_is_bit_exact(tmp_path):
     data = inputs()
     with torch.no_grad():
         assert torch.equal(model(*data), loaded(*data))
-    into = load_checkpoint(build_model("tiny", with_text_branch=True, caption_channels=16, caption_tokens=5), path)
+    fresh = build_model("tiny", with_text_branch=True, caption_channels=16, caption_tokens=5, refiner_channels=refiner)
+    into = load_checkpoint(fresh, path)
     with torch.no_grad():
         assert torch.equal(model(*data), into(*data))
     half = load_checkpoint(None, path, dtype=torch.bfloat16)
@@ -349,6 +452,24 @@ def test_batched_sampling_with_generators_equals_per_sample():
     # A row's frame does not depend on its neighbours.
     swapped = sample_distilled(model, anchor[[0, 2]], reference[[0, 2]], steps=2, generators=make_generators([5, 7]))
     torch.testing.assert_close(swapped[1], batched[2], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("sampler", ["distilled", "ddim"])
+def test_samplers_pass_the_anchor_depth_to_every_model_call(sampler):
+    seen = []
+
+    def model(z, t, anchor, reference, cameras=None, anchor_depth=None):
+        seen.append(anchor_depth)
+        return torch.zeros_like(z)
+
+    cond = torch.zeros(2, 3, 4, 4)
+    depth = torch.rand(2, 4, 4)
+    gens = make_generators([1, 2])
+    if sampler == "distilled":
+        sample_distilled(model, cond, cond, steps=2, generators=gens, anchor_depth=depth)
+    else:
+        sample_ddim(model, cond, cond, num_steps=3, generators=gens, anchor_depth=depth)
+    assert len(seen) in (2, 3) and all(d is depth for d in seen)
 
 
 @pytest.mark.parametrize("prediction", ["eps", "v"])

@@ -11,7 +11,7 @@ from conftest import record_clip_configs
 
 from worldfm_env.envs.vector import WorldFMVectorEnv
 from worldfm_env.model import load_checkpoint
-from worldfm_env.training.stages import TrainConfig, condition_batch, sample_timesteps, train
+from worldfm_env.training.stages import TrainConfig, condition_batch, extend_model, sample_timesteps, train
 
 TINY = dict(
     model="tiny",
@@ -98,6 +98,55 @@ def test_target_switch_on_init_and_bad_target(tmp_path):
     assert load_checkpoint(None, tmp_path / "c" / "model.safetensors").config.target == "anchor_residual"
     with pytest.raises(ValueError, match="target"):
         TrainConfig(target="depth")
+
+
+def test_fine_tune_adds_a_pixel_refiner_to_the_init(tmp_path):
+    """init + model_overrides that only add parameters: the init's weights are kept, the refiner is trained on."""
+    no_model = {k: v for k, v in TINY.items() if k != "model"}
+    train(
+        TrainConfig(stage="stage2", prediction="v", target="anchor_residual", steps=2, out=str(tmp_path / "a"), **TINY)
+    )
+    first = load_checkpoint(None, tmp_path / "a" / "model.safetensors")
+    train(
+        TrainConfig(
+            stage="stage2",
+            prediction="v",
+            init=str(tmp_path / "a" / "model.safetensors"),
+            model_overrides={"refiner_channels": 8},
+            steps=3,
+            lr=1e-3,
+            ema=0.0,
+            out=str(tmp_path / "b"),
+            **{k: v for k, v in no_model.items() if k != "lr"},
+        )
+    )
+    second = load_checkpoint(None, tmp_path / "b" / "model.safetensors")
+    assert second.config.refiner_channels == 8 and second.config.target == "anchor_residual"
+    assert float(second.refiner.out.weight.detach().abs().sum()) > 0  # trained away from its zero start
+    assert not torch.equal(second.x_embedder.proj.weight, first.x_embedder.proj.weight)  # fine-tuned jointly
+    extended = extend_model(first, {"refiner_channels": 8})
+    assert torch.equal(extended.x_embedder.proj.weight, first.x_embedder.proj.weight)
+    # The RGB refiner then learns to read the anchor depth: its depth input starts at zero and trains.
+    with_depth = extend_model(second, {"refiner_depth": True})
+    assert torch.equal(with_depth.refiner.inp.weight, second.refiner.inp.weight)
+    assert float(with_depth.refiner.depth_in.weight.detach().abs().sum()) == 0.0
+    train(
+        TrainConfig(
+            stage="stage2",
+            prediction="v",
+            init=str(tmp_path / "b" / "model.safetensors"),
+            model_overrides={"refiner_depth": True},
+            steps=2,
+            lr=1e-3,
+            ema=0.0,
+            out=str(tmp_path / "c"),
+            **{k: v for k, v in no_model.items() if k != "lr"},
+        )
+    )
+    third = load_checkpoint(None, tmp_path / "c" / "model.safetensors")
+    assert third.config.refiner_depth and float(third.refiner.depth_in.weight.detach().abs().sum()) > 0
+    with pytest.raises(ValueError, match="hidden_size"):
+        extend_model(first, {"hidden_size": 32, "num_heads": 2})
 
 
 def test_training_clips_use_the_configured_splat_radius(tmp_path, monkeypatch):

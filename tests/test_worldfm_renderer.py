@@ -192,3 +192,37 @@ def test_sampler_steps_default_to_the_checkpoints_recommendation(tmp_path, tiny_
     save_checkpoint(build_model("tiny", input_size=32), bad, metadata={SAMPLER_STEPS_METADATA_KEY: "4"})
     with pytest.raises(ValueError, match="sampler_steps"):
         WorldFMVectorEnv(num_envs=1, **SMALL, renderer="worldfm", weights=str(bad))
+
+
+def test_depth_refiner_checkpoints_get_the_anchor_depth(tmp_path):
+    """A model with ``refiner_depth`` receives each env's anchor depth, as rendered, with its anchor."""
+    torch.manual_seed(0)
+    model = build_model("tiny", input_size=32, refiner_channels=8, refiner_depth=True)
+    with torch.no_grad():
+        for p in model.refiner.parameters():
+            p.normal_(0.0, 0.05)  # zero-initialised convolutions would hide the depth path
+    path = tmp_path / "depth.safetensors"
+    save_checkpoint(model, path)
+    env = WorldFMVectorEnv(num_envs=2, **SMALL, renderer="worldfm", weights=str(path))
+    seen = []
+    forward = env.renderer.forward
+
+    def recording(*args, **kwargs):
+        seen.append(kwargs["anchor_depth"])
+        return forward(*args, **kwargs)
+
+    env.renderer.forward = recording
+    env.reset(seed=0)
+    obs, *_ = env.step(torch.tensor([1, 2]))
+    assert obs["rgb"].shape == (2, 32, 32, 3)
+    assert torch.equal(seen[-1], env._last_request.anchor.depth)
+
+
+def test_panel_depth_keeps_the_nearest_covered_depth_of_each_block():
+    from worldfm_env.model.renderer import panel_depth
+
+    depth = torch.tensor([[[0.0, 3.0, 0.0, 0.0], [2.0, 5.0, 0.0, 0.0], [1.0, 1.0, 4.0, 0.5], [1.0, 1.0, 9.0, 8.0]]])
+    assert panel_depth(depth, (4, 4)) is depth
+    torch.testing.assert_close(panel_depth(depth, (2, 2)), torch.tensor([[[2.0, 0.0], [1.0, 0.5]]]))
+    with pytest.raises(ValueError, match="sizes must divide"):
+        panel_depth(depth, (3, 3))

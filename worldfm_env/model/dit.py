@@ -35,6 +35,7 @@ __all__ = [
     "DiTConfig",
     "MODEL_CONFIGS",
     "PanelCameras",
+    "PixelRefiner",
     "WorldFMDiT",
     "build_model",
     "plucker_rays",
@@ -407,6 +408,106 @@ class FinalLayer(nn.Module):
         return self.linear(modulate(_layer_norm(x), shift, scale))
 
 
+class _ResBlock(nn.Module):
+    """Pre-activation residual block: GroupNorm, SiLU, 3x3 conv, SiLU, 3x3 conv, plus the input."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.norm = nn.GroupNorm(8, channels)
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, C, H, W) -> same shape."""
+        return x + self.conv2(F.silu(self.conv1(F.silu(self.norm(x)))))
+
+
+class PixelRefiner(nn.Module):
+    """Extension (not in the published model): a convolutional U-Net that corrects the DiT's target-panel output.
+
+    A patch-8 transformer predicts each 8x8 pixel block from one token, which is coarse for the per-pixel work a
+    pixel-space frame model must do (splat cracks, background points showing through a sparse foreground, hole
+    edges). The refiner sees, at full resolution, the transformer's prediction, the noisy target, the anchor, the
+    anchor's holes (pixels that are exactly black, the same signal the transformer gets) and the anchor with those
+    holes pull-push filled, and the reference; the timestep embedding is added after the input convolution. With
+    ``with_depth`` it also reads the anchor's depth (:meth:`depth_feature`): a pixel of a far surface seen through
+    the gaps of a sparsely sampled near one has the right colour statistics but a depth far behind its
+    neighbours', which RGB alone hardly shows. It returns a correction that is added to the prediction; its last
+    convolution starts at zero, so a refiner added to a trained model starts as a no-op, and so does the depth
+    input (its own zero-initialised convolution), so a depth refiner can start from an RGB one. Three 2x
+    downsamplings: panel sides must be multiples of 8.
+    """
+
+    def __init__(self, in_channels: int, channels: int, hidden_size: int, with_depth: bool = False) -> None:
+        super().__init__()
+        c = channels
+        self.inp = nn.Conv2d(5 * in_channels + 1, c, 3, padding=1)
+        self.depth_in = nn.Conv2d(1, c, 3, padding=1) if with_depth else None
+        self.t_proj = nn.Linear(hidden_size, c)
+        self.enc1 = _ResBlock(c)
+        self.down1 = nn.Conv2d(c, 2 * c, 4, stride=2, padding=1)
+        self.enc2 = _ResBlock(2 * c)
+        self.down2 = nn.Conv2d(2 * c, 4 * c, 4, stride=2, padding=1)
+        self.enc3 = nn.Sequential(_ResBlock(4 * c), _ResBlock(4 * c))
+        self.down3 = nn.Conv2d(4 * c, 4 * c, 4, stride=2, padding=1)
+        self.mid = nn.Sequential(_ResBlock(4 * c), _ResBlock(4 * c))
+        self.up3 = nn.ConvTranspose2d(4 * c, 4 * c, 4, stride=2, padding=1)
+        self.dec3 = _ResBlock(4 * c)
+        self.up2 = nn.ConvTranspose2d(4 * c, 2 * c, 4, stride=2, padding=1)
+        self.dec2 = _ResBlock(2 * c)
+        self.up1 = nn.ConvTranspose2d(2 * c, c, 4, stride=2, padding=1)
+        self.dec1 = _ResBlock(c)
+        self.out = nn.Conv2d(c, in_channels, 3, padding=1)
+
+    def forward(
+        self,
+        prediction: torch.Tensor,
+        noisy: torch.Tensor,
+        anchor: torch.Tensor,
+        reference: torch.Tensor,
+        t: torch.Tensor,
+        anchor_depth: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """All images (B, C, H, W) in the model dtype, ``t`` (B, D) the timestep embedding, ``anchor_depth`` (B, H, W)
+        (read only ``with_depth``); returns the correction."""
+        from worldfm_env.render.fill import pull_push_fill  # pure torch; imported here to keep the model module light
+
+        with torch.no_grad():
+            covered = (anchor > -1.0).any(dim=1)  # holes: black (-1 in every channel), as the transformer sees them
+            filled = pull_push_fill(anchor.float().permute(0, 2, 3, 1), covered).permute(0, 3, 1, 2)
+        x = torch.cat(
+            [prediction, noisy, anchor, filled.to(anchor.dtype), reference, covered[:, None].to(anchor.dtype)], 1
+        )
+        h = self.inp(x) + self.t_proj(t)[:, :, None, None]
+        if self.depth_in is not None:
+            h = h + self.depth_in(self.depth_feature(anchor_depth, covered).to(h.dtype))
+        h1 = self.enc1(h)
+        h2 = self.enc2(self.down1(h1))
+        h3 = self.enc3(self.down2(h2))
+        u = self.dec3(self.up3(self.mid(self.down3(h3))) + h3)
+        u = self.dec2(self.up2(u) + h2)
+        u = self.dec1(self.up1(u) + h1)
+        return self.out(u)
+
+    @staticmethod
+    @torch.no_grad()
+    def depth_feature(anchor_depth: torch.Tensor, covered: torch.Tensor) -> torch.Tensor:
+        """(B, 1, H, W) float32: log depth relative to the image's mean over covered pixels, holes pull-push filled.
+
+        Depth counts where the pixel is ``covered`` and the depth is finite and positive. Subtracting the mean log
+        depth makes the feature independent of the scene's unit (imported scenes keep their own scale); local
+        differences, which the convolutions read, are ratios of depths.
+        """
+        from worldfm_env.render.fill import pull_push_fill
+
+        depth = anchor_depth.float()
+        valid = covered & torch.isfinite(depth) & (depth > 0)
+        log_depth = torch.where(valid, depth.clamp_min(1e-6).log(), torch.zeros_like(depth))
+        mean = log_depth.sum((1, 2)) / valid.sum((1, 2)).clamp_min(1)  # (B,)
+        relative = torch.where(valid, log_depth - mean[:, None, None], torch.zeros_like(depth))
+        return pull_push_fill(relative[..., None], valid).permute(0, 3, 1, 2)
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Config and model
 # ----------------------------------------------------------------------------------------------------------------------
@@ -426,7 +527,10 @@ class DiTConfig:
     ``target`` says what is diffused: ``"image"`` (published: the frame itself) or ``"anchor_residual"`` (the frame
     minus the anchor with its holes filled smoothly (pull-push),
     :func:`worldfm_env.model.targets.anchor_base`; the samplers return the residual and the caller adds the base
-    back). The network is the same either way.
+    back). The network is the same either way. ``refiner_channels`` is another optional extension (0 in the published
+    layout): a small convolutional U-Net of that base width that corrects the target panel's prediction pixel by
+    pixel (:class:`PixelRefiner`); with ``refiner_depth`` it also reads the anchor render's depth, which the forward
+    pass then needs (``anchor_depth``).
     """
 
     input_size: int = 64
@@ -446,6 +550,8 @@ class DiTConfig:
     camera_encoding: str = "none"
     prediction: str = "v"
     target: str = "image"
+    refiner_channels: int = 0
+    refiner_depth: bool = False
     description: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
@@ -482,6 +588,13 @@ class DiTConfig:
             raise ValueError(f"camera_encoding='prope' needs head_dim divisible by 8, got {self.head_dim}")
         if self.use_cross_attention and not self.with_text_branch:
             raise ValueError("use_cross_attention=True needs with_text_branch=True (the cross-attention parameters)")
+        rc = self.refiner_channels
+        if not isinstance(rc, int) or isinstance(rc, bool) or rc < 0 or rc % 8:
+            raise ValueError(f"refiner_channels must be 0 (off) or a positive multiple of 8, got {rc!r}")
+        if not isinstance(self.refiner_depth, bool):
+            raise ValueError(f"refiner_depth must be True or False, got {self.refiner_depth!r}")
+        if self.refiner_depth and not rc:
+            raise ValueError("refiner_depth=True needs a refiner: set refiner_channels to a positive multiple of 8")
         if self.mlp_ratio <= 0 or self.pe_interpolation <= 0:
             raise ValueError("mlp_ratio and pe_interpolation must be > 0")
 
@@ -534,6 +647,11 @@ class WorldFMDiT(nn.Module):
             self.plucker_proj = nn.Sequential(nn.Linear(6, D), nn.SiLU(), nn.Linear(D, D))
         else:
             self.plucker_proj = None
+        self.refiner = (
+            PixelRefiner(c.in_channels, c.refiner_channels, D, with_depth=c.refiner_depth)
+            if c.refiner_channels
+            else None
+        )
         self.gradient_checkpointing = False  # training may switch this on to trade compute for memory
         self._pos_cache: dict = {}
         self.initialize_weights()
@@ -551,7 +669,8 @@ class WorldFMDiT(nn.Module):
     def initialize_weights(self) -> None:
         """DiT/PixArt initialisation: xavier linears with zero bias, the patch conv like a linear, N(0, 0.02) timestep
         MLPs, and zero for the paths that must start as no-ops: the output ``final_layer.linear``, the text
-        ``cross_attn.proj`` and (our extension) the last ``plucker_proj`` layer."""
+        ``cross_attn.proj`` and (our extensions) the last ``plucker_proj`` layer and the refiner's output and depth
+        convolutions."""
         if self.device.type == "meta":
             return
         for m in self.modules():
@@ -576,6 +695,12 @@ class WorldFMDiT(nn.Module):
             nn.init.zeros_(self.plucker_proj[2].bias)
         nn.init.zeros_(self.final_layer.linear.weight)
         nn.init.zeros_(self.final_layer.linear.bias)
+        if self.refiner is not None:
+            nn.init.zeros_(self.refiner.out.weight)
+            nn.init.zeros_(self.refiner.out.bias)
+            if self.refiner.depth_in is not None:
+                nn.init.zeros_(self.refiner.depth_in.weight)
+                nn.init.zeros_(self.refiner.depth_in.bias)
 
     # -- helpers -------------------------------------------------------------------------------------------------------
     def pos_embed(self, grid_h: int, grid_w: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -591,7 +716,7 @@ class WorldFMDiT(nn.Module):
             self._pos_cache[key] = pe
         return pe
 
-    def _check_inputs(self, noisy, timesteps, anchor, reference, cameras) -> torch.Tensor:
+    def _check_inputs(self, noisy, timesteps, anchor, reference, cameras, anchor_depth) -> torch.Tensor:
         c = self.config
         for name, x in (("noisy", noisy), ("anchor", anchor), ("reference", reference)):
             if not isinstance(x, torch.Tensor) or x.ndim != 4:
@@ -601,9 +726,22 @@ class WorldFMDiT(nn.Module):
             raise ValueError(f"noisy has {C} channels, the model expects in_channels={c.in_channels}")
         if H % c.patch_size or W % c.patch_size:
             raise ValueError(f"noisy spatial size {(H, W)} must be divisible by patch_size={c.patch_size}")
+        if c.refiner_channels and (H % 8 or W % 8):
+            raise ValueError(f"noisy spatial size {(H, W)} must be divisible by 8 with refiner_channels > 0")
         for name, x in (("anchor", anchor), ("reference", reference)):
             if x.shape != noisy.shape:
                 raise ValueError(f"{name} must have the shape of noisy {tuple(noisy.shape)}, got {tuple(x.shape)}")
+        if c.refiner_depth:
+            if anchor_depth is None:
+                raise ValueError(
+                    "this model reads the anchor's depth (refiner_depth=True): pass anchor_depth, (B, H, W) camera "
+                    "z-depth of the anchor render at the panel's resolution, 0 where no point landed"
+                )
+            if not isinstance(anchor_depth, torch.Tensor) or tuple(anchor_depth.shape) != (B, H, W):
+                raise ValueError(
+                    f"anchor_depth must be a ({B}, {H}, {W}) tensor (batch and panel size of noisy), got "
+                    f"{tuple(getattr(anchor_depth, 'shape', ())) or type(anchor_depth).__name__}"
+                )
         t = torch.as_tensor(timesteps, device=noisy.device)
         if t.ndim == 0 or t.numel() == 1:
             t = t.reshape(1).expand(B)
@@ -634,6 +772,7 @@ class WorldFMDiT(nn.Module):
         cameras: PanelCameras | None = None,
         *,
         caption: torch.Tensor | None = None,
+        anchor_depth: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Predict for the target panel.
 
@@ -643,12 +782,14 @@ class WorldFMDiT(nn.Module):
             cameras: :class:`PanelCameras` for the optional camera encodings; ignored when ``camera_encoding="none"``.
             caption: (B, caption_tokens, caption_channels) text features, used only with ``use_cross_attention``;
                 default zeros, which is what the published inference feeds.
+            anchor_depth: (B, H, W) camera z-depth of the anchor render at the panel's resolution (0 where no point
+                landed), read only by models with ``refiner_depth``; ignored otherwise.
 
         Returns:
             (B, out_channels, H, W); with ``learn_sigma`` the first ``in_channels`` are the prediction and the rest
             the variance interpolation the samplers drop.
         """
-        t_in = self._check_inputs(noisy, timesteps, anchor, reference, cameras)
+        t_in = self._check_inputs(noisy, timesteps, anchor, reference, cameras, anchor_depth)
         c = self.config
         dtype, p, D = self.dtype, c.patch_size, c.hidden_size
         B, _, H, W = noisy.shape
@@ -691,7 +832,15 @@ class WorldFMDiT(nn.Module):
         # Only the target panel is decoded: the final layer is per-token, so slicing first is exact and cheaper.
         x = x.reshape(B, h, wt, D)[:, :, :w].reshape(B, h * w, D)  # (B, h*w, D)
         x = self.final_layer(x, t)  # (B, h*w, p*p*out)
-        return self.unpatchify(x, h, w)  # (B, out, H, W)
+        out = self.unpatchify(x, h, w)  # (B, out, H, W)
+        if self.refiner is not None:
+            C = c.in_channels
+            pred = out[:, :C]
+            pred = pred + self.refiner(
+                pred, noisy.to(dtype), anchor.to(dtype), reference.to(dtype), t.to(dtype), anchor_depth
+            )
+            out = torch.cat([pred, out[:, C:]], dim=1) if c.learn_sigma else pred
+        return out
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -743,6 +892,13 @@ MODEL_CONFIGS: dict[str, DiTConfig] = {
 # Finer-grained variant of "s" (patch 4 -> 768 tokens): ~6x the compute, for GPUs.
 MODEL_CONFIGS["s4"] = dataclasses.replace(
     MODEL_CONFIGS["s"], patch_size=4, description="pixel-space 64x64 model with patch 4 (GPU-sized)"
+)
+
+
+# "s" with a convolutional pixel refiner (base width 32, about 2.5M parameters) after the transformer: the shipped
+# 64x64 model (fine-tuned from "s" with the refiner added).
+MODEL_CONFIGS["sr"] = dataclasses.replace(
+    MODEL_CONFIGS["s"], refiner_channels=32, description="pixel-space 64x64 model, patch 8, with a pixel refiner"
 )
 
 

@@ -32,6 +32,7 @@ __all__ = [
     "default_weights_path",
     "images_to_model",
     "model_to_images",
+    "panel_depth",
 ]
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
@@ -77,6 +78,24 @@ def default_weights_path(height: int, width: int, sampler_steps: int | None = No
     candidates = sorted(WEIGHTS_DIR.glob(f"worldfm-*-{height}x{width}.safetensors"))
     candidates.sort(key=lambda p: "2step" not in p.name)
     return candidates[0] if candidates else None
+
+
+def panel_depth(depth: torch.Tensor, size) -> torch.Tensor:
+    """Anchor depth (N, H, W) (0 where no point landed) at the model's panel ``size`` (h, w).
+
+    Unchanged when the sizes agree (pixel-space models). For latent models each latent pixel takes the nearest
+    depth of its (H/h) x (W/w) block of covered pixels (0 when the block has none): the surface that occludes
+    the block, as the z-buffer would keep it.
+    """
+    h, w = int(size[0]), int(size[1])
+    H, W = depth.shape[-2:]
+    if (H, W) == (h, w):
+        return depth
+    if H % h or W % w:
+        raise ValueError(f"anchor depth {H}x{W} cannot be pooled to the {h}x{w} panel: sizes must divide")
+    far = torch.where(depth > 0, depth, torch.full_like(depth, float("inf")))
+    nearest = -F.max_pool2d(-far[:, None], kernel_size=(H // h, W // w))[:, 0]
+    return torch.where(torch.isinf(nearest), torch.zeros_like(nearest), nearest)
 
 
 def images_to_model(rgb: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -173,6 +192,7 @@ class WorldFMRenderer(Renderer):
                 f"{cfg.input_size * self.autoencoder.downsample}"
             )
         self.cameras_needed = cfg.camera_encoding != "none"
+        self.depth_needed = cfg.refiner_depth
         self.weights_path = path
         #: The anchor splat_radius the checkpoint's header says it was trained on (None: it names none).
         self.trained_splat_radius = trained_splat_radius(path)
@@ -239,6 +259,7 @@ class WorldFMRenderer(Renderer):
                 generator.manual_seed(int(seed))
             generators = self.generators
         cameras = self._cameras(request) if self.cameras_needed else None
+        depth = panel_depth(request.anchor.depth, anchor.shape[-2:]) if self.depth_needed else None
         if self.prediction == "eps":
             # A stage I/II teacher: multi-step DDIM (x0 clamped to the image range in pixel space).
             clip = clip_scale(self.target) if self.autoencoder.downsample == 1 else None
@@ -251,6 +272,7 @@ class WorldFMRenderer(Renderer):
                 generators=generators,
                 noise_seeds=noise_seeds,
                 cameras=cameras,
+                anchor_depth=depth,
                 clip_x0=clip,
             )
         else:
@@ -262,6 +284,7 @@ class WorldFMRenderer(Renderer):
                 generators=generators,
                 noise_seeds=noise_seeds,
                 cameras=cameras,
+                anchor_depth=depth,
             )
         frame = from_target(x0, base, self.target)  # float32 for residual models
         self.rgb.copy_(model_to_images(self.autoencoder.decode(frame)))

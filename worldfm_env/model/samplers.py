@@ -221,6 +221,12 @@ def _prepare(model, anchor, reference, generators, noise, noise_seeds=None):
     return dtype, B, device, anchor.to(dtype), reference.to(dtype), noise.to(device=device, dtype=torch.float32)
 
 
+def _model_conditions(cameras, anchor_depth: torch.Tensor | None) -> dict:
+    """Keyword conditions of the model calls: ``cameras`` always (None for models without a camera encoding), the
+    anchor depth only when given, so models and callables that do not read it need not accept it."""
+    return {"cameras": cameras} if anchor_depth is None else {"cameras": cameras, "anchor_depth": anchor_depth}
+
+
 @torch.no_grad()
 def sample_distilled(
     model,
@@ -233,6 +239,7 @@ def sample_distilled(
     timesteps: Sequence[int] | None = None,
     schedule: NoiseSchedule | None = None,
     cameras=None,
+    anchor_depth: torch.Tensor | None = None,
     noise: torch.Tensor | None = None,
     renoise: Sequence[torch.Tensor] | None = None,
 ) -> torch.Tensor:
@@ -251,6 +258,8 @@ def sample_distilled(
             ``hash_normal(noise_seeds, (C, H, W), stream=0)`` and the re-noise before step k is stream k, computed
             batched on the device (no host sync, no per-row launches).
         timesteps: explicit decreasing timesteps, e.g. ``(999, 200)``.
+        anchor_depth: (B, H, W) anchor depth for models that read it (``DiTConfig.refiner_depth``); passed to the
+            model only when given.
         noise, renoise: explicit initial noise (B, C, H, W) and per-extra-step re-noise tensors (for tests and
             reproducing external runs); they replace the generator or ``noise_seeds`` draws.
     """
@@ -267,6 +276,7 @@ def sample_distilled(
     schedule = schedule or _default_schedule()
     shape = tuple(anchor.shape)
     dtype, B, device, anchor, reference, noise = _prepare(model, anchor, reference, generators, noise, noise_seeds)
+    conditions = _model_conditions(cameras, anchor_depth)
     z = noise.to(dtype)
     x0 = None
     for i, t in enumerate(timesteps):
@@ -278,7 +288,7 @@ def sample_distilled(
                 eps = _randn(shape, generators, device, noise_seeds=noise_seeds, stream=i)
             z = (a * x0 + s * eps.float()).to(dtype)  # re-noise the float32 x0 to step t
         t_vec = torch.full((B,), t, dtype=torch.long, device=device)
-        out = model(z, t_vec, anchor, reference, cameras=cameras)
+        out = model(z, t_vec, anchor, reference, **conditions)
         x0 = v_to_x0(split_prediction(out, shape[1]), z, a, s)  # (B, C, H, W) float32
     return x0.to(dtype)
 
@@ -304,6 +314,7 @@ def sample_ddim(
     noise_seeds: torch.Tensor | None = None,
     schedule: NoiseSchedule | None = None,
     cameras=None,
+    anchor_depth: torch.Tensor | None = None,
     noise: torch.Tensor | None = None,
     clip_x0: float | None = None,
 ) -> torch.Tensor:
@@ -315,7 +326,8 @@ def sample_ddim(
     ``z_{t'} = a_{t'} x0 + s_{t'} eps``. The last step returns its x0. Only the initial noise is random (eta = 0):
     drawn per row from ``generators``, or ``hash_normal(noise_seeds, (C, H, W), stream=0)`` on the device when
     ``noise_seeds`` ((B,) integer tensor, exclusive with ``generators``) is given -- the same initial noise as
-    :func:`sample_distilled` draws for those seeds. ``noise`` gives it explicitly.
+    :func:`sample_distilled` draws for those seeds. ``noise`` gives it explicitly. ``cameras`` and ``anchor_depth``
+    go to the model as in :func:`sample_distilled`.
     """
     if prediction not in ("eps", "v"):
         raise ValueError(f"prediction must be 'eps' or 'v', got {prediction!r}")
@@ -323,13 +335,14 @@ def sample_ddim(
     schedule = schedule or _default_schedule()
     shape = tuple(anchor.shape)
     dtype, B, device, anchor, reference, noise = _prepare(model, anchor, reference, generators, noise, noise_seeds)
+    conditions = _model_conditions(cameras, anchor_depth)
     z = noise
     ts = ddim_timesteps(num_steps, schedule.num_timesteps)
     x0 = z
     for i, t in enumerate(ts):
         a, s = schedule.coefficients(t, B, device)
         t_vec = torch.full((B,), t, dtype=torch.long, device=device)
-        out = split_prediction(model(z.to(dtype), t_vec, anchor, reference, cameras=cameras), shape[1])
+        out = split_prediction(model(z.to(dtype), t_vec, anchor, reference, **conditions), shape[1])
         if prediction == "eps":
             eps, x0 = out.float(), eps_to_x0(out, z, a, s)
         else:

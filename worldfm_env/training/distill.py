@@ -131,9 +131,19 @@ class DistillConfig:
 
 
 def student_sample(
-    student, anchor, reference, noise, renoise, steps: int, abar: torch.Tensor, cameras: PanelCameras | None = None
+    student,
+    anchor,
+    reference,
+    noise,
+    renoise,
+    steps: int,
+    abar: torch.Tensor,
+    cameras: PanelCameras | None = None,
+    anchor_depth: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The published distilled sampler with gradients: x0 (B, C, H, W) from noise and re-noise tensors."""
+    """The published distilled sampler with gradients: x0 (B, C, H, W) from noise and re-noise tensors.
+
+    ``anchor_depth`` (B, H, W) goes to students that read it (``refiner_depth``); None otherwise."""
     timesteps = DISTILLED_TIMESTEPS[steps]
     C = anchor.shape[1]
     z = noise
@@ -143,7 +153,7 @@ def student_sample(
         if k > 0:
             z = a * x0 + s * renoise[k - 1]
         tt = torch.full((z.shape[0],), t, dtype=torch.long, device=z.device)
-        out = student(z, tt, anchor, reference, cameras=cameras)[:, :C]
+        out = student(z, tt, anchor, reference, cameras=cameras, anchor_depth=anchor_depth)[:, :C]
         x0 = a * z - s * out
     return x0
 
@@ -175,7 +185,7 @@ def _teacher_pool(cfg: DistillConfig, teacher, clips, cond_cfg, device, rank: in
     targets = clips.config.targets
     n_clips = -(-cfg.regression_pairs // targets)
     gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
-    anchors, refs, c2ws, Ks = [], [], [], []
+    anchors, refs, c2ws, Ks, depths = [], [], [], [], []
     for first in range(0, n_clips, 8):  # clips in chunks of 8 (memory)
         batch = clips.batch(min(8, n_clips - first), seed=cfg.seed + 12345, start_index=first)
         _, a, r = condition_batch(batch, cond_cfg, 1.0, gen)
@@ -184,7 +194,9 @@ def _teacher_pool(cfg: DistillConfig, teacher, clips, cond_cfg, device, rank: in
         cameras = batch.panel_cameras()
         c2ws.append(cameras.c2w)
         Ks.append(cameras.K)
+        depths.append(batch.anchor_depth.flatten(0, 1))
     anchor = torch.cat(anchors)[: cfg.regression_pairs]
+    depth = torch.cat(depths)[: cfg.regression_pairs]
     reference = torch.cat(refs)[: cfg.regression_pairs]
     c2w, K = torch.cat(c2ws)[: cfg.regression_pairs], torch.cat(Ks)[: cfg.regression_pairs]
     hw = tuple(anchor.shape[-2:])
@@ -192,7 +204,9 @@ def _teacher_pool(cfg: DistillConfig, teacher, clips, cond_cfg, device, rank: in
     renoise = [torch.randn(anchor.shape, generator=gen, device=device) for _ in range(cfg.sampler_steps - 1)]
     mine = torch.arange(rank, anchor.shape[0], world, device=device)
     anchor, reference, noise, c2w, K = anchor[mine], reference[mine], noise[mine], c2w[mine], K[mine]
+    depth = depth[mine]
     with_cameras = teacher.config.camera_encoding != "none"
+    with_depth = teacher.config.refiner_depth
     renoise = [r[mine] for r in renoise]
     images = []
     clip = None if cfg.teacher_clip_x0 is None else cfg.teacher_clip_x0 * clip_scale(teacher.config.target)
@@ -209,9 +223,10 @@ def _teacher_pool(cfg: DistillConfig, teacher, clips, cond_cfg, device, rank: in
                     noise=noise[sl],
                     clip_x0=clip,
                     cameras=PanelCameras(c2w[sl], K[sl], hw) if with_cameras else None,
+                    anchor_depth=depth[sl] if with_depth else None,
                 ).float()
             )
-    return anchor, reference, noise, renoise, torch.cat(images), (c2w, K)
+    return anchor, reference, noise, renoise, torch.cat(images), (c2w, K, depth)
 
 
 def distill(cfg: DistillConfig) -> dict:
@@ -257,8 +272,9 @@ def distill(cfg: DistillConfig) -> dict:
     C = teacher.config.in_channels
     to_x0 = eps_to_x0 if teacher.config.prediction == "eps" else v_to_x0
     with_cameras = teacher.config.camera_encoding != "none"
+    with_depth = teacher.config.refiner_depth  # the anchor's depth goes to teacher, student and fake score
     precision = resolve_precision(cfg.precision, device)  # probe the CPU/GPU once, not every step
-    pool_anchor, pool_ref, pool_noise, pool_renoise, pool_target, (pool_c2w, pool_K) = _teacher_pool(
+    pool_anchor, pool_ref, pool_noise, pool_renoise, pool_target, (pool_c2w, pool_K, pool_depth) = _teacher_pool(
         cfg, teacher, clips, cond_cfg, device, rank, world, precision
     )
     n_pool = pool_anchor.shape[0]
@@ -285,6 +301,10 @@ def distill(cfg: DistillConfig) -> dict:
             both_cameras = PanelCameras(
                 torch.cat([cameras.c2w, pool_c2w[idx]]), torch.cat([cameras.K, pool_K[idx]]), cameras.image_hw
             )
+        depth = both_depth = None
+        if with_depth:
+            depth = batch.anchor_depth.flatten(0, 1)
+            both_depth = torch.cat([depth, pool_depth[idx]])
         # One student pass over the fresh conditions and the regression pairs together.
         with autocast_context(precision, device):
             both = student_sample(
@@ -296,6 +316,7 @@ def distill(cfg: DistillConfig) -> dict:
                 cfg.sampler_steps,
                 abar,
                 both_cameras,
+                both_depth,
             ).float()
         x, x_pool = both[:B], both[B:]
 
@@ -306,7 +327,7 @@ def distill(cfg: DistillConfig) -> dict:
         eps = torch.randn(x.shape, generator=gen, device=device)
         x_t = a * x.detach() + s * eps
         with autocast_context(precision, device):
-            fake_out = fake(x_t, t, anchor, reference, cameras=cameras)[:, :C]
+            fake_out = fake(x_t, t, anchor, reference, cameras=cameras, anchor_depth=depth)[:, :C]
         fake_target = eps if teacher.config.prediction == "eps" else a * eps - s * x.detach()
         fake_loss = F.mse_loss(fake_out.float(), fake_target)
         opt_fake.zero_grad(set_to_none=True)
@@ -316,8 +337,9 @@ def distill(cfg: DistillConfig) -> dict:
 
         # 2) student: distribution matching + regression onto teacher samples.
         with torch.no_grad(), autocast_context(precision, device):
-            x0_real = to_x0(teacher(x_t, t, anchor, reference, cameras=cameras)[:, :C].float(), x_t, a, s)
-            x0_fake = to_x0(fake(x_t, t, anchor, reference, cameras=cameras)[:, :C].float(), x_t, a, s)
+            conditions = {"cameras": cameras, "anchor_depth": depth}
+            x0_real = to_x0(teacher(x_t, t, anchor, reference, **conditions)[:, :C].float(), x_t, a, s)
+            x0_fake = to_x0(fake(x_t, t, anchor, reference, **conditions)[:, :C].float(), x_t, a, s)
         weight = 1.0 / (x.detach() - x0_real).abs().mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-4)
         target = (x.detach() - (x0_fake - x0_real) * weight).detach()
         dmd_loss = 0.5 * F.mse_loss(x, target)

@@ -39,7 +39,7 @@ from worldfm_env._device import resolve_device
 from worldfm_env.envs.config import splat_radius_arg
 from worldfm_env.model import build_model, iddpm_linear_schedule, load_checkpoint, sample_ddim, save_checkpoint
 from worldfm_env.model.checkpoint import SAMPLER_STEPS_METADATA_KEY, SPLAT_RADIUS_METADATA_KEY, read_metadata
-from worldfm_env.model.dit import PanelCameras
+from worldfm_env.model.dit import PanelCameras, WorldFMDiT
 from worldfm_env.model.renderer import images_to_model, model_to_images
 from worldfm_env.model.targets import clip_scale, from_target, residual_base, to_target
 from worldfm_env.scenes.catalog import resolve_scenes
@@ -285,6 +285,14 @@ def _cameras(model, batch, rows: int | None = None) -> PanelCameras | None:
     return PanelCameras(cameras.c2w[:rows], cameras.K[:rows], cameras.image_hw)
 
 
+def _anchor_depth(model, batch, rows: int | None = None) -> torch.Tensor | None:
+    """The batch's anchor depth (B*T, H, W) (the first ``rows`` targets) when ``model`` reads it, else None."""
+    if not model.config.refiner_depth:
+        return None
+    depth = batch.anchor_depth.flatten(0, 1)
+    return depth if rows is None else depth[:rows]
+
+
 def _sample_grid(model, batch, cfg: TrainConfig, path: Path) -> None:
     """PNG rows of anchor | reference | generated | ground truth for the first 4 targets of clip 0."""
     import imageio.v2 as imageio
@@ -306,6 +314,7 @@ def _sample_grid(model, batch, cfg: TrainConfig, path: Path) -> None:
         prediction=model.config.prediction,
         clip_x0=clip_scale(target),
         cameras=_cameras(model, batch, n),
+        anchor_depth=_anchor_depth(model, batch, n),
         generators=[torch.Generator(device=anchor.device).manual_seed(cfg.seed + i) for i in range(n)],
     )
     x0 = from_target(sample, base, target)
@@ -316,6 +325,26 @@ def _sample_grid(model, batch, cfg: TrainConfig, path: Path) -> None:
     imageio.imwrite(path, rows.reshape(-1, *rows.shape[2:]).cpu().numpy())
 
 
+def extend_model(model: WorldFMDiT, overrides: dict) -> WorldFMDiT:
+    """A copy of ``model`` with config ``overrides`` that only add parameters (e.g. ``refiner_channels``).
+
+    Every parameter of ``model`` is copied into the new model; the new model's other parameters keep their
+    initialisation (extensions start as no-ops). Overrides that would change or drop an existing parameter raise
+    ``ValueError`` naming the keys.
+    """
+    new = WorldFMDiT(dataclasses.replace(model.config, **overrides)).to(device=model.device, dtype=model.dtype)
+    old_state, new_state = model.state_dict(), new.state_dict()
+    dropped = sorted(set(old_state) - set(new_state))
+    reshaped = sorted(k for k in old_state if k in new_state and old_state[k].shape != new_state[k].shape)
+    if dropped or reshaped:
+        raise ValueError(
+            f"model_overrides {overrides} must only add parameters to the init checkpoint's model; "
+            f"they drop {dropped} and reshape {reshaped}"
+        )
+    new.load_state_dict(old_state, strict=False)
+    return new.train(model.training)
+
+
 def train(cfg: TrainConfig) -> dict:
     """Run (or resume) one stage; returns a summary (final loss, steps, wall time)."""
     rank, world, local_rank = _distributed()
@@ -324,13 +353,13 @@ def train(cfg: TrainConfig) -> dict:
     )
     out = Path(cfg.out)
     torch.manual_seed(cfg.seed)
-    model = (
-        load_checkpoint(None, cfg.init, device=device)
-        if cfg.init
-        else build_model(cfg.model, input_size=cfg.resolution, prediction=cfg.prediction, **cfg.model_overrides).to(
-            device
-        )
-    )
+    if cfg.init:
+        model = load_checkpoint(None, cfg.init, device=device)
+        if cfg.model_overrides:
+            model = extend_model(model, cfg.model_overrides)
+    else:
+        model = build_model(cfg.model, input_size=cfg.resolution, prediction=cfg.prediction, **cfg.model_overrides)
+        model = model.to(device)
     if cfg.target is not None and cfg.target != model.config.target:
         model.config = dataclasses.replace(model.config, target=cfg.target)  # same network, new output meaning
     model.train().requires_grad_(True)
@@ -389,7 +418,14 @@ def train(cfg: TrainConfig) -> dict:
         a = abar[t].sqrt()[:, None, None, None]
         s = (1.0 - abar[t]).sqrt()[:, None, None, None]
         with autocast_context(precision, device):
-            out_t = ddp(a * x0 + s * eps, t, anchor, reference, cameras=_cameras(model, batch))
+            out_t = ddp(
+                a * x0 + s * eps,
+                t,
+                anchor,
+                reference,
+                cameras=_cameras(model, batch),
+                anchor_depth=_anchor_depth(model, batch),
+            )
         target = eps if cfg.prediction == "eps" else a * eps - s * x0
         loss = F.mse_loss(out_t[:, :3].float(), target)  # eps- or v-MSE (a learned-sigma half is ignored)
         optimizer.zero_grad(set_to_none=True)
