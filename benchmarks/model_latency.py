@@ -25,7 +25,7 @@ import torch
 
 from worldfm_env.model import build_model, make_generators
 from worldfm_env.model.autoencoders import DiffusersAutoencoderKL, IdentityAutoencoder
-from worldfm_env.model.renderer import auto_model_dtype, images_to_model, model_to_images
+from worldfm_env.model.renderer import auto_model_dtype, images_to_model, model_to_images, panel_depth
 from worldfm_env.model.samplers import iddpm_linear_schedule
 from worldfm_env.render.splat import PointSplatter, ReferenceSelector
 from worldfm_env.scenes.catalog import resolve_scenes
@@ -85,6 +85,8 @@ def batched_render(pool, model, ae, dtype, latent_size, B, device, timer, schedu
     else:
         a_lat = torch.randn(B, C, latent_size, latent_size, device=device, dtype=dtype)
         r_lat = torch.randn(B, C, latent_size, latent_size, device=device, dtype=dtype)
+    # Models with a depth-reading refiner get the anchor's depth at their panel size.
+    depth = panel_depth(anchor.depth, a_lat.shape[-2:]) if model.config.refiner_depth else None
     gens = make_generators(range(B), device)
     z = torch.stack([torch.randn(a_lat.shape[1:], generator=g, device=device) for g in gens]).to(dtype)
     x0 = z
@@ -93,7 +95,7 @@ def batched_render(pool, model, ae, dtype, latent_size, B, device, timer, schedu
         if k > 0:
             z = (a * x0.float() + s * torch.randn_like(x0, dtype=torch.float32)).to(dtype)
         tt = torch.full((B,), t, device=device, dtype=torch.long)
-        out = timer(f"step{k + 1}", lambda z=z, tt=tt: model(z, tt, a_lat, r_lat))
+        out = timer(f"step{k + 1}", lambda z=z, tt=tt: model(z, tt, a_lat, r_lat, anchor_depth=depth))
         x0 = a * z.float() - s * out[:, :C].float()
     if ae is not None:
         timer("decode", lambda: model_to_images(ae.decode(x0.to(dtype))))
@@ -117,13 +119,15 @@ def published_loop(pool, model, ae, dtype, latent_size, B, device, timer, schedu
         else:
             a_lat = torch.randn(1, C, latent_size, latent_size, device=device, dtype=dtype)
             r_lat = torch.randn(1, C, latent_size, latent_size, device=device, dtype=dtype)
+        depth = panel_depth(anchor.depth, a_lat.shape[-2:]) if model.config.refiner_depth else None
         z = torch.randn_like(a_lat)
         x0 = z
         for k, t in enumerate((999, 200)):
             a, s = schedule.coefficients(t, 1, device)
             if k > 0:
                 z = (a * x0.float() + s * torch.randn_like(x0, dtype=torch.float32)).to(dtype)
-            out = model(z, torch.full((1,), t, device=device, dtype=torch.long), a_lat, r_lat)
+            tt = torch.full((1,), t, device=device, dtype=torch.long)
+            out = model(z, tt, a_lat, r_lat, anchor_depth=depth)
             x0 = a * z.float() - s * out[:, :C].float()
         if ae is not None:
             model_to_images(ae.decode(x0.to(dtype)))

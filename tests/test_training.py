@@ -199,6 +199,26 @@ def test_conditioning_schedule():
     assert 0 <= int(t.min()) and int(t.max()) <= 999 and float(t.float().mean()) > 600  # biased to high noise
 
 
+def test_training_at_given_timesteps(tmp_path, monkeypatch):
+    """``timesteps`` replaces the biased draw: every training forward sees only those timesteps, both of them."""
+    from worldfm_env.training import stages
+
+    seen = []
+    build = stages.build_model
+
+    def recording_build(*args, **kwargs):
+        model = build(*args, **kwargs)
+        model.register_forward_pre_hook(lambda module, inputs: seen.extend(inputs[1].tolist()))
+        return model
+
+    monkeypatch.setattr(stages, "build_model", recording_build)
+    train(TrainConfig(stage="stage2", prediction="v", timesteps=[999, 200], steps=2, out=str(tmp_path), **TINY))
+    assert len(seen) == 2 * 2 * 12 and set(seen) == {999, 200}
+    for bad in ([], [1000], [200.0], "999"):
+        with pytest.raises(ValueError, match="timesteps must be None or a non-empty list"):
+            TrainConfig(timesteps=bad)
+
+
 def test_torchrun_two_process_gloo(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [

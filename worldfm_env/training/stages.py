@@ -110,6 +110,10 @@ class TrainConfig:
     """Gradient-norm clip."""
     high_noise_bias: float = 1.0
     """t = 999 * u ** (1 / (1 + bias)) with u ~ U(0, 1): 0 is uniform, larger favours high noise."""
+    timesteps: list[int] | None = None
+    """Train only at these timesteps, drawn uniformly per sample (e.g. ``[999, 200]``, the published 2-step
+    sampler's: a model that will only be sampled there spends all its training on them); None draws from the
+    biased distribution above (``high_noise_bias``)."""
     anchor_start: float = 0.2
     """Stage II: fraction of the run before which the anchor is always dropped (reference first)."""
     anchor_full: float = 0.5
@@ -172,6 +176,15 @@ class TrainConfig:
             raise ValueError(f"ema must be in [0, 1) (0 disables the average), got {self.ema!r}")
         if self.high_noise_bias < 0:
             raise ValueError(f"high_noise_bias must be >= 0, got {self.high_noise_bias}")
+        if self.timesteps is not None:
+            ts = self.timesteps
+            if not (
+                isinstance(ts, (list, tuple))
+                and ts
+                and all(isinstance(t, int) and not isinstance(t, bool) and 0 <= t <= 999 for t in ts)
+            ):
+                raise ValueError(f"timesteps must be None or a non-empty list of ints in [0, 999], got {ts!r}")
+            self.timesteps = [int(t) for t in ts]
         for name in ("save_every", "sample_steps"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be a positive int, got {getattr(self, name)!r}")
@@ -413,7 +426,11 @@ def train(cfg: TrainConfig) -> dict:
         batch = clips.batch(cfg.clips_per_step, seed=cfg.seed, start_index=first_clip)
         x0, anchor, reference, mask = condition_batch(batch, cfg, step / cfg.steps, mask_gen, return_mask=True)
         x0 = to_target(x0, residual_base(model.config.target, anchor, mask), model.config.target)
-        t = sample_timesteps(x0.shape[0], cfg.high_noise_bias, noise_gen, device)
+        if cfg.timesteps is None:
+            t = sample_timesteps(x0.shape[0], cfg.high_noise_bias, noise_gen, device)
+        else:
+            choices = torch.tensor(cfg.timesteps, device=device)
+            t = choices[torch.randint(len(cfg.timesteps), (x0.shape[0],), generator=noise_gen, device=device)]
         eps = torch.randn(x0.shape, generator=noise_gen, device=device)
         a = abar[t].sqrt()[:, None, None, None]
         s = (1.0 - abar[t]).sqrt()[:, None, None, None]
@@ -481,6 +498,9 @@ def main(argv: list[str] | None = None) -> int:
             continue
         if isinstance(f.default, bool):
             parser.add_argument(f"--{f.name.replace('_', '-')}", action=argparse.BooleanOptionalAction, default=None)
+            continue
+        if f.name == "timesteps":
+            parser.add_argument("--timesteps", type=int, nargs="+", default=None)
             continue
         kind = splat_radius_arg if f.name == "splat_radius" else {int: int, float: float}.get(type(f.default), str)
         parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=None)
