@@ -168,8 +168,9 @@ def test_env_warns_when_its_anchors_differ_from_the_frame_models(tmp_path, tiny_
         WorldFMVectorEnv(num_envs=1, **SMALL, renderer="worldfm", weights=str(auto), splat_radius="auto")
         WorldFMVectorEnv(num_envs=1, **SMALL, renderer="worldfm", weights=str(two), splat_radius=np.int64(2))
         WorldFMVectorEnv(num_envs=1, **SMALL, renderer="worldfm", weights=tiny_weights, splat_radius=2)
-    # The shipped model says it learned from one-pixel splats, the env's default.
-    assert trained_splat_radius(WEIGHTS_DIR / "worldfm-s-64x64.safetensors") == 0
+    # The shipped models (the default and the earlier one) say they learned from one-pixel splats, the env's default.
+    assert trained_splat_radius(WEIGHTS_DIR / "worldfm-srd-64x64.safetensors") == 0
+    assert trained_splat_radius(WEIGHTS_DIR / "earlier" / "worldfm-s-64x64.safetensors") == 0
     bad = tmp_path / "bad.safetensors"
     save_checkpoint(build_model("tiny", input_size=32), bad, metadata={SPLAT_RADIUS_METADATA_KEY: "wide"})
     with pytest.raises(ValueError, match="worldfm_env.splat_radius: splat_radius must be"):

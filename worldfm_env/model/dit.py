@@ -895,10 +895,16 @@ MODEL_CONFIGS["s4"] = dataclasses.replace(
 )
 
 
-# "s" with a convolutional pixel refiner (base width 32, about 2.5M parameters) after the transformer: the shipped
-# 64x64 model (fine-tuned from "s" with the refiner added).
+# "s" with a convolutional pixel refiner (base width 32, about 2.5M parameters) after the transformer, and the same
+# with the refiner reading the anchor depth: the layout of the shipped 64x64 model (fine-tuned from "s", the refiner
+# added, then its depth input).
 MODEL_CONFIGS["sr"] = dataclasses.replace(
     MODEL_CONFIGS["s"], refiner_channels=32, description="pixel-space 64x64 model, patch 8, with a pixel refiner"
+)
+MODEL_CONFIGS["srd"] = dataclasses.replace(
+    MODEL_CONFIGS["sr"],
+    refiner_depth=True,
+    description="pixel-space 64x64 model, patch 8, with a pixel refiner that reads the anchor depth (shipped)",
 )
 
 
