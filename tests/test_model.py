@@ -472,6 +472,25 @@ def test_samplers_pass_the_anchor_depth_to_every_model_call(sampler):
     assert len(seen) in (2, 3) and all(d is depth for d in seen)
 
 
+@pytest.mark.parametrize("steps", [1, 2])
+def test_distilled_trajectory_is_the_sampler_with_gradients(steps):
+    from worldfm_env.model.samplers import distilled_trajectory
+
+    model = randomize(build_model("tiny"), scale=0.1).eval()
+    _, _, anchor, reference = inputs(B=2)
+    g = torch.Generator().manual_seed(3)
+    noise, renoise = torch.randn(anchor.shape, generator=g), [torch.randn(anchor.shape, generator=g)][: steps - 1]
+    abar = iddpm_linear_schedule().alphas_cumprod.float()
+    estimates = distilled_trajectory(model, anchor, reference, noise, renoise, steps, abar)
+    assert len(estimates) == steps and estimates[-1].requires_grad
+    expected = sample_distilled(model, anchor, reference, steps=steps, noise=noise, renoise=renoise)
+    torch.testing.assert_close(estimates[-1].detach(), expected, rtol=1e-5, atol=1e-5)
+    estimates[-1].square().mean().backward()
+    assert model.x_embedder.proj.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="renoise needs"):
+        distilled_trajectory(model, anchor, reference, noise, [], 2, abar)
+
+
 @pytest.mark.parametrize("prediction", ["eps", "v"])
 def test_ddim_recovers_a_point_mass(prediction):
     """With the exact denoiser of a point-mass data distribution, DDIM (eta=0) returns that point."""

@@ -52,6 +52,44 @@ def test_loss_falls_on_a_fixed_batch(tmp_path, stage, prediction, target):
     assert last < 0.8 * first, (first, last)
 
 
+def test_sampler_unroll_trains_the_two_step_sampler(tmp_path, monkeypatch):
+    """sampler_unroll=2: every update runs the model at 999 then at 200 and the loss on both estimates falls."""
+    from worldfm_env.training import stages
+
+    seen = []
+    build = stages.build_model
+
+    def recording_build(*args, **kwargs):
+        model = build(*args, **kwargs)
+        model.register_forward_pre_hook(lambda module, inputs: seen.append(sorted(set(inputs[1].tolist()))))
+        return model
+
+    monkeypatch.setattr(stages, "build_model", recording_build)
+    cfg = TrainConfig(
+        stage="stage2",
+        prediction="v",
+        target="anchor_residual",
+        sampler_unroll=2,
+        steps=40,
+        out=str(tmp_path),
+        fixed_batch=True,
+        anchor_start=0.0,
+        anchor_full=0.0,
+        **TINY,
+    )
+    train(cfg)
+    assert seen == [[999], [200]] * 40
+    losses = _losses(tmp_path)
+    first, last = sum(losses[:8]) / 8, sum(losses[-8:]) / 8
+    assert last < 0.8 * first, (first, last)
+    with pytest.raises(ValueError, match="sampler_unroll must be 0"):
+        TrainConfig(prediction="v", sampler_unroll=3)
+    with pytest.raises(ValueError, match="sampler_unroll needs prediction='v'"):
+        TrainConfig(prediction="eps", sampler_unroll=1)
+    with pytest.raises(ValueError, match="leave timesteps=None"):
+        TrainConfig(prediction="v", sampler_unroll=2, timesteps=[999])
+
+
 def test_resume_and_the_env_loads_the_checkpoint(tmp_path):
     train(TrainConfig(stage="stage2", steps=3, out=str(tmp_path), **TINY))
     train(TrainConfig(stage="stage2", steps=5, out=str(tmp_path), **TINY))
@@ -219,7 +257,9 @@ def test_training_at_given_timesteps(tmp_path, monkeypatch):
             TrainConfig(timesteps=bad)
 
 
-def test_torchrun_two_process_gloo(tmp_path):
+@pytest.mark.parametrize("extra", [[], ["--prediction", "v", "--sampler-unroll", "2"]])
+def test_torchrun_two_process_gloo(tmp_path, extra):
+    """DDP over two gloo ranks, also with two model calls per update (the unrolled 2-step sampler)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [
         sys.executable,
@@ -248,6 +288,7 @@ def test_torchrun_two_process_gloo(tmp_path):
         "0",
         "--out",
         str(tmp_path),
+        *extra,
     ]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]

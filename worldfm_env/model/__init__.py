@@ -1,7 +1,8 @@
 """The WorldFM frame model: DiT (named configs), autoencoders, samplers and checkpoint I/O.
 
 ``build_model("xl")`` is the published layout (loads the official ``.pth`` strictly through
-:func:`load_checkpoint`); ``"s"`` is the small pixel-space model shipped with worldfm-env; ``"tiny"`` is for tests.
+:func:`load_checkpoint`); ``"srd"`` is the small pixel-space model shipped with worldfm-env (``"s"`` with a pixel
+refiner that reads the anchor depth); ``"tiny"`` is for tests.
 """
 
 from worldfm_env.model.autoencoders import (
@@ -15,6 +16,7 @@ from worldfm_env.model.samplers import (
     DISTILLED_TIMESTEPS,
     NoiseSchedule,
     ddim_timesteps,
+    distilled_trajectory,
     eps_to_x0,
     iddpm_linear_schedule,
     make_generators,
@@ -39,6 +41,7 @@ __all__ = [
     "WorldFMDiT",
     "build_model",
     "ddim_timesteps",
+    "distilled_trajectory",
     "eps_to_x0",
     "iddpm_linear_schedule",
     "load_checkpoint",

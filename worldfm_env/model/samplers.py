@@ -48,6 +48,7 @@ __all__ = [
     "eps_to_x0",
     "x0_to_eps",
     "sample_distilled",
+    "distilled_trajectory",
     "sample_ddim",
     "ddim_timesteps",
     "DISTILLED_TIMESTEPS",
@@ -291,6 +292,42 @@ def sample_distilled(
         out = model(z, t_vec, anchor, reference, **conditions)
         x0 = v_to_x0(split_prediction(out, shape[1]), z, a, s)  # (B, C, H, W) float32
     return x0.to(dtype)
+
+
+def distilled_trajectory(
+    model,
+    anchor: torch.Tensor,
+    reference: torch.Tensor,
+    noise: torch.Tensor,
+    renoise: Sequence[torch.Tensor],
+    steps: int,
+    alphas_cumprod: torch.Tensor,
+    cameras=None,
+    anchor_depth: torch.Tensor | None = None,
+) -> list[torch.Tensor]:
+    """The published distilled sampler with gradients, for training: the x0 estimate (B, C, H, W) of every step.
+
+    The same arithmetic as :func:`sample_distilled` (``x0 = a_t z - s_t out``, re-noise ``z = a_t x0 + s_t eps``)
+    with explicit ``noise`` and ``renoise`` (``steps - 1`` tensors), in whatever precision the caller's autocast
+    gives, and nothing detached: a loss on the last estimate trains every step through the ones before it.
+    ``alphas_cumprod`` is the schedule's (1000,) tensor on the model's device. ``anchor_depth`` goes to the model
+    only when given.
+    """
+    if steps not in DISTILLED_TIMESTEPS:
+        raise ValueError(f"steps must be one of {sorted(DISTILLED_TIMESTEPS)}, got {steps}")
+    if len(renoise) != steps - 1:
+        raise ValueError(f"renoise needs {steps - 1} tensors for {steps} steps, got {len(renoise)}")
+    conditions = _model_conditions(cameras, anchor_depth)
+    C = anchor.shape[1]
+    z, x0, estimates = noise, None, []
+    for k, t in enumerate(DISTILLED_TIMESTEPS[steps]):
+        a, s = alphas_cumprod[t].sqrt(), (1.0 - alphas_cumprod[t]).sqrt()
+        if k > 0:
+            z = a * x0 + s * renoise[k - 1]
+        tt = torch.full((z.shape[0],), t, dtype=torch.long, device=z.device)
+        x0 = a * z - s * model(z, tt, anchor, reference, **conditions)[:, :C]
+        estimates.append(x0)
+    return estimates
 
 
 def ddim_timesteps(num_steps: int, num_timesteps: int = 1000) -> list[int]:

@@ -36,7 +36,7 @@ from worldfm_env.envs.config import splat_radius_arg
 from worldfm_env.model import iddpm_linear_schedule, load_checkpoint, sample_ddim, save_checkpoint
 from worldfm_env.model.checkpoint import SAMPLER_STEPS_METADATA_KEY, SPLAT_RADIUS_METADATA_KEY, trained_splat_radius
 from worldfm_env.model.dit import PanelCameras
-from worldfm_env.model.samplers import DISTILLED_TIMESTEPS, eps_to_x0, v_to_x0
+from worldfm_env.model.samplers import DISTILLED_TIMESTEPS, distilled_trajectory, eps_to_x0, v_to_x0
 from worldfm_env.model.targets import clip_scale
 from worldfm_env.scenes.catalog import resolve_scenes
 from worldfm_env.training.data import ClipConfig, ClipGenerator
@@ -143,19 +143,11 @@ def student_sample(
 ) -> torch.Tensor:
     """The published distilled sampler with gradients: x0 (B, C, H, W) from noise and re-noise tensors.
 
-    ``anchor_depth`` (B, H, W) goes to students that read it (``refiner_depth``); None otherwise."""
-    timesteps = DISTILLED_TIMESTEPS[steps]
-    C = anchor.shape[1]
-    z = noise
-    x0 = None
-    for k, t in enumerate(timesteps):
-        a, s = abar[t].sqrt(), (1.0 - abar[t]).sqrt()
-        if k > 0:
-            z = a * x0 + s * renoise[k - 1]
-        tt = torch.full((z.shape[0],), t, dtype=torch.long, device=z.device)
-        out = student(z, tt, anchor, reference, cameras=cameras, anchor_depth=anchor_depth)[:, :C]
-        x0 = a * z - s * out
-    return x0
+    ``anchor_depth`` (B, H, W) goes to students that read it (``refiner_depth``); None otherwise. The last step of
+    :func:`~worldfm_env.model.samplers.distilled_trajectory`."""
+    return distilled_trajectory(
+        student, anchor, reference, noise, renoise, steps, abar, cameras=cameras, anchor_depth=anchor_depth
+    )[-1]
 
 
 def _average_gradients(module: torch.nn.Module, world: int) -> None:

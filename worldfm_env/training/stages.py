@@ -41,6 +41,7 @@ from worldfm_env.model import build_model, iddpm_linear_schedule, load_checkpoin
 from worldfm_env.model.checkpoint import SAMPLER_STEPS_METADATA_KEY, SPLAT_RADIUS_METADATA_KEY, read_metadata
 from worldfm_env.model.dit import PanelCameras, WorldFMDiT
 from worldfm_env.model.renderer import images_to_model, model_to_images
+from worldfm_env.model.samplers import distilled_trajectory
 from worldfm_env.model.targets import clip_scale, from_target, residual_base, to_target
 from worldfm_env.scenes.catalog import resolve_scenes
 from worldfm_env.training.data import ClipConfig, ClipGenerator
@@ -114,6 +115,12 @@ class TrainConfig:
     """Train only at these timesteps, drawn uniformly per sample (e.g. ``[999, 200]``, the published 2-step
     sampler's: a model that will only be sampled there spends all its training on them); None draws from the
     biased distribution above (``high_noise_bias``)."""
+    sampler_unroll: int = 0
+    """0: the usual denoising loss at one drawn timestep. 1 or 2: run the published 1- or 2-step distilled sampler
+    from noise with gradients and regress every step's x0 estimate onto the ground truth (the mean of the per-step
+    MSEs). The model is then trained for exactly the sampler it will be read with; in particular the 2-step
+    sampler's input at t = 200 holds the model's own first estimate plus fresh noise, not a noised clean frame,
+    and the loss teaches it to ignore that noise. Needs ``prediction="v"``; exclusive with ``timesteps``."""
     anchor_start: float = 0.2
     """Stage II: fraction of the run before which the anchor is always dropped (reference first)."""
     anchor_full: float = 0.5
@@ -185,6 +192,12 @@ class TrainConfig:
             ):
                 raise ValueError(f"timesteps must be None or a non-empty list of ints in [0, 999], got {ts!r}")
             self.timesteps = [int(t) for t in ts]
+        if self.sampler_unroll not in (0, 1, 2) or isinstance(self.sampler_unroll, bool):
+            raise ValueError(f"sampler_unroll must be 0 (off), 1 or 2 (sampler steps), got {self.sampler_unroll!r}")
+        if self.sampler_unroll and self.prediction != "v":
+            raise ValueError("sampler_unroll needs prediction='v' (the form the distilled samplers read)")
+        if self.sampler_unroll and self.timesteps is not None:
+            raise ValueError("sampler_unroll runs the sampler's own timesteps; leave timesteps=None")
         for name in ("save_every", "sample_steps"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be a positive int, got {getattr(self, name)!r}")
@@ -426,25 +439,28 @@ def train(cfg: TrainConfig) -> dict:
         batch = clips.batch(cfg.clips_per_step, seed=cfg.seed, start_index=first_clip)
         x0, anchor, reference, mask = condition_batch(batch, cfg, step / cfg.steps, mask_gen, return_mask=True)
         x0 = to_target(x0, residual_base(model.config.target, anchor, mask), model.config.target)
-        if cfg.timesteps is None:
-            t = sample_timesteps(x0.shape[0], cfg.high_noise_bias, noise_gen, device)
+        conditions = dict(cameras=_cameras(model, batch), anchor_depth=_anchor_depth(model, batch))
+        if cfg.sampler_unroll:
+            noise = torch.randn(x0.shape, generator=noise_gen, device=device)
+            renoise = [torch.randn(x0.shape, generator=noise_gen, device=device) for _ in range(cfg.sampler_unroll - 1)]
+            with autocast_context(precision, device):
+                estimates = distilled_trajectory(
+                    ddp, anchor, reference, noise, renoise, cfg.sampler_unroll, abar, **conditions
+                )
+            loss = torch.stack([F.mse_loss(e.float(), x0) for e in estimates]).mean()
         else:
-            choices = torch.tensor(cfg.timesteps, device=device)
-            t = choices[torch.randint(len(cfg.timesteps), (x0.shape[0],), generator=noise_gen, device=device)]
-        eps = torch.randn(x0.shape, generator=noise_gen, device=device)
-        a = abar[t].sqrt()[:, None, None, None]
-        s = (1.0 - abar[t]).sqrt()[:, None, None, None]
-        with autocast_context(precision, device):
-            out_t = ddp(
-                a * x0 + s * eps,
-                t,
-                anchor,
-                reference,
-                cameras=_cameras(model, batch),
-                anchor_depth=_anchor_depth(model, batch),
-            )
-        target = eps if cfg.prediction == "eps" else a * eps - s * x0
-        loss = F.mse_loss(out_t[:, :3].float(), target)  # eps- or v-MSE (a learned-sigma half is ignored)
+            if cfg.timesteps is None:
+                t = sample_timesteps(x0.shape[0], cfg.high_noise_bias, noise_gen, device)
+            else:
+                choices = torch.tensor(cfg.timesteps, device=device)
+                t = choices[torch.randint(len(cfg.timesteps), (x0.shape[0],), generator=noise_gen, device=device)]
+            eps = torch.randn(x0.shape, generator=noise_gen, device=device)
+            a = abar[t].sqrt()[:, None, None, None]
+            s = (1.0 - abar[t]).sqrt()[:, None, None, None]
+            with autocast_context(precision, device):
+                out_t = ddp(a * x0 + s * eps, t, anchor, reference, **conditions)
+            target = eps if cfg.prediction == "eps" else a * eps - s * x0
+            loss = F.mse_loss(out_t[:, :3].float(), target)  # eps- or v-MSE (a learned-sigma half is ignored)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
