@@ -34,20 +34,20 @@ def _losses(out):
     [("stage1", "eps", None), ("stage2", "eps", None), ("stage2", "v", None), ("stage2", "v", "anchor_residual")],
 )
 def test_loss_falls_on_a_fixed_batch(tmp_path, stage, prediction, target):
-    cfg = TrainConfig(
-        stage=stage,
-        prediction=prediction,
-        target=target,
-        steps=40,
-        out=str(tmp_path),
-        fixed_batch=True,
-        anchor_start=0.0,
-        anchor_full=0.0,
-        **TINY,
+    train(_fixed_batch_config(tmp_path, stage=stage, prediction=prediction, target=target))
+    _assert_loss_falls(tmp_path)
+
+
+def _fixed_batch_config(tmp_path, **fields) -> TrainConfig:
+    """40 steps of the tiny model on one fixed batch, anchor always on."""
+    return TrainConfig(
+        steps=40, out=str(tmp_path), fixed_batch=True, anchor_start=0.0, anchor_full=0.0, **TINY, **fields
     )
-    train(cfg)
+
+
+def _assert_loss_falls(tmp_path, steps: int = 40) -> None:
     losses = _losses(tmp_path)
-    assert len(losses) == 40
+    assert len(losses) == steps
     first, last = sum(losses[:8]) / 8, sum(losses[-8:]) / 8
     assert last < 0.8 * first, (first, last)
 
@@ -65,23 +65,9 @@ def test_sampler_unroll_trains_the_two_step_sampler(tmp_path, monkeypatch):
         return model
 
     monkeypatch.setattr(stages, "build_model", recording_build)
-    cfg = TrainConfig(
-        stage="stage2",
-        prediction="v",
-        target="anchor_residual",
-        sampler_unroll=2,
-        steps=40,
-        out=str(tmp_path),
-        fixed_batch=True,
-        anchor_start=0.0,
-        anchor_full=0.0,
-        **TINY,
-    )
-    train(cfg)
+    train(_fixed_batch_config(tmp_path, stage="stage2", prediction="v", target="anchor_residual", sampler_unroll=2))
     assert seen == [[999], [200]] * 40
-    losses = _losses(tmp_path)
-    first, last = sum(losses[:8]) / 8, sum(losses[-8:]) / 8
-    assert last < 0.8 * first, (first, last)
+    _assert_loss_falls(tmp_path)
     with pytest.raises(ValueError, match="sampler_unroll must be 0"):
         TrainConfig(prediction="v", sampler_unroll=3)
     with pytest.raises(ValueError, match="sampler_unroll needs prediction='v'"):
