@@ -227,3 +227,25 @@ def test_panel_depth_keeps_the_nearest_covered_depth_of_each_block():
     torch.testing.assert_close(panel_depth(depth, (2, 2)), torch.tensor([[[2.0, 0.0], [1.0, 0.5]]]))
     with pytest.raises(ValueError, match="sizes must divide"):
         panel_depth(depth, (3, 3))
+
+
+def test_weights_take_the_name_of_a_shipped_model(tmp_path):
+    from worldfm_env.model.renderer import WEIGHTS_DIR, resolve_weights, shipped_weights
+
+    assert {"worldfm-srd-64x64", "worldfm-s-64x64"} <= set(shipped_weights())
+    env = WorldFMVectorEnv(
+        num_envs=1,
+        scenes="procedural:train:1",
+        resolution=64,
+        device="cpu",
+        renderer="worldfm",
+        weights="worldfm-s-64x64",
+    )
+    assert env.renderer.weights_path == WEIGHTS_DIR / "earlier" / "worldfm-s-64x64.safetensors"
+    assert env.renderer.model.config.refiner_channels == 0  # the earlier model, not the default one
+    assert resolve_weights("worldfm-srd-64x64") == WEIGHTS_DIR / "worldfm-srd-64x64.safetensors"
+    local = tmp_path / "worldfm-s-64x64"  # a file of that name wins over the shipped model
+    local.write_bytes(b"")
+    assert resolve_weights(local) == local
+    with pytest.raises(ValueError, match=r"weights='worldfm-xyz': .*shipped: \[.*'worldfm-srd-64x64'"):
+        resolve_weights("worldfm-xyz")

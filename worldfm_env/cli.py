@@ -246,14 +246,18 @@ def build_parser() -> argparse.ArgumentParser:
     rollout.add_argument("--seed", type=int, default=0)
     rollout.add_argument("--device", default="auto")
     rollout.add_argument("--video", default=None, help="write env 0's frames to this MP4")
-    rollout.add_argument("--weights", default=None, help="frame-model checkpoint (renderer worldfm)")
+    rollout.add_argument(
+        "--weights", default=None, help="frame-model checkpoint path or shipped model name (renderer worldfm)"
+    )
     rollout.add_argument("--vae", default=None, help="diffusers AutoencoderKL folder for latent models")
     rollout.set_defaults(func=cmd_rollout)
 
     render = sub.add_parser("render", help="render an official meta.json camera trajectory to an MP4")
     render.add_argument("--meta", required=True, help="meta.json (image, K, c2w) or its folder")
     render.add_argument("--depth", default=None, help="depth of the image (.npy, or 16-bit PNG in millimetres)")
-    render.add_argument("--weights", default=None, help="frame-model checkpoint (renderer worldfm)")
+    render.add_argument(
+        "--weights", default=None, help="frame-model checkpoint path or shipped model name (renderer worldfm)"
+    )
     render.add_argument("--vae", default=None, help="diffusers AutoencoderKL folder for latent models")
     render.add_argument("--renderer", default="worldfm", choices=["worldfm", "anchor"])
     render.add_argument("--resolution", type=int, default=64)
