@@ -274,6 +274,8 @@ def test_pixel_refiner_reads_black_pixels_as_anchor_holes():
     assert (filled[:, :, 4:9, 4:9] > -0.95).all()  # holes filled from around them
     with pytest.raises(ValueError, match="refiner_channels"):
         build_model("tiny", refiner_channels=12)
+    with pytest.raises(ValueError, match=r"refiner_channels=8 needs a pixel-space model \(in_channels=3, got 4\)"):
+        build_model("tiny", refiner_channels=8, in_channels=4)
     with pytest.raises(ValueError, match="divisible by 8"):
         model(*inputs(H=12, W=12))
 
@@ -307,6 +309,8 @@ def test_depth_refiner_starts_as_the_rgb_refiner_and_then_reads_the_depth():
         model(noisy, t, anchor, reference)
     with pytest.raises(ValueError, match="anchor_depth must be a \\(2, 16, 16\\)"):
         model(noisy, t, anchor, reference, anchor_depth=depth[:, :8])
+    with pytest.raises(ValueError, match="anchor_depth is None but this refiner reads"):
+        model.refiner(noisy, noisy, anchor, reference, model.t_embedder(t))  # the public module called directly
     with pytest.raises(ValueError, match="refiner_depth=True needs a refiner"):
         build_model("tiny", refiner_depth=True)
     with pytest.raises(ValueError, match="refiner_depth must be True or False"):
@@ -469,7 +473,7 @@ def test_samplers_pass_the_anchor_depth_to_every_model_call(sampler):
         sample_distilled(model, cond, cond, steps=2, generators=gens, anchor_depth=depth)
     else:
         sample_ddim(model, cond, cond, num_steps=3, generators=gens, anchor_depth=depth)
-    assert len(seen) in (2, 3) and all(d is depth for d in seen)
+    assert len(seen) == (2 if sampler == "distilled" else 3) and all(d is depth for d in seen)
 
 
 @pytest.mark.parametrize("steps", [1, 2])
@@ -480,11 +484,18 @@ def test_distilled_trajectory_is_the_sampler_with_gradients(steps):
     _, _, anchor, reference = inputs(B=2)
     g = torch.Generator().manual_seed(3)
     noise, renoise = torch.randn(anchor.shape, generator=g), [torch.randn(anchor.shape, generator=g)][: steps - 1]
+    noise.requires_grad_(True)
     abar = iddpm_linear_schedule().alphas_cumprod.float()
     estimates = distilled_trajectory(model, anchor, reference, noise, renoise, steps, abar)
     assert len(estimates) == steps and estimates[-1].requires_grad
-    expected = sample_distilled(model, anchor, reference, steps=steps, noise=noise, renoise=renoise)
+    expected = sample_distilled(model, anchor, reference, steps=steps, noise=noise.detach(), renoise=renoise)
     torch.testing.assert_close(estimates[-1].detach(), expected, rtol=1e-5, atol=1e-5)
+    first = sample_distilled(model, anchor, reference, steps=1, noise=noise.detach())
+    torch.testing.assert_close(estimates[0].detach(), first, rtol=1e-5, atol=1e-5)  # step 1 is the 1-step sampler
+    if steps == 2:
+        # The last estimate reaches the initial noise only through step 1's x0: nothing is detached between steps.
+        (grad,) = torch.autograd.grad(estimates[-1].square().mean(), noise, retain_graph=True)
+        assert grad.abs().sum() > 0
     estimates[-1].square().mean().backward()
     assert model.x_embedder.proj.weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="renoise needs"):

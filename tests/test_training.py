@@ -68,8 +68,9 @@ def test_sampler_unroll_trains_the_two_step_sampler(tmp_path, monkeypatch):
     train(_fixed_batch_config(tmp_path, stage="stage2", prediction="v", target="anchor_residual", sampler_unroll=2))
     assert seen == [[999], [200]] * 40
     _assert_loss_falls(tmp_path)
-    with pytest.raises(ValueError, match="sampler_unroll must be 0"):
-        TrainConfig(prediction="v", sampler_unroll=3)
+    for bad in (3, 2.0, True):
+        with pytest.raises(ValueError, match="sampler_unroll must be 0"):
+            TrainConfig(prediction="v", sampler_unroll=bad)
     with pytest.raises(ValueError, match="sampler_unroll needs prediction='v'"):
         TrainConfig(prediction="eps", sampler_unroll=1)
     with pytest.raises(ValueError, match="leave timesteps=None"):
@@ -169,8 +170,12 @@ def test_fine_tune_adds_a_pixel_refiner_to_the_init(tmp_path):
     )
     third = load_checkpoint(None, tmp_path / "c" / "model.safetensors")
     assert third.config.refiner_depth and float(third.refiner.depth_in.weight.detach().abs().sum()) > 0
-    with pytest.raises(ValueError, match="hidden_size"):
+    with pytest.raises(ValueError, match=r"model_overrides \['hidden_size', 'num_heads'\] cannot be added"):
         extend_model(first, {"hidden_size": 32, "num_heads": 2})
+    with pytest.raises(ValueError, match=r"drop \[\] and reshape \[.*'refiner\.inp\.weight'"):
+        extend_model(second, {"refiner_channels": 16})
+    with pytest.raises(ValueError, match=r"drop \[.*'refiner\.out\.weight'.*\] and reshape \[\]"):
+        extend_model(second, {"refiner_channels": 0})
 
 
 def test_training_clips_use_the_configured_splat_radius(tmp_path, monkeypatch):

@@ -144,7 +144,9 @@ class EnvConfig:
     validate_actions: bool = True
     """Check every action against the action space (costs a device sync for CUDA torch actions)."""
     weights: str | None = None
-    """Frame-model checkpoint for ``renderer="worldfm"`` (None: the one shipped for this resolution, if any)."""
+    """Frame-model checkpoint for ``renderer="worldfm"``: a path, or the name of a model shipped in the package
+    (``worldfm_env.model.renderer.shipped_weights``, e.g. ``"worldfm-s-64x64"``); None: the one shipped for this
+    resolution, if any."""
     sampler_steps: int | None = None
     """``renderer="worldfm"``: distilled sampler steps, 1 or 2 (v-prediction checkpoints: published, students);
     None takes the checkpoint's recommendation (its header), else 2 as published."""
@@ -241,9 +243,9 @@ class EnvConfig:
                 fail(name, "True or False")
         if self.sampler_steps is not None and (self.sampler_steps not in (1, 2) or not is_int(self.sampler_steps)):
             fail("sampler_steps", "1, 2 or None (the checkpoint's recommendation)")
-        for name in ("weights", "vae"):
+        for name, valid in (("weights", "a path, a shipped model's name or None"), ("vae", "a path or None")):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), (str, os.PathLike)):
-                fail(name, "a path or None")
+                fail(name, valid)
         if self.renderer != "worldfm":
             used = [n for n in ("weights", "vae") if getattr(self, n) is not None]
             if used:

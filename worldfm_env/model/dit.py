@@ -472,6 +472,8 @@ class PixelRefiner(nn.Module):
         (read only ``with_depth``); returns the correction."""
         from worldfm_env.render.fill import pull_push_fill  # pure torch; imported here to keep the model module light
 
+        if self.depth_in is not None and anchor_depth is None:
+            raise ValueError("anchor_depth is None but this refiner reads the anchor's depth (with_depth=True)")
         with torch.no_grad():
             covered = (anchor > -1.0).any(dim=1)  # holes: black (-1 in every channel), as the transformer sees them
             filled = pull_push_fill(anchor.float().permute(0, 2, 3, 1), covered).permute(0, 3, 1, 2)
@@ -595,6 +597,11 @@ class DiTConfig:
             raise ValueError(f"refiner_depth must be True or False, got {self.refiner_depth!r}")
         if self.refiner_depth and not rc:
             raise ValueError("refiner_depth=True needs a refiner: set refiner_channels to a positive multiple of 8")
+        if rc and self.in_channels != 3:
+            raise ValueError(
+                f"refiner_channels={rc} needs a pixel-space model (in_channels=3, got {self.in_channels}): the "
+                "refiner finds the anchor's holes as pixels that are black (-1) in every RGB channel"
+            )
         if self.mlp_ratio <= 0 or self.pe_interpolation <= 0:
             raise ValueError("mlp_ratio and pe_interpolation must be > 0")
 

@@ -87,7 +87,7 @@ def shipped_weights() -> dict[str, Path]:
     """The frame models in the package, by name (the file's stem): ``{"worldfm-srd-64x64": path, ...}``.
 
     The default model of each resolution sits in ``weights/``; earlier ones, kept for speed or comparison,
-    in ``weights/earlier/`` (e.g. ``"worldfm-s-64x64"``, about 40 % faster per env step at 64x64 on a CPU).
+    in ``weights/earlier/`` (e.g. ``"worldfm-s-64x64"``, about 1.4x the env-steps/s at 64x64 on a CPU).
     """
     return {p.stem: p for p in sorted(WEIGHTS_DIR.rglob("*.safetensors"))}
 

@@ -47,9 +47,11 @@ from worldfm_env.scenes.catalog import resolve_scenes
 from worldfm_env.training.data import ClipConfig, ClipGenerator
 
 __all__ = [
+    "EXTENSION_FIELDS",
     "TrainConfig",
     "autocast_context",
     "condition_batch",
+    "extend_model",
     "main",
     "resolve_precision",
     "sample_timesteps",
@@ -83,9 +85,12 @@ class TrainConfig:
     stage: str = "stage2"
     """``stage1`` (image prior) or ``stage2`` (frame model)."""
     model: str = "s"
-    """Model config name (``worldfm_env.model.MODEL_CONFIGS``)."""
+    """Model config name (``worldfm_env.model.MODEL_CONFIGS``); ignored when ``init`` is given (the init
+    checkpoint's header says what it is)."""
     model_overrides: dict = field(default_factory=dict)
-    """Overrides for ``build_model`` (e.g. depth, hidden_size)."""
+    """Without ``init``: overrides for ``build_model`` (e.g. depth, hidden_size). With ``init``: extensions
+    added to the init's model, which only add parameters that start as no-ops (:data:`EXTENSION_FIELDS`,
+    e.g. ``{"refiner_channels": 32}``)."""
     init: str | None = None
     """Checkpoint to start from (e.g. the stage I result); None starts from scratch."""
     resolution: int = 64
@@ -192,7 +197,8 @@ class TrainConfig:
             ):
                 raise ValueError(f"timesteps must be None or a non-empty list of ints in [0, 999], got {ts!r}")
             self.timesteps = [int(t) for t in ts]
-        if self.sampler_unroll not in (0, 1, 2) or isinstance(self.sampler_unroll, bool):
+        unroll = self.sampler_unroll
+        if not isinstance(unroll, int) or isinstance(unroll, bool) or unroll not in (0, 1, 2):
             raise ValueError(f"sampler_unroll must be 0 (off), 1 or 2 (sampler steps), got {self.sampler_unroll!r}")
         if self.sampler_unroll and self.prediction != "v":
             raise ValueError("sampler_unroll needs prediction='v' (the form the distilled samplers read)")
@@ -351,13 +357,25 @@ def _sample_grid(model, batch, cfg: TrainConfig, path: Path) -> None:
     imageio.imwrite(path, rows.reshape(-1, *rows.shape[2:]).cpu().numpy())
 
 
+#: The config fields a fine-tune may add to its init checkpoint's model (``TrainConfig.model_overrides`` with
+#: ``init``): each only adds parameters, initialised so that the extended model computes what the init did.
+EXTENSION_FIELDS = ("refiner_channels", "refiner_depth")
+
+
 def extend_model(model: WorldFMDiT, overrides: dict) -> WorldFMDiT:
     """A copy of ``model`` with config ``overrides`` that only add parameters (e.g. ``refiner_channels``).
 
     Every parameter of ``model`` is copied into the new model; the new model's other parameters keep their
-    initialisation (extensions start as no-ops). Overrides that would change or drop an existing parameter raise
-    ``ValueError`` naming the keys.
+    initialisation (extensions start as no-ops). Keys outside :data:`EXTENSION_FIELDS`, and overrides that would
+    change or drop an existing parameter, raise ``ValueError`` naming them.
     """
+    others = sorted(set(overrides) - set(EXTENSION_FIELDS))
+    if others:
+        raise ValueError(
+            f"model_overrides {others} cannot be added to an init checkpoint's model: a fine-tune may only add "
+            f"the extensions {list(EXTENSION_FIELDS)} (they start as no-ops); change the architecture by training "
+            "without init"
+        )
     new = WorldFMDiT(dataclasses.replace(model.config, **overrides)).to(device=model.device, dtype=model.dtype)
     old_state, new_state = model.state_dict(), new.state_dict()
     dropped = sorted(set(old_state) - set(new_state))
