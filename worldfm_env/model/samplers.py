@@ -307,11 +307,11 @@ def distilled_trajectory(
 ) -> list[torch.Tensor]:
     """The published distilled sampler with gradients, for training: the x0 estimate (B, C, H, W) of every step.
 
-    The same arithmetic as :func:`sample_distilled` (``x0 = a_t z - s_t out``, re-noise ``z = a_t x0 + s_t eps``)
-    with explicit ``noise`` and ``renoise`` (``steps - 1`` tensors), in whatever precision the caller's autocast
-    gives, and nothing detached: a loss on the last estimate trains every step through the ones before it.
-    ``alphas_cumprod`` is the schedule's (1000,) tensor on the model's device. ``anchor_depth`` goes to the model
-    only when given.
+    The same arithmetic as :func:`sample_distilled` (:func:`v_to_x0` in float32, re-noise
+    ``z = a_t x0 + s_t eps``) with explicit ``noise`` and ``renoise`` (``steps - 1`` tensors), the model run in
+    whatever precision the caller's autocast gives, and nothing detached: a loss on the last estimate trains every
+    step through the ones before it. The estimates are float32. ``alphas_cumprod`` is the schedule's (1000,) tensor
+    on the model's device. ``anchor_depth`` goes to the model only when given.
     """
     if steps not in DISTILLED_TIMESTEPS:
         raise ValueError(f"steps must be one of {sorted(DISTILLED_TIMESTEPS)}, got {steps}")
@@ -325,7 +325,7 @@ def distilled_trajectory(
         if k > 0:
             z = a * x0 + s * renoise[k - 1]
         tt = torch.full((z.shape[0],), t, dtype=torch.long, device=z.device)
-        x0 = a * z - s * model(z, tt, anchor, reference, **conditions)[:, :C]
+        x0 = v_to_x0(split_prediction(model(z, tt, anchor, reference, **conditions), C), z, a, s)
         estimates.append(x0)
     return estimates
 

@@ -439,6 +439,7 @@ def train(cfg: TrainConfig) -> dict:
     )
     schedule = iddpm_linear_schedule()
     abar = schedule.alphas_cumprod.to(device=device, dtype=torch.float32)
+    given_timesteps = None if cfg.timesteps is None else torch.tensor(cfg.timesteps, device=device)
     noise_gen = torch.Generator(device=device).manual_seed(cfg.seed * 1000 + rank + 1)
     mask_gen = torch.Generator(device=device).manual_seed(cfg.seed * 1000 + rank + 7919)
     log = open_log(out, start_step, rank)
@@ -465,13 +466,13 @@ def train(cfg: TrainConfig) -> dict:
                 estimates = distilled_trajectory(
                     ddp, anchor, reference, noise, renoise, cfg.sampler_unroll, abar, **conditions
                 )
-            loss = torch.stack([F.mse_loss(e.float(), x0) for e in estimates]).mean()
+            loss = torch.stack([F.mse_loss(e, x0) for e in estimates]).mean()  # float32 estimates
         else:
             if cfg.timesteps is None:
                 t = sample_timesteps(x0.shape[0], cfg.high_noise_bias, noise_gen, device)
             else:
-                choices = torch.tensor(cfg.timesteps, device=device)
-                t = choices[torch.randint(len(cfg.timesteps), (x0.shape[0],), generator=noise_gen, device=device)]
+                pick = torch.randint(len(given_timesteps), (x0.shape[0],), generator=noise_gen, device=device)
+                t = given_timesteps[pick]
             eps = torch.randn(x0.shape, generator=noise_gen, device=device)
             a = abar[t].sqrt()[:, None, None, None]
             s = (1.0 - abar[t]).sqrt()[:, None, None, None]
