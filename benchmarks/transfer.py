@@ -56,7 +56,7 @@ if str(Path(__file__).resolve().parents[1]) not in sys.path:  # run as a script:
 from agents import evaluate as evaluate_script  # noqa: E402
 from agents import ppo_torch  # noqa: E402
 from benchmarks.throughput import machine_name  # noqa: E402
-from worldfm_env.envs.config import splat_radius_arg  # noqa: E402
+from worldfm_env.render.anchor_config import splat_radius_arg  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "transfer"
 REFERENCE_WORLD = "oracle"

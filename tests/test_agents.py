@@ -525,7 +525,7 @@ def test_evaluate_asks_the_worldfm_env_to_compile_its_frame_model(tmp_path, monk
 def test_splat_radius_text_is_parsed_strictly():
     import numpy as np
 
-    from worldfm_env.envs.config import parse_splat_radius
+    from worldfm_env.render.anchor_config import parse_splat_radius
 
     assert parse_splat_radius("auto") == "auto" and parse_splat_radius(" 2 ") == 2 and parse_splat_radius("08") == 8
     assert parse_splat_radius(3) == 3 and type(parse_splat_radius(np.int64(3))) is int

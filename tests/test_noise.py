@@ -4,7 +4,7 @@ import pytest
 import torch
 from conftest import SMALL
 
-from worldfm_env.envs.rng import hash_normal
+from worldfm_env.rng import hash_normal
 from worldfm_env.envs.vector import WorldFMVectorEnv
 from worldfm_env.model import build_model, sample_ddim, sample_distilled, save_checkpoint
 from worldfm_env.model.renderer import WorldFMRenderer
@@ -202,7 +202,7 @@ def test_bad_noise_option(tiny_weights):
 
 
 def test_hash_combine_is_per_row_and_sensitive_to_every_key():
-    from worldfm_env.envs.rng import hash_combine
+    from worldfm_env.rng import hash_combine
 
     seeds = torch.tensor([1, 2, 3], dtype=torch.int64)
     keys = torch.tensor([[5, -7, 9], [5, -7, 9], [0, 0, 0]], dtype=torch.int64)

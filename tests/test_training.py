@@ -361,7 +361,7 @@ def test_fine_tune_keeps_the_inits_recommended_sampler_and_records_its_anchors(t
 def test_splat_radius_on_the_command_line(monkeypatch, capsys):
     import argparse
 
-    from worldfm_env.envs.config import splat_radius_arg
+    from worldfm_env.render.anchor_config import splat_radius_arg
     from worldfm_env.training import distill, stages
 
     assert splat_radius_arg("auto") == "auto" and splat_radius_arg("2") == 2

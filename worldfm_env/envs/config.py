@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
-import argparse
 import difflib
 import math
 import os
-import re
 from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
+from worldfm_env.render.anchor_config import (
+    SPLAT_RADIUS_VALUES,
+    AnchorConfig,
+    parse_splat_radius,
+    splat_radius_arg,
+    valid_splat_radius,
+)
+
 __all__ = [
     "EnvConfig",
+    "AnchorConfig",
     "TASKS",
     "RENDERERS",
     "ACTION_TYPES",
@@ -21,42 +28,6 @@ __all__ = [
     "parse_splat_radius",
     "splat_radius_arg",
 ]
-
-SPLAT_RADIUS_VALUES = "an int in [0, 8] or 'auto'"
-"""The valid values of ``splat_radius``, as error messages state them."""
-
-
-def valid_splat_radius(value) -> bool:
-    """Whether ``value`` is a valid ``splat_radius`` (env, training clips, command lines): ``"auto"`` or an
-    int (Python or numpy, not bool) in [0, 8]."""
-    if isinstance(value, str):
-        return value == "auto"
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)) and 0 <= value <= 8
-
-
-def parse_splat_radius(text: str | int) -> int | str:
-    """A ``splat_radius`` given as text (command lines, saved run arguments) or already as a value:
-    ``"auto"`` or an int in [0, 8] (ASCII digits).
-
-    Raises ValueError naming ``splat_radius`` and its valid values otherwise.
-    """
-    if valid_splat_radius(text):
-        return text if isinstance(text, str) else int(text)
-    text = str(text).strip()
-    value = text if text == "auto" else int(text) if re.fullmatch(r"[0-9]{1,2}", text) else None
-    if not valid_splat_radius(value):
-        raise ValueError(f"splat_radius must be {SPLAT_RADIUS_VALUES}, got {text!r}")
-    return value
-
-
-def splat_radius_arg(text: str) -> int | str:
-    """A command-line ``--splat-radius`` value (argparse ``type=``): :func:`parse_splat_radius`, whose error
-    argparse reports as is."""
-    try:
-        return parse_splat_radius(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-
 
 TASKS = ("pointnav", "explore")
 RENDERERS = ("worldfm", "anchor", "oracle")
@@ -121,17 +92,17 @@ class EnvConfig:
     """Add a ``depth`` (H, W, 1) float32 observation (the renderer's depth, 0 where unknown)."""
     include_pose: bool = False
     """Add a ``pose`` (5,) float32 observation: x, y, z, yaw, pitch."""
-    splat_radius: int | str = 0
+    splat_radius: int | str = AnchorConfig.splat_radius
     """Anchor splat half-size in pixels (0 = one pixel per point, as published), or ``"auto"``: each point
     covers its local sample spacing in pixels (fills the holes of nearby, sparsely sampled surfaces)."""
-    anchor_lod: float = 0.35
+    anchor_lod: float = AnchorConfig.anchor_lod
     """Anchor level of detail: distant points are thinned while their spacing covers at least this many
     pixels (0 draws every point, exactly as published; 0.35 keeps about 2+ points per pixel)."""
-    occlusion_culling: bool = True
+    occlusion_culling: bool = AnchorConfig.occlusion_culling
     """Skip point chunks hidden behind floor-to-ceiling walls (found in the point cloud) when splatting."""
-    reference_samples: int = 300
+    reference_samples: int = AnchorConfig.reference_samples
     """Target pixels voting in reference selection (published: ~300)."""
-    reference_tolerance: float = 0.02
+    reference_tolerance: float = AnchorConfig.reference_tolerance
     """Relative depth tolerance of a reference hit (published: 2 %)."""
     goal_candidates: int = 32
     """Goal cells per scene with a precomputed geodesic field."""
@@ -221,12 +192,8 @@ class EnvConfig:
         number("success_reward", -inf, inf, lo_open=True, hi_open=True)
         number("time_penalty", -inf, inf, lo_open=True, hi_open=True)
         number("explore_success_coverage", 0.0, 1.0, lo_open=True)
-        number("anchor_lod", 0.0, 4.0)
-        if not valid_splat_radius(self.splat_radius):
-            fail("splat_radius", SPLAT_RADIUS_VALUES)
-        self.splat_radius = parse_splat_radius(self.splat_radius)  # a numpy int becomes an int
-        number("reference_samples", 1, 100000, integer=True)
-        number("reference_tolerance", 0.0, 1.0, lo_open=True, hi_open=True)
+        # The anchor fields are validated (and a numpy splat_radius made an int) by the render side's config.
+        self.splat_radius = self.anchor.splat_radius
         number("goal_candidates", 1, 4096, integer=True)
         number("teacher_steps", 1, 1000, integer=True)
         if self.num_scenes is not None:
@@ -234,7 +201,6 @@ class EnvConfig:
         for name in (
             "include_depth",
             "include_pose",
-            "occlusion_culling",
             "validate_actions",
             "compile_model",
             "allow_sliding",
@@ -267,6 +233,17 @@ class EnvConfig:
                 extra = f"; did you mean {hint}?" if hint else ""
                 raise ValueError(f"unknown environment option {key!r}{extra} Valid options: {valid}")
         return cls(**kwargs)
+
+    @property
+    def anchor(self) -> AnchorConfig:
+        """The anchor settings of this env (splat radius, level of detail, culling, reference vote)."""
+        return AnchorConfig(
+            splat_radius=self.splat_radius,
+            anchor_lod=self.anchor_lod,
+            occlusion_culling=self.occlusion_culling,
+            reference_samples=self.reference_samples,
+            reference_tolerance=self.reference_tolerance,
+        )
 
     def to_dict(self) -> dict:
         """Plain-dict form (JSON-friendly)."""

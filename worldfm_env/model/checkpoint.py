@@ -97,7 +97,7 @@ def recommended_sampler_steps(path: str | os.PathLike) -> int | None:
 
 def trained_splat_radius(path: str | os.PathLike) -> int | str | None:
     """The anchor ``splat_radius`` a checkpoint's header says it was trained on, or None when it names none."""
-    from worldfm_env.envs.config import parse_splat_radius
+    from worldfm_env.render.anchor_config import parse_splat_radius
 
     value = read_metadata(path).get(SPLAT_RADIUS_METADATA_KEY)
     if value is None:

@@ -155,7 +155,7 @@ class WorldFMRenderer(Renderer):
             +20 % frames/s for config ``s`` on a 2-core CPU).
         noise: how per-env seeds become diffusion noise: ``"generator"`` (one ``torch.Generator`` per env,
             re-seeded every step: a host sync plus N small launches per draw), ``"hash"`` (one batched
-            counter-based draw on the device, :func:`~worldfm_env.envs.rng.hash_normal`; no host sync) or
+            counter-based draw on the device, :func:`~worldfm_env.rng.hash_normal`; no host sync) or
             ``"auto"`` (``"hash"`` on CUDA, ``"generator"`` on CPU). The two modes give different frames for a seed.
     """
 

@@ -23,7 +23,7 @@ Randomness: every sampler takes either an optional list of ``torch.Generator``, 
 generators, row i draws all of its noise from generator i, in a fixed order (initial noise, then one re-noise per
 extra distilled step): B small ``randn`` launches per draw, and seeding them from device seeds needs a host sync.
 With ``noise_seeds``, every draw is one batched counter-based hash on the device
-(:func:`worldfm_env.envs.rng.hash_normal`): the initial noise is stream 0 and the re-noise before distilled step k
+(:func:`worldfm_env.rng.hash_normal`): the initial noise is stream 0 and the re-noise before distilled step k
 (k = 1, 2, ...) is stream k; no host sync, no per-row launches. Either way, a fixed seed and fixed inputs give the
 same frame whatever else is in the batch (the two modes draw different noise for the same seed). DDIM here is
 deterministic (eta = 0): only its initial noise is random. With neither, the global RNG is used.
@@ -134,7 +134,7 @@ def _randn(
     device, else from the global RNG."""
     if noise_seeds is not None:
         # Imported here: worldfm_env.envs pulls in the env stack, which plain model use does not need.
-        from worldfm_env.envs.rng import hash_normal
+        from worldfm_env.rng import hash_normal
 
         return hash_normal(noise_seeds.to(device), shape[1:], stream=stream).to(dtype)
     if generators is None:

@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 from worldfm_env._device import init_warp, warp_device
-from worldfm_env.scenes.scene import TriangleMesh
+from worldfm_env.render.mesh import TriangleMesh
 
 wp = init_warp()
 

@@ -11,7 +11,7 @@ clips the pixel's corner, so a bank view re-rendered at its own pose reproduces 
 real occluders, which are more than ~2.5 % nearer, still win. Ties resolve to the lower point
 index, so the result is deterministic on CPU and CUDA alike. A second, per-pixel pass decodes
 the key into rgb / depth / mask and clears the buffer for the next frame. Point clouds are
-chunked (see :class:`~worldfm_env.scenes.pool.ScenePool`) and chunks outside the camera frustum
+chunked (see :class:`~worldfm_env.render.points.ChunkedPoints`) and chunks outside the camera frustum
 are skipped whole.
 
 Reference selection (the published depth-consistency vote). A fixed grid of about 300 target
@@ -32,7 +32,7 @@ import torch
 
 from worldfm_env._device import init_warp, warp_device
 from worldfm_env.geometry import invert_pose
-from worldfm_env.scenes.pool import ChunkedPoints, ScenePool
+from worldfm_env.render.points import ChunkedPoints
 
 wp = init_warp()
 
@@ -563,11 +563,6 @@ class Occluders:
         self.wp_origin = wp.from_torch(self.origin, dtype=wp.vec2)
         self.wp_cell_size = wp.from_torch(self.cell_size)
 
-    @classmethod
-    def from_pool(cls, pool: ScenePool, rays: int = 256) -> Occluders:
-        """The occluders of every scene of ``pool``."""
-        return cls(pool.occluders, pool.nav_origin, pool.nav_cell_size, rays)
-
 
 class PointSplatter:
     """Renders the anchor of N envs from chunked point clouds in one launch, into preallocated buffers.
@@ -754,46 +749,67 @@ class ReferenceSelector:
     """Picks each env's reference view from its scene's bank by the depth-consistency vote.
 
     Args:
-        pool: the scenes. num_envs, height, width: the anchor batch and resolution.
+        banks: the packed reference banks of S scenes, any object with these tensors on one device (a
+            :class:`~worldfm_env.scenes.pool.ScenePool` has them): ``bank_c2w``, ``bank_w2c`` (B, 4, 4),
+            ``bank_K`` (B, 3, 3), ``bank_depth`` (B, Hb, Wb), ``scene_bank_start``, ``scene_bank_count`` (S,)
+            int32, and ``max_bank`` (most views of any scene).
+        num_envs, height, width: the anchor batch and resolution.
         num_samples: about how many target pixels vote (published: ~300).
         tolerance: relative depth tolerance of a hit (published: 2 %).
     """
 
     def __init__(
-        self, pool: ScenePool, num_envs: int, height: int, width: int, num_samples: int = 300, tolerance: float = 0.02
+        self, banks, num_envs: int, height: int, width: int, num_samples: int = 300, tolerance: float = 0.02
     ) -> None:
-        self.pool = pool
-        self.device = pool.device
+        self.device = banks.bank_c2w.device
         self.wp_device = warp_device(self.device)
         self.num_envs = num_envs
+        self.max_bank = int(banks.max_bank)
         self.tolerance = tolerance
         self.samples = reference_sample_pixels(height, width, num_samples, self.device)
-        self.hits = torch.zeros(num_envs, pool.max_bank, dtype=torch.int32, device=self.device)
-        self._slots = torch.arange(pool.max_bank, device=self.device)
+        self.hits = torch.zeros(num_envs, self.max_bank, dtype=torch.int32, device=self.device)
+        self.scene_bank_start = banks.scene_bank_start.long()
+        # Each scene's view positions and viewing directions, padded to max_bank slots: the banks never
+        # change, so the tie-break gathers these small rows by scene instead of (N, Bm, 4, 4) poses.
+        slots = torch.arange(self.max_bank, device=self.device)
+        rows = (self.scene_bank_start[:, None] + slots[None, :]).clamp(max=banks.bank_c2w.shape[0] - 1)  # (S, Bm)
+        self.scene_view_position = banks.bank_c2w[rows, :3, 3].contiguous()  # (S, Bm, 3)
+        self.scene_view_forward = banks.bank_c2w[rows, :3, 2].contiguous()  # (S, Bm, 3)
         self._wp_static = [
             wp.from_torch(self.samples, dtype=wp.vec2i),
         ]
         self._wp_bank = [
-            wp.from_torch(pool.scene_bank_start),
-            wp.from_torch(pool.scene_bank_count),
-            _mat44(pool.bank_w2c),
-            _mat33(pool.bank_K),
-            wp.from_torch(pool.bank_depth),
+            wp.from_torch(banks.scene_bank_start),
+            wp.from_torch(banks.scene_bank_count),
+            _mat44(banks.bank_w2c),
+            _mat33(banks.bank_K),
+            wp.from_torch(banks.bank_depth),
         ]
+        self._wp_hits = wp.from_torch(self.hits)
 
     def select(
-        self, anchor_depth: torch.Tensor, scene_index: torch.Tensor, c2w: torch.Tensor, K: torch.Tensor
+        self,
+        anchor_depth: torch.Tensor,
+        scene_index: torch.Tensor,
+        c2w: torch.Tensor,
+        K: torch.Tensor,
+        K_inv: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Global bank index (N,) int64 of each env's reference view (rows of ``pool.bank_*``)."""
+        """Global bank index (N,) int64 of each env's reference view (rows of the packed ``bank_*`` tensors).
+
+        ``K_inv``: the inverse intrinsics (N, 3, 3), when the caller keeps them (constant cameras); else computed.
+        """
         scene_index = scene_index.to(torch.int32).contiguous()
+        if K_inv is None:
+            K_inv = torch.linalg.inv(K.float())
         wp.launch(
             _reference_hits_kernel,
-            dim=(self.num_envs, self.pool.max_bank),
+            dim=(self.num_envs, self.max_bank),
             inputs=[
                 wp.from_torch(anchor_depth.contiguous()),
                 *self._wp_static,
                 _mat44(c2w.float()),
-                _mat33(torch.linalg.inv(K.float())),
+                _mat33(K_inv.float()),
                 wp.from_torch(scene_index),
                 self._wp_bank[0],
                 self._wp_bank[1],
@@ -801,17 +817,15 @@ class ReferenceSelector:
                 self._wp_bank[3],
                 self._wp_bank[4],
                 self.tolerance,
-                wp.from_torch(self.hits),
+                self._wp_hits,
             ],
             device=self.wp_device,
         )
         sidx = scene_index.long()
-        start = self.pool.scene_bank_start.long()[sidx]  # (N,)
-        bank_idx = (start[:, None] + self._slots[None, :]).clamp(max=self.pool.bank_c2w.shape[0] - 1)  # (N, Bm)
+        start = self.scene_bank_start[sidx]  # (N,)
         # Tie-break (and no-coverage fallback): prefer the nearest view by position and viewing direction.
-        bank_pose = self.pool.bank_c2w[bank_idx]  # (N, Bm, 4, 4)
-        dist = (bank_pose[..., :3, 3] - c2w[:, None, :3, 3]).norm(dim=-1)
-        cos = (bank_pose[..., :3, 2] * c2w[:, None, :3, 2]).sum(-1)
+        dist = (self.scene_view_position[sidx] - c2w[:, None, :3, 3]).norm(dim=-1)  # (N, Bm)
+        cos = (self.scene_view_forward[sidx] * c2w[:, None, :3, 2]).sum(-1)
         closeness = 1.0 / (1.0 + dist + (1.0 - cos))  # in (0, 1]
         score = self.hits.float() + 0.5 * closeness
         score = torch.where(self.hits >= 0, score, torch.full_like(score, -1.0))

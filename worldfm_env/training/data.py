@@ -19,8 +19,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from worldfm_env.envs.config import SPLAT_RADIUS_VALUES, parse_splat_radius, valid_splat_radius
-from worldfm_env.envs.rng import hash_uniform
+from worldfm_env.render.anchor_config import SPLAT_RADIUS_VALUES, parse_splat_radius, valid_splat_radius
+from worldfm_env.rng import hash_uniform
 from worldfm_env.geometry import intrinsics_from_fov, pose_from_yaw_pitch
 from worldfm_env.model.dit import PanelCameras
 from worldfm_env.render.raycast import MeshRaycaster
@@ -268,7 +268,7 @@ class ClipGenerator:
         N = B * T
         clip_index = torch.arange(B, dtype=torch.int32, device=self.device).repeat_interleave(T)
         K_all = self.K.expand(N, 3, 3).contiguous()
-        occluders = Occluders.from_pool(pool) if cfg.occlusion_culling else None
+        occluders = Occluders(pool.occluders, pool.nav_origin, pool.nav_cell_size) if cfg.occlusion_culling else None
         splatter = PointSplatter(
             pool.points, N, H, W, radius=cfg.splat_radius, lod_scale=cfg.anchor_lod, occluders=occluders
         )
