@@ -30,8 +30,8 @@ if __package__ in (None, ""):  # run as a script: make `agents` importable
 
 from agents._args import parse_args
 from agents.scripted import AGENTS, make_agent
-from worldfm_env.render.anchor_config import parse_splat_radius
 from worldfm_env.envs.vector import WorldFMVectorEnv
+from worldfm_env.render.anchor_config import parse_splat_radius
 
 __all__ = ["Args", "EvalResult", "evaluate", "load_agent", "main"]
 

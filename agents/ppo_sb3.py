@@ -31,8 +31,8 @@ if __package__ in (None, ""):  # run as a script: make `agents` importable
 
 from agents._args import parse_args
 from agents.ppo_torch import Agent
-from worldfm_env.render.anchor_config import parse_splat_radius
 from worldfm_env.integrations.sb3 import SB3VecEnv
+from worldfm_env.render.anchor_config import parse_splat_radius
 
 __all__ = ["Args", "SmallCombinedExtractor", "main"]
 

@@ -46,8 +46,8 @@ if __package__ in (None, ""):  # run as a script: make `agents` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agents._args import parse_args
-from worldfm_env.render.anchor_config import parse_splat_radius
 from worldfm_env.envs.vector import WorldFMVectorEnv
+from worldfm_env.render.anchor_config import parse_splat_radius
 
 __all__ = ["ACTION_SETS", "GOAL_ENCODINGS", "PRECISIONS", "Args", "Agent", "action_ids_for", "encoder_dtype", "main"]
 

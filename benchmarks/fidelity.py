@@ -51,11 +51,11 @@ import torch
 import torch.nn.functional as F
 
 from worldfm_env._device import resolve_device
-from worldfm_env.render.anchor_config import splat_radius_arg
 from worldfm_env.model import PanelCameras, load_checkpoint, make_generators, sample_ddim
 from worldfm_env.model.renderer import auto_model_dtype, default_weights_path, images_to_model, model_to_images
 from worldfm_env.model.samplers import sample_distilled
 from worldfm_env.model.targets import clip_scale, from_target, residual_base
+from worldfm_env.render.anchor_config import splat_radius_arg
 from worldfm_env.render.fill import nearest_fill, pull_push_fill
 
 __all__ = ["PSNR_CAP_DB", "evaluate_fidelity", "main", "nearest_fill", "psnr", "ssim"]

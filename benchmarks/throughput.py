@@ -26,8 +26,8 @@ import numpy as np
 import torch
 
 import worldfm_env  # noqa: F401  (registers the ids)
-from worldfm_env.render.anchor_config import splat_radius_arg
 from worldfm_env.envs.vector import WorldFMVectorEnv
+from worldfm_env.render.anchor_config import splat_radius_arg
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

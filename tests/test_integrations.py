@@ -15,9 +15,9 @@ from pettingzoo.test import parallel_api_test, parallel_seed_test  # noqa: E402
 from stable_baselines3 import PPO  # noqa: E402
 from stable_baselines3.common.vec_env import VecCheckNan, VecMonitor  # noqa: E402
 
-from worldfm_env.rng import hash_uniform  # noqa: E402
 from worldfm_env.envs.vector import WorldFMVectorEnv  # noqa: E402
 from worldfm_env.integrations import SB3VecEnv, parallel_env  # noqa: E402
+from worldfm_env.rng import hash_uniform  # noqa: E402
 
 TURN_LEFT, STOP = 2, 0
 

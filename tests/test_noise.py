@@ -4,10 +4,10 @@ import pytest
 import torch
 from conftest import SMALL
 
-from worldfm_env.rng import hash_normal
 from worldfm_env.envs.vector import WorldFMVectorEnv
 from worldfm_env.model import build_model, sample_ddim, sample_distilled, save_checkpoint
 from worldfm_env.model.renderer import WorldFMRenderer
+from worldfm_env.rng import hash_normal
 
 SEEDS = torch.tensor([5, 123, -7, 2**40 + 3, 0, 2**62 + 11])
 

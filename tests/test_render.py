@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from worldfm_env.geometry import pose_from_yaw_pitch
+from worldfm_env.render.points import ChunkedPoints
 from worldfm_env.render.splat import PointSplatter, ReferenceSelector, splat_points
 from worldfm_env.scenes.catalog import resolve_scenes
 from worldfm_env.scenes.pointcloud import points_from_views
-from worldfm_env.render.points import ChunkedPoints
 from worldfm_env.scenes.pool import ScenePool
 from worldfm_env.scenes.scene import ReferenceBank
 
@@ -260,7 +260,9 @@ def test_occlusion_culling_never_hides_visible_surfaces():
     assert bool(pool.occluders.any())
     plain = PointSplatter(pool.points, N, H, W).render(scene_index, c2w, K)
     plain = [t.clone() for t in (plain.depth, plain.mask)]
-    culled = PointSplatter(pool.points, N, H, W, occluders=Occluders(pool.occluders, pool.nav_origin, pool.nav_cell_size)).render(scene_index, c2w, K)
+    culled = PointSplatter(
+        pool.points, N, H, W, occluders=Occluders(pool.occluders, pool.nav_origin, pool.nav_cell_size)
+    ).render(scene_index, c2w, K)
     _, gt_depth = MeshRaycaster([pool.scenes[0].mesh]).render(scene_index, c2w, K, H, W)
     correct_plain = plain[1] & ((plain[0] - gt_depth).abs() < 0.05 * gt_depth)
     correct_culled = culled.mask & ((culled.depth - gt_depth).abs() < 0.05 * gt_depth)

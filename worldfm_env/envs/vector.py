@@ -14,12 +14,12 @@ from gymnasium.vector.utils import batch_space
 
 from worldfm_env._device import resolve_device
 from worldfm_env.envs.config import EnvConfig
-from worldfm_env.rng import hash_combine, hash_uniform
 from worldfm_env.envs.shared import shared_world
 from worldfm_env.envs.tasks import make_task
 from worldfm_env.geometry import integrate_continuous, integrate_discrete, intrinsics_from_fov, pose_from_yaw_pitch
 from worldfm_env.render.splat import Occluders, PointSplatter, ReferenceSelector
 from worldfm_env.renderers import RenderRequest, make_renderer
+from worldfm_env.rng import hash_combine, hash_uniform
 
 __all__ = ["WorldFMVectorEnv"]
 
@@ -132,7 +132,11 @@ class WorldFMVectorEnv(VectorEnv):
         need_anchor = self.renderer.needs_anchor or self.renderer.needs_reference
         self.splatter = None
         if need_anchor:
-            occluders = Occluders(self.pool.occluders, self.pool.nav_origin, self.pool.nav_cell_size) if cfg.occlusion_culling else None
+            occluders = (
+                Occluders(self.pool.occluders, self.pool.nav_origin, self.pool.nav_cell_size)
+                if cfg.occlusion_culling
+                else None
+            )
             self.splatter = PointSplatter(
                 self.pool.points, N, H, W, radius=cfg.splat_radius, lod_scale=cfg.anchor_lod, occluders=occluders
             )

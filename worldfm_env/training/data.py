@@ -19,12 +19,12 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from worldfm_env.render.anchor_config import SPLAT_RADIUS_VALUES, parse_splat_radius, valid_splat_radius
-from worldfm_env.rng import hash_uniform
 from worldfm_env.geometry import intrinsics_from_fov, pose_from_yaw_pitch
 from worldfm_env.model.dit import PanelCameras
+from worldfm_env.render.anchor_config import SPLAT_RADIUS_VALUES, parse_splat_radius, valid_splat_radius
 from worldfm_env.render.raycast import MeshRaycaster
 from worldfm_env.render.splat import Occluders, PointSplatter, ReferenceSelector
+from worldfm_env.rng import hash_uniform
 from worldfm_env.scenes.navigation import geodesic_distance
 from worldfm_env.scenes.pointcloud import points_from_views
 from worldfm_env.scenes.pool import ScenePool

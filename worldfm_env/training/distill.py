@@ -32,12 +32,12 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from worldfm_env._device import resolve_device
-from worldfm_env.render.anchor_config import splat_radius_arg
 from worldfm_env.model import iddpm_linear_schedule, load_checkpoint, sample_ddim, save_checkpoint
 from worldfm_env.model.checkpoint import SAMPLER_STEPS_METADATA_KEY, SPLAT_RADIUS_METADATA_KEY, trained_splat_radius
 from worldfm_env.model.dit import PanelCameras
 from worldfm_env.model.samplers import DISTILLED_TIMESTEPS, distilled_trajectory, eps_to_x0, v_to_x0
 from worldfm_env.model.targets import clip_scale
+from worldfm_env.render.anchor_config import splat_radius_arg
 from worldfm_env.scenes.catalog import resolve_scenes
 from worldfm_env.training.data import ClipConfig, ClipGenerator
 from worldfm_env.training.stages import (

@@ -36,13 +36,13 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from worldfm_env._device import resolve_device
-from worldfm_env.render.anchor_config import splat_radius_arg
 from worldfm_env.model import build_model, iddpm_linear_schedule, load_checkpoint, sample_ddim, save_checkpoint
 from worldfm_env.model.checkpoint import SAMPLER_STEPS_METADATA_KEY, SPLAT_RADIUS_METADATA_KEY, read_metadata
 from worldfm_env.model.dit import PanelCameras, WorldFMDiT
 from worldfm_env.model.renderer import images_to_model, model_to_images
 from worldfm_env.model.samplers import distilled_trajectory
 from worldfm_env.model.targets import clip_scale, from_target, residual_base, to_target
+from worldfm_env.render.anchor_config import splat_radius_arg
 from worldfm_env.scenes.catalog import resolve_scenes
 from worldfm_env.training.data import ClipConfig, ClipGenerator
 
