@@ -79,8 +79,23 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
         raise ValueError(f"checkpoint not found: {path!r}")
     if not _is_safetensors(path):
         return {}
-    with safe_open(path, framework="pt", device="cpu") as f:
-        return dict(f.metadata() or {})
+    try:
+        with safe_open(path, framework="pt", device="cpu") as f:
+            return dict(f.metadata() or {})
+    except Exception as error:  # safetensors raises its own SafetensorError (and OSError) for bad files
+        raise _unreadable(path, "safetensors", error) from error
+
+
+def _unreadable(path: str, kind: str, error: BaseException) -> ValueError:
+    """The one error for a checkpoint file that cannot be read: names the file, the format tried and the cause."""
+    size = os.path.getsize(path) if os.path.isfile(path) else 0
+    what = {
+        "safetensors": "a safetensors file whose header or tensors cannot be read (truncated, partly written or "
+        "corrupt)",
+        "torch": "neither a safetensors file nor a torch checkpoint (.pth) that torch.load can read (empty, "
+        "truncated, text or another format)",
+    }[kind]
+    return ValueError(f"checkpoint {path!r} ({size} bytes) is {what}: {type(error).__name__}: {error}")
 
 
 def recommended_sampler_steps(path: str | os.PathLike) -> int | None:
@@ -126,13 +141,24 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], D
         raise ValueError(f"checkpoint not found: {path!r}")
     config = None
     if _is_safetensors(path):
-        with safe_open(path, framework="pt", device="cpu") as f:
-            meta = f.metadata() or {}
-            state = {k: f.get_tensor(k) for k in f.keys()}
+        try:
+            with safe_open(path, framework="pt", device="cpu") as f:
+                meta = f.metadata() or {}
+                state = {k: f.get_tensor(k) for k in f.keys()}
+        except Exception as error:  # SafetensorError, OSError: truncated or corrupt files
+            raise _unreadable(path, "safetensors", error) from error
         if CONFIG_METADATA_KEY in meta:
-            config = DiTConfig.from_dict(json.loads(meta[CONFIG_METADATA_KEY]))
+            try:
+                config = DiTConfig.from_dict(json.loads(meta[CONFIG_METADATA_KEY]))
+            except (ValueError, TypeError) as error:  # JSONDecodeError is a ValueError
+                raise ValueError(
+                    f"checkpoint {path!r}: header {CONFIG_METADATA_KEY} is not a valid model config: {error}"
+                ) from error
     else:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # UnpicklingError, EOFError, RuntimeError (bad zip), IndexError, ...
+            raise _unreadable(path, "torch", error) from error
         if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
             obj = obj["state_dict"]
         if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
