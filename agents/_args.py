@@ -1,73 +1,47 @@
-"""Typed command-line arguments from a dataclass, with plain argparse (no extra dependency).
+"""Typed command-line arguments of the agent scripts: a thin layer over :mod:`worldfm_env._config`.
 
-Each field becomes ``--field-name`` (underscores as dashes); its help text is the string literal
-written under the field, as in :class:`worldfm_env.EnvConfig`. Booleans get ``--x/--no-x``;
-``T | None`` fields take a ``T`` and default to ``None``.
+Each field of an ``Args`` dataclass becomes ``--field-name`` (underscores as dashes); its help text is the string
+literal written under the field, as in :class:`worldfm_env.EnvConfig`. Booleans get ``--x/--no-x``; ``T | None``
+fields take a ``T`` and default to ``None``. :func:`env_kwargs` picks the environment options out of an ``Args``.
 """
 
 from __future__ import annotations
 
-import argparse
-import ast
-import dataclasses
-import inspect
-import textwrap
-import types
-import typing
-from typing import Any, TypeVar
+from typing import Any
 
-T = TypeVar("T")
+from worldfm_env._config import field_docs, parse_dataclass_args, pick_fields
 
-__all__ = ["parse_args", "field_docs"]
+__all__ = ["WORLDFM_ONLY", "env_kwargs", "field_docs", "parse_args"]
 
+parse_args = parse_dataclass_args
+"""``parse_args(Args, argv=None, description=None)``: :func:`worldfm_env._config.parse_dataclass_args`."""
 
-def field_docs(cls: type) -> dict[str, str]:
-    """The docstring written under each field of dataclass ``cls`` (empty when there is none)."""
-    try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    except (OSError, TypeError):  # pragma: no cover - source unavailable (frozen apps)
-        return {}
-    body = tree.body[0].body  # type: ignore[attr-defined]
-    docs: dict[str, str] = {}
-    for node, following in zip(body, body[1:], strict=False):
-        if (
-            isinstance(node, ast.AnnAssign)
-            and isinstance(node.target, ast.Name)
-            and isinstance(following, ast.Expr)
-            and isinstance(following.value, ast.Constant)
-            and isinstance(following.value.value, str)
-        ):
-            docs[node.target.id] = " ".join(following.value.value.split())
-    return docs
+WORLDFM_ONLY = (
+    "weights",
+    "vae",
+    "compile_model",
+    "sampler_steps",
+    "teacher_steps",
+    "model_dtype",
+    "noise",
+    "noise_key",
+)
+"""Environment options of ``renderer="worldfm"`` alone: :func:`env_kwargs` leaves them out for the other renderers."""
 
 
-def _scalar_type(hint: Any) -> tuple[type, bool]:
-    """(base type, optional) of a field annotation such as ``int``, ``str | None``."""
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        if len(args) != 1:
-            raise TypeError(f"unsupported argument type {hint!r}")
-        return args[0], True
-    return hint, False
+def env_kwargs(args: object, **overrides: Any) -> dict[str, Any]:
+    """The :class:`~worldfm_env.envs.config.EnvConfig` options of a script's ``args``, ``overrides`` on top.
 
+    Every attribute of ``args`` named like an ``EnvConfig`` field is taken (a field added to ``EnvConfig`` needs no
+    copy here, only a same-named argument); ``overrides`` replace or add options (a device of another name, a parsed
+    ``splat_radius``, values read from a checkpoint). The ``renderer="worldfm"`` options (:data:`WORLDFM_ONLY`) are
+    dropped for the other renderers, and an empty ``weights`` is dropped (the env's default then applies).
+    """
+    from worldfm_env.envs.config import EnvConfig
 
-def parse_args(cls: type[T], argv: list[str] | None = None, description: str | None = None) -> T:
-    """Parse ``argv`` (``sys.argv[1:]`` when None) into an instance of dataclass ``cls``."""
-    hints = typing.get_type_hints(cls)
-    docs = field_docs(cls)
-    parser = argparse.ArgumentParser(
-        description=description or (inspect.getdoc(cls) or ""),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    for f in dataclasses.fields(cls):
-        base, _ = _scalar_type(hints[f.name])
-        flag = "--" + f.name.replace("_", "-")
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        help_text = docs.get(f.name, "")
-        if base is bool:
-            parser.add_argument(flag, default=default, action=argparse.BooleanOptionalAction, help=help_text)
-        else:
-            parser.add_argument(flag, type=base, default=default, help=help_text, metavar=base.__name__.upper())
-    namespace = parser.parse_args(argv)
-    return cls(**vars(namespace))
+    kwargs = {**pick_fields(EnvConfig, args), **overrides}
+    if kwargs.get("renderer", EnvConfig.renderer) != "worldfm":
+        kwargs = {k: v for k, v in kwargs.items() if k not in WORLDFM_ONLY}
+    if "weights" in kwargs and not kwargs["weights"]:
+        del kwargs["weights"]
+    return kwargs

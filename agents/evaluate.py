@@ -28,7 +28,7 @@ import torch
 if __package__ in (None, ""):  # run as a script: make `agents` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agents._args import parse_args
+from agents._args import env_kwargs, parse_args
 from agents.scripted import AGENTS, make_agent
 from worldfm_env.envs.vector import WorldFMVectorEnv
 from worldfm_env.render.anchor_config import parse_splat_radius
@@ -233,22 +233,17 @@ def evaluate(args: Args) -> EvalResult:
     num_envs = min(args.num_envs, args.episodes)
     # The anchor the policy was trained on, unless asked otherwise (the oracle world has none).
     splat_radius = parse_splat_radius(saved.get("splat_radius", 0) if args.splat_radius is None else args.splat_radius)
-    env_kwargs = dict(
+    # The env options of args by name (scenes, renderer, device, ...; weights, compile_model: worldfm only), with
+    # those that default to the trained policy's settled here.
+    options = env_kwargs(
+        args,
         task=task,
-        scenes=args.scenes,
-        renderer=args.renderer,
         resolution=resolution,
-        device=args.device,
-        max_episode_steps=args.max_episode_steps,
         allow_sliding=saved.get("allow_sliding", False) if args.allow_sliding is None else args.allow_sliding,
         include_depth=saved.get("include_depth", False),  # the observations the policy was trained on
         splat_radius=splat_radius,
     )
-    if args.renderer == "worldfm":
-        env_kwargs["compile_model"] = args.compile_model
-        if args.weights:
-            env_kwargs["weights"] = args.weights
-    env = WorldFMVectorEnv(num_envs=num_envs, **env_kwargs)
+    env = WorldFMVectorEnv(num_envs=num_envs, **options)
     agent = load_agent(args.agent, env, seed=args.seed, deterministic=args.deterministic, loaded=loaded)
     out_dir = Path(args.output_dir) if args.output_dir else None
     if out_dir is not None:

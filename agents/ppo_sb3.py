@@ -29,7 +29,7 @@ from stable_baselines3.common.vec_env import VecMonitor
 if __package__ in (None, ""):  # run as a script: make `agents` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agents._args import parse_args
+from agents._args import env_kwargs, parse_args
 from agents.ppo_torch import Agent
 from worldfm_env.integrations.sb3 import SB3VecEnv
 from worldfm_env.render.anchor_config import parse_splat_radius
@@ -158,17 +158,9 @@ def main(argv: list[str] | None = None) -> Path:
     args = parse_args(Args, argv)
     save_path = Path(args.save_path or f"runs/{args.exp_name}_{args.seed}.zip")
     splat_radius = parse_splat_radius(args.splat_radius)
+    # The env options of args by name (task, scenes, renderer, ...); args.device is the policy's.
     venv = SB3VecEnv.from_kwargs(
-        num_envs=args.num_envs,
-        task=args.task,
-        scenes=args.scenes,
-        renderer=args.renderer,
-        resolution=args.resolution,
-        device=args.env_device,
-        max_episode_steps=args.max_episode_steps,
-        allow_sliding=args.allow_sliding,
-        include_depth=args.include_depth,
-        splat_radius=splat_radius,
+        num_envs=args.num_envs, **env_kwargs(args, device=args.env_device, splat_radius=splat_radius)
     )
     info_keywords = ("success", "spl") if args.task == "pointnav" else ("coverage",)
     venv = VecMonitor(venv, info_keywords=info_keywords)

@@ -45,7 +45,7 @@ from gymnasium import spaces
 if __package__ in (None, ""):  # run as a script: make `agents` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agents._args import parse_args
+from agents._args import env_kwargs, parse_args
 from worldfm_env.envs.vector import WorldFMVectorEnv
 from worldfm_env.render.anchor_config import parse_splat_radius
 
@@ -232,7 +232,7 @@ def encoder_dtype(precision: str, device: torch.device | str) -> torch.dtype | N
         return None
     if precision == "bfloat16":
         return torch.bfloat16
-    from worldfm_env.model.renderer import auto_model_dtype
+    from worldfm_env.model.frame_model import auto_model_dtype
 
     return torch.bfloat16 if auto_model_dtype(torch.device(device)) == torch.bfloat16 else None
 
@@ -486,18 +486,12 @@ def main(argv: list[str] | None = None) -> Path:
 
     envs = WorldFMVectorEnv(
         num_envs=args.num_envs,
-        task=args.task,
-        scenes=args.scenes,
-        renderer=args.renderer,
-        resolution=args.resolution,
-        device=args.device,
-        max_episode_steps=args.max_episode_steps,
-        allow_sliding=args.allow_sliding,
-        include_depth=args.include_depth,
-        splat_radius=splat_radius,
-        array_type="torch",
-        validate_actions=False,  # sampled actions are valid by construction; skip the device sync
-        **({"weights": args.weights, "compile_model": args.compile_model} if args.renderer == "worldfm" else {}),
+        **env_kwargs(
+            args,  # task, scenes, renderer, resolution, device, ... (weights, compile_model: worldfm only)
+            splat_radius=splat_radius,
+            array_type="torch",
+            validate_actions=False,  # sampled actions are valid by construction; skip the device sync
+        ),
     )
     device = envs.device
     assert isinstance(envs.single_action_space, spaces.Discrete), "ppo_torch needs discrete actions"

@@ -26,7 +26,7 @@ import torch
 if __package__ in (None, ""):  # run as a script: make `agents` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agents._args import parse_args
+from agents._args import env_kwargs, parse_args
 from worldfm_env.envs.vector import WorldFMVectorEnv
 from worldfm_env.policies import RandomPolicy, ShortestPathPolicy, follow_distance_field
 from worldfm_env.scenes.navigation import geodesic_distance
@@ -153,14 +153,7 @@ class Args:
 def main(argv: list[str] | None = None) -> dict[str, float]:
     """Run the rollout; return the mean final metrics."""
     args = parse_args(Args, argv)
-    env = WorldFMVectorEnv(
-        num_envs=args.num_envs,
-        task=args.task,
-        scenes=args.scenes,
-        renderer=args.renderer,
-        resolution=args.resolution,
-        device=args.device,
-    )
+    env = WorldFMVectorEnv(num_envs=args.num_envs, **env_kwargs(args))  # task, scenes, renderer, resolution, device
     agent = make_agent(args.agent, env, seed=args.seed)
     obs, info = env.reset(seed=args.seed)
     start = time.perf_counter()

@@ -51,10 +51,9 @@ import torch
 import torch.nn.functional as F
 
 from worldfm_env._device import resolve_device
-from worldfm_env.model import PanelCameras, load_checkpoint, make_generators, sample_ddim
-from worldfm_env.model.renderer import auto_model_dtype, default_weights_path, images_to_model, model_to_images
-from worldfm_env.model.samplers import sample_distilled
-from worldfm_env.model.targets import clip_scale, from_target, residual_base
+from worldfm_env.model import PanelCameras, load_checkpoint, make_generators
+from worldfm_env.model.frame_model import FrameModel, auto_model_dtype
+from worldfm_env.model.weights import default_weights_path
 from worldfm_env.render.anchor_config import splat_radius_arg
 from worldfm_env.render.fill import nearest_fill, pull_push_fill
 
@@ -184,45 +183,27 @@ def _sync(device: torch.device) -> None:
 
 @torch.no_grad()
 def _generate(method: dict, frames: dict, seeds: list[int], batch: int, device: torch.device) -> torch.Tensor:
-    """All target frames of one generative method, uint8 (N, H, W, 3), in chunks of ``batch`` rows."""
-    model, dtype = method["model"], method["dtype"]
+    """All target frames of one generative method, uint8 (N, H, W, 3), in chunks of ``batch`` rows, through the
+    frame-model object the env's renderer uses (the same conditions, sampler and decoding)."""
+    frame_model = FrameModel(method["model"], name=method["weights"])
     N, H, W, _ = frames["anchor"].shape
     out = []
     for start in range(0, N, batch):
         sl = slice(start, start + batch)
-        anchor = images_to_model(frames["anchor"][sl], dtype)
-        reference = images_to_model(frames["reference"][sl], dtype)
-        target = model.config.target
-        # float32 base: the covered pixels exactly as rendered
-        base = residual_base(target, images_to_model(frames["anchor"][sl], torch.float32), frames["mask"][sl])
-        generators = make_generators(seeds[sl], device)
         cameras = None
-        if model.config.camera_encoding != "none":
+        if frame_model.needs_cameras:
             cameras = PanelCameras(frames["camera_c2w"][sl], frames["camera_K"][sl], (H, W))
-        depth = frames["depth"][sl] if model.config.refiner_depth else None
-        if method["sampler"] == "ddim":
-            x0 = sample_ddim(
-                model,
-                anchor,
-                reference,
-                num_steps=method["steps"],
-                prediction=model.config.prediction,
-                generators=generators,
-                cameras=cameras,
-                anchor_depth=depth,
-                clip_x0=clip_scale(target),
-            )
-        else:
-            x0 = sample_distilled(
-                model,
-                anchor,
-                reference,
+        cond = frame_model.conditions(
+            frames["anchor"][sl], frames["mask"][sl], frames["reference"][sl], frames["depth"][sl], cameras
+        )
+        out.append(
+            frame_model.generate(
+                cond,
+                generators=make_generators(seeds[sl], device),
+                sampler=method["sampler"],
                 steps=method["steps"],
-                generators=generators,
-                cameras=cameras,
-                anchor_depth=depth,
             )
-        out.append(model_to_images(from_target(x0, base, target)))
+        )
     return torch.cat(out)
 
 

@@ -25,9 +25,9 @@ import torch
 
 from worldfm_env.model import build_model, make_generators
 from worldfm_env.model.autoencoders import DiffusersAutoencoderKL, IdentityAutoencoder
-from worldfm_env.model.renderer import auto_model_dtype, images_to_model, model_to_images, panel_depth
+from worldfm_env.model.frame_model import auto_model_dtype, images_to_model, model_to_images, panel_depth
 from worldfm_env.model.samplers import iddpm_linear_schedule
-from worldfm_env.render.splat import PointSplatter, ReferenceSelector
+from worldfm_env.renderers.pipeline import ObservationPipeline
 from worldfm_env.scenes.catalog import resolve_scenes
 from worldfm_env.scenes.pool import ScenePool
 
@@ -136,7 +136,7 @@ def published_loop(pool, model, ae, dtype, latent_size, B, device, timer, schedu
 
 
 class Poses:
-    """B camera poses spread over the scene's bank, with splatters and selectors sized for them."""
+    """B camera poses spread over the scene's bank, with the splat and vote of observation pipelines sized for them."""
 
     def __init__(self, pool, B, H, W, ae, dtype, device):
         bank = pool.scenes[0].bank
@@ -145,10 +145,11 @@ class Poses:
         jitter[:, :3, 3] = 0.05 * torch.randn(B, 3, generator=torch.Generator().manual_seed(0)).to(device)
         self.c2w = (bank.c2w[idx] + jitter).contiguous()
         self.H = H
-        self.splatter = PointSplatter(pool.points, B, H, W, lod_scale=0.35)
-        self.selector = ReferenceSelector(pool, B, H, W)
-        self.splatter1 = PointSplatter(pool.points, 1, H, W, lod_scale=0.35)
-        self.selector1 = ReferenceSelector(pool, 1, H, W)
+        # The env's observation pipeline (its anchor settings); the benchmark times its splat and vote apart.
+        batched = ObservationPipeline(pool, B, H, W, renderer="anchor", with_anchor=True)
+        single = ObservationPipeline(pool, 1, H, W, renderer="anchor", with_anchor=True)
+        self.splatter, self.selector = batched.splatter, batched.selector
+        self.splatter1, self.selector1 = single.splatter, single.selector
         if ae is not None:
             self.bank_latents = torch.cat(
                 [

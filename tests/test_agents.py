@@ -415,7 +415,7 @@ def test_sampled_ppo_actions_repeat_for_a_seed():
 
 
 def test_encoder_precision_choices():
-    from worldfm_env.model.renderer import auto_model_dtype
+    from worldfm_env.model.frame_model import auto_model_dtype
 
     assert ppo_torch.encoder_dtype("float32", "cpu") is None
     assert ppo_torch.encoder_dtype("bfloat16", "cpu") is torch.bfloat16

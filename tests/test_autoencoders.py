@@ -204,7 +204,9 @@ def test_env_with_vae_resets_steps_and_is_reproducible(latent_weights, vae_folde
     res = SMALL["resolution"]
     for rgb in frames:
         assert rgb.shape == (2, res, res, 3) and rgb.dtype == torch.uint8
-    assert not torch.equal(frames[-1], env._last_request.anchor.rgb)  # generated through the decoder, not copied
+    assert not torch.equal(
+        frames[-1], env.pipeline.last_request.anchor.rgb
+    )  # generated through the decoder, not copied
     _, again = run_env(latent_weights, vae_folder)
     for a, b in zip(frames, again, strict=True):
         assert torch.equal(a, b)
@@ -227,7 +229,7 @@ def test_env_vae_mismatches_are_explained(tmp_path, latent_weights, vae_folder):
 
 def test_residual_latent_model_decodes_the_encoded_base(tmp_path, vae_folder):
     """target='anchor_residual' with a VAE: the base is encoded like a frame; a zero residual decodes it."""
-    from worldfm_env.model.renderer import images_to_model, model_to_images
+    from worldfm_env.model.frame_model import images_to_model, model_to_images
     from worldfm_env.model.targets import anchor_base
 
     path = tmp_path / "tiny-latent-residual.safetensors"
@@ -242,9 +244,9 @@ def test_residual_latent_model_decodes_the_encoded_base(tmp_path, vae_folder):
         model_dtype="float32",
     )
     env.reset(seed=2)
-    env.renderer.forward = zero_x0_forward()
+    env.renderer.frame_model.forward = zero_x0_forward()
     obs, *_ = env.step(torch.tensor([1, 3]))
-    anchor = env._last_request.anchor
+    anchor = env.pipeline.last_request.anchor
     ae = env.renderer.autoencoder
     expected = model_to_images(ae.decode(ae.encode(anchor_base(images_to_model(anchor.rgb), anchor.mask))))
     assert (obs["rgb"].int() - expected.int()).abs().max() <= 1

@@ -157,7 +157,8 @@ def test_render_meta_json_trajectory(tmp_path):
 
 
 def test_demo_shows_the_worldfm_column_when_weights_are_shipped(capsys, tmp_path, monkeypatch):
-    from worldfm_env.model import build_model, renderer, save_checkpoint
+    from worldfm_env.model import build_model, save_checkpoint
+    from worldfm_env.model import weights as renderer
 
     weights = tmp_path / "weights"
     weights.mkdir()

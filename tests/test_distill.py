@@ -186,4 +186,4 @@ def test_depth_refiner_teacher_distills(tmp_path):
         weights=str(tmp_path / "o" / "model.safetensors"),
     )
     obs, _ = env.reset(seed=0)
-    assert env.renderer.depth_needed and obs["rgb"].shape == (2, 32, 32, 3)
+    assert env.renderer.frame_model.needs_depth and obs["rgb"].shape == (2, 32, 32, 3)

@@ -382,7 +382,7 @@ def test_depth_and_pose_observations(renderer):
     if renderer == "oracle":  # closed rooms: every ray hits the mesh
         assert float((depth > 0).float().mean()) > 0.99
     else:  # the anchor's depth: known exactly where a point landed
-        anchor = env._last_request.anchor
+        anchor = env.pipeline.last_request.anchor
         assert torch.equal(depth > 0, anchor.mask) and torch.equal(depth, anchor.depth)
         assert float(anchor.mask.float().mean()) > 0.5
     expected = torch.cat([env.position, env.yaw[:, None], env.pitch[:, None]], dim=1)
@@ -707,7 +707,7 @@ def test_missing_scene_file(tmp_path):
 
 def _room_ply(path) -> None:
     """A small square room point cloud (floor y = 0, walls 2.5 m high) written as PLY."""
-    from worldfm_env.scenes.importers import save_ply
+    from worldfm_env.scenes.sources.ply import save_ply
 
     half, step = 1.5, 0.05
     s = np.arange(-half, half + 1e-6, step)
@@ -723,7 +723,7 @@ def _room_ply(path) -> None:
 
 
 def test_oracle_needs_a_mesh(tmp_path):
-    from worldfm_env.scenes.importers import load_ply_scene
+    from worldfm_env.scenes.sources.ply import load_ply_scene
 
     path = tmp_path / "room.ply"
     _room_ply(path)

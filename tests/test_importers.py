@@ -12,17 +12,17 @@ import torch
 from PIL import Image
 
 from worldfm_env.geometry import invert_pose, pose_from_yaw_pitch, project_points
-from worldfm_env.scenes.importers import (
+from worldfm_env.scenes.navigation import navigation_grid_from_points
+from worldfm_env.scenes.scene_file import save_scene
+from worldfm_env.scenes.sources import (
     load_meta_json_scene,
     load_panorama_scene,
     load_ply_scene,
     load_scene,
-    navigation_grid_from_points,
     panorama_directions,
     read_ply,
     save_ply,
 )
-from worldfm_env.scenes.scene import save_scene
 
 H, W = 32, 48
 K_META = [[40.0, 0.0, 24.0], [0.0, 40.0, 16.0], [0.0, 0.0, 1.0]]

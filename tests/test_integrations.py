@@ -78,7 +78,7 @@ def test_parallel_multi_scene_pool_puts_all_agents_in_agent_0s_scene():
             inner.scene_index.long(), inner.position[:, None, 0], inner.position[:, None, 2]
         )
         assert bool(free.all())  # starts were re-drawn in the shared scene
-        expected = inner.task.observations()["pointgoal"].numpy()
+        expected = inner.task.observations(inner.state)["pointgoal"].numpy()
         for agent, i in env.agent_index.items():
             np.testing.assert_allclose(obs[agent]["pointgoal"], expected[i])
             assert np.isfinite(infos[agent]["distance_to_goal"])

@@ -6,7 +6,7 @@ from conftest import SMALL
 
 from worldfm_env.envs.vector import WorldFMVectorEnv
 from worldfm_env.model import build_model, sample_ddim, sample_distilled, save_checkpoint
-from worldfm_env.model.renderer import WorldFMRenderer
+from worldfm_env.renderers.worldfm import WorldFMRenderer
 from worldfm_env.rng import hash_normal
 
 SEEDS = torch.tensor([5, 123, -7, 2**40 + 3, 0, 2**62 + 11])
@@ -179,7 +179,7 @@ def test_env_with_hash_noise_steps_and_repeats(tiny_weights):
     for fb, fs in zip(frames, frames_s, strict=True):
         assert torch.allclose(fb[2].float(), fs[0].float(), atol=1.0)
     # render() never syncs on the seeds, and the seeds matter.
-    request = env._last_request
+    request = env.pipeline.last_request
     first = env.renderer.render(request).rgb.clone()
     request.noise_seed = request.noise_seed.as_subclass(NoSyncTensor)
     assert torch.equal(env.renderer.render(request).rgb, first)

@@ -1,4 +1,4 @@
-"""Tests of the seeded procedural scene generator (worldfm_env.scenes.procedural)."""
+"""Tests of the seeded procedural scene generator (worldfm_env.scenes.sources.procedural)."""
 
 from __future__ import annotations
 
@@ -12,14 +12,14 @@ from worldfm_env._device import init_warp
 from worldfm_env.geometry import unproject_depth
 from worldfm_env.render.raycast import MeshRaycaster
 from worldfm_env.scenes.pointcloud import points_from_views
-from worldfm_env.scenes.procedural import (
+from worldfm_env.scenes.scene_file import load_scene_file, save_scene
+from worldfm_env.scenes.sources.procedural import (
     SPLITS,
     ProceduralConfig,
     generate_procedural_scene,
     render_overview,
     seeds_for_split,
 )
-from worldfm_env.scenes.scene import load_scene_file, save_scene
 
 wp = init_warp()
 

@@ -95,9 +95,9 @@ def test_residual_model_adds_the_filled_anchor_back(tmp_path, steps):
             num_envs=3, **SMALL, renderer="worldfm", weights=str(path), sampler_steps=steps, model_dtype="float32"
         )
         env.reset(seed=4)
-        env.renderer.forward = zero_x0_forward()
+        env.renderer.frame_model.forward = zero_x0_forward()
         obs, *_ = env.step(torch.tensor([1, 2, 3]))
-        frames[target] = (obs["rgb"], env._last_request.anchor)
+        frames[target] = (obs["rgb"], env.pipeline.last_request.anchor)
     rgb, anchor = frames["anchor_residual"]
     assert bool(anchor.mask.any()) and not bool(anchor.mask.all())
     expected = pull_push_fill(anchor.rgb, anchor.mask)

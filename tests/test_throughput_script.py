@@ -29,3 +29,20 @@ def test_tiny_throughput_run_records_the_splat_radius(tmp_path):
     ]
     assert all(float(r["env_steps_per_s"]) > 0 for r in rows)
     assert (tmp_path / "throughput.png").stat().st_size > 0
+
+
+def test_before_after_comparison_runs_both_trees(tmp_path):
+    from benchmarks import throughput_compare
+
+    throughput_compare.main(
+        [
+            *["--before", str(ROOT), "--renderers", "anchor", "--num-envs", "2", "--steps", "1", "--repeats", "1"],
+            *["--scenes", "procedural:train:1", "--resolution", "16", "--out", str(tmp_path)],
+        ]
+    )
+    with open(tmp_path / "throughput_compare.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["renderer"], r["num_envs"]) for r in rows] == [("anchor", "2")]
+    assert len(rows[0]["before_runs"].split()) == 2 and len(rows[0]["after_runs"].split()) == 2
+    assert float(rows[0]["ratio"]) > 0
+    assert (tmp_path / "throughput_compare.png").stat().st_size > 0

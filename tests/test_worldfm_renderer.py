@@ -32,10 +32,10 @@ def test_vector_env_steps_and_frames_are_model_outputs(tiny_weights):
         obs, reward, term, trunc, info = env.step(torch.randint(1, 6, (4,)))
     assert obs["rgb"].shape == (4, 32, 32, 3) and obs["rgb"].dtype == torch.uint8
     # A random network does not reproduce the anchor: the frame is generated, not copied.
-    anchor = env._last_request.anchor.rgb
+    anchor = env.pipeline.last_request.anchor.rgb
     assert not torch.equal(obs["rgb"], anchor)
     # The reference index of every env lies inside its own scene's bank.
-    ref = env._last_request.reference_index
+    ref = env.pipeline.last_request.reference_index
     start = env.pool.scene_bank_start.long()[env.scene_index.long()]
     count = env.pool.scene_bank_count.long()[env.scene_index.long()]
     assert bool(((ref >= start) & (ref < start + count)).all())
@@ -57,7 +57,7 @@ def test_same_seed_same_frames_and_batch_independent(tiny_weights):
     for fb, fs in zip(frames_b, frames_s, strict=True):
         assert torch.allclose(fb[2].float(), fs[0].float(), atol=1.0)  # one grey level of float slack
     # And the noise matters: the same request with other per-env seeds gives other frames.
-    request = single._last_request
+    request = single.pipeline.last_request
     first = single.renderer.render(request).rgb.clone()
     request.noise_seed = request.noise_seed + 1
     assert not torch.equal(first, single.renderer.render(request).rgb)
@@ -77,7 +77,7 @@ def test_bad_model_options(tiny_weights):
     [(True, False, torch.bfloat16), (False, True, torch.bfloat16), (False, False, torch.float32)],
 )
 def test_auto_model_dtype_takes_bf16_on_cpus_with_native_bf16(monkeypatch, amx, avx512_bf16, expected):
-    from worldfm_env.model import renderer
+    from worldfm_env.model import frame_model as renderer
 
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
@@ -97,7 +97,7 @@ def test_camera_conditioned_checkpoints_get_panel_cameras(tmp_path, encoding):
     env = WorldFMVectorEnv(num_envs=2, **SMALL, renderer="worldfm", weights=str(path))
     env.reset(seed=0)
     obs, *_ = env.step(torch.tensor([1, 2]))
-    cameras = env.renderer._cameras(env._last_request)
+    cameras = env.renderer._cameras(env.pipeline.last_request)
     assert cameras.c2w.shape == (2, 3, 4, 4) and torch.equal(cameras.c2w[:, 0], cameras.c2w[:, 1])
     assert obs["rgb"].shape == (2, 32, 32, 3)
 
@@ -108,11 +108,11 @@ def test_eps_teacher_checkpoints_are_sampled_with_ddim(tmp_path):
     save_checkpoint(build_model("tiny", input_size=32, prediction="eps"), path)
     env = WorldFMVectorEnv(num_envs=2, **SMALL, renderer="worldfm", weights=str(path), teacher_steps=3)
     obs, _ = env.reset(seed=0)
-    assert env.renderer.prediction == "eps" and obs["rgb"].shape == (2, 32, 32, 3)
+    assert env.renderer.frame_model.config.prediction == "eps" and obs["rgb"].shape == (2, 32, 32, 3)
 
 
 def test_default_weights_path_prefers_the_student_for_the_sampler(tmp_path, monkeypatch):
-    from worldfm_env.model import renderer
+    from worldfm_env.model import weights as renderer
 
     monkeypatch.setattr(renderer, "WEIGHTS_DIR", tmp_path)
     assert renderer.default_weights_path(64, 64, 2) is None
@@ -131,11 +131,11 @@ def test_revisited_pose_gives_the_same_frame_with_pose_keyed_noise(tiny_weights,
     env = WorldFMVectorEnv(num_envs=1, **SMALL, renderer="worldfm", weights=tiny_weights, noise_key=noise_key)
     obs, _ = env.reset(seed=4)
     first, pose = obs["rgb"].clone(), env.camera_poses().clone()
-    anchor = env._last_request.anchor.rgb.clone()
+    anchor = env.pipeline.last_request.anchor.rgb.clone()
     for action in (2, 2, 2, 3, 3, 3):  # three turns left, three right
         obs = env.step(torch.tensor([action]))[0]
     assert torch.allclose(env.camera_poses(), pose, atol=1e-5)
-    assert torch.equal(env._last_request.anchor.rgb, anchor)
+    assert torch.equal(env.pipeline.last_request.anchor.rgb, anchor)
     assert torch.equal(obs["rgb"], first) == (noise_key == "pose")
 
 
@@ -150,7 +150,7 @@ def test_env_warns_when_its_anchors_differ_from_the_frame_models(tmp_path, tiny_
     import numpy as np
 
     from worldfm_env.model.checkpoint import SPLAT_RADIUS_METADATA_KEY, trained_splat_radius
-    from worldfm_env.model.renderer import WEIGHTS_DIR
+    from worldfm_env.model.weights import WEIGHTS_DIR
 
     torch.manual_seed(0)
     auto = tmp_path / "auto.safetensors"
@@ -206,21 +206,21 @@ def test_depth_refiner_checkpoints_get_the_anchor_depth(tmp_path):
     save_checkpoint(model, path)
     env = WorldFMVectorEnv(num_envs=2, **SMALL, renderer="worldfm", weights=str(path))
     seen = []
-    forward = env.renderer.forward
+    forward = env.renderer.frame_model.forward
 
     def recording(*args, **kwargs):
         seen.append(kwargs["anchor_depth"])
         return forward(*args, **kwargs)
 
-    env.renderer.forward = recording
+    env.renderer.frame_model.forward = recording
     env.reset(seed=0)
     obs, *_ = env.step(torch.tensor([1, 2]))
     assert obs["rgb"].shape == (2, 32, 32, 3)
-    assert torch.equal(seen[-1], env._last_request.anchor.depth)
+    assert torch.equal(seen[-1], env.pipeline.last_request.anchor.depth)
 
 
 def test_panel_depth_keeps_the_nearest_covered_depth_of_each_block():
-    from worldfm_env.model.renderer import panel_depth
+    from worldfm_env.model.frame_model import panel_depth
 
     depth = torch.tensor([[[0.0, 3.0, 0.0, 0.0], [2.0, 5.0, 0.0, 0.0], [1.0, 1.0, 4.0, 0.5], [1.0, 1.0, 9.0, 8.0]]])
     assert panel_depth(depth, (4, 4)) is depth
@@ -230,7 +230,7 @@ def test_panel_depth_keeps_the_nearest_covered_depth_of_each_block():
 
 
 def test_weights_take_the_name_of_a_shipped_model(tmp_path):
-    from worldfm_env.model.renderer import WEIGHTS_DIR, resolve_weights, shipped_weights
+    from worldfm_env.model.weights import WEIGHTS_DIR, resolve_weights, shipped_weights
 
     assert {"worldfm-srd-64x64", "worldfm-s-64x64"} <= set(shipped_weights())
     env = WorldFMVectorEnv(

@@ -56,7 +56,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     import imageio.v2 as imageio
 
     from worldfm_env.envs.vector import WorldFMVectorEnv
-    from worldfm_env.model.renderer import default_weights_path
+    from worldfm_env.model.weights import default_weights_path
     from worldfm_env.policies import ShortestPathPolicy
 
     out = Path(args.out)
@@ -157,8 +157,8 @@ def cmd_rollout(args: argparse.Namespace) -> int:
 def cmd_render(args: argparse.Namespace) -> int:
     """Render every pose of an official meta.json trajectory to an MP4 (optionally anchor | generated)."""
     from worldfm_env._device import resolve_device
-    from worldfm_env.scenes.importers import load_meta_json_scene
-    from worldfm_env.trajectory import render_trajectory, trajectory_from_scene
+    from worldfm_env.renderers.trajectory import render_trajectory, trajectory_from_scene
+    from worldfm_env.scenes.sources.meta_json import load_meta_json_scene
 
     device = resolve_device(args.device)
     H = W = args.resolution

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import difflib
 import math
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from worldfm_env._config import check_one_of, strict_kwargs
 from worldfm_env.render.anchor_config import (
     SPLAT_RADIUS_VALUES,
     AnchorConfig,
@@ -116,7 +116,7 @@ class EnvConfig:
     """Check every action against the action space (costs a device sync for CUDA torch actions)."""
     weights: str | None = None
     """Frame-model checkpoint for ``renderer="worldfm"``: a path, or the name of a model shipped in the package
-    (``worldfm_env.model.renderer.shipped_weights``, e.g. ``"worldfm-s-64x64"``); None: the one shipped for this
+    (``worldfm_env.model.weights.shipped_weights``, e.g. ``"worldfm-s-64x64"``); None: the one shipped for this
     resolution, if any."""
     sampler_steps: int | None = None
     """``renderer="worldfm"``: distilled sampler steps, 1 or 2 (v-prediction checkpoints: published, students);
@@ -153,8 +153,7 @@ class EnvConfig:
             return (is_int(v) or isinstance(v, (float, np.floating))) and math.isfinite(v)
 
         def one_of(name: str, valid: tuple[str, ...]) -> None:
-            if getattr(self, name) not in valid:
-                fail(name, f"one of {list(valid)}")
+            check_one_of(name, getattr(self, name), valid)
 
         def number(name: str, lo: float, hi: float, lo_open: bool = False, hi_open: bool = False, integer=False):
             v = getattr(self, name)
@@ -226,13 +225,7 @@ class EnvConfig:
     @classmethod
     def from_kwargs(cls, **kwargs) -> EnvConfig:
         """Build a config; an unknown key raises ``ValueError`` naming it and the closest valid keys."""
-        valid = [f.name for f in fields(cls)]
-        for key in kwargs:
-            if key not in valid:
-                hint = difflib.get_close_matches(key, valid, n=3)
-                extra = f"; did you mean {hint}?" if hint else ""
-                raise ValueError(f"unknown environment option {key!r}{extra} Valid options: {valid}")
-        return cls(**kwargs)
+        return cls(**strict_kwargs(cls, kwargs, "environment option"))
 
     @property
     def anchor(self) -> AnchorConfig:

@@ -13,8 +13,8 @@ import weakref
 import torch
 
 from worldfm_env.envs.config import EnvConfig
-from worldfm_env.envs.navigation_data import NavigationData
 from worldfm_env.scenes.catalog import resolve_scenes
+from worldfm_env.scenes.navigation import NavigationData
 from worldfm_env.scenes.pool import ScenePool
 
 __all__ = ["SharedWorld", "shared_world"]

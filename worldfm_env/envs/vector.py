@@ -15,16 +15,28 @@ from gymnasium.vector.utils import batch_space
 from worldfm_env._device import resolve_device
 from worldfm_env.envs.config import EnvConfig
 from worldfm_env.envs.shared import shared_world
+from worldfm_env.envs.state import EnvRows, EnvState
 from worldfm_env.envs.tasks import make_task
-from worldfm_env.geometry import integrate_continuous, integrate_discrete, intrinsics_from_fov, pose_from_yaw_pitch
-from worldfm_env.render.splat import Occluders, PointSplatter, ReferenceSelector
-from worldfm_env.renderers import RenderRequest, make_renderer
+from worldfm_env.geometry import integrate_continuous, integrate_discrete, pose_from_yaw_pitch
+from worldfm_env.renderers.pipeline import ObservationPipeline
 from worldfm_env.rng import hash_combine, hash_uniform
 
 __all__ = ["WorldFMVectorEnv"]
 
 NUM_DISCRETE_ACTIONS = 6
 _CORE_DRAWS = 2  # scene choice, yaw
+
+
+def _state_property(name: str) -> property:
+    """A read/write attribute of the env forwarding to ``env.state.<name>``."""
+
+    def get(self: WorldFMVectorEnv) -> torch.Tensor:
+        return getattr(self.state, name)
+
+    def set(self: WorldFMVectorEnv, value: torch.Tensor) -> None:
+        setattr(self.state, name, value)
+
+    return property(get, set, doc=f"``state.{name}`` (see :class:`~worldfm_env.envs.state.EnvState`).")
 
 
 def _to_numpy(value: Any) -> Any:
@@ -44,7 +56,9 @@ class WorldFMVectorEnv(VectorEnv):
     ``allow_sliding`` the agent slides along the obstacle instead),
     renders all N observations in one batch (the scene's point cloud splatted at each pose with
     warp, the reference view voted for by depth consistency, then the chosen renderer backend),
-    and evaluates the task. State lives in ``(num_envs, ...)`` torch tensors on ``device``.
+    and evaluates the task. State lives in ``(num_envs, ...)`` torch tensors on ``device``, held in ``state``
+    (:class:`~worldfm_env.envs.state.EnvState`; ``position``, ``yaw``, ``scene_index``... forward to it).
+    The task (:mod:`worldfm_env.envs.tasks`) reads that state and returns episode starts, rewards and metrics.
 
     ## Action Space
     ``discrete`` (default): ``MultiDiscrete([6] * N)``: 0 stop, 1 forward ``forward_step`` m, 2 turn
@@ -91,6 +105,17 @@ class WorldFMVectorEnv(VectorEnv):
 
     metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": ["rgb_array"], "render_fps": 10}
 
+    # The batched state as env attributes (read and write), forwarding to ``self.state``.
+    scene_index = _state_property("scene_index")
+    position = _state_property("position")
+    yaw = _state_property("yaw")
+    pitch = _state_property("pitch")
+    elapsed_steps = _state_property("elapsed_steps")
+    collisions = _state_property("collisions")
+    path_length = _state_property("path_length")
+    seeds = _state_property("seeds")
+    episode_count = _state_property("episode_count")
+
     def __init__(self, num_envs: int = 1, render_mode: str | None = None, **kwargs: Any) -> None:
         if not isinstance(num_envs, (int, np.integer)) or isinstance(num_envs, bool) or num_envs <= 0:
             raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
@@ -118,9 +143,17 @@ class WorldFMVectorEnv(VectorEnv):
             compile_model=cfg.compile_model,
             noise=cfg.noise,
         )
-        self.renderer = make_renderer(
-            cfg.renderer, self.pool, N, H, W, **(model_options if cfg.renderer == "worldfm" else {})
+        self.pipeline = ObservationPipeline(
+            self.pool,
+            N,
+            H,
+            W,
+            renderer=cfg.renderer,
+            anchor=cfg.anchor,
+            hfov_deg=cfg.hfov_deg,
+            **(model_options if cfg.renderer == "worldfm" else {}),
         )
+        self.renderer = self.pipeline.backend
         trained_radius = getattr(self.renderer, "trained_splat_radius", None)
         if trained_radius is not None and trained_radius != cfg.splat_radius:
             warnings.warn(
@@ -129,39 +162,15 @@ class WorldFMVectorEnv(VectorEnv):
                 f"splat_radius={trained_radius!r} to give it the anchors it learned from",
                 stacklevel=2,
             )
-        need_anchor = self.renderer.needs_anchor or self.renderer.needs_reference
-        self.splatter = None
-        if need_anchor:
-            occluders = (
-                Occluders(self.pool.occluders, self.pool.nav_origin, self.pool.nav_cell_size)
-                if cfg.occlusion_culling
-                else None
-            )
-            self.splatter = PointSplatter(
-                self.pool.points, N, H, W, radius=cfg.splat_radius, lod_scale=cfg.anchor_lod, occluders=occluders
-            )
-        self.selector = (
-            ReferenceSelector(self.pool, N, H, W, cfg.reference_samples, cfg.reference_tolerance)
-            if self.renderer.needs_reference
-            else None
-        )
-        self.K = intrinsics_from_fov(W, H, cfg.hfov_deg, device=dev).expand(N, 3, 3).contiguous()
+        self.K = self.pipeline.K
 
-        # Batched state, (N, ...) on the device.
-        self.scene_index = torch.zeros(N, dtype=torch.int32, device=dev)
-        self.position = torch.zeros(N, 3, dtype=torch.float32, device=dev)
-        self.yaw = torch.zeros(N, dtype=torch.float32, device=dev)
-        self.pitch = torch.zeros(N, dtype=torch.float32, device=dev)
-        self.elapsed_steps = torch.zeros(N, dtype=torch.int64, device=dev)
-        self.collisions = torch.zeros(N, dtype=torch.int32, device=dev)
-        self.path_length = torch.zeros(N, dtype=torch.float32, device=dev)
-        self.seeds = torch.zeros(N, dtype=torch.int64, device=dev)
-        self.episode_count = torch.full((N,), -1, dtype=torch.int64, device=dev)
+        # Batched state, (N, ...) on the device; ``self.position`` etc. forward to it.
+        self.state = EnvState.zeros(N, dev)
         self._autoreset = torch.zeros(N, dtype=torch.bool, device=dev)
         self._has_reset = False
         self._last_obs: dict[str, torch.Tensor] | None = None
 
-        self.task = make_task(cfg.task, self)
+        self.task = make_task(cfg.task, self.world, cfg, N, dev)
         self._setup_spaces()
         # Collision checks sample the move at half a cell; the longest move is a diagonal full step.
         max_move = cfg.forward_step * (math.sqrt(2.0) if cfg.action_type == "continuous" else 1.0)
@@ -235,7 +244,7 @@ class WorldFMVectorEnv(VectorEnv):
         self._begin_episodes(mask, scene_index)
         self._autoreset = self._autoreset & ~mask
         obs = self._observe()
-        infos = self._wrap_info(self.task.metrics(), mask)
+        infos = self._wrap_info(self.task.metrics(self.state), mask)
         return self._out(obs), infos
 
     def _parse_seed(self, seed) -> tuple[torch.Tensor, torch.Tensor]:
@@ -294,26 +303,44 @@ class WorldFMVectorEnv(VectorEnv):
         return mask.to(self.device)
 
     def _begin_episodes(self, mask: torch.Tensor, scene_index: torch.Tensor | None = None) -> None:
-        """New episodes where ``mask``: bump the episode counter, draw scene/start/yaw, let the task init."""
-        if self.device.type == "cpu" and not bool(mask.any()):
-            return  # nothing to reset (a free check on the CPU; on CUDA the masked update avoids a sync)
-        self.episode_count = torch.where(mask, self.episode_count + 1, self.episode_count)
-        draws = hash_uniform(self.seeds, self.episode_count, _CORE_DRAWS + self.task.num_draws)
+        """New episodes where ``mask``: bump the episode counter, draw scene and yaw, clear the counters, ask the
+        task for the starts and apply them. ``scene_index`` (N,) forces the scenes of the reset envs."""
+        state = self.state
+        if self.device.type == "cpu":
+            if not bool(mask.any()):
+                return  # nothing to reset (a free check on the CPU)
+            # Only the resetting envs are computed (their indices; a free host sync on the CPU).
+            rows = EnvRows(index=torch.nonzero(mask).flatten())
+        else:
+            # CUDA: no host sync; every env is computed and the results are kept where ``mask`` is set.
+            rows = EnvRows(mask=mask)
+        episode = rows.gather(state.episode_count) + 1
+        rows.write(state.episode_count, episode)
+        draws = hash_uniform(rows.gather(state.seeds), episode, _CORE_DRAWS + self.task.num_draws)
         S = self.pool.num_scenes
         scene = (draws[:, 0] * S).long().clamp(max=S - 1).to(torch.int32)
         if scene_index is not None:
-            scene = scene_index
-        self.scene_index = torch.where(mask, scene, self.scene_index)
-        self.yaw = torch.where(mask, draws[:, 1] * (2 * math.pi) - math.pi, self.yaw)
-        self.pitch = torch.where(mask, torch.zeros_like(self.pitch), self.pitch)
-        self.elapsed_steps = torch.where(mask, torch.zeros_like(self.elapsed_steps), self.elapsed_steps)
-        self.collisions = torch.where(mask, torch.zeros_like(self.collisions), self.collisions)
-        self.path_length = torch.where(mask, torch.zeros_like(self.path_length), self.path_length)
-        self.task.initialize_episodes(mask, draws[:, _CORE_DRAWS:])
+            scene = rows.gather(scene_index)
+        rows.write(state.scene_index, scene)
+        rows.write(state.yaw, draws[:, 1] * (2 * math.pi) - math.pi)
+        rows.write(state.pitch, 0.0)
+        rows.write(state.elapsed_steps, 0)
+        rows.write(state.collisions, 0)
+        rows.write(state.path_length, 0.0)
+        start = self.task.initialize_episodes(state, rows, draws[:, _CORE_DRAWS:])
+        rows.write(state.position, start.position)
+        if start.yaw is not None:
+            rows.write(state.yaw, start.yaw)
 
     # ------------------------------------------------------------------ step
     def step(self, actions):
-        """Advance every env by one action; see the class docstring for the autoreset semantics."""
+        """Advance every env by one action; see the class docstring for the autoreset semantics.
+
+        Host syncs left in a CUDA step, each where it happens: (1) action validation (``validate_actions=True``),
+        (2) SAME_STEP mode's check whether any env finished, (3) the ``worldfm`` renderer's ``noise="generator"``
+        seeding (``noise="hash"``, the CUDA default, has none), and the numpy conversion of ``array_type="numpy"``.
+        On the CPU, resets also index the finishing envs (``nonzero``), which costs nothing there.
+        """
         if not self._has_reset:
             raise RuntimeError("call reset() before step()")
         action = self._convert_actions(actions)
@@ -372,24 +399,24 @@ class WorldFMVectorEnv(VectorEnv):
         self.path_length = self.path_length + moved
         self.elapsed_steps = self.elapsed_steps + active.long()
 
-        reward, terminated, metrics = self.task.evaluate(stop, active)
+        reward, terminated = self.task.evaluate(self.state, stop, active)
         # As Gymnasium's TimeLimit: truncated at the limit even when the same step also terminates.
         truncated = (self.elapsed_steps >= cfg.max_episode_steps) & active
         terminated = terminated & active
 
         if self.autoreset_mode == AutoresetMode.NEXT_STEP:
             self._begin_episodes(resetting)
-            metrics = {
-                k: torch.where(resetting, fresh, v)
-                for (k, v), fresh in zip(metrics.items(), self.task.metrics().values(), strict=True)
-            }
+            # Metrics once per step, after the autoreset: the envs reset here report their new episode's, the
+            # others this step's (a reset leaves their rows alone). No host sync (nor a check for resets) on CUDA.
+            metrics = self.task.metrics(self.state)
             obs = self._observe()
             self._autoreset = terminated | truncated
             infos = self._wrap_info(metrics)
         else:
             obs = self._observe()
             done = terminated | truncated
-            infos = self._wrap_info(metrics)
+            infos = self._wrap_info(self.task.metrics(self.state))
+            # Host sync 2 (SAME_STEP mode only): final_obs/final_info are built only when some env finished.
             if bool(done.any()):
                 infos = self._same_step_reset(done, obs, infos)
                 obs = self._last_obs
@@ -399,7 +426,7 @@ class WorldFMVectorEnv(VectorEnv):
         final_info = infos
         self._begin_episodes(done)
         self._observe()
-        infos = self._wrap_info(self.task.metrics())
+        infos = self._wrap_info(self.task.metrics(self.state))  # the new episodes' (final_info keeps the last)
         if self.config.array_type == "numpy":
             idx = torch.nonzero(done).flatten().tolist()
             arr = np.full(self.num_envs, None, dtype=object)
@@ -435,10 +462,12 @@ class WorldFMVectorEnv(VectorEnv):
                     f"actions must have shape ({N},) for {N} envs with discrete actions, got {tuple(a.shape)}"
                 )
             if cfg.validate_actions:
+                # Host sync 1 of a step (CUDA): a bad action must raise before the step; validate_actions=False
+                # skips it. One reduction covers every check.
+                invalid = (a < 0) | (a >= NUM_DISCRETE_ACTIONS)
                 if a.dtype.is_floating_point:
-                    if bool((~torch.isfinite(a)).any()) or bool((a != torch.round(a)).any()):
-                        raise ValueError(f"actions must be integers in [0, {NUM_DISCRETE_ACTIONS}), got {actions!r}")
-                if a.dtype == torch.bool or bool(((a < 0) | (a >= NUM_DISCRETE_ACTIONS)).any()):
+                    invalid = invalid | ~torch.isfinite(a) | (a != torch.round(a))
+                if a.dtype == torch.bool or bool(invalid.any()):
                     raise ValueError(f"actions must be integers in [0, {NUM_DISCRETE_ACTIONS}), got {actions!r}")
             return a.long()
         if a.shape != (N, 4):
@@ -450,9 +479,11 @@ class WorldFMVectorEnv(VectorEnv):
             # Unchecked actions are clamped into the box (a sync-free guard: the collision test samples moves
             # sized for |a| <= 1); NaN passes through and the step blocks it.
             return a.clamp(-1.0, 1.0)
-        if bool((~torch.isfinite(a)).any()):
-            raise ValueError(f"actions must be finite (no NaN or inf), got {actions!r}")
-        if bool(((a < -1.0) | (a > 1.0)).any()):
+        # Host sync 1 of a step (CUDA), as for discrete actions: one reduction; the message is chosen after it.
+        nonfinite = ~torch.isfinite(a)
+        if bool((nonfinite | (a < -1.0) | (a > 1.0)).any()):
+            if bool(nonfinite.any()):
+                raise ValueError(f"actions must be finite (no NaN or inf), got {actions!r}")
             raise ValueError(f"actions must lie in [-1, 1], got {actions!r}")
         return a
 
@@ -500,24 +531,17 @@ class WorldFMVectorEnv(VectorEnv):
         return hash_combine(self.seeds, torch.cat(keys, dim=1), stream=2)
 
     def _observe(self) -> dict[str, torch.Tensor]:
-        c2w = self.camera_poses()
-        request = RenderRequest(self.scene_index, c2w, self.K)
-        if self.splatter is not None:
-            request.anchor = self.splatter.render(self.scene_index, c2w, self.K)
-        if self.selector is not None:
-            request.reference_index = self.selector.select(request.anchor.depth, self.scene_index, c2w, self.K)
-        if self.renderer.name != "anchor" and self.renderer.name != "oracle":
-            request.noise_seed = self._noise_seed()
-        frame = self.renderer.render(request)
+        frame = self.pipeline.render(
+            self.scene_index, self.camera_poses(), self._noise_seed() if self.pipeline.stochastic else None
+        )
         obs = {"rgb": frame.rgb.clone()}
-        obs.update(self.task.observations())
+        obs.update(self.task.observations(self.state))
         if self.config.include_depth:
-            depth = frame.depth if frame.depth is not None else request.anchor.depth
-            obs["depth"] = depth[..., None].clone()
+            obs["depth"] = frame.depth[..., None].clone()
         if self.config.include_pose:
             obs["pose"] = torch.cat([self.position, self.yaw[:, None], self.pitch[:, None]], dim=1)
         self._last_obs = obs
-        self._last_request = request
+        self._last_frame = frame
         return obs
 
     def _wrap_info(self, metrics: dict[str, torch.Tensor], mask: torch.Tensor | None = None) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 ``build_model("xl")`` is the published layout (loads the official ``.pth`` strictly through
 :func:`load_checkpoint`); ``"srd"`` is the small pixel-space model shipped with worldfm-env (``"s"`` with a pixel
-refiner that reads the anchor depth); ``"tiny"`` is for tests.
+refiner that reads the anchor depth); ``"tiny"`` is for tests. :class:`FrameModel` is a network ready to generate
+frames from any checkpoint.
 """
 
 from worldfm_env.model.autoencoders import (
@@ -12,6 +13,7 @@ from worldfm_env.model.autoencoders import (
 )
 from worldfm_env.model.checkpoint import load_checkpoint, read_state_dict, save_checkpoint
 from worldfm_env.model.dit import MODEL_CONFIGS, DiTConfig, PanelCameras, WorldFMDiT, build_model
+from worldfm_env.model.frame_model import FrameConditions, FrameModel
 from worldfm_env.model.samplers import (
     DISTILLED_TIMESTEPS,
     NoiseSchedule,
@@ -34,6 +36,8 @@ __all__ = [
     "DISTILLED_TIMESTEPS",
     "DiTConfig",
     "DiffusersAutoencoderKL",
+    "FrameConditions",
+    "FrameModel",
     "IdentityAutoencoder",
     "MODEL_CONFIGS",
     "NoiseSchedule",

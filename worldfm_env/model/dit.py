@@ -31,6 +31,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from worldfm_env._config import strict_kwargs
+
 __all__ = [
     "DiTConfig",
     "MODEL_CONFIGS",
@@ -467,22 +469,20 @@ class PixelRefiner(nn.Module):
         reference: torch.Tensor,
         t: torch.Tensor,
         anchor_depth: torch.Tensor | None = None,
+        prepared: dict | None = None,
     ) -> torch.Tensor:
         """All images (B, C, H, W) in the model dtype, ``t`` (B, D) the timestep embedding, ``anchor_depth`` (B, H, W)
-        (read only ``with_depth``); returns the correction."""
-        from worldfm_env.render.fill import pull_push_fill  # pure torch; imported here to keep the model module light
-
-        if self.depth_in is not None and anchor_depth is None:
-            raise ValueError("anchor_depth is None but this refiner reads the anchor's depth (with_depth=True)")
-        with torch.no_grad():
-            covered = (anchor > -1.0).any(dim=1)  # holes: black (-1 in every channel), as the transformer sees them
-            filled = pull_push_fill(anchor.float().permute(0, 2, 3, 1), covered).permute(0, 3, 1, 2)
+        (read only ``with_depth``); returns the correction. ``prepared``: :meth:`prepare` of this anchor, computed
+        once per frame by the caller (a sampler calls the model once per step); computed here when None."""
+        if prepared is None:
+            prepared = self.prepare(anchor, anchor_depth)
+        covered, filled = prepared["covered"], prepared["filled"]
         x = torch.cat(
             [prediction, noisy, anchor, filled.to(anchor.dtype), reference, covered[:, None].to(anchor.dtype)], 1
         )
         h = self.inp(x) + self.t_proj(t)[:, :, None, None]
         if self.depth_in is not None:
-            h = h + self.depth_in(self.depth_feature(anchor_depth, covered).to(h.dtype))
+            h = h + self.depth_in(prepared["depth_feature"].to(h.dtype))
         h1 = self.enc1(h)
         h2 = self.enc2(self.down1(h1))
         h3 = self.enc3(self.down2(h2))
@@ -490,6 +490,21 @@ class PixelRefiner(nn.Module):
         u = self.dec2(self.up2(u) + h2)
         u = self.dec1(self.up1(u) + h1)
         return self.out(u)
+
+    @torch.no_grad()
+    def prepare(self, anchor: torch.Tensor, anchor_depth: torch.Tensor | None = None) -> dict:
+        """What the refiner derives from the anchor alone, the same at every sampler step: the coverage (B, H, W)
+        bool, the pull-push filled anchor (B, C, H, W) float32 and, ``with_depth``, the depth feature (B, 1, H, W)."""
+        from worldfm_env.render.fill import pull_push_fill  # pure torch; imported here to keep the model module light
+
+        if self.depth_in is not None and anchor_depth is None:
+            raise ValueError("anchor_depth is None but this refiner reads the anchor's depth (with_depth=True)")
+        covered = (anchor > -1.0).any(dim=1)  # holes: black (-1 in every channel), as the transformer sees them
+        filled = pull_push_fill(anchor.float().permute(0, 2, 3, 1), covered).permute(0, 3, 1, 2)
+        prepared = {"covered": covered, "filled": filled}
+        if self.depth_in is not None:
+            prepared["depth_feature"] = self.depth_feature(anchor_depth, covered)
+        return prepared
 
     @staticmethod
     @torch.no_grad()
@@ -622,11 +637,7 @@ class DiTConfig:
     @classmethod
     def from_dict(cls, data: dict) -> DiTConfig:
         """Inverse of :meth:`to_dict`; unknown keys raise ValueError listing the valid ones."""
-        valid = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - valid)
-        if unknown:
-            raise ValueError(f"unknown DiTConfig keys {unknown}; valid keys: {sorted(valid)}")
-        return cls(**data)
+        return cls(**strict_kwargs(cls, data, "DiTConfig key"))
 
 
 class WorldFMDiT(nn.Module):
@@ -770,6 +781,14 @@ class WorldFMDiT(nn.Module):
         return x.reshape(x.shape[0], c, h * p, w * p)
 
     # -- forward -------------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def prepare_conditions(self, anchor: torch.Tensor, anchor_depth: torch.Tensor | None = None) -> dict:
+        """Keyword arguments for :meth:`forward` that depend on the frame's conditions only, computed once per frame:
+        the refiner's filled anchor, coverage and depth feature (``{}`` for models without a refiner)."""
+        if self.refiner is None:
+            return {}
+        return {"refiner_inputs": self.refiner.prepare(anchor.to(self.dtype), anchor_depth)}
+
     def forward(
         self,
         noisy: torch.Tensor,
@@ -780,6 +799,7 @@ class WorldFMDiT(nn.Module):
         *,
         caption: torch.Tensor | None = None,
         anchor_depth: torch.Tensor | None = None,
+        refiner_inputs: dict | None = None,
     ) -> torch.Tensor:
         """Predict for the target panel.
 
@@ -791,6 +811,8 @@ class WorldFMDiT(nn.Module):
                 default zeros, which is what the published inference feeds.
             anchor_depth: (B, H, W) camera z-depth of the anchor render at the panel's resolution (0 where no point
                 landed), read only by models with ``refiner_depth``; ignored otherwise.
+            refiner_inputs: what the pixel refiner derives from the anchor (:meth:`prepare_conditions`), computed once
+                per frame by samplers that call the model several times; derived here when None.
 
         Returns:
             (B, out_channels, H, W); with ``learn_sigma`` the first ``in_channels`` are the prediction and the rest
@@ -844,7 +866,7 @@ class WorldFMDiT(nn.Module):
             C = c.in_channels
             pred = out[:, :C]
             pred = pred + self.refiner(
-                pred, noisy.to(dtype), anchor.to(dtype), reference.to(dtype), t.to(dtype), anchor_depth
+                pred, noisy.to(dtype), anchor.to(dtype), reference.to(dtype), t.to(dtype), anchor_depth, refiner_inputs
             )
             out = torch.cat([pred, out[:, C:]], dim=1) if c.learn_sigma else pred
         return out
@@ -924,8 +946,5 @@ def build_model(name: str = "xl", **overrides) -> WorldFMDiT:
     """
     if name not in MODEL_CONFIGS:
         raise ValueError(f"unknown model config {name!r}; valid names: {sorted(MODEL_CONFIGS)}")
-    valid = {f.name for f in dataclasses.fields(DiTConfig)}
-    unknown = sorted(set(overrides) - valid)
-    if unknown:
-        raise ValueError(f"unknown override(s) {unknown} for build_model; valid overrides: {sorted(valid)}")
+    strict_kwargs(DiTConfig, overrides, "override", where="build_model")
     return WorldFMDiT(dataclasses.replace(MODEL_CONFIGS[name], **overrides))

@@ -37,6 +37,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from worldfm_env.rng import hash_normal
+
 __all__ = [
     "NoiseSchedule",
     "iddpm_linear_schedule",
@@ -133,9 +135,6 @@ def _randn(
     """(B, *shape) standard normal; row i from ``generators[i]``, or hashed from ``(noise_seeds[i], stream)`` on the
     device, else from the global RNG."""
     if noise_seeds is not None:
-        # Imported here: worldfm_env.envs pulls in the env stack, which plain model use does not need.
-        from worldfm_env.rng import hash_normal
-
         return hash_normal(noise_seeds.to(device), shape[1:], stream=stream).to(dtype)
     if generators is None:
         return torch.randn((shape[0], *shape[1:]), device=device, dtype=dtype)
@@ -222,10 +221,32 @@ def _prepare(model, anchor, reference, generators, noise, noise_seeds=None):
     return dtype, B, device, anchor.to(dtype), reference.to(dtype), noise.to(device=device, dtype=torch.float32)
 
 
-def _model_conditions(cameras, anchor_depth: torch.Tensor | None) -> dict:
+def _model_conditions(cameras, anchor_depth: torch.Tensor | None, model_kwargs: dict | None = None) -> dict:
     """Keyword conditions of the model calls: ``cameras`` always (None for models without a camera encoding), the
-    anchor depth only when given, so models and callables that do not read it need not accept it."""
-    return {"cameras": cameras} if anchor_depth is None else {"cameras": cameras, "anchor_depth": anchor_depth}
+    anchor depth only when given, so models and callables that do not read it need not accept it, and the caller's
+    per-frame ``model_kwargs`` (e.g. :meth:`~worldfm_env.model.dit.WorldFMDiT.prepare_conditions`)."""
+    conditions = {"cameras": cameras} if anchor_depth is None else {"cameras": cameras, "anchor_depth": anchor_depth}
+    return {**conditions, **(model_kwargs or {})}
+
+
+def _distilled_loop(model, z, anchor, reference, timesteps, coefficients, draw_renoise, conditions, dtype=None):
+    """The published distilled sampler, once for inference and training: the float32 x0 estimate of every step.
+
+    Step k at ``timesteps[k]``: for k > 0 re-noise ``z = a_t x0 + s_t eps`` with ``eps = draw_renoise(k)``, then
+    ``x0 = a_t z - s_t out(z, t)`` (:func:`v_to_x0`). ``coefficients(t)`` gives ``(a_t, s_t)``; ``dtype`` casts
+    each re-noised ``z`` before the model call (None keeps float32 for autocast). Gradients are the caller's choice.
+    """
+    B, C = z.shape[0], anchor.shape[1]
+    x0, estimates = None, []
+    for k, t in enumerate(timesteps):
+        a, s = coefficients(t)
+        if k > 0:
+            z = a * x0 + s * draw_renoise(k).float()
+            z = z if dtype is None else z.to(dtype)
+        t_vec = torch.full((B,), t, dtype=torch.long, device=z.device)
+        x0 = v_to_x0(split_prediction(model(z, t_vec, anchor, reference, **conditions), C), z, a, s)  # float32
+        estimates.append(x0)
+    return estimates
 
 
 @torch.no_grad()
@@ -243,6 +264,7 @@ def sample_distilled(
     anchor_depth: torch.Tensor | None = None,
     noise: torch.Tensor | None = None,
     renoise: Sequence[torch.Tensor] | None = None,
+    model_kwargs: dict | None = None,
 ) -> torch.Tensor:
     """Distilled few-step sampling in the published form; returns x0 latents (B, C, H, W) in the model dtype.
 
@@ -263,6 +285,7 @@ def sample_distilled(
             model only when given.
         noise, renoise: explicit initial noise (B, C, H, W) and per-extra-step re-noise tensors (for tests and
             reproducing external runs); they replace the generator or ``noise_seeds`` draws.
+        model_kwargs: more keyword arguments of every model call, computed once per frame by the caller.
     """
     _check_conditions(anchor, reference, generators, noise_seeds)
     if timesteps is None:
@@ -277,21 +300,24 @@ def sample_distilled(
     schedule = schedule or _default_schedule()
     shape = tuple(anchor.shape)
     dtype, B, device, anchor, reference, noise = _prepare(model, anchor, reference, generators, noise, noise_seeds)
-    conditions = _model_conditions(cameras, anchor_depth)
-    z = noise.to(dtype)
-    x0 = None
-    for i, t in enumerate(timesteps):
-        a, s = schedule.coefficients(t, B, device)
-        if i > 0:
-            if renoise is not None:
-                eps = renoise[i - 1].to(device)
-            else:
-                eps = _randn(shape, generators, device, noise_seeds=noise_seeds, stream=i)
-            z = (a * x0 + s * eps.float()).to(dtype)  # re-noise the float32 x0 to step t
-        t_vec = torch.full((B,), t, dtype=torch.long, device=device)
-        out = model(z, t_vec, anchor, reference, **conditions)
-        x0 = v_to_x0(split_prediction(out, shape[1]), z, a, s)  # (B, C, H, W) float32
-    return x0.to(dtype)
+
+    def draw_renoise(k: int) -> torch.Tensor:
+        if renoise is not None:
+            return renoise[k - 1].to(device)
+        return _randn(shape, generators, device, noise_seeds=noise_seeds, stream=k)
+
+    estimates = _distilled_loop(
+        model,
+        noise.to(dtype),
+        anchor,
+        reference,
+        timesteps,
+        lambda t: schedule.coefficients(t, B, device),
+        draw_renoise,
+        _model_conditions(cameras, anchor_depth, model_kwargs),
+        dtype,
+    )
+    return estimates[-1].to(dtype)
 
 
 def distilled_trajectory(
@@ -304,6 +330,7 @@ def distilled_trajectory(
     alphas_cumprod: torch.Tensor,
     cameras=None,
     anchor_depth: torch.Tensor | None = None,
+    model_kwargs: dict | None = None,
 ) -> list[torch.Tensor]:
     """The published distilled sampler with gradients, for training: the x0 estimate (B, C, H, W) of every step.
 
@@ -317,17 +344,16 @@ def distilled_trajectory(
         raise ValueError(f"steps must be one of {sorted(DISTILLED_TIMESTEPS)}, got {steps}")
     if len(renoise) != steps - 1:
         raise ValueError(f"renoise needs {steps - 1} tensors for {steps} steps, got {len(renoise)}")
-    conditions = _model_conditions(cameras, anchor_depth)
-    C = anchor.shape[1]
-    z, x0, estimates = noise, None, []
-    for k, t in enumerate(DISTILLED_TIMESTEPS[steps]):
-        a, s = alphas_cumprod[t].sqrt(), (1.0 - alphas_cumprod[t]).sqrt()
-        if k > 0:
-            z = a * x0 + s * renoise[k - 1]
-        tt = torch.full((z.shape[0],), t, dtype=torch.long, device=z.device)
-        x0 = v_to_x0(split_prediction(model(z, tt, anchor, reference, **conditions), C), z, a, s)
-        estimates.append(x0)
-    return estimates
+    return _distilled_loop(
+        model,
+        noise,
+        anchor,
+        reference,
+        DISTILLED_TIMESTEPS[steps],
+        lambda t: (alphas_cumprod[t].sqrt(), (1.0 - alphas_cumprod[t]).sqrt()),
+        lambda k: renoise[k - 1],
+        _model_conditions(cameras, anchor_depth, model_kwargs),
+    )
 
 
 def ddim_timesteps(num_steps: int, num_timesteps: int = 1000) -> list[int]:
@@ -354,6 +380,7 @@ def sample_ddim(
     anchor_depth: torch.Tensor | None = None,
     noise: torch.Tensor | None = None,
     clip_x0: float | None = None,
+    model_kwargs: dict | None = None,
 ) -> torch.Tensor:
     """Deterministic DDIM (eta = 0) for multi-step teachers; returns x0 latents (B, C, H, W) in the model dtype.
 
@@ -364,7 +391,7 @@ def sample_ddim(
     drawn per row from ``generators``, or ``hash_normal(noise_seeds, (C, H, W), stream=0)`` on the device when
     ``noise_seeds`` ((B,) integer tensor, exclusive with ``generators``) is given -- the same initial noise as
     :func:`sample_distilled` draws for those seeds. ``noise`` gives it explicitly. ``cameras`` and ``anchor_depth``
-    go to the model as in :func:`sample_distilled`.
+    go to the model as in :func:`sample_distilled`, and so does ``model_kwargs``.
     """
     if prediction not in ("eps", "v"):
         raise ValueError(f"prediction must be 'eps' or 'v', got {prediction!r}")
@@ -372,7 +399,7 @@ def sample_ddim(
     schedule = schedule or _default_schedule()
     shape = tuple(anchor.shape)
     dtype, B, device, anchor, reference, noise = _prepare(model, anchor, reference, generators, noise, noise_seeds)
-    conditions = _model_conditions(cameras, anchor_depth)
+    conditions = _model_conditions(cameras, anchor_depth, model_kwargs)
     z = noise
     ts = ddim_timesteps(num_steps, schedule.num_timesteps)
     x0 = z

@@ -1,12 +1,7 @@
-"""Renderer backends behind one interface: ``render(request) -> frames``.
+"""The interface every renderer backend implements: ``render(request) -> RenderOutput``.
 
-The environment computes what a backend declares it needs (the anchor splat, the reference
-choice) once per step for all envs, then calls the backend once. Backends:
-
-* ``anchor``: the raw point splat (black where no point landed).
-* ``oracle``: ground truth, ray casting the procedural scene's mesh.
-* ``worldfm``: the frame model (:mod:`worldfm_env.model.renderer`), conditioned on the anchor
-  render and the selected reference view.
+The observation pipeline (:mod:`worldfm_env.renderers.pipeline`) computes what a backend declares it needs (the
+anchor splat, the reference choice) once per step for all envs, then calls the backend once.
 """
 
 from __future__ import annotations
@@ -18,15 +13,7 @@ import torch
 from worldfm_env.render.splat import AnchorRender
 from worldfm_env.scenes.pool import ScenePool
 
-__all__ = [
-    "RenderRequest",
-    "RenderOutput",
-    "Renderer",
-    "AnchorRenderer",
-    "OracleRenderer",
-    "make_renderer",
-    "RENDERER_BACKENDS",
-]
+__all__ = ["RenderRequest", "RenderOutput", "Renderer"]
 
 
 @dataclass
@@ -76,59 +63,3 @@ class Renderer:
     def render(self, request: RenderRequest) -> RenderOutput:  # pragma: no cover - interface
         """Frames for every env of ``request``."""
         raise NotImplementedError
-
-
-class AnchorRenderer(Renderer):
-    """The explicit 3-D anchor itself: the scene's point cloud splatted at each pose."""
-
-    name = "anchor"
-    needs_anchor = True
-
-    def render(self, request: RenderRequest) -> RenderOutput:
-        """The anchor's rgb and depth."""
-        assert request.anchor is not None
-        return RenderOutput(request.anchor.rgb, request.anchor.depth)
-
-
-class OracleRenderer(Renderer):
-    """Ground truth by ray casting each scene's triangle mesh (procedural scenes only)."""
-
-    name = "oracle"
-
-    def __init__(self, pool: ScenePool, num_envs: int, height: int, width: int, **options) -> None:
-        super().__init__(pool, num_envs, height, width)
-        missing = [s.name for s in pool.scenes if s.mesh is None]
-        if missing:
-            raise ValueError(
-                f"renderer='oracle' needs scenes with a ground-truth mesh (procedural scenes); {missing} have none. "
-                "Use renderer='anchor' or 'worldfm' for imported scenes."
-            )
-        from worldfm_env.render.raycast import MeshRaycaster
-
-        self.raycaster = MeshRaycaster([s.mesh for s in pool.scenes], self.device)
-        self.rgb = torch.zeros(num_envs, height, width, 3, dtype=torch.uint8, device=self.device)
-        self.depth = torch.zeros(num_envs, height, width, dtype=torch.float32, device=self.device)
-
-    def render(self, request: RenderRequest) -> RenderOutput:
-        """Ray-cast rgb and exact depth."""
-        rgb, depth = self.raycaster.render(
-            request.scene_index, request.c2w, request.K, self.height, self.width, out_rgb=self.rgb, out_depth=self.depth
-        )
-        return RenderOutput(rgb, depth)
-
-
-def _worldfm_backend(pool: ScenePool, num_envs: int, height: int, width: int, **options) -> Renderer:
-    # Imported lazily: the model package is only needed by this backend.
-    from worldfm_env.model.renderer import WorldFMRenderer
-
-    return WorldFMRenderer(pool, num_envs, height, width, **options)
-
-
-RENDERER_BACKENDS = {"anchor": AnchorRenderer, "oracle": OracleRenderer, "worldfm": _worldfm_backend}
-
-
-def make_renderer(name: str, pool: ScenePool, num_envs: int, height: int, width: int, **options) -> Renderer:
-    """Build the backend called ``name`` (one of :data:`RENDERER_BACKENDS`)."""
-    if name not in RENDERER_BACKENDS:
-        raise ValueError(f"renderer={name!r} is not valid; choose one of {sorted(RENDERER_BACKENDS)}")
-    return RENDERER_BACKENDS[name](pool, num_envs, height, width, **options)

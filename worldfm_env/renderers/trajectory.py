@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import torch
 
-from worldfm_env.render.splat import PointSplatter, ReferenceSelector
-from worldfm_env.renderers import RenderRequest, make_renderer
+from worldfm_env.render.anchor_config import AnchorConfig
+from worldfm_env.renderers.pipeline import ObservationPipeline
 from worldfm_env.scenes.pool import ScenePool
 from worldfm_env.scenes.scene import Scene
 
@@ -36,32 +36,33 @@ def render_trajectory(
     renderer: str = "worldfm",
     batch_size: int = 8,
     seed: int = 0,
+    anchor: AnchorConfig | None = None,
     **renderer_options,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield (anchor rgb, rendered rgb), each (H, W, 3) uint8, for every pose of a trajectory.
 
-    Poses are rendered ``batch_size`` at a time: one splat launch, one reference vote and one model
-    call per batch. Frame ``i`` uses noise seed ``seed + i``, so a rerun reproduces the video.
+    Poses are rendered ``batch_size`` at a time through the env's observation pipeline (one splat launch, one
+    reference vote and one model call per batch), with the env's anchor settings unless ``anchor`` is given.
+    Frame ``i`` uses noise seed ``seed + i``, so a rerun reproduces the video. The trajectory's intrinsics must be
+    the same for every pose (a meta.json trajectory has one K).
     """
     if c2w.ndim != 3 or c2w.shape[1:] != (4, 4) or K.shape != (c2w.shape[0], 3, 3):
         raise ValueError(f"c2w must be (T, 4, 4) and K (T, 3, 3), got {tuple(c2w.shape)} and {tuple(K.shape)}")
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
+    if not torch.equal(K, K[:1].expand_as(K)):
+        raise ValueError("K must be the same for every pose of the trajectory (one camera)")
     pool = ScenePool([scene], scene.device)
     B = min(batch_size, c2w.shape[0])
-    splatter = PointSplatter(pool.points, B, height, width)
-    selector = ReferenceSelector(pool, B, height, width)
-    backend = make_renderer(renderer, pool, B, height, width, **renderer_options)
+    pipeline = ObservationPipeline(
+        pool, B, height, width, renderer=renderer, anchor=anchor, K=K[0], with_anchor=True, **renderer_options
+    )
     scene_index = torch.zeros(B, dtype=torch.int32, device=scene.device)
     for start in range(0, c2w.shape[0], B):
         n = min(B, c2w.shape[0] - start)
         # Pad the last batch by repeating its last pose (buffers are sized for B).
         idx = torch.arange(start, start + B, device=c2w.device).clamp(max=start + n - 1)
-        poses, intrinsics = c2w[idx].contiguous(), K[idx].contiguous()
-        anchor = splatter.render(scene_index, poses, intrinsics)
-        request = RenderRequest(scene_index, poses, intrinsics, anchor=anchor)
-        request.reference_index = selector.select(anchor.depth, scene_index, poses, intrinsics)
-        request.noise_seed = torch.arange(seed + start, seed + start + B, device=c2w.device)
-        frames = backend.render(request).rgb
+        seeds = torch.arange(seed + start, seed + start + B, device=c2w.device)
+        frame = pipeline.render(scene_index, c2w[idx].contiguous(), noise_seed=seeds)
         for j in range(n):
-            yield anchor.rgb[j].clone(), frames[j].clone()
+            yield frame.anchor.rgb[j].clone(), frame.rgb[j].clone()

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import torch
 
-from worldfm_env.scenes.scene import Scene, load_scene_file, save_scene
+from worldfm_env.scenes.scene import Scene
+from worldfm_env.scenes.scene_file import load_scene_file, save_scene
 
 __all__ = ["resolve_scenes", "parse_scene_spec", "DEFAULT_PROCEDURAL_COUNT"]
 
@@ -30,7 +31,7 @@ def parse_scene_spec(spec: str, count_override: int | None = None) -> list[tuple
     if not isinstance(spec, str) or not spec:
         raise ValueError(f"a scene spec must be a non-empty string, got {spec!r}")
     if spec.startswith("procedural"):
-        from worldfm_env.scenes.procedural import SPLITS, seeds_for_split
+        from worldfm_env.scenes.sources.procedural import SPLITS, seeds_for_split
 
         parts = spec.split(":")
         if len(parts) == 3 and parts[1] == "seed":
@@ -69,7 +70,7 @@ def _cache_dir() -> Path | None:
 
 
 def _procedural_scene(seed: int, options: dict, device: torch.device) -> Scene:
-    from worldfm_env.scenes.procedural import ProceduralConfig, generate_procedural_scene
+    from worldfm_env.scenes.sources.procedural import ProceduralConfig, generate_procedural_scene
 
     valid = {f.name for f in dataclasses.fields(ProceduralConfig)}
     unknown = sorted(set(options) - valid)
@@ -102,10 +103,11 @@ def _procedural_scene(seed: int, options: dict, device: torch.device) -> Scene:
 def _generator_version() -> str:
     """A digest of the code that produces a procedural scene, so a changed generator never reads stale files."""
     from worldfm_env.render import raycast
-    from worldfm_env.scenes import pointcloud, procedural, scene
+    from worldfm_env.scenes import navigation, pointcloud, scene, scene_file
+    from worldfm_env.scenes.sources import procedural
 
     digest = hashlib.sha1()
-    for module in (procedural, raycast, pointcloud, scene):
+    for module in (procedural, raycast, pointcloud, scene, navigation, scene_file):
         digest.update(Path(module.__file__).read_bytes())
     return digest.hexdigest()[:12]
 
@@ -144,7 +146,7 @@ def resolve_scenes(
             proc = {"resolution": tuple(resolution), "hfov_deg": hfov_deg, **options}
             scenes.append(_procedural_scene(int(value), proc, device))  # type: ignore[arg-type]
         else:
-            from worldfm_env.scenes.importers import load_scene
+            from worldfm_env.scenes.sources import load_scene
 
             scenes.append(load_scene(str(value), device=device, **options))
     return scenes

@@ -1,10 +1,19 @@
-"""Geodesic distance fields on navigation grids, computed on the device.
+"""Navigation: free-space grids, their connected components, geodesic distances, and per-pool packing.
 
-Distances are shortest paths on the 16-connected grid of free cells (the 8 neighbours plus the 8
-knight moves, each costing its Euclidean length; a move is allowed only when the cells its straight
-segment passes through are free, so paths never cut a corner), in scene units. Against the true
-(any-angle) shortest path this overestimates by at most about 2.7 % in open space, where an
-8-connected grid overestimates by up to 8.2 %, which matters for SPL.
+* Grid building: :func:`navigation_grid_from_points` (a height slice of a point cloud above the floor
+  found by :func:`estimate_floor_y`, eroded by the agent radius) for imported scenes; obstacle
+  footprints dilated by the agent's disc (``_blocked_mask``) and the largest 4-connected component
+  (``_largest_component``) for procedural scenes.
+* Geodesics: :func:`geodesic_distance`.
+* Pools: :class:`NavigationData`, the navigation tensors of every scene of a
+  :class:`~worldfm_env.scenes.pool.ScenePool` (main free component, goal candidates, goal fields).
+
+Geodesic distance fields are computed on the device. Distances are shortest paths on the
+16-connected grid of free cells (the 8 neighbours plus the 8 knight moves, each costing its
+Euclidean length; a move is allowed only when the cells its straight segment passes through are
+free, so paths never cut a corner), in scene units. Against the true (any-angle) shortest path this
+overestimates by at most about 2.7 % in open space, where an 8-connected grid overestimates by up to
+8.2 %, which matters for SPL.
 
 The solver is a chaotic Bellman-Ford relaxation in a warp kernel, alternating forward and
 backward sweeps until nothing changes: on the CPU each sweep runs in index order
@@ -15,13 +24,241 @@ parallel (Jacobi-like) and simply need more of them. Either way the fixed point 
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
 import torch
+import torch.nn.functional as F
 
 from worldfm_env._device import init_warp, warp_device
+from worldfm_env.scenes.scene import NavigationGrid
+
+if TYPE_CHECKING:
+    from worldfm_env.scenes.pool import ScenePool
 
 wp = init_warp()
 
-__all__ = ["geodesic_distance", "UNREACHABLE"]
+__all__ = ["geodesic_distance", "UNREACHABLE", "estimate_floor_y", "navigation_grid_from_points", "NavigationData"]
+
+
+# --------------------------------------------------------------------------------------------------
+# grids from point clouds (imported scenes)
+# --------------------------------------------------------------------------------------------------
+
+
+def estimate_floor_y(xyz: torch.Tensor, top_fraction: float = 0.3, bin_size: float = 0.02) -> float:
+    """World y of the floor: the densest horizontal layer among the lowest points.
+
+    Gravity is +y, so the floor holds the largest y. We histogram the y of the ``top_fraction`` of
+    points with the largest y in bins of ``bin_size`` and return the mean y of the fullest bin: a
+    floor is a large flat layer, so it concentrates many points in one bin, whereas walls and
+    furniture spread over many bins.
+
+    Args:
+        xyz: (P, 3) points.
+        top_fraction: fraction (0, 1] of points with the largest y that are considered.
+        bin_size: histogram bin width in scene units.
+
+    Returns:
+        The estimated floor y.
+    """
+    y = xyz[:, 1].float()
+    y = y[torch.isfinite(y)]
+    if y.numel() == 0:
+        raise ValueError("floor_y: cannot estimate the floor of an empty point cloud")
+    if y.numel() > 2_000_000:
+        # A strided subsample keeps the sort cheap for panoramas of tens of millions of pixels.
+        y = y[:: math.ceil(y.numel() / 2_000_000)]
+    k = max(1, int(math.ceil(top_fraction * y.numel())))
+    top = torch.topk(y, k).values  # (k,) largest y
+    lo, hi = float(top.min()), float(top.max())
+    if hi - lo < bin_size:
+        return float(top.mean())
+    bins = int(math.ceil((hi - lo) / bin_size)) + 1
+    idx = ((top - lo) / bin_size).long().clamp(0, bins - 1)
+    counts = torch.bincount(idx, minlength=bins)
+    best = int(counts.argmax())
+    return float(top[idx == best].mean())
+
+
+def _erode(free: torch.Tensor, radius: float, cell_size: float) -> torch.Tensor:
+    """Cells (Gz, Gx) of ``free`` whose centre is farther than ``radius`` from every blocked cell's square.
+
+    Outside the grid counts as blocked (padding value 1), so free space never touches the border.
+    """
+    r = int(math.ceil(radius / cell_size))
+    if r <= 0:
+        return free
+    d = torch.arange(-r, r + 1, dtype=torch.float32, device=free.device)
+    gap = (d.abs() - 0.5).clamp(min=0.0) * cell_size  # per-axis distance from a cell centre to a neighbour's square
+    kernel = ((gap[:, None] ** 2 + gap[None, :] ** 2) < radius**2).float()  # (2r+1, 2r+1) disk
+    blocked = F.pad((~free).float()[None, None], (r, r, r, r), value=1.0)
+    return F.conv2d(blocked, kernel[None, None])[0, 0] < 0.5  # (Gz, Gx): no blocked cell under the disk
+
+
+def navigation_grid_from_points(
+    xyz: torch.Tensor,
+    cell_size: float = 0.1,
+    floor_y: float | None = None,
+    camera_height: float | None = None,
+    agent_height: float = 1.5,
+    agent_radius: float = 0.18,
+    step_height: float = 0.2,
+    floor_band: float = 0.05,
+    top_fraction: float = 0.3,
+    unobserved_is_free: bool = False,
+    include_xz: torch.Tensor | Sequence[Sequence[float]] | None = None,
+) -> NavigationGrid:
+    """Top-down free space of a point cloud from a height slice above the floor.
+
+    A cell is *observed floor* when it holds a point within ``floor_band`` of ``floor_y``; it is
+    *occupied* when it holds a point whose height above the floor is in
+    ``(step_height, max(agent_height, camera_height)]`` (anything the body or the camera would hit;
+    lower points are steps the agent walks over). Free = observed floor and not occupied (or simply
+    not occupied when ``unobserved_is_free``), then eroded by ``agent_radius``: a cell stays free only
+    if no blocked cell (occupied, unobserved, or outside the grid) lies within ``agent_radius`` of its
+    centre. The grid covers the x-z bounding box of the points (plus ``include_xz``).
+
+    Args:
+        xyz: (P, 3) float world points (gravity +y).
+        cell_size: edge of a square cell in scene units.
+        floor_y: world y of the floor; estimated with :func:`estimate_floor_y` when None.
+        camera_height: height of the agent's camera above the floor; raises the obstacle slice's top
+            to it when larger than ``agent_height``.
+        agent_height: height of the agent's body.
+        agent_radius: radius of the agent's footprint; obstacles are dilated by it.
+        step_height: points up to this height above the floor do not block.
+        floor_band: half-thickness of the slab around ``floor_y`` that counts as floor.
+        top_fraction: fraction of the lowest points (largest y) searched for the floor layer.
+        unobserved_is_free: treat cells with no floor point as free (for single views whose floor
+            near the camera is outside the image).
+        include_xz: (M, 2) world (x, z) positions the grid must cover (e.g. camera centres).
+
+    Returns:
+        The :class:`NavigationGrid`.
+
+    Raises:
+        ValueError: bad parameters, an empty cloud, or no free cell left ("no free space").
+    """
+    if cell_size <= 0:
+        raise ValueError(f"cell_size must be positive (scene units), got {cell_size}")
+    if agent_radius < 0 or agent_height <= 0 or step_height < 0 or floor_band <= 0:
+        raise ValueError(
+            "navigation grid parameters must satisfy agent_radius >= 0, agent_height > 0, step_height >= 0, "
+            f"floor_band > 0; got agent_radius={agent_radius}, agent_height={agent_height}, "
+            f"step_height={step_height}, floor_band={floor_band}"
+        )
+    if not 0.0 < top_fraction <= 1.0:
+        raise ValueError(f"top_fraction must be in (0, 1], got {top_fraction}")
+    if xyz.ndim != 2 or xyz.shape[1] != 3:
+        raise ValueError(f"xyz must be (P, 3) points, got shape {tuple(xyz.shape)}")
+    pts = xyz.float()
+    pts = pts[torch.isfinite(pts).all(dim=1)]
+    if pts.shape[0] == 0:
+        raise ValueError("xyz: the point cloud is empty (no finite points); cannot build a navigation grid")
+    device = pts.device
+    if floor_y is None:
+        floor_y = estimate_floor_y(pts, top_fraction=top_fraction)
+    floor_y = float(floor_y)
+
+    # Grid extent: the x-z bounding box of the points, plus any position that must be inside it.
+    xz = pts[:, [0, 2]]  # (P, 2)
+    lo, hi = xz.min(0).values, xz.max(0).values
+    if include_xz is not None:
+        extra = torch.as_tensor(include_xz, dtype=torch.float32, device=device).reshape(-1, 2)
+        if extra.shape[0] > 0:
+            lo = torch.minimum(lo, extra.min(0).values)
+            hi = torch.maximum(hi, extra.max(0).values)
+    x0, z0 = float(lo[0]), float(lo[1])
+    gx = int(math.floor((float(hi[0]) - x0) / cell_size)) + 1
+    gz = int(math.floor((float(hi[1]) - z0) / cell_size)) + 1
+    col = ((xz[:, 0] - x0) / cell_size).floor().long().clamp(0, gx - 1)
+    row = ((xz[:, 1] - z0) / cell_size).floor().long().clamp(0, gz - 1)
+    flat = row * gx + col  # (P,)
+
+    height = floor_y - pts[:, 1]  # (P,) height above the floor (y points down)
+    top = max(agent_height, camera_height or 0.0)
+    is_floor = height.abs() <= floor_band
+    is_obstacle = (height > step_height) & (height <= top)
+    observed = torch.bincount(flat[is_floor], minlength=gz * gx).reshape(gz, gx) > 0
+    occupied = torch.bincount(flat[is_obstacle], minlength=gz * gx).reshape(gz, gx) > 0
+    free = ~occupied if unobserved_is_free else observed & ~occupied
+
+    # Erode by the agent radius: a cell is blocked if the agent's disk (centred on the cell centre)
+    # touches any blocked cell's square. Outside the grid counts as blocked (padding value 1).
+    free = _erode(free, agent_radius, cell_size)
+    if not bool(free.any()):
+        raise ValueError(
+            f"navigation grid: no free space: {int(observed.sum())} observed floor cells at floor_y={floor_y:.3f}, "
+            f"{int(occupied.sum())} occupied cells, agent_radius={agent_radius}, cell_size={cell_size}. "
+            "The point cloud needs a visible floor (a dense layer at the largest y) with room to stand; "
+            "pass floor_y explicitly or a smaller agent_radius/cell_size"
+        )
+    return NavigationGrid(free=free, origin=(x0, z0), cell_size=float(cell_size), floor_y=floor_y)
+
+
+# --------------------------------------------------------------------------------------------------
+# grids from obstacle footprints (procedural scenes)
+# --------------------------------------------------------------------------------------------------
+
+
+def _blocked_mask(rects: np.ndarray, xs: np.ndarray, zs: np.ndarray, radius: float) -> np.ndarray:
+    """(Gz, Gx) bool: cell centres closer than ``radius`` to any rect (R, 4) = (x0, x1, z0, z1)."""
+    if len(rects) == 0:
+        return np.zeros((len(zs), len(xs)), dtype=bool)
+    dx = np.maximum(np.maximum(rects[:, 0:1] - xs[None], xs[None] - rects[:, 1:2]), 0.0)  # (R, Gx)
+    dz = np.maximum(np.maximum(rects[:, 2:3] - zs[None], zs[None] - rects[:, 3:4]), 0.0)  # (R, Gz)
+    # Exact Minkowski sum of each rectangle with the agent's disc: distance to the rect < radius.
+    if radius <= 0:  # no dilation: the footprints themselves
+        return ((dz[:, :, None] + dx[:, None, :]) <= 0.0).any(0)
+    out = np.zeros((len(zs), len(xs)), dtype=bool)
+    r2 = radius * radius
+    for k in range(0, len(rects), 64):  # chunks bound the (chunk, Gz, Gx) temporary
+        out |= ((dz[k : k + 64, :, None] ** 2 + dx[k : k + 64, None, :] ** 2) < r2).any(0)
+    return out
+
+
+def _largest_component(free: np.ndarray) -> tuple[np.ndarray, int]:
+    """Mask of the largest 4-connected component of ``free`` and the number of components."""
+    try:
+        from scipy import ndimage
+
+        labels, n = ndimage.label(free)
+    except ImportError:  # pragma: no cover - scipy is optional
+        labels, n = _label_bfs(free)
+    if n == 0:
+        return free.copy(), 0
+    counts = np.bincount(labels.ravel())
+    counts[0] = 0
+    return labels == int(np.argmax(counts)), int(n)
+
+
+def _label_bfs(free: np.ndarray) -> tuple[np.ndarray, int]:  # pragma: no cover - fallback without scipy
+    from collections import deque
+
+    labels = np.zeros(free.shape, dtype=np.int32)
+    n = 0
+    H, W = free.shape
+    for r0, c0 in zip(*np.nonzero(free), strict=True):
+        if labels[r0, c0]:
+            continue
+        n += 1
+        labels[r0, c0] = n
+        q = deque([(r0, c0)])
+        while q:
+            r, c = q.popleft()
+            for rr, cc in ((r + 1, c), (r - 1, c), (r, c + 1), (r, c - 1)):
+                if 0 <= rr < H and 0 <= cc < W and free[rr, cc] and not labels[rr, cc]:
+                    labels[rr, cc] = n
+                    q.append((rr, cc))
+    return labels, n
+
+
+# --------------------------------------------------------------------------------------------------
+# geodesic distance fields
+# --------------------------------------------------------------------------------------------------
 
 UNREACHABLE = float("inf")
 _BIG = 1.0e30
@@ -124,3 +361,132 @@ def geodesic_distance(
             break
     dist = torch.where(dist >= _BIG * 0.5, torch.full_like(dist, UNREACHABLE), dist * cell_size)
     return dist[0] if single else dist
+
+
+# --------------------------------------------------------------------------------------------------
+# per-pool navigation data
+# --------------------------------------------------------------------------------------------------
+
+
+class NavigationData:
+    """Navigation tensors of every scene of a pool, padded to one grid shape.
+
+    Attributes (S scenes, grid Gz x Gx, G goal candidates):
+        free: (S, Gz, Gx) bool.
+        main: (S, Gz, Gx) bool, the largest connected free component of each scene.
+        main_cells: (S, Fmax) long flat indices of main-component cells (padded by repetition).
+        main_count: (S,) long number of main-component cells.
+        goal_cells: (S, G) long flat indices of goal candidates (main component).
+        goal_fields: (S, G, Gz*Gx) float32 geodesic distance to each candidate, scene units, inf unreachable.
+    """
+
+    def __init__(self, pool: ScenePool, goal_candidates: int = 32, with_goal_fields: bool = True) -> None:
+        self.pool = pool
+        self.device = pool.device
+        self.free = pool.nav_free
+        S, Gz, Gx = self.free.shape
+        self.shape = (Gz, Gx)
+        main = torch.zeros_like(self.free)
+        for s in range(S):
+            main[s] = self._main_component(s)
+        self.main = main
+        counts = main.flatten(1).sum(1)
+        self.main_count = counts.long()
+        Fmax = int(counts.max())
+        cells = torch.zeros(S, Fmax, dtype=torch.long, device=self.device)
+        for s in range(S):
+            idx = torch.nonzero(main[s].flatten(), as_tuple=False)[:, 0]
+            cells[s, : idx.numel()] = idx
+            cells[s, idx.numel() :] = idx[0]
+        self.main_cells = cells
+        if with_goal_fields:
+            goal_cells = torch.zeros(S, goal_candidates, dtype=torch.long, device=self.device)
+            fields = torch.zeros(S, goal_candidates, Gz * Gx, dtype=torch.float32, device=self.device)
+            for s in range(S):
+                # Goal candidates are fixed per scene (not per env seed), spread by a seeded permutation.
+                gen = torch.Generator().manual_seed(7919 * (s + 1))
+                pick = torch.randperm(int(counts[s]), generator=gen)[:goal_candidates]
+                pick = pick.repeat((goal_candidates + pick.numel() - 1) // pick.numel())[:goal_candidates]
+                flat = cells[s, pick.to(self.device)]
+                goal_cells[s] = flat
+                rc = torch.stack([flat // Gx, flat % Gx], dim=-1)
+                fields[s] = geodesic_distance(self.free[s], rc, float(pool.nav_cell_size[s])).flatten(1)
+            self.goal_cells = goal_cells
+            self.goal_fields = fields
+
+    def _main_component(self, s: int) -> torch.Tensor:
+        free = self.free[s]
+        remaining = free.clone()
+        best = torch.zeros_like(free)
+        total = int(free.sum())
+        # Flood from free cells until the largest component found covers over half of what is left.
+        while int(remaining.sum()) > int(best.sum()):
+            idx = torch.nonzero(remaining.flatten(), as_tuple=False)[0, 0]
+            src = torch.stack([idx // free.shape[1], idx % free.shape[1]])
+            component = torch.isfinite(geodesic_distance(free, src))
+            if int(component.sum()) > int(best.sum()):
+                best = component
+            remaining &= ~component
+            if int(best.sum()) * 2 >= total:
+                break
+        return best
+
+    def cell_to_world(self, scene: torch.Tensor, flat_cell: torch.Tensor) -> torch.Tensor:
+        """World (x, z) (N, 2) of the centres of flat cell indices in each env's scene."""
+        Gx = self.shape[1]
+        row = (flat_cell // Gx).float()
+        col = (flat_cell % Gx).float()
+        cs = self.pool.nav_cell_size[scene]
+        origin = self.pool.nav_origin[scene]
+        return torch.stack([origin[:, 0] + (col + 0.5) * cs, origin[:, 1] + (row + 0.5) * cs], dim=-1)
+
+    def is_free(self, scene: torch.Tensor, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Whether world points (x, z) (N, ...) are on free cells of each env's scene (N,)."""
+        Gz, Gx = self.shape
+        shape = x.shape
+        cs = self.pool.nav_cell_size[scene].view(-1, *([1] * (x.ndim - 1)))
+        ox = self.pool.nav_origin[scene, 0].view_as(cs)
+        oz = self.pool.nav_origin[scene, 1].view_as(cs)
+        col = torch.floor((x - ox) / cs).long()
+        row = torch.floor((z - oz) / cs).long()
+        inside = (row >= 0) & (row < Gz) & (col >= 0) & (col < Gx)
+        flat = row.clamp(0, Gz - 1) * Gx + col.clamp(0, Gx - 1) + scene.view_as(cs).long() * (Gz * Gx)
+        return self.free.reshape(-1)[flat.reshape(-1)].reshape(shape) & inside
+
+    def segment_free(
+        self, scene: torch.Tensor, start: torch.Tensor, end: torch.Tensor, fractions: torch.Tensor
+    ) -> torch.Tensor:
+        """Whether the straight segments start -> end (N, 3) world points stay on free cells (N,) bool, tested at
+        ``fractions`` (K,) of the way along (0 and 1 included for the end points)."""
+        xs = start[:, 0, None] + fractions * (end[:, 0] - start[:, 0])[:, None]
+        zs = start[:, 2, None] + fractions * (end[:, 2] - start[:, 2])[:, None]
+        return self.is_free(scene, xs, zs).all(dim=1)
+
+    def interpolate_field(
+        self, fields: torch.Tensor, row: torch.Tensor, scene: torch.Tensor, position: torch.Tensor
+    ) -> torch.Tensor:
+        """Geodesic distance (N,) at continuous positions; env i reads field ``fields[row[i]]``.
+
+        ``fields`` is (R, Gz*Gx) (e.g. all goal fields flattened to (S*G, Gz*Gx)); no per-env copy is made.
+
+        The minimum over the 2x2 cell centres around the point of field + straight-line offset,
+        which is exact wherever those centres are in line of sight (always locally, on free cells).
+        """
+        Gz, Gx = self.shape
+        cs = self.pool.nav_cell_size[scene]
+        fx = (position[:, 0] - self.pool.nav_origin[scene, 0]) / cs - 0.5
+        fz = (position[:, 2] - self.pool.nav_origin[scene, 1]) / cs - 0.5
+        c0 = torch.floor(fx).long()
+        r0 = torch.floor(fz).long()
+        best = torch.full_like(fx, float("inf"))
+        for dr in (0, 1):
+            for dc in (0, 1):
+                r = r0 + dr
+                c = c0 + dc
+                inside = (r >= 0) & (r < Gz) & (c >= 0) & (c < Gx)
+                flat = r.clamp(0, Gz - 1) * Gx + c.clamp(0, Gx - 1) + row * (Gz * Gx)
+                value = fields.reshape(-1)[flat]
+                offset = torch.sqrt((fx - c.float()) ** 2 + (fz - r.float()) ** 2) * cs
+                value = torch.where(inside, value + offset, torch.full_like(value, float("inf")))
+                best = torch.minimum(best, value)
+        return best

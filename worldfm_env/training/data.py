@@ -21,16 +21,35 @@ import torch
 
 from worldfm_env.geometry import intrinsics_from_fov, pose_from_yaw_pitch
 from worldfm_env.model.dit import PanelCameras
-from worldfm_env.render.anchor_config import SPLAT_RADIUS_VALUES, parse_splat_radius, valid_splat_radius
+from worldfm_env.render.anchor_config import AnchorConfig
 from worldfm_env.render.raycast import MeshRaycaster
-from worldfm_env.render.splat import Occluders, PointSplatter, ReferenceSelector
+from worldfm_env.render.splat import AnchorRender
+from worldfm_env.renderers.pipeline import ObservationPipeline
 from worldfm_env.rng import hash_uniform
 from worldfm_env.scenes.navigation import geodesic_distance
 from worldfm_env.scenes.pointcloud import points_from_views
 from worldfm_env.scenes.pool import ScenePool
 from worldfm_env.scenes.scene import ReferenceBank, Scene
 
-__all__ = ["ClipConfig", "ClipBatch", "ClipGenerator"]
+__all__ = ["ClipConfig", "ClipBatch", "ClipGenerator", "target_anchors"]
+
+
+def target_anchors(
+    pool: ScenePool,
+    scene_index: torch.Tensor,
+    c2w: torch.Tensor,
+    K: torch.Tensor,
+    height: int,
+    width: int,
+    anchor: AnchorConfig,
+) -> tuple[AnchorRender, torch.Tensor]:
+    """The anchor render and the voted reference (global bank row) of N target poses: the env's observation pipeline
+    (its splat and vote with the same anchor settings), so training clips show the model what the env will."""
+    pipeline = ObservationPipeline(
+        pool, c2w.shape[0], height, width, renderer="anchor", anchor=anchor, K=K, with_anchor=True
+    )
+    frame = pipeline.render(scene_index, c2w)
+    return frame.anchor, frame.reference_index
 
 
 @dataclass(frozen=True)
@@ -51,11 +70,11 @@ class ClipConfig:
     """Heading noise around the direction of travel."""
     pitch_jitter_deg: float = 12.0
     """Pitch noise around level."""
-    anchor_lod: float = 0.35
+    anchor_lod: float = AnchorConfig.anchor_lod
     """Level of detail of the anchor splat (the env's ``anchor_lod``; 0 draws every point, as published)."""
-    occlusion_culling: bool = True
+    occlusion_culling: bool = AnchorConfig.occlusion_culling
     """2.5-D occlusion culling of the anchor splat (the env's ``occlusion_culling``)."""
-    splat_radius: int | str = 0
+    splat_radius: int | str = AnchorConfig.splat_radius
     """Anchor splat half-size (the env's ``splat_radius``): 0 = one pixel per point, as published, or ``"auto"``."""
 
     def __post_init__(self) -> None:
@@ -68,17 +87,19 @@ class ClipConfig:
             raise ValueError(f"resolution must be (height, width) ints >= 8, got {res!r}")
         if not 0.0 < self.hfov_deg < 180.0:
             raise ValueError(f"hfov_deg must be in (0, 180), got {self.hfov_deg!r}")
-        if not isinstance(self.occlusion_culling, bool):
-            raise ValueError(f"occlusion_culling must be True or False, got {self.occlusion_culling!r}")
-        if not valid_splat_radius(self.splat_radius):
-            raise ValueError(f"splat_radius must be {SPLAT_RADIUS_VALUES}, got {self.splat_radius!r}")
-        object.__setattr__(self, "splat_radius", parse_splat_radius(self.splat_radius))  # numpy int -> int
-        if not 0.0 <= self.anchor_lod <= 4.0:
-            raise ValueError(f"anchor_lod must be in [0, 4] (0 draws every point), got {self.anchor_lod!r}")
+        # The anchor fields are validated (and a numpy splat_radius made an int) by the render side's config.
+        object.__setattr__(self, "splat_radius", self.anchor.splat_radius)
         if self.yaw_jitter_deg < 0 or self.pitch_jitter_deg < 0:
             raise ValueError(
                 f"yaw_jitter_deg and pitch_jitter_deg must be >= 0, got {self.yaw_jitter_deg}, {self.pitch_jitter_deg}"
             )
+
+    @property
+    def anchor(self) -> AnchorConfig:
+        """The anchor settings of the clips' targets (the env's reference vote, this config's splat)."""
+        return AnchorConfig(
+            splat_radius=self.splat_radius, anchor_lod=self.anchor_lod, occlusion_culling=self.occlusion_culling
+        )
 
     @property
     def targets(self) -> int:
@@ -267,14 +288,7 @@ class ClipGenerator:
         pool = ScenePool(clip_scenes, self.device)
         N = B * T
         clip_index = torch.arange(B, dtype=torch.int32, device=self.device).repeat_interleave(T)
-        K_all = self.K.expand(N, 3, 3).contiguous()
-        occluders = Occluders(pool.occluders, pool.nav_origin, pool.nav_cell_size) if cfg.occlusion_culling else None
-        splatter = PointSplatter(
-            pool.points, N, H, W, radius=cfg.splat_radius, lod_scale=cfg.anchor_lod, occluders=occluders
-        )
-        anchor = splatter.render(clip_index, tgt_c2w.reshape(N, 4, 4), K_all)
-        selector = ReferenceSelector(pool, N, H, W)
-        ref_global = selector.select(anchor.depth, clip_index, tgt_c2w.reshape(N, 4, 4), K_all)
+        anchor, ref_global = target_anchors(pool, clip_index, tgt_c2w.reshape(N, 4, 4), self.K, H, W, cfg.anchor)
         slot = ref_global - pool.scene_bank_start.long()[clip_index.long()]
         return ClipBatch(
             anchor_rgb=anchor.rgb.reshape(B, T, H, W, 3).clone(),

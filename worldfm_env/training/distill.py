@@ -31,6 +31,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from worldfm_env._config import add_dataclass_arguments, strict_kwargs
 from worldfm_env._device import resolve_device
 from worldfm_env.model import iddpm_linear_schedule, load_checkpoint, sample_ddim, save_checkpoint
 from worldfm_env.model.checkpoint import SAMPLER_STEPS_METADATA_KEY, SPLAT_RADIUS_METADATA_KEY, trained_splat_radius
@@ -128,6 +129,12 @@ class DistillConfig:
         for name in ("steps", "clips_per_step", "regression_pairs", "teacher_steps", "save_every"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be a positive int, got {getattr(self, name)!r}")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> DistillConfig:
+        """Build from a dict (a JSON config merged with the command line); unknown keys raise ``ValueError``
+        naming them, with the closest valid keys."""
+        return cls(**strict_kwargs(cls, values, "distillation option"))
 
 
 def student_sample(
@@ -380,19 +387,22 @@ def distill(cfg: DistillConfig) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m worldfm_env.training.distill --teacher runs/s2/model.safetensors [--key value ...]``."""
-    parser = argparse.ArgumentParser(description="Stage III: DMD distillation into the 1- or 2-step sampler.")
+    parser = argparse.ArgumentParser(
+        description="Stage III: DMD distillation into the 1- or 2-step sampler. Options given here override those "
+        "of --config.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     parser.add_argument("--config", default=None, help="JSON file with DistillConfig fields")
-    for f in dataclasses.fields(DistillConfig):
-        kind = splat_radius_arg if f.name == "splat_radius" else {int: int, float: float}.get(type(f.default), str)
-        parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=None)
+    add_dataclass_arguments(
+        parser,
+        DistillConfig,
+        types={"splat_radius": splat_radius_arg},
+        defaults_none=True,  # None: not given, so a --config value stands
+    )
     args = parser.parse_args(argv)
     values = json.loads(Path(args.config).read_text()) if args.config else {}
     values.update({k: v for k, v in vars(args).items() if k != "config" and v is not None})
-    valid = {f.name for f in dataclasses.fields(DistillConfig)}
-    unknown = sorted(set(values) - valid)
-    if unknown:
-        raise ValueError(f"unknown distillation options {unknown}; valid: {sorted(valid)}")
-    summary = distill(DistillConfig(**values))
+    summary = distill(DistillConfig.from_dict(values))
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(summary))
     if dist.is_initialized():

@@ -38,6 +38,7 @@ from worldfm_env.render.raycast import (
     MeshRaycaster,
     make_material,
 )
+from worldfm_env.scenes.navigation import _blocked_mask, _largest_component
 from worldfm_env.scenes.pointcloud import points_from_views
 from worldfm_env.scenes.scene import NavigationGrid, ReferenceBank, Scene, TriangleMesh
 
@@ -788,58 +789,6 @@ def _emit_furniture(rng, mb: _MeshBuilder, mt: _MaterialTable, name: str, fp, fh
         return
     mat = mt.add(_furniture_material(rng, "wood" if name in ("shelf", "wardrobe") else "any"))
     mb.box(x0, x1, -fh, 0.0, z0, z1, mat)
-
-
-def _blocked_mask(rects: np.ndarray, xs: np.ndarray, zs: np.ndarray, radius: float) -> np.ndarray:
-    """(Gz, Gx) bool: cell centres closer than ``radius`` to any rect (R, 4) = (x0, x1, z0, z1)."""
-    if len(rects) == 0:
-        return np.zeros((len(zs), len(xs)), dtype=bool)
-    dx = np.maximum(np.maximum(rects[:, 0:1] - xs[None], xs[None] - rects[:, 1:2]), 0.0)  # (R, Gx)
-    dz = np.maximum(np.maximum(rects[:, 2:3] - zs[None], zs[None] - rects[:, 3:4]), 0.0)  # (R, Gz)
-    # Exact Minkowski sum of each rectangle with the agent's disc: distance to the rect < radius.
-    if radius <= 0:  # no dilation: the footprints themselves
-        return ((dz[:, :, None] + dx[:, None, :]) <= 0.0).any(0)
-    out = np.zeros((len(zs), len(xs)), dtype=bool)
-    r2 = radius * radius
-    for k in range(0, len(rects), 64):  # chunks bound the (chunk, Gz, Gx) temporary
-        out |= ((dz[k : k + 64, :, None] ** 2 + dx[k : k + 64, None, :] ** 2) < r2).any(0)
-    return out
-
-
-def _largest_component(free: np.ndarray) -> tuple[np.ndarray, int]:
-    """Mask of the largest 4-connected component of ``free`` and the number of components."""
-    try:
-        from scipy import ndimage
-
-        labels, n = ndimage.label(free)
-    except ImportError:  # pragma: no cover - scipy is optional
-        labels, n = _label_bfs(free)
-    if n == 0:
-        return free.copy(), 0
-    counts = np.bincount(labels.ravel())
-    counts[0] = 0
-    return labels == int(np.argmax(counts)), int(n)
-
-
-def _label_bfs(free: np.ndarray) -> tuple[np.ndarray, int]:  # pragma: no cover - fallback without scipy
-    from collections import deque
-
-    labels = np.zeros(free.shape, dtype=np.int32)
-    n = 0
-    H, W = free.shape
-    for r0, c0 in zip(*np.nonzero(free), strict=True):
-        if labels[r0, c0]:
-            continue
-        n += 1
-        labels[r0, c0] = n
-        q = deque([(r0, c0)])
-        while q:
-            r, c = q.popleft()
-            for rr, cc in ((r + 1, c), (r - 1, c), (r, c + 1), (r, c - 1)):
-                if 0 <= rr < H and 0 <= cc < W and free[rr, cc] and not labels[rr, cc]:
-                    labels[rr, cc] = n
-                    q.append((rr, cc))
-    return labels, n
 
 
 def _capture_positions(free, room_id, clear, xs, zs, num_rooms: int, spacing: float) -> np.ndarray:

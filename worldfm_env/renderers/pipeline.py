@@ -1,0 +1,159 @@
+"""The observation pipeline: the one place where a camera pose becomes a frame.
+
+:class:`ObservationPipeline` owns, for N envs at H x W: the cameras (K and its inverse, computed once), the anchor
+splat (warp, into preallocated buffers), the reference vote, the renderer backend and its output buffers. The
+vector env, the render CLI (:mod:`worldfm_env.renderers.trajectory`), the training clip generator and the
+benchmarks all render through it, with one set of anchor settings (:class:`~worldfm_env.render.anchor_config.
+AnchorConfig`), so each of them feeds the frame model exactly the anchors the env does.
+
+Backends (:data:`RENDERER_BACKENDS`): ``anchor`` (the raw splat), ``oracle`` (ray-cast ground truth of procedural
+scenes) and ``worldfm`` (the frame model).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from worldfm_env.geometry import intrinsics_from_fov
+from worldfm_env.render.anchor_config import AnchorConfig
+from worldfm_env.render.splat import AnchorRender, Occluders, PointSplatter, ReferenceSelector
+from worldfm_env.renderers.anchor import AnchorRenderer
+from worldfm_env.renderers.base import Renderer, RenderRequest
+from worldfm_env.renderers.oracle import OracleRenderer
+from worldfm_env.scenes.pool import ScenePool
+
+__all__ = ["Observation", "ObservationPipeline", "RENDERER_BACKENDS", "make_renderer"]
+
+
+def _worldfm_backend(pool: ScenePool, num_envs: int, height: int, width: int, **options) -> Renderer:
+    # Imported lazily: the model package is only needed by this backend.
+    from worldfm_env.renderers.worldfm import WorldFMRenderer
+
+    return WorldFMRenderer(pool, num_envs, height, width, **options)
+
+
+RENDERER_BACKENDS = {"anchor": AnchorRenderer, "oracle": OracleRenderer, "worldfm": _worldfm_backend}
+
+
+def make_renderer(name: str, pool: ScenePool, num_envs: int, height: int, width: int, **options) -> Renderer:
+    """Build the backend called ``name`` (one of :data:`RENDERER_BACKENDS`)."""
+    if name not in RENDERER_BACKENDS:
+        raise ValueError(f"renderer={name!r} is not valid; choose one of {sorted(RENDERER_BACKENDS)}")
+    return RENDERER_BACKENDS[name](pool, num_envs, height, width, **options)
+
+
+@dataclass
+class Observation:
+    """One batched render: the frames and what they were made from (views of the pipeline's buffers, valid until
+    its next call).
+
+    Attributes:
+        rgb: (N, H, W, 3) uint8 frames. depth: (N, H, W) float32 depth of the frames (0 = unknown).
+        anchor: the anchor render (rgb, depth, mask), when the pipeline splats (``anchor`` and ``worldfm``
+            backends, or ``with_anchor=True``).
+        reference_index: (N,) int64 rows of the pool's packed bank chosen as reference, when voted for.
+    """
+
+    rgb: torch.Tensor
+    depth: torch.Tensor | None
+    anchor: AnchorRender | None
+    reference_index: torch.Tensor | None
+
+
+class ObservationPipeline:
+    """Pose -> frame for N envs at H x W, over one scene pool.
+
+    Args:
+        pool: the scenes (points, banks, meshes, occluders) on the device.
+        num_envs, height, width: batch and resolution of every call.
+        renderer: backend name (:data:`RENDERER_BACKENDS`).
+        anchor: the anchor settings (splat radius, level of detail, occlusion culling, reference vote); the env's
+            defaults when None.
+        K: intrinsics in output pixels, (3, 3) shared or (N, 3, 3) per env; constant over calls (the inverse is
+            computed once). Give ``hfov_deg`` instead for the env's pinhole camera.
+        hfov_deg: horizontal field of view of a centred pinhole camera, when ``K`` is None.
+        with_anchor: splat and vote even when the backend needs neither (e.g. the oracle frames of training clips
+            come with the anchor the model would see).
+        **backend_options: passed to the backend (the ``worldfm`` backend's weights, sampler, dtype, noise, ...).
+    """
+
+    def __init__(
+        self,
+        pool: ScenePool,
+        num_envs: int,
+        height: int,
+        width: int,
+        renderer: str = "anchor",
+        anchor: AnchorConfig | None = None,
+        K: torch.Tensor | None = None,
+        hfov_deg: float = 90.0,
+        with_anchor: bool = False,
+        **backend_options,
+    ) -> None:
+        self.pool = pool
+        self.device = pool.device
+        self.num_envs, self.height, self.width = num_envs, height, width
+        self.anchor_config = anchor = anchor if anchor is not None else AnchorConfig()
+        self.backend = make_renderer(renderer, pool, num_envs, height, width, **backend_options)
+        if K is None:
+            K = intrinsics_from_fov(width, height, hfov_deg, device=self.device)
+        K = K.to(device=self.device, dtype=torch.float32)
+        if K.shape not in ((3, 3), (num_envs, 3, 3)):
+            raise ValueError(f"K must be (3, 3) or ({num_envs}, 3, 3), got {tuple(K.shape)}")
+        self.K = K.expand(num_envs, 3, 3).contiguous()  # (N, 3, 3)
+        self.K_inv = torch.linalg.inv(self.K).contiguous()  # constant cameras: inverted once, not every step
+        needs_reference = self.backend.needs_reference or with_anchor
+        self.splatter = None
+        if self.backend.needs_anchor or needs_reference:
+            occluders = (
+                Occluders(pool.occluders, pool.nav_origin, pool.nav_cell_size) if anchor.occlusion_culling else None
+            )
+            self.splatter = PointSplatter(
+                pool.points,
+                num_envs,
+                height,
+                width,
+                radius=anchor.splat_radius,
+                lod_scale=anchor.anchor_lod,
+                occluders=occluders,
+            )
+        self.selector = (
+            ReferenceSelector(pool, num_envs, height, width, anchor.reference_samples, anchor.reference_tolerance)
+            if needs_reference
+            else None
+        )
+        self.last_request: RenderRequest | None = None
+
+    @property
+    def name(self) -> str:
+        """The backend's name (``"anchor"``, ``"oracle"`` or ``"worldfm"``)."""
+        return self.backend.name
+
+    @property
+    def stochastic(self) -> bool:
+        """Whether frames depend on a noise seed (the frame model)."""
+        return self.backend.name not in ("anchor", "oracle")
+
+    def render(
+        self, scene_index: torch.Tensor, c2w: torch.Tensor, noise_seed: torch.Tensor | None = None
+    ) -> Observation:
+        """Frames of N envs at poses ``c2w`` (N, 4, 4) in scenes ``scene_index`` (N,) of the pool.
+
+        ``noise_seed`` (N,) int64: per-env seeds of a stochastic backend (a fixed seed and pose give the same
+        frame whatever the batch). Returns views of the pipeline's buffers, overwritten by the next call.
+        """
+        request = RenderRequest(scene_index, c2w, self.K)
+        if self.splatter is not None:
+            request.anchor = self.splatter.render(scene_index, c2w, self.K)
+        if self.selector is not None:
+            request.reference_index = self.selector.select(
+                request.anchor.depth, scene_index, c2w, self.K, K_inv=self.K_inv
+            )
+        if self.stochastic:
+            request.noise_seed = noise_seed
+        self.last_request = request  # what the backend was given (tests and diagnostics re-render from it)
+        frame = self.backend.render(request)
+        depth = frame.depth if frame.depth is not None else (request.anchor.depth if request.anchor else None)
+        return Observation(frame.rgb, depth, request.anchor, request.reference_index)
