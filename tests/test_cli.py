@@ -95,7 +95,7 @@ def test_render_meta_json_trajectory(tmp_path):
     """`worldfm-env render` renders one frame per trajectory pose (anchor, then worldfm side by side)."""
     import imageio.v2 as imageio
     import torch
-    from test_importers import _write_meta
+    from scenes.test_sources import _write_meta
 
     from worldfm_env.model import build_model, save_checkpoint
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 # `agents/` is a top-level folder of scripts, not part of the installed package.
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 

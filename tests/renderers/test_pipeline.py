@@ -17,7 +17,7 @@ from worldfm_env.renderers.pipeline import ObservationPipeline
 from worldfm_env.renderers.trajectory import render_trajectory
 from worldfm_env.training.data import target_anchors
 
-PACKAGE = Path(__file__).resolve().parents[1] / "worldfm_env"
+PACKAGE = Path(__file__).resolve().parents[2] / "worldfm_env"
 
 
 @pytest.fixture(scope="module")

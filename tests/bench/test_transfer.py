@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 # `benchmarks/` and `agents/` are top-level folders of scripts, not part of the installed package.
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
