@@ -1,7 +1,8 @@
 """worldfm-env: Gymnasium environments whose renderer is a WorldFM-style generative frame model.
 
 ``import worldfm_env`` registers ``WorldFM/PointNav-v0`` and ``WorldFM/Explore-v0`` (single
-``entry_point`` and native ``vector_entry_point``).
+``entry_point`` and native ``vector_entry_point``). ``worldfm_env.parallel_env(...)`` is the PettingZoo
+``ParallelEnv`` and ``worldfm_env.SB3VecEnv`` the Stable-Baselines3 ``VecEnv`` (both loaded on first use).
 """
 
 from __future__ import annotations
@@ -32,12 +33,29 @@ _register()
 
 
 def __getattr__(name: str):
-    # Heavy modules (torch, warp) load on first use, not on `import worldfm_env`.
+    # Heavy modules (torch, warp, PettingZoo, Stable-Baselines3) load on first use, not on `import worldfm_env`.
     if name in ("WorldFMEnv", "WorldFMVectorEnv", "EnvConfig"):
         from worldfm_env import envs
 
         return getattr(envs, name)
+    if name in ("parallel_env", "WorldFMParallelEnv", "SB3VecEnv"):
+        from worldfm_env import integrations
+
+        return getattr(integrations, name)
     raise AttributeError(f"module 'worldfm_env' has no attribute {name!r}")
 
 
-__all__ = ["ENV_IDS", "WorldFMEnv", "WorldFMVectorEnv", "EnvConfig", "__version__"]
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+__all__ = [
+    "ENV_IDS",
+    "EnvConfig",
+    "SB3VecEnv",
+    "WorldFMEnv",
+    "WorldFMParallelEnv",
+    "WorldFMVectorEnv",
+    "__version__",
+    "parallel_env",
+]

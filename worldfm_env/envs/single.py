@@ -57,6 +57,7 @@ class WorldFMEnv(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         """Start a new episode; ``seed`` makes it reproducible."""
+        self.vector_env.ensure_open("reset")
         super().reset(seed=seed)
         if seed is None and not self.vector_env._has_reset:
             # Derive the first seed from gym's np_random so that unseeded runs still differ.
@@ -66,6 +67,7 @@ class WorldFMEnv(gym.Env):
 
     def step(self, action):
         """One step; ``action`` is an int (discrete) or a (4,) array (continuous)."""
+        self.vector_env.ensure_open("step")
         if self.config.action_type == "discrete":
             if isinstance(action, torch.Tensor):
                 action = action.reshape(1)

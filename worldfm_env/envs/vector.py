@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 from gymnasium import spaces
+from gymnasium.error import ClosedEnvironmentError
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
@@ -205,6 +206,7 @@ class WorldFMVectorEnv(VectorEnv):
         seed and continue its episode sequence. Returns (observations, infos) for all envs; the info
         masks (``_key``) mark the envs that were reset.
         """
+        self.ensure_open("reset")
         N, dev = self.num_envs, self.device
         options = dict(options or {})
         unknown = set(options) - {"env_idx", "reset_mask", "scene_index"}
@@ -341,6 +343,7 @@ class WorldFMVectorEnv(VectorEnv):
         seeding (``noise="hash"``, the CUDA default, has none), and the numpy conversion of ``array_type="numpy"``.
         On the CPU, resets also index the finishing envs (``nonzero``), which costs nothing there.
         """
+        self.ensure_open("step")
         if not self._has_reset:
             raise RuntimeError("call reset() before step()")
         action = self._convert_actions(actions)
@@ -561,7 +564,21 @@ class WorldFMVectorEnv(VectorEnv):
             return None
         return self._last_obs["rgb"].cpu().numpy()
 
+    def ensure_open(self, method: str) -> None:
+        """Raise ``gymnasium.error.ClosedEnvironmentError`` naming ``method`` when the env was closed."""
+        if self.closed:
+            raise ClosedEnvironmentError(
+                f"{method}() was called on a closed {type(self).__name__}; closing released its device state, "
+                "so build a new env (gym.make / gym.make_vec) to continue"
+            )
+
     def close(self, **kwargs: Any) -> None:
-        """Release device buffers."""
-        self._last_obs = None
+        """Release what the env holds: the observation pipeline (warp buffers, frame model, bank latents), the
+        task, the batched state and the last observation; the shared scene pool is freed when no other env uses
+        it. Closing twice is harmless; ``step()``/``reset()`` afterwards raise ``ClosedEnvironmentError``."""
+        if self.closed:
+            return
+        self.pipeline = self.renderer = self.task = self.world = self.pool = self.navigation = None
+        self.state = None
+        self._last_obs = self._last_frame = None
         super().close(**kwargs)

@@ -17,6 +17,7 @@ import torch
 from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
+from worldfm_env.envs.actions import check_action
 from worldfm_env.envs.vector import WorldFMVectorEnv
 
 __all__ = ["WorldFMParallelEnv", "parallel_env"]
@@ -135,6 +136,7 @@ class WorldFMParallelEnv(ParallelEnv):
         no option is used.
         """
         env = self.vector_env
+        env.ensure_open("reset")
         # One shared scene per episode, drawn from a generator that the reset seed re-seeds.
         if seed is not None or self._scene_rng is None:
             self._scene_rng = np.random.default_rng(seed)
@@ -153,6 +155,7 @@ class WorldFMParallelEnv(ParallelEnv):
         ``actions`` must hold an action for every agent in ``agents`` and none for another.
         Agents that terminate or are truncated leave ``agents`` after this step.
         """
+        self.vector_env.ensure_open("step")
         if not self.agents:
             raise RuntimeError("no agent is left in this episode (or reset() was not called); call reset()")
         unexpected = set(actions) - set(self.agents)
@@ -163,7 +166,8 @@ class WorldFMParallelEnv(ParallelEnv):
             raise ValueError(f"missing actions for live agents {missing}")
         batch = self._idle_actions.copy()
         for agent, action in actions.items():
-            batch[self.agent_index[agent]] = action
+            # Checked before the copy into the batch, which would cast 2.5 to 2 or "1" to 1 silently.
+            batch[self.agent_index[agent]] = check_action(action, self.config.action_type, f"agent {agent!r}")
         obs, reward, terminated, truncated, infos = self.vector_env.step(batch)
 
         live = torch.zeros(len(self.possible_agents), dtype=torch.bool)
@@ -226,8 +230,10 @@ class WorldFMParallelEnv(ParallelEnv):
         return np.concatenate(list(frames), axis=1)
 
     def close(self) -> None:
-        """Release the inner vector env."""
+        """Release the inner vector env (closing twice is harmless; step/reset afterwards raise
+        ``ClosedEnvironmentError``)."""
         self.vector_env.close()
+        self.agents = []
 
 
 def parallel_env(num_agents: int = 2, task: str = "pointnav", **env_kwargs: Any) -> WorldFMParallelEnv:

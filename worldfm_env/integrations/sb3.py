@@ -15,8 +15,11 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
+from gymnasium.error import ClosedEnvironmentError
 from gymnasium.vector import AutoresetMode, VectorEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvObs, VecEnvStepReturn
+
+from worldfm_env.envs.actions import check_action_batch
 
 __all__ = ["SB3VecEnv"]
 
@@ -100,8 +103,13 @@ class SB3VecEnv(VecEnv):
         return cls(WorldFMVectorEnv(num_envs=num_envs, **env_kwargs))
 
     # ------------------------------------------------------------------ reset / step
+    def _ensure_open(self, method: str) -> None:
+        if getattr(self.vec_env, "closed", False):
+            raise ClosedEnvironmentError(f"{method}() was called on a closed SB3VecEnv; build a new one to continue")
+
     def reset(self) -> VecEnvObs:
         """Reset every env (with the seeds given to :meth:`seed`, if any) and return the observations."""
+        self._ensure_open("reset")
         seeds = list(self._seeds)
         if any(s is not None for s in seeds) and any(s is None for s in seeds):
             raise ValueError(f"seed all envs or none before reset(), got seeds {seeds}")
@@ -115,7 +123,12 @@ class SB3VecEnv(VecEnv):
         return self._obs(obs)
 
     def step_async(self, actions: np.ndarray) -> None:
-        """Store the actions (N,) (discrete) or (N, 4) (continuous) for :meth:`step_wait`."""
+        """Check and store the actions (N,) (discrete) or (N, 4) (continuous) for :meth:`step_wait`; a bad action
+        of a worldfm-env vector env raises ``ValueError`` naming its env index."""
+        self._ensure_open("step_async")
+        action_type = getattr(getattr(self.vec_env, "config", None), "action_type", None)
+        if action_type is not None:
+            actions = check_action_batch(actions, action_type, self.num_envs)
         self._actions = actions
 
     def step_wait(self) -> VecEnvStepReturn:
