@@ -9,6 +9,12 @@ from __future__ import annotations
 
 import gymnasium as gym
 
+from worldfm_env import _fork
+
+# Forked workers (AsyncVectorEnv, SubprocVecEnv with start method "fork") of a process that already ran torch's
+# OpenMP thread pool would hang in their first parallel op; the hook makes them single-threaded (see _fork.py).
+_fork.install()
+
 __version__ = "0.1.0"
 
 ENV_IDS = {"WorldFM/PointNav-v0": "pointnav", "WorldFM/Explore-v0": "explore"}

@@ -70,6 +70,8 @@ class Task:
     name = "base"
     #: Uniform draws per env that :meth:`initialize_episodes` consumes, after the core's own.
     num_draws = 0
+    #: The attributes holding the per-env task state ((N, ...) tensors), saved by :meth:`state_dict`.
+    state_fields: tuple[str, ...] = ()
 
     def __init__(self, world: SharedWorld, config: EnvConfig, num_envs: int, device: torch.device) -> None:
         self.pool = world.pool
@@ -81,6 +83,26 @@ class Task:
     def observation_spaces(self) -> dict[str, spaces.Space]:
         """Task observation keys and their single-env spaces."""
         return {}
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The per-env task state: a copy of each tensor named in :attr:`state_fields` (pickling, copies)."""
+        return {name: getattr(self, name).detach().clone() for name in self.state_fields}
+
+    def load_state_dict(self, values: dict[str, torch.Tensor]) -> None:
+        """Restore :meth:`state_dict` output, copying into the existing tensors (warp arrays may alias them)."""
+        if set(values) != set(self.state_fields):
+            raise ValueError(
+                f"task state for task={self.name!r} must have the keys {sorted(self.state_fields)}, "
+                f"got {sorted(values)}"
+            )
+        for name in self.state_fields:
+            target, value = getattr(self, name), values[name]
+            if tuple(value.shape) != tuple(target.shape) or value.dtype != target.dtype:
+                raise ValueError(
+                    f"task state {name!r} must be {target.dtype} {tuple(target.shape)}, got {value.dtype} "
+                    f"{tuple(value.shape)}"
+                )
+            target.copy_(value.to(target.device))
 
     def initialize_episodes(self, state: EnvState, rows: EnvRows, draws: torch.Tensor) -> EpisodeStart:
         """Start new episodes in the envs ``rows``; ``draws`` (M, num_draws) uniform [0, 1). Returns their starts."""
@@ -112,6 +134,7 @@ class PointNavTask(Task):
 
     name = "pointnav"
     num_draws = 2 + 64  # goal choice, yaw, start candidates
+    state_fields = ("goal", "goal_scene", "goal_slot", "start_distance", "distance", "success")
 
     #: Points the straight path to the goal is checked at (at most half a cell apart): the straight-line
     #: distance replaces the grid field up to ``(SIGHT_SAMPLES - 1) / 2`` = 31.5 cells from the goal.
@@ -294,6 +317,7 @@ class ExploreTask(Task):
 
     name = "explore"
     num_draws = 2 + 1
+    state_fields = ("seen", "seen_count", "coverage", "success")
 
     def __init__(self, world: SharedWorld, config: EnvConfig, num_envs: int, device: torch.device) -> None:
         super().__init__(world, config, num_envs, device)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 import warnings
 from typing import Any
 
@@ -18,6 +19,7 @@ from worldfm_env.envs.config import EnvConfig
 from worldfm_env.envs.shared import shared_world
 from worldfm_env.envs.state import EnvRows, EnvState
 from worldfm_env.envs.tasks import make_task
+from worldfm_env.envs.wrapper_check import check_wrapper_stack
 from worldfm_env.geometry import integrate_continuous, integrate_discrete, pose_from_yaw_pitch
 from worldfm_env.renderers.pipeline import ObservationPipeline
 from worldfm_env.rng import hash_combine, hash_uniform
@@ -132,6 +134,32 @@ class WorldFMVectorEnv(VectorEnv):
         self.height, self.width = H, W
         N, dev = self.num_envs, self.device
 
+        self._build_device_parts()
+        trained_radius = getattr(self.renderer, "trained_splat_radius", None)
+        if trained_radius is not None and trained_radius != cfg.splat_radius:
+            warnings.warn(
+                f"the frame model {self.renderer.weights_path.name} was trained on anchors with "
+                f"splat_radius={trained_radius!r} but this env renders splat_radius={cfg.splat_radius!r}; pass "
+                f"splat_radius={trained_radius!r} to give it the anchors it learned from",
+                stacklevel=2,
+            )
+
+        # Batched state, (N, ...) on the device; ``self.position`` etc. forward to it.
+        self.state = EnvState.zeros(N, dev)
+        self._autoreset = torch.zeros(N, dtype=torch.bool, device=dev)
+        self._has_reset = False
+        self._last_obs: dict[str, torch.Tensor] | None = None
+        self._wrappers_checked = False
+        self._setup_spaces()
+        # Collision checks sample the move at half a cell; the longest move is a diagonal full step.
+        max_move = cfg.forward_step * (math.sqrt(2.0) if cfg.action_type == "continuous" else 1.0)
+        self._collision_samples = max(2, int(math.ceil(max_move / (0.5 * float(self.pool.nav_cell_size.min())))))
+
+    def _build_device_parts(self) -> None:
+        """Build what lives on the device and is derived from the config alone (at construction and when
+        unpickled): the shared world (scene pool, navigation), the observation pipeline (cameras, splat and vote
+        buffers, renderer backend, frame model) and the task with fresh per-env task state."""
+        cfg, N, dev = self.config, self.num_envs, self.device
         self.world = shared_world(cfg, dev, with_goal_fields=cfg.task == "pointnav")
         self.pool = self.world.pool
         self.navigation = self.world.navigation
@@ -147,35 +175,60 @@ class WorldFMVectorEnv(VectorEnv):
         self.pipeline = ObservationPipeline(
             self.pool,
             N,
-            H,
-            W,
+            self.height,
+            self.width,
             renderer=cfg.renderer,
             anchor=cfg.anchor,
             hfov_deg=cfg.hfov_deg,
             **(model_options if cfg.renderer == "worldfm" else {}),
         )
         self.renderer = self.pipeline.backend
-        trained_radius = getattr(self.renderer, "trained_splat_radius", None)
-        if trained_radius is not None and trained_radius != cfg.splat_radius:
-            warnings.warn(
-                f"the frame model {self.renderer.weights_path.name} was trained on anchors with "
-                f"splat_radius={trained_radius!r} but this env renders splat_radius={cfg.splat_radius!r}; pass "
-                f"splat_radius={trained_radius!r} to give it the anchors it learned from",
-                stacklevel=2,
-            )
         self.K = self.pipeline.K
-
-        # Batched state, (N, ...) on the device; ``self.position`` etc. forward to it.
-        self.state = EnvState.zeros(N, dev)
-        self._autoreset = torch.zeros(N, dtype=torch.bool, device=dev)
-        self._has_reset = False
-        self._last_obs: dict[str, torch.Tensor] | None = None
-
         self.task = make_task(cfg.task, self.world, cfg, N, dev)
-        self._setup_spaces()
-        # Collision checks sample the move at half a cell; the longest move is a diagonal full step.
-        max_move = cfg.forward_step * (math.sqrt(2.0) if cfg.action_type == "continuous" else 1.0)
-        self._collision_samples = max(2, int(math.ceil(max_move / (0.5 * float(self.pool.nav_cell_size.min())))))
+        self._last_frame = None
+
+    # ------------------------------------------------------------------ pickling
+    #: Attributes rebuilt on load by :meth:`_build_device_parts` (never pickled: warp arrays, the frame model).
+    _DEVICE_PARTS = ("world", "pool", "navigation", "pipeline", "renderer", "K", "task", "_last_frame", "device")
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The configuration and the state, on the CPU: ``config``, ``num_envs``, the batched ``state``
+        (:class:`~worldfm_env.envs.state.EnvState`), the task's per-env state, the autoreset flags, the last
+        observation, the spaces (with their random generators) and Gymnasium's bookkeeping. The device parts
+        (scene pool, observation pipeline, warp arrays, frame model) are left out and rebuilt by
+        :meth:`__setstate__`, so ``pickle`` and ``copy.deepcopy`` work and the copy continues the same episodes."""
+        out = {k: v for k, v in self.__dict__.items() if k not in self._DEVICE_PARTS}
+        out["_wrappers_checked"] = False
+        if self.closed:
+            return out
+
+        def host(t: torch.Tensor) -> torch.Tensor:  # always a copy (``.cpu()`` of a CPU tensor is the tensor)
+            return t.detach().to("cpu", copy=True)
+
+        out["state"] = EnvState(**{name: host(getattr(self.state, name)) for name in EnvState.field_names()})
+        out["_autoreset"] = host(self._autoreset)
+        out["_last_obs"] = None if self._last_obs is None else {k: host(v) for k, v in self._last_obs.items()}
+        out["_task_state"] = {k: host(v) for k, v in self.task.state_dict().items()}
+        return out
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restore a pickled env: rebuild the device parts on ``config.device`` (resolved again: ``"auto"`` takes
+        this machine's device) and move the state, the task state and the last observation onto it."""
+        state = dict(state)
+        task_state = state.pop("_task_state", None)
+        self.__dict__.update(state)
+        for name in self._DEVICE_PARTS:
+            self.__dict__.setdefault(name, None)
+        if self.closed:
+            return
+        self.device = dev = resolve_device(self.config.device)
+        self._build_device_parts()
+        self.state = EnvState(**{name: getattr(self.state, name).to(dev) for name in EnvState.field_names()})
+        self._autoreset = self._autoreset.to(dev)
+        if self._last_obs is not None:
+            self._last_obs = {k: v.to(dev) for k, v in self._last_obs.items()}
+        if task_state is not None:
+            self.task.load_state_dict(task_state)
 
     # ------------------------------------------------------------------ spaces
     def _setup_spaces(self) -> None:
@@ -207,6 +260,10 @@ class WorldFMVectorEnv(VectorEnv):
         masks (``_key``) mark the envs that were reset.
         """
         self.ensure_open("reset")
+        if self.config.array_type == "torch":
+            # A numpy-only Gymnasium wrapper on top is named here (TypeError with the fix), not failing in numpy.
+            check_wrapper_stack(self, sys._getframe(1))
+            self._wrappers_checked = False  # and again at the next step (a wrapper added after this reset)
         N, dev = self.num_envs, self.device
         options = dict(options or {})
         unknown = set(options) - {"env_idx", "reset_mask", "scene_index"}
@@ -346,6 +403,10 @@ class WorldFMVectorEnv(VectorEnv):
         self.ensure_open("step")
         if not self._has_reset:
             raise RuntimeError("call reset() before step()")
+        if not self._wrappers_checked:
+            if self.config.array_type == "torch":
+                check_wrapper_stack(self, sys._getframe(1))
+            self._wrappers_checked = True
         action = self._convert_actions(actions)
         cfg = self.config
         if self.autoreset_mode == AutoresetMode.NEXT_STEP:
@@ -456,9 +517,11 @@ class WorldFMVectorEnv(VectorEnv):
                 arr = np.asarray(actions)
             except Exception as err:  # pragma: no cover - exotic inputs
                 raise ValueError(f"actions could not be read as an array: {err}") from err
-            if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
-                raise ValueError(f"actions must be numeric, got {arr.dtype} values {actions!r}")
+            if arr.dtype.kind not in "iufb":  # complex, strings, objects
+                raise ValueError(f"actions must be real numbers (int or float), got {arr.dtype} values {actions!r}")
             a = torch.as_tensor(arr, device=self.device)
+        if a.is_complex():
+            raise ValueError(f"actions must be real numbers (int or float), got {a.dtype} values {actions!r}")
         if cfg.action_type == "discrete":
             if a.shape != (N,):
                 raise ValueError(
@@ -558,11 +621,12 @@ class WorldFMVectorEnv(VectorEnv):
     def _out(self, value):
         return _to_numpy(value) if self.config.array_type == "numpy" else value
 
-    def render(self):
-        """The current rgb observations as a numpy array (N, H, W, 3) (``render_mode="rgb_array"``)."""
+    def render(self) -> tuple[np.ndarray, ...] | None:
+        """The current rgb observations, one (H, W, 3) uint8 numpy frame per env (a tuple, Gymnasium's vector
+        convention; ``np.stack`` gives (N, H, W, 3)); None before the first reset."""
         if self._last_obs is None:
             return None
-        return self._last_obs["rgb"].cpu().numpy()
+        return tuple(self._last_obs["rgb"].cpu().numpy())
 
     def ensure_open(self, method: str) -> None:
         """Raise ``gymnasium.error.ClosedEnvironmentError`` naming ``method`` when the env was closed."""
