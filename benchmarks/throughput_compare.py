@@ -62,7 +62,7 @@ def run_tree(tree: Path, renderer: str, args: argparse.Namespace) -> dict[int, f
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run both trees per renderer (A-B-B-A), write CSV + plot, print the table."""
+    """Run both trees per renderer (A-B-B-A, ``--rounds`` times), write CSV + plot, print the table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--before", required=True, help="a checkout of the earlier code (its repository root)")
     parser.add_argument("--after", default=str(HERE.parent), help="the code to compare (default: this checkout)")
@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--num-envs", type=int, nargs="+", default=[1, 64, 256])
     parser.add_argument("--steps", type=int, default=10, help="timed steps per block")
     parser.add_argument("--repeats", type=int, default=3, help="timed blocks (median)")
+    parser.add_argument("--rounds", type=int, default=1, help="A-B-B-A cycles per renderer (more: less drift)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--scenes", default="procedural:train")
     parser.add_argument("--resolution", type=int, default=64)
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for renderer in args.renderers:
         runs: dict[str, list[dict[int, float]]] = {"before": [], "after": []}
-        for name in ("before", "after", "after", "before"):
+        for name in ("before", "after", "after", "before") * args.rounds:
             runs[name].append(run_tree(trees[name], renderer, args))
             print(f"{renderer} {name}: {runs[name][-1]}", flush=True)
         for n in args.num_envs:

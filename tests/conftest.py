@@ -10,8 +10,14 @@ import torch
 _CACHE = tempfile.mkdtemp(prefix="worldfm-test-scenes-")
 os.environ.setdefault("WORLDFM_ENV_SCENE_CACHE", _CACHE)
 
-# Small, fast scenes for tests: one procedural training scene at a low resolution.
-SMALL = dict(scenes="procedural:train:1", resolution=32, device="cpu")
+# Small, fast scenes for tests: one procedural training scene at a low resolution, rendered by the raw anchor
+# (no frame model ships for 32x32; tests of the frame model pass renderer="worldfm" and their own weights).
+SMALL = dict(scenes="procedural:train:1", resolution=32, device="cpu", renderer="anchor")
+
+
+def small(**overrides):
+    """:data:`SMALL` with some keys replaced, e.g. ``small(renderer="worldfm", weights=path)``."""
+    return {**SMALL, **overrides}
 
 
 def pytest_collection_modifyitems(config, items):

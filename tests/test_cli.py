@@ -27,7 +27,7 @@ def test_info(capsys):
 
 @pytest.mark.parametrize("env_id", ["WorldFM/PointNav-v0", "WorldFM/Explore-v0"])
 def test_rollout(capsys, env_id):
-    code = main(["rollout", env_id, "--num-envs", "2", "--steps", "5", *SCENE_ARGS])
+    code = main(["rollout", env_id, "--num-envs", "2", "--steps", "5", "--renderer", "anchor", *SCENE_ARGS])
     out = capsys.readouterr().out
     assert code == 0
     match = re.search(r"([\d,.]+) env-steps/s", out)
@@ -39,7 +39,8 @@ def test_rollout(capsys, env_id):
 def test_rollout_scripted_with_video(capsys, tmp_path):
     video = tmp_path / "rollout.mp4"
     code = main(
-        ["rollout", "--policy", "scripted", "--num-envs", "1", "--steps", "4", "--video", str(video), *SCENE_ARGS]
+        ["rollout", "--policy", "scripted", "--num-envs", "1", "--steps", "4", "--video", str(video)]
+        + ["--renderer", "anchor", *SCENE_ARGS]
     )
     assert code == 0, capsys.readouterr().err
     assert video.is_file() and video.stat().st_size > 0

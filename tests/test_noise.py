@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import SMALL
+from conftest import small
 
 from worldfm_env.envs.vector import WorldFMVectorEnv
 from worldfm_env.model import build_model, sample_ddim, sample_distilled, save_checkpoint
@@ -162,15 +162,15 @@ def rollout(env, seed, steps=3):
 
 
 def test_env_with_hash_noise_steps_and_repeats(tiny_weights):
-    env = WorldFMVectorEnv(num_envs=3, **SMALL, renderer="worldfm", weights=tiny_weights, noise="hash")
+    env = WorldFMVectorEnv(num_envs=3, **small(renderer="worldfm"), weights=tiny_weights, noise="hash")
     assert env.renderer.noise == "hash" and env.renderer.generators is None
     frames = rollout(env, seed=10)
     assert frames[-1].shape == (3, 32, 32, 3) and frames[-1].dtype == torch.uint8
-    again = WorldFMVectorEnv(num_envs=3, **SMALL, renderer="worldfm", weights=tiny_weights, noise="hash")
+    again = WorldFMVectorEnv(num_envs=3, **small(renderer="worldfm"), weights=tiny_weights, noise="hash")
     for a, b in zip(frames, rollout(again, seed=10), strict=True):
         assert torch.equal(a, b)
     # Env 2 of the batch (seed 12) alone gives its frames, up to one grey level of float slack.
-    single = WorldFMVectorEnv(num_envs=1, **SMALL, renderer="worldfm", weights=tiny_weights, noise="hash")
+    single = WorldFMVectorEnv(num_envs=1, **small(renderer="worldfm"), weights=tiny_weights, noise="hash")
     obs, _ = single.reset(seed=12)
     frames_s = [obs["rgb"].clone()]
     for k in range(3):
@@ -188,15 +188,15 @@ def test_env_with_hash_noise_steps_and_repeats(tiny_weights):
 
 
 def test_noise_auto_is_generator_on_cpu(tiny_weights):
-    env = WorldFMVectorEnv(num_envs=2, **SMALL, renderer="worldfm", weights=tiny_weights)
+    env = WorldFMVectorEnv(num_envs=2, **small(renderer="worldfm"), weights=tiny_weights)
     assert env.config.noise == "auto" and env.renderer.noise == "generator"
     assert len(env.renderer.generators) == 2
 
 
 def test_bad_noise_option(tiny_weights):
     with pytest.raises(ValueError, match=r"noise.*'auto', 'generator', 'hash'"):
-        WorldFMVectorEnv(num_envs=1, **SMALL, renderer="worldfm", weights=tiny_weights, noise="philox")
-    env = WorldFMVectorEnv(num_envs=1, **SMALL, renderer="anchor")
+        WorldFMVectorEnv(num_envs=1, **small(renderer="worldfm"), weights=tiny_weights, noise="philox")
+    env = WorldFMVectorEnv(num_envs=1, **small(renderer="anchor"))
     with pytest.raises(ValueError, match=r"noise.*'auto', 'generator', 'hash'"):
         WorldFMRenderer(env.pool, 1, 32, 32, weights=tiny_weights, noise="philox")
 

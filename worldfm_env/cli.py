@@ -237,7 +237,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     rollout = sub.add_parser("rollout", help="step N envs with a policy and report env-steps/s")
     rollout.add_argument("env_id", nargs="?", default="WorldFM/PointNav-v0")
-    rollout.add_argument("--renderer", default="anchor", choices=["anchor", "oracle", "worldfm"])
+    rollout.add_argument(
+        "--renderer",
+        default="worldfm",
+        choices=["worldfm", "anchor", "oracle"],
+        help="observation renderer (anchor: the raw splat, fastest)",
+    )
     rollout.add_argument("--num-envs", type=int, default=16)
     rollout.add_argument("--steps", type=int, default=100)
     rollout.add_argument("--policy", default="random", choices=["random", "scripted"])

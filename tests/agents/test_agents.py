@@ -210,7 +210,9 @@ def test_ppo_sb3_depth_is_a_fourth_channel_of_its_cnn(capsys, tmp_path, monkeypa
     )
     assert len(result.episodes) == 2 and [(c.include_depth, c.splat_radius) for c in made] == [(True, "auto")]
     # Sampled actions repeat for a seed: the wrapper seeds SB3's generators.
-    env = WorldFMVectorEnv(num_envs=4, scenes="procedural:test:1", resolution=32, device="cpu", include_depth=True)
+    env = WorldFMVectorEnv(
+        num_envs=4, scenes="procedural:test:1", resolution=32, device="cpu", include_depth=True, renderer="anchor"
+    )
     obs, _ = env.reset(seed=0)
 
     def draws(seed: int) -> list[list[int]]:
@@ -336,7 +338,9 @@ def test_ppo_torch_layouts_train_save_and_evaluate(tmp_path, flags, expected_ids
     )
     saved = torch.load(checkpoint, weights_only=True)
     assert saved["action_ids"] == expected_ids and saved["model_kwargs"]["recurrent"] is recurrent
-    env = WorldFMVectorEnv(num_envs=3, scenes="procedural:test:1", resolution=16, device="cpu", max_episode_steps=8)
+    env = WorldFMVectorEnv(
+        num_envs=3, scenes="procedural:test:1", resolution=16, device="cpu", max_episode_steps=8, renderer="anchor"
+    )
     agent = evaluate.load_agent(f"ppo:{checkpoint}", env, deterministic=False, loaded=saved)
     obs, _ = env.reset(seed=0)
     agent.reset()
@@ -375,7 +379,7 @@ def test_goal_encoding_adds_a_near_goal_distance_and_travels_with_the_checkpoint
     )
     saved = torch.load(checkpoint, weights_only=True)
     assert saved["model_kwargs"]["goal_encoding"] == "log+near"
-    env = WorldFMVectorEnv(num_envs=2, scenes="procedural:test:1", resolution=16, device="cpu")
+    env = WorldFMVectorEnv(num_envs=2, scenes="procedural:test:1", resolution=16, device="cpu", renderer="anchor")
     loaded = evaluate.load_agent(f"ppo:{checkpoint}", env, loaded=saved)
     assert loaded.model.goal_encoding == "log+near"
     obs, _ = env.reset(seed=0)
@@ -385,7 +389,7 @@ def test_goal_encoding_adds_a_near_goal_distance_and_travels_with_the_checkpoint
 
 def test_evaluate_reads_checkpoints_without_action_ids(tmp_path):
     # Checkpoints written before action sets existed chose among every env action, feed-forward.
-    env = WorldFMVectorEnv(num_envs=2, scenes="procedural:test:1", resolution=16, device="cpu")
+    env = WorldFMVectorEnv(num_envs=2, scenes="procedural:test:1", resolution=16, device="cpu", renderer="anchor")
     agent = ppo_torch.Agent(env.single_observation_space, 6, hidden_size=32)
     old = {"state_dict": agent.state_dict(), "model_kwargs": {"hidden_size": 32}, "args": {}}
     loaded = evaluate.load_agent("ppo:unused", env, loaded=old)
@@ -396,7 +400,7 @@ def test_evaluate_reads_checkpoints_without_action_ids(tmp_path):
 
 
 def test_sampled_ppo_actions_repeat_for_a_seed():
-    env = WorldFMVectorEnv(num_envs=4, scenes="procedural:test:1", resolution=16, device="cpu")
+    env = WorldFMVectorEnv(num_envs=4, scenes="procedural:test:1", resolution=16, device="cpu", renderer="anchor")
     torch.manual_seed(0)
     agent = ppo_torch.Agent(env.single_observation_space, 6, hidden_size=32)
     saved = {"state_dict": agent.state_dict(), "model_kwargs": {"hidden_size": 32}, "args": {}}
@@ -450,7 +454,7 @@ def test_bfloat16_encoder_tracks_float32_and_replays_the_rollout():
 
 
 def test_evaluate_uses_the_checkpoint_precision(tmp_path):
-    env = WorldFMVectorEnv(num_envs=2, scenes="procedural:test:1", resolution=16, device="cpu")
+    env = WorldFMVectorEnv(num_envs=2, scenes="procedural:test:1", resolution=16, device="cpu", renderer="anchor")
     agent = ppo_torch.Agent(env.single_observation_space, 4, hidden_size=32, recurrent=True)
     saved = {
         "state_dict": agent.state_dict(),
@@ -594,7 +598,7 @@ def test_depth_is_a_fourth_cnn_channel_and_evaluate_observes_it(tmp_path):
     )  # fmt: skip
     assert len(result.episodes) == 2
     # A depth policy on an env without depth is refused with a message naming the setting.
-    env = WorldFMVectorEnv(num_envs=2, scenes="procedural:test:1", resolution=16, device="cpu")
+    env = WorldFMVectorEnv(num_envs=2, scenes="procedural:test:1", resolution=16, device="cpu", renderer="anchor")
     with pytest.raises(ValueError, match="include_depth=True"):
         evaluate.load_agent(f"ppo:{checkpoint}", env, loaded=saved)
     env.close()

@@ -11,7 +11,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from conftest import SMALL
+from conftest import SMALL, small
 from gymnasium.utils.env_checker import check_env
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
@@ -90,7 +90,7 @@ def to_np(x):
 @pytest.mark.parametrize("action_type", ["discrete", "continuous"])
 @pytest.mark.parametrize("env_id", sorted(worldfm_env.ENV_IDS))
 def test_check_env(env_id, action_type, renderer):
-    env = gym.make(env_id, **SMALL, renderer=renderer, action_type=action_type)
+    env = gym.make(env_id, **small(renderer=renderer), action_type=action_type)
     check_env(env.unwrapped, skip_render_check=False)
     env.close()
 
@@ -160,13 +160,12 @@ def test_native_matches_sync_vector_env(env_id):
         env_id,
         num_envs=n,
         vectorization_mode="vector_entry_point",
-        renderer="anchor",
         max_episode_steps=10,
         array_type="numpy",
         **SMALL,
     )
     spec = spec_with(env_id, max_episode_steps=10)
-    sync = SyncVectorEnv([lambda: gym.make(spec, renderer="anchor", **SMALL) for _ in range(n)])
+    sync = SyncVectorEnv([lambda: gym.make(spec, **SMALL) for _ in range(n)])
     assert sync.metadata["autoreset_mode"] is native.metadata["autoreset_mode"]
     obs_n, info_n = native.reset(seed=seed)
     obs_s, info_s = sync.reset(seed=seed)
@@ -373,7 +372,7 @@ def test_single_env_seed_matches_vector_env_slot():
 
 @pytest.mark.parametrize("renderer", ["anchor", "oracle"])
 def test_depth_and_pose_observations(renderer):
-    env = WorldFMVectorEnv(num_envs=2, **SMALL, renderer=renderer, include_depth=True, include_pose=True)
+    env = WorldFMVectorEnv(num_envs=2, **small(renderer=renderer), include_depth=True, include_pose=True)
     obs, _ = env.reset(seed=0)
     obs, *_ = env.step(torch.tensor([2, 4]))
     assert tuple(obs["depth"].shape) == (2, 32, 32, 1) and obs["depth"].dtype == torch.float32
@@ -568,7 +567,7 @@ def test_pose_conventions():
 
 
 def test_shortest_path_policy_succeeds():
-    env = WorldFMVectorEnv(num_envs=8, renderer="oracle", max_episode_steps=300, **SMALL)
+    env = WorldFMVectorEnv(num_envs=8, max_episode_steps=300, **small(renderer="oracle"))
     policy = ShortestPathPolicy(env)
     env.reset(seed=0)
     start = env.task.start_distance.clone()
@@ -685,7 +684,7 @@ def test_bad_config(kwargs, match):
 
 def test_bad_config_through_gym_make():
     with pytest.raises(ValueError, match="renderer"):
-        gym.make(POINTNAV, **SMALL, renderer="nerf")
+        gym.make(POINTNAV, **small(renderer="nerf"))
     with pytest.raises(ValueError, match="num_envs"):
         gym.make_vec(POINTNAV, num_envs=0, vectorization_mode="vector_entry_point", **SMALL)
 
@@ -737,11 +736,19 @@ def test_oracle_needs_a_mesh(tmp_path):
 
 
 def test_worldfm_renderer_without_weights_says_so():
-    with pytest.raises(ValueError, match=r"worldfm.*needs frame-model weights") as err:
-        WorldFMVectorEnv(num_envs=1, **SMALL, renderer="worldfm")
-    assert "weights=PATH" in str(err.value)
+    with pytest.raises(
+        ValueError,
+        match=r"renderer='worldfm' \(the default renderer\) has no frame model for "
+        r"resolution 32x32: this package ships models for \['64x64'\]",
+    ) as err:
+        WorldFMVectorEnv(num_envs=1, **small(renderer="worldfm"))
+    assert "weights=PATH" in str(err.value) and "renderer='anchor'" in str(err.value)
+    with pytest.raises(ValueError, match="no frame model for resolution 48x64"):
+        WorldFMVectorEnv(
+            num_envs=1, **{k: v for k, v in SMALL.items() if k not in ("renderer", "resolution")}, resolution=(48, 64)
+        )
     with pytest.raises(ValueError, match="no such checkpoint"):
-        WorldFMVectorEnv(num_envs=1, **SMALL, renderer="worldfm", weights="missing.safetensors")
+        WorldFMVectorEnv(num_envs=1, **small(renderer="worldfm"), weights="missing.safetensors")
 
 
 def test_stop_on_the_last_step_is_terminated_and_truncated():

@@ -13,7 +13,7 @@ import worldfm_env
 from worldfm_env.envs.actions import check_action, check_action_batch
 from worldfm_env.envs.vector import WorldFMVectorEnv
 
-KW = dict(SMALL, renderer="anchor")
+KW = SMALL
 
 
 def test_top_level_names_are_the_integrations():

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 import torch
-from conftest import SMALL, zero_x0_forward
+from conftest import SMALL, small, zero_x0_forward
 
 pytest.importorskip("diffusers", reason='the diffusers VAE path needs the "vae" extra')
 from diffusers import AutoencoderKL  # noqa: E402
@@ -188,7 +188,7 @@ def latent_weights(tmp_path_factory):
 
 
 def run_env(weights, vae, seed=7, steps=3, num_envs=2, **kwargs):
-    env = WorldFMVectorEnv(num_envs=num_envs, **SMALL, renderer="worldfm", weights=weights, vae=vae, **kwargs)
+    env = WorldFMVectorEnv(num_envs=num_envs, **small(renderer="worldfm"), weights=weights, vae=vae, **kwargs)
     obs, _ = env.reset(seed=seed)
     frames = [obs["rgb"].clone()]
     for k in range(steps):
@@ -216,15 +216,13 @@ def test_env_vae_mismatches_are_explained(tmp_path, latent_weights, vae_folder):
     pixel = tmp_path / "pixel-32.safetensors"
     save_checkpoint(build_model("tiny", input_size=32), pixel)  # pixel space: 3 channels
     with pytest.raises(ValueError, match="3-channel latents but the autoencoder gives 4"):
-        WorldFMVectorEnv(num_envs=1, **SMALL, renderer="worldfm", weights=str(pixel), vae=vae_folder)
+        WorldFMVectorEnv(num_envs=1, **small(renderer="worldfm"), weights=str(pixel), vae=vae_folder)
     with pytest.raises(ValueError, match="4-channel latents but the autoencoder gives 3"):
-        WorldFMVectorEnv(num_envs=1, **SMALL, renderer="worldfm", weights=latent_weights)  # latent model, no vae
+        WorldFMVectorEnv(num_envs=1, **small(renderer="worldfm"), weights=latent_weights)  # latent model, no vae
     with pytest.raises(ValueError, match="use resolution=32"):
-        WorldFMVectorEnv(
-            num_envs=1, **{**SMALL, "resolution": 64}, renderer="worldfm", weights=latent_weights, vae=vae_folder
-        )
+        WorldFMVectorEnv(num_envs=1, **small(resolution=64, renderer="worldfm"), weights=latent_weights, vae=vae_folder)
     with pytest.raises(ValueError, match="vae=.*no such folder"):
-        WorldFMVectorEnv(num_envs=1, **SMALL, renderer="worldfm", weights=latent_weights, vae=str(tmp_path / "nope"))
+        WorldFMVectorEnv(num_envs=1, **small(renderer="worldfm"), weights=latent_weights, vae=str(tmp_path / "nope"))
 
 
 def test_residual_latent_model_decodes_the_encoded_base(tmp_path, vae_folder):
@@ -236,8 +234,7 @@ def test_residual_latent_model_decodes_the_encoded_base(tmp_path, vae_folder):
     save_checkpoint(build_model("tiny", input_size=16, in_channels=4, target="anchor_residual"), path)
     env = WorldFMVectorEnv(
         num_envs=2,
-        **SMALL,
-        renderer="worldfm",
+        **small(renderer="worldfm"),
         weights=str(path),
         vae=vae_folder,
         sampler_steps=1,

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import SMALL
+from conftest import small
 
 from worldfm_env.model import build_model, load_checkpoint, save_checkpoint
 from worldfm_env.model.checkpoint import CONFIG_METADATA_KEY, read_metadata, recommended_sampler_steps
@@ -74,4 +74,4 @@ def test_env_reports_the_unreadable_weights_file(good, tmp_path):
     truncated = tmp_path / "cut.safetensors"
     truncated.write_bytes(good.read_bytes()[:-64])
     with pytest.raises(ValueError, match="cut.safetensors"):
-        WorldFMVectorEnv(num_envs=1, **SMALL, renderer="worldfm", weights=str(truncated))
+        WorldFMVectorEnv(num_envs=1, **small(renderer="worldfm"), weights=str(truncated))

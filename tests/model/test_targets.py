@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from conftest import SMALL, zero_x0_forward
+from conftest import small, zero_x0_forward
 
 from worldfm_env.envs.vector import WorldFMVectorEnv
 from worldfm_env.model import DiTConfig, build_model, load_checkpoint, save_checkpoint
@@ -92,7 +92,7 @@ def test_residual_model_adds_the_filled_anchor_back(tmp_path, steps):
         path = tmp_path / f"{target}.safetensors"
         save_checkpoint(build_model("tiny", input_size=32, target=target), path)
         env = WorldFMVectorEnv(
-            num_envs=3, **SMALL, renderer="worldfm", weights=str(path), sampler_steps=steps, model_dtype="float32"
+            num_envs=3, **small(renderer="worldfm"), weights=str(path), sampler_steps=steps, model_dtype="float32"
         )
         env.reset(seed=4)
         env.renderer.frame_model.forward = zero_x0_forward()

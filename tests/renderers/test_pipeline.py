@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import SMALL
+from conftest import small
 
 from worldfm_env.envs.vector import WorldFMVectorEnv
 from worldfm_env.model import FrameModel, build_model, make_generators, save_checkpoint
@@ -34,7 +34,7 @@ def refiner_weights(tmp_path_factory):
 
 def test_env_cli_and_training_clips_render_identical_anchors_and_frames(refiner_weights):
     env = WorldFMVectorEnv(
-        num_envs=2, **{**SMALL, "scenes": "procedural:train:2"}, renderer="worldfm", weights=refiner_weights
+        num_envs=2, **small(scenes="procedural:train:2", renderer="worldfm"), weights=refiner_weights
     )
     obs, _ = env.reset(seed=3)
     for _ in range(3):
@@ -74,7 +74,7 @@ def test_every_path_uses_the_env_anchor_defaults():
 
 
 def test_pipeline_inverts_the_intrinsics_once():
-    env = WorldFMVectorEnv(num_envs=2, **SMALL, renderer="anchor")
+    env = WorldFMVectorEnv(num_envs=2, **small(renderer="anchor"))
     pipeline = env.pipeline
     assert torch.allclose(pipeline.K_inv @ pipeline.K, torch.eye(3).expand(2, 3, 3), atol=1e-6)
     env.reset(seed=0)
@@ -89,7 +89,7 @@ def test_pipeline_inverts_the_intrinsics_once():
 
 
 def test_pipeline_rejects_bad_intrinsics():
-    env = WorldFMVectorEnv(num_envs=1, **SMALL, renderer="anchor")
+    env = WorldFMVectorEnv(num_envs=1, **small(renderer="anchor"))
     with pytest.raises(ValueError, match=r"K must be \(3, 3\) or \(2, 3, 3\)"):
         ObservationPipeline(env.pool, 2, 32, 32, K=torch.eye(4))
     with pytest.raises(ValueError, match="renderer='nope' is not valid"):

@@ -3,7 +3,7 @@
 import gymnasium as gym
 import pytest
 import torch
-from conftest import SMALL
+from conftest import SMALL, small
 from gymnasium.utils.env_checker import check_env
 
 from worldfm_env.envs.vector import WorldFMVectorEnv
@@ -21,12 +21,12 @@ def tiny_weights(tmp_path_factory):
 
 @pytest.mark.parametrize("env_id", ["WorldFM/PointNav-v0", "WorldFM/Explore-v0"])
 def test_check_env_worldfm(env_id, tiny_weights):
-    env = gym.make(env_id, **SMALL, renderer="worldfm", weights=tiny_weights)
+    env = gym.make(env_id, **small(renderer="worldfm"), weights=tiny_weights)
     check_env(env.unwrapped, skip_render_check=True)
 
 
 def test_vector_env_steps_and_frames_are_model_outputs(tiny_weights):
-    env = WorldFMVectorEnv(num_envs=4, **SMALL, renderer="worldfm", weights=tiny_weights)
+    env = WorldFMVectorEnv(num_envs=4, **small(renderer="worldfm"), weights=tiny_weights)
     obs, _ = env.reset(seed=3)
     for _ in range(3):
         obs, reward, term, trunc, info = env.step(torch.randint(1, 6, (4,)))
@@ -43,13 +43,13 @@ def test_vector_env_steps_and_frames_are_model_outputs(tiny_weights):
 
 def test_same_seed_same_frames_and_batch_independent(tiny_weights):
     """Fixed seed and pose give the same frame, whatever the batch the env runs in."""
-    batched = WorldFMVectorEnv(num_envs=3, **SMALL, renderer="worldfm", weights=tiny_weights)
+    batched = WorldFMVectorEnv(num_envs=3, **small(renderer="worldfm"), weights=tiny_weights)
     obs_b, _ = batched.reset(seed=10)
     actions = [torch.randint(1, 6, (3,), generator=torch.Generator().manual_seed(k)) for k in range(4)]
     frames_b = [obs_b["rgb"].clone()]
     for a in actions:
         frames_b.append(batched.step(a)[0]["rgb"].clone())
-    single = WorldFMVectorEnv(num_envs=1, **SMALL, renderer="worldfm", weights=tiny_weights)
+    single = WorldFMVectorEnv(num_envs=1, **small(renderer="worldfm"), weights=tiny_weights)
     obs_s, _ = single.reset(seed=12)  # env 2 of the batch has seed 10 + 2
     frames_s = [obs_s["rgb"].clone()]
     for a in actions:
@@ -65,11 +65,11 @@ def test_same_seed_same_frames_and_batch_independent(tiny_weights):
 
 def test_bad_model_options(tiny_weights):
     with pytest.raises(ValueError, match="sampler_steps"):
-        WorldFMVectorEnv(num_envs=1, **SMALL, renderer="worldfm", weights=tiny_weights, sampler_steps=3)
+        WorldFMVectorEnv(num_envs=1, **small(renderer="worldfm"), weights=tiny_weights, sampler_steps=3)
     with pytest.raises(ValueError, match="model_dtype"):
-        WorldFMVectorEnv(num_envs=1, **SMALL, renderer="worldfm", weights=tiny_weights, model_dtype="int8")
+        WorldFMVectorEnv(num_envs=1, **small(renderer="worldfm"), weights=tiny_weights, model_dtype="int8")
     with pytest.raises(ValueError, match="resolution"):
-        WorldFMVectorEnv(num_envs=1, **{**SMALL, "resolution": 64}, renderer="worldfm", weights=tiny_weights)
+        WorldFMVectorEnv(num_envs=1, **small(resolution=64, renderer="worldfm"), weights=tiny_weights)
 
 
 @pytest.mark.parametrize(
@@ -94,7 +94,7 @@ def test_camera_conditioned_checkpoints_get_panel_cameras(tmp_path, encoding):
     torch.manual_seed(0)
     path = tmp_path / f"{encoding}.safetensors"
     save_checkpoint(build_model("tiny", input_size=32, camera_encoding=encoding), path)
-    env = WorldFMVectorEnv(num_envs=2, **SMALL, renderer="worldfm", weights=str(path))
+    env = WorldFMVectorEnv(num_envs=2, **small(renderer="worldfm"), weights=str(path))
     env.reset(seed=0)
     obs, *_ = env.step(torch.tensor([1, 2]))
     cameras = env.renderer._cameras(env.pipeline.last_request)
@@ -106,7 +106,7 @@ def test_eps_teacher_checkpoints_are_sampled_with_ddim(tmp_path):
     """A stage II (eps) checkpoint is not read in the distilled v form: the renderer uses DDIM for it."""
     path = tmp_path / "eps.safetensors"
     save_checkpoint(build_model("tiny", input_size=32, prediction="eps"), path)
-    env = WorldFMVectorEnv(num_envs=2, **SMALL, renderer="worldfm", weights=str(path), teacher_steps=3)
+    env = WorldFMVectorEnv(num_envs=2, **small(renderer="worldfm"), weights=str(path), teacher_steps=3)
     obs, _ = env.reset(seed=0)
     assert env.renderer.frame_model.config.prediction == "eps" and obs["rgb"].shape == (2, 32, 32, 3)
 
@@ -128,7 +128,7 @@ def test_default_weights_path_prefers_the_student_for_the_sampler(tmp_path, monk
 def test_revisited_pose_gives_the_same_frame_with_pose_keyed_noise(tiny_weights, noise_key):
     """Turning away and back returns to the same pose: the same frame with noise_key="pose", a new draw with
     "step" (the anchor and reference are the same both times, only the noise differs)."""
-    env = WorldFMVectorEnv(num_envs=1, **SMALL, renderer="worldfm", weights=tiny_weights, noise_key=noise_key)
+    env = WorldFMVectorEnv(num_envs=1, **small(renderer="worldfm"), weights=tiny_weights, noise_key=noise_key)
     obs, _ = env.reset(seed=4)
     first, pose = obs["rgb"].clone(), env.camera_poses().clone()
     anchor = env.pipeline.last_request.anchor.rgb.clone()
@@ -157,24 +157,24 @@ def test_env_warns_when_its_anchors_differ_from_the_frame_models(tmp_path, tiny_
     save_checkpoint(build_model("tiny", input_size=32), auto, metadata={SPLAT_RADIUS_METADATA_KEY: "auto"})
     assert trained_splat_radius(auto) == "auto" and trained_splat_radius(tiny_weights) is None
     with pytest.warns(UserWarning, match=r"trained on anchors with splat_radius='auto' but this env renders splat_r"):
-        WorldFMVectorEnv(num_envs=1, **SMALL, renderer="worldfm", weights=str(auto))
+        WorldFMVectorEnv(num_envs=1, **small(renderer="worldfm"), weights=str(auto))
     two = tmp_path / "two.safetensors"
     save_checkpoint(build_model("tiny", input_size=32), two, metadata={SPLAT_RADIUS_METADATA_KEY: "2"})
     with pytest.warns(UserWarning, match=r"splat_radius=2 but this env renders splat_radius=1"):
-        WorldFMVectorEnv(num_envs=1, **SMALL, renderer="worldfm", weights=str(two), splat_radius=1)
+        WorldFMVectorEnv(num_envs=1, **small(renderer="worldfm"), weights=str(two), splat_radius=1)
     with warnings.catch_warnings():
         # The same anchors (a numpy int too), or a checkpoint that names none: no warning.
         warnings.filterwarnings("error", message="the frame model")
-        WorldFMVectorEnv(num_envs=1, **SMALL, renderer="worldfm", weights=str(auto), splat_radius="auto")
-        WorldFMVectorEnv(num_envs=1, **SMALL, renderer="worldfm", weights=str(two), splat_radius=np.int64(2))
-        WorldFMVectorEnv(num_envs=1, **SMALL, renderer="worldfm", weights=tiny_weights, splat_radius=2)
+        WorldFMVectorEnv(num_envs=1, **small(renderer="worldfm"), weights=str(auto), splat_radius="auto")
+        WorldFMVectorEnv(num_envs=1, **small(renderer="worldfm"), weights=str(two), splat_radius=np.int64(2))
+        WorldFMVectorEnv(num_envs=1, **small(renderer="worldfm"), weights=tiny_weights, splat_radius=2)
     # The shipped models (the default and the earlier one) say they learned from one-pixel splats, the env's default.
     assert trained_splat_radius(WEIGHTS_DIR / "worldfm-srd-64x64.safetensors") == 0
     assert trained_splat_radius(WEIGHTS_DIR / "earlier" / "worldfm-s-64x64.safetensors") == 0
     bad = tmp_path / "bad.safetensors"
     save_checkpoint(build_model("tiny", input_size=32), bad, metadata={SPLAT_RADIUS_METADATA_KEY: "wide"})
     with pytest.raises(ValueError, match="worldfm_env.splat_radius: splat_radius must be"):
-        WorldFMVectorEnv(num_envs=1, **SMALL, renderer="worldfm", weights=str(bad))
+        WorldFMVectorEnv(num_envs=1, **small(renderer="worldfm"), weights=str(bad))
 
 
 def test_sampler_steps_default_to_the_checkpoints_recommendation(tmp_path, tiny_weights):
@@ -185,14 +185,14 @@ def test_sampler_steps_default_to_the_checkpoints_recommendation(tmp_path, tiny_
     one = tmp_path / "one-step.safetensors"
     save_checkpoint(build_model("tiny", input_size=32), one, metadata={SAMPLER_STEPS_METADATA_KEY: "1"})
     assert recommended_sampler_steps(one) == 1 and recommended_sampler_steps(tiny_weights) is None
-    assert WorldFMVectorEnv(num_envs=1, **SMALL, renderer="worldfm", weights=str(one)).renderer.steps == 1
-    assert WorldFMVectorEnv(num_envs=1, **SMALL, renderer="worldfm", weights=tiny_weights).renderer.steps == 2
-    forced = WorldFMVectorEnv(num_envs=1, **SMALL, renderer="worldfm", weights=str(one), sampler_steps=2)
+    assert WorldFMVectorEnv(num_envs=1, **small(renderer="worldfm"), weights=str(one)).renderer.steps == 1
+    assert WorldFMVectorEnv(num_envs=1, **small(renderer="worldfm"), weights=tiny_weights).renderer.steps == 2
+    forced = WorldFMVectorEnv(num_envs=1, **small(renderer="worldfm"), weights=str(one), sampler_steps=2)
     assert forced.renderer.steps == 2
     bad = tmp_path / "bad.safetensors"
     save_checkpoint(build_model("tiny", input_size=32), bad, metadata={SAMPLER_STEPS_METADATA_KEY: "4"})
     with pytest.raises(ValueError, match="sampler_steps"):
-        WorldFMVectorEnv(num_envs=1, **SMALL, renderer="worldfm", weights=str(bad))
+        WorldFMVectorEnv(num_envs=1, **small(renderer="worldfm"), weights=str(bad))
 
 
 def test_depth_refiner_checkpoints_get_the_anchor_depth(tmp_path):
@@ -204,7 +204,7 @@ def test_depth_refiner_checkpoints_get_the_anchor_depth(tmp_path):
             p.normal_(0.0, 0.05)  # zero-initialised convolutions would hide the depth path
     path = tmp_path / "depth.safetensors"
     save_checkpoint(model, path)
-    env = WorldFMVectorEnv(num_envs=2, **SMALL, renderer="worldfm", weights=str(path))
+    env = WorldFMVectorEnv(num_envs=2, **small(renderer="worldfm"), weights=str(path))
     seen = []
     forward = env.renderer.frame_model.forward
 

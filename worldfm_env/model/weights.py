@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
-__all__ = ["WEIGHTS_DIR", "default_weights_path", "shipped_weights", "resolve_weights"]
+__all__ = ["WEIGHTS_DIR", "default_weights_path", "resolve_weights", "shipped_resolutions", "shipped_weights"]
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 
@@ -47,3 +48,10 @@ def resolve_weights(weights: str | os.PathLike) -> Path:
         f"weights={str(weights)!r}: no such checkpoint file, nor the name of a shipped model "
         f"(shipped: {sorted(shipped)})"
     )
+
+
+def shipped_resolutions() -> list[str]:
+    """The resolutions a default model ships for, as ``"HxW"`` strings (``["64x64"]``), from the file names in
+    ``weights/`` (the earlier models in ``weights/earlier/`` are not defaults)."""
+    found = {m.group(1) for p in WEIGHTS_DIR.glob("worldfm-*.safetensors") if (m := re.search(r"-(\d+x\d+)$", p.stem))}
+    return sorted(found, key=lambda r: tuple(int(v) for v in r.split("x")))

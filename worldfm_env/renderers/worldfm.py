@@ -16,7 +16,7 @@ from worldfm_env.model.checkpoint import trained_splat_radius
 from worldfm_env.model.dit import PanelCameras
 from worldfm_env.model.frame_model import FrameModel
 from worldfm_env.model.samplers import make_generators
-from worldfm_env.model.weights import default_weights_path, resolve_weights
+from worldfm_env.model.weights import default_weights_path, resolve_weights, shipped_resolutions
 from worldfm_env.renderers.base import Renderer, RenderOutput, RenderRequest
 from worldfm_env.scenes.pool import ScenePool
 
@@ -78,10 +78,11 @@ class WorldFMRenderer(Renderer):
         path = resolve_weights(weights) if weights else default_weights_path(height, width, sampler_steps)
         if path is None:
             raise ValueError(
-                f"renderer='worldfm' needs frame-model weights and none were given (weights=None) and this package "
-                f"ships none for {height}x{width}. Pass weights=PATH: a checkpoint trained with worldfm-env "
-                "(.safetensors) or the official InSpatio-WorldFM 'worldfm_2-step.pth' together with vae=<its vae/ "
-                "folder>. Nothing is downloaded at run time."
+                f"renderer='worldfm' (the default renderer) has no frame model for resolution {height}x{width}: this "
+                f"package ships models for {shipped_resolutions() or 'no resolution'} and weights=None. Use one of "
+                "those resolutions, pass renderer='anchor' (the raw point splat, fastest) or 'oracle', or pass "
+                "weights=PATH: a checkpoint trained with worldfm-env (.safetensors) or the official InSpatio-WorldFM "
+                "'worldfm_2-step.pth' together with vae=<its vae/ folder>. Nothing is downloaded at run time."
             )
         self.frame_model = FrameModel.from_checkpoint(
             path,

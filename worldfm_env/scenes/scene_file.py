@@ -69,22 +69,46 @@ def load_scene_file(path: str | Path, device: torch.device | str = "cpu") -> Sce
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"scene file {str(path)!r} does not exist")
-    with safe_open(str(path), framework="pt", device="cpu") as f:
-        meta = f.metadata() or {}
-        if "scene" not in meta:
-            raise ValueError(f"{str(path)!r} is not a worldfm scene file (no 'scene' header)")
-        header = json.loads(meta["scene"])
-        if header.get("format") != "worldfm-scene" or header.get("version") != SCENE_FORMAT_VERSION:
-            raise ValueError(
-                f"{str(path)!r}: unsupported scene format {header.get('format')!r} version {header.get('version')!r}; "
-                f"expected 'worldfm-scene' version {SCENE_FORMAT_VERSION}"
-            )
-        t = {k: f.get_tensor(k) for k in f.keys()}
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+            if "scene" not in meta:
+                raise ValueError(f"{str(path)!r} is not a worldfm scene file (no 'scene' header)")
+            try:
+                header = json.loads(meta["scene"])
+            except ValueError as err:
+                raise ValueError(f"{str(path)!r}: the 'scene' header is not valid JSON: {err}") from err
+            if not isinstance(header, dict) or (
+                header.get("format") != "worldfm-scene" or header.get("version") != SCENE_FORMAT_VERSION
+            ):
+                found = (header.get("format"), header.get("version")) if isinstance(header, dict) else header
+                raise ValueError(
+                    f"{str(path)!r}: unsupported scene format {found!r}; expected 'worldfm-scene' version "
+                    f"{SCENE_FORMAT_VERSION}"
+                )
+            t = {k: f.get_tensor(k) for k in f.keys()}
+    except ValueError:
+        raise
+    except Exception as err:  # SafetensorError / OSError: empty, truncated or not a safetensors file
+        raise ValueError(
+            f"scene file {str(path)!r} ({path.stat().st_size} bytes) cannot be read: it is truncated, partly "
+            f"written or not a .wfscene file ({type(err).__name__}: {err})"
+        ) from err
+    try:
+        return _scene_from(header, t).to(device)
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(
+            f"scene file {str(path)!r} is incomplete or inconsistent: {type(err).__name__}: {err}"
+        ) from err
+
+
+def _scene_from(header: dict, t: dict) -> Scene:
+    """The :class:`Scene` of a scene file's header and tensors."""
     nav = header["navigation_grid"]
     mesh = None
     if "mesh.vertices" in t:
         mesh = TriangleMesh(t["mesh.vertices"], t["mesh.faces"], t["mesh.face_material"], t["mesh.materials"])
-    scene = Scene(
+    return Scene(
         name=header["name"],
         points_xyz=t["points_xyz"],
         points_rgb=t["points_rgb"],
@@ -98,4 +122,3 @@ def load_scene_file(path: str | Path, device: torch.device | str = "cpu") -> Sce
         points_normal=t.get("points_normal"),
         points_spacing=t.get("points_spacing"),
     )
-    return scene.to(device)

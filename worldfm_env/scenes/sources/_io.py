@@ -67,17 +67,20 @@ def read_depth(src: PathLike | ArrayLike, field: str = "depth") -> np.ndarray:
         if suffix == ".npy":
             try:
                 arr = np.load(path, allow_pickle=False)
-            except (ValueError, OSError) as err:
+            except (ValueError, OSError, EOFError) as err:  # EOFError: an empty or truncated file
                 raise ValueError(f"{field}: {str(path)!r} is not a readable .npy array: {err}") from err
             if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
                 raise ValueError(f"{field}: {str(path)!r} must hold a numeric depth array, got dtype {arr.dtype}")
             arr = arr.astype(np.float32)
         elif suffix == ".png":
-            from PIL import Image
+            from PIL import Image, UnidentifiedImageError
 
-            with Image.open(path) as im:
-                mode = im.mode
-                raw = np.array(im)
+            try:
+                with Image.open(path) as im:
+                    mode = im.mode
+                    raw = np.array(im)
+            except (UnidentifiedImageError, OSError) as err:
+                raise ValueError(f"{field}: {str(path)!r} is not a readable PNG image: {err}") from err
             # 16-bit PNGs open as "I;16*" (or "I" in some Pillow versions); 8-bit ones cannot hold millimetres.
             if not (mode.startswith("I;16") or mode == "I") or raw.ndim != 2:
                 raise ValueError(

@@ -172,14 +172,19 @@ def load_meta_json_scene(
                 "K (3x3), c2w (4x4 or Nx4x4); optional extensions: depth, image_c2w)"
             )
     root = meta_path.parent
-    K = _check_intrinsics(meta["K"], "K")
-    trajectory = _check_poses(meta["c2w"], "c2w")  # (N, 4, 4)
-    ref_pose = trajectory[0]
-    if "image_c2w" in meta:
-        image_pose = _check_poses(meta["image_c2w"], "image_c2w")
-        if image_pose.shape[0] != 1:
-            raise ValueError(f"image_c2w must be one 4x4 matrix (the input image's pose), got {image_pose.shape[0]}")
-        ref_pose = image_pose[0]
+    try:
+        K = _check_intrinsics(meta["K"], "K")
+        trajectory = _check_poses(meta["c2w"], "c2w")  # (N, 4, 4)
+        ref_pose = trajectory[0]
+        if "image_c2w" in meta:
+            image_pose = _check_poses(meta["image_c2w"], "image_c2w")
+            if image_pose.shape[0] != 1:
+                raise ValueError(
+                    f"image_c2w must be one 4x4 matrix (the input image's pose), got {image_pose.shape[0]}"
+                )
+            ref_pose = image_pose[0]
+    except ValueError as err:
+        raise ValueError(f"meta.json {str(meta_path)!r}: {err}") from err
 
     if not isinstance(meta["image"], str):
         raise ValueError(f"meta.json 'image' must be a path string relative to meta.json, got {meta['image']!r}")
@@ -197,8 +202,8 @@ def load_meta_json_scene(
     H, W = image.shape[:2]
     if depth_np.shape != (H, W):
         raise ValueError(
-            f"depth size {depth_np.shape[0]}x{depth_np.shape[1]} (HxW) does not match image size {H}x{W}; "
-            "the depth map must have the image's resolution"
+            f"meta.json {str(meta_path)!r}: depth size {depth_np.shape[0]}x{depth_np.shape[1]} (HxW) does not match "
+            f"image size {H}x{W}; the depth map must have the image's resolution"
         )
 
     img_t = torch.from_numpy(image)  # (H, W, 3) uint8
@@ -231,8 +236,11 @@ def load_meta_json_scene(
         navigation = "observed-floor"
     except ValueError as err:
         if "no free space" not in str(err):
-            raise
-        grid = navigation_grid_from_points(xyz, unobserved_is_free=True, **nav_kwargs)
+            raise ValueError(f"meta.json {str(meta_path)!r}: {err}") from err
+        try:
+            grid = navigation_grid_from_points(xyz, unobserved_is_free=True, **nav_kwargs)
+        except ValueError as err2:
+            raise ValueError(f"meta.json {str(meta_path)!r}: {err2}") from err2
         navigation = "unobserved-as-free"
     if camera_height is None:
         camera_height = grid.floor_y - cam_y

@@ -15,6 +15,7 @@ turning right, as seen from inside the sphere.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -177,15 +178,19 @@ def load_panorama_scene(
     bank = ReferenceBank(bank_rgb, bank_depth, K.expand(c2w.shape[0], 3, 3).contiguous(), c2w)
 
     floor_y = float(camera_height) if camera_height is not None else None  # camera at y = 0, floor below (+y)
-    grid = navigation_grid_from_points(
-        xyz,
-        cell_size=cell_size,
-        floor_y=floor_y,
-        camera_height=camera_height,
-        agent_height=agent_height,
-        agent_radius=agent_radius,
-        include_xz=[[0.0, 0.0]],
-    )
+    try:
+        grid = navigation_grid_from_points(
+            xyz,
+            cell_size=cell_size,
+            floor_y=floor_y,
+            camera_height=camera_height,
+            agent_height=agent_height,
+            agent_radius=agent_radius,
+            include_xz=[[0.0, 0.0]],
+        )
+    except ValueError as err:
+        source = repr(str(image)) if isinstance(image, (str, os.PathLike)) else "(an array)"
+        raise ValueError(f"panorama {source}: {err}") from err
     if camera_height is None:
         camera_height = grid.floor_y
         if camera_height <= 0:

@@ -278,14 +278,17 @@ def load_ply_scene(
     dev = torch.device(device)
     xyz = torch.from_numpy(xyz_np).to(dev)
     rgb = torch.from_numpy(rgb_np).to(dev)
-    grid = navigation_grid_from_points(
-        xyz,
-        cell_size=cell_size,
-        floor_y=floor_y,
-        camera_height=camera_height,
-        agent_height=agent_height,
-        agent_radius=agent_radius,
-    )
+    try:
+        grid = navigation_grid_from_points(
+            xyz,
+            cell_size=cell_size,
+            floor_y=floor_y,
+            camera_height=camera_height,
+            agent_height=agent_height,
+            agent_radius=agent_radius,
+        )
+    except ValueError as err:
+        raise ValueError(f"PLY file {str(path)!r}: {err}") from err
 
     from worldfm_env.render.splat import splat_points  # imported late: it initialises warp
 
