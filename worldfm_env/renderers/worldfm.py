@@ -94,13 +94,9 @@ class WorldFMRenderer(Renderer):
             compile_model=compile_model,
         )
         self.frame_model.check_resolution(height, width)
-        self.model = self.frame_model.model
-        self.autoencoder = self.frame_model.autoencoder
         self.weights_path = path
         #: The anchor splat_radius the checkpoint's header says it was trained on (None: it names none).
         self.trained_splat_radius = trained_splat_radius(path)
-        self.dtype = self.frame_model.dtype
-        self.steps = self.frame_model.steps
         self.bank_latents = self._encode_bank()  # (B, C, h, w), once per scene pool
         self.rgb = torch.zeros(num_envs, height, width, 3, dtype=torch.uint8, device=self.device)
         if noise == "auto":
@@ -113,6 +109,21 @@ class WorldFMRenderer(Renderer):
             self.bank_K = pool.bank_K.clone()
             self.bank_K[:, 0] *= width / wb
             self.bank_K[:, 1] *= height / hb
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The frame model's network."""
+        return self.frame_model.model
+
+    @property
+    def autoencoder(self):
+        """The frame model's autoencoder (pixel space: the identity)."""
+        return self.frame_model.autoencoder
+
+    @property
+    def steps(self) -> int:
+        """Distilled sampler steps (1 or 2)."""
+        return self.frame_model.steps
 
     def _encode_bank(self, batch: int = 64) -> torch.Tensor:
         images = self.pool.bank_images  # (B, Hb, Wb, 3) uint8

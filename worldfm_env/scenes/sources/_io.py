@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
 
-__all__ = ["PathLike", "ArrayLike", "read_depth"]
+__all__ = ["PathLike", "ArrayLike", "naming_source", "read_depth"]
 
 _DEFAULT_CAMERA_HEIGHT = 1.5  # scene units; only used for PLY scenes, which carry no camera
 
@@ -99,3 +101,13 @@ def read_depth(src: PathLike | ArrayLike, field: str = "depth") -> np.ndarray:
     if arr.ndim != 2:
         raise ValueError(f"{field}: depth must be a 2-D (H, W) map, got shape {tuple(arr.shape)}")
     return np.where(np.isfinite(arr) & (arr > 0), arr, 0.0).astype(np.float32)
+
+
+@contextmanager
+def naming_source(source: str) -> Iterator[None]:
+    """Re-raise a ``ValueError`` from the body with ``source`` (e.g. ``"PLY file 'x.ply'"``) in front, the original
+    chained: a loader's later steps (navigation, bank rendering) then name the file they came from."""
+    try:
+        yield
+    except ValueError as err:
+        raise ValueError(f"{source}: {err}") from err

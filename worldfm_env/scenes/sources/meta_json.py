@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from worldfm_env.scenes.navigation import navigation_grid_from_points
 from worldfm_env.scenes.pointcloud import points_from_views
 from worldfm_env.scenes.scene import ReferenceBank, Scene
-from worldfm_env.scenes.sources._io import ArrayLike, PathLike, _read_image, read_depth
+from worldfm_env.scenes.sources._io import ArrayLike, PathLike, _read_image, naming_source, read_depth
 
 __all__ = ["load_meta_json_scene"]
 
@@ -172,7 +172,7 @@ def load_meta_json_scene(
                 "K (3x3), c2w (4x4 or Nx4x4); optional extensions: depth, image_c2w)"
             )
     root = meta_path.parent
-    try:
+    with naming_source(f"meta.json {str(meta_path)!r}"):
         K = _check_intrinsics(meta["K"], "K")
         trajectory = _check_poses(meta["c2w"], "c2w")  # (N, 4, 4)
         ref_pose = trajectory[0]
@@ -183,8 +183,6 @@ def load_meta_json_scene(
                     f"image_c2w must be one 4x4 matrix (the input image's pose), got {image_pose.shape[0]}"
                 )
             ref_pose = image_pose[0]
-    except ValueError as err:
-        raise ValueError(f"meta.json {str(meta_path)!r}: {err}") from err
 
     if not isinstance(meta["image"], str):
         raise ValueError(f"meta.json 'image' must be a path string relative to meta.json, got {meta['image']!r}")
@@ -237,10 +235,8 @@ def load_meta_json_scene(
     except ValueError as err:
         if "no free space" not in str(err):
             raise ValueError(f"meta.json {str(meta_path)!r}: {err}") from err
-        try:
+        with naming_source(f"meta.json {str(meta_path)!r}"):
             grid = navigation_grid_from_points(xyz, unobserved_is_free=True, **nav_kwargs)
-        except ValueError as err2:
-            raise ValueError(f"meta.json {str(meta_path)!r}: {err2}") from err2
         navigation = "unobserved-as-free"
     if camera_height is None:
         camera_height = grid.floor_y - cam_y

@@ -24,7 +24,7 @@ import torch
 from worldfm_env.geometry import intrinsics_from_fov, pose_from_yaw_pitch
 from worldfm_env.scenes.navigation import navigation_grid_from_points
 from worldfm_env.scenes.scene import ReferenceBank, Scene
-from worldfm_env.scenes.sources._io import ArrayLike, PathLike, _read_image, read_depth
+from worldfm_env.scenes.sources._io import ArrayLike, PathLike, _read_image, naming_source, read_depth
 
 __all__ = ["load_panorama_scene", "panorama_directions"]
 
@@ -178,7 +178,8 @@ def load_panorama_scene(
     bank = ReferenceBank(bank_rgb, bank_depth, K.expand(c2w.shape[0], 3, 3).contiguous(), c2w)
 
     floor_y = float(camera_height) if camera_height is not None else None  # camera at y = 0, floor below (+y)
-    try:
+    source = repr(str(image)) if isinstance(image, (str, os.PathLike)) else "(an array)"
+    with naming_source(f"panorama {source}"):
         grid = navigation_grid_from_points(
             xyz,
             cell_size=cell_size,
@@ -188,9 +189,6 @@ def load_panorama_scene(
             agent_radius=agent_radius,
             include_xz=[[0.0, 0.0]],
         )
-    except ValueError as err:
-        source = repr(str(image)) if isinstance(image, (str, os.PathLike)) else "(an array)"
-        raise ValueError(f"panorama {source}: {err}") from err
     if camera_height is None:
         camera_height = grid.floor_y
         if camera_height <= 0:

@@ -11,7 +11,7 @@ import torch
 from worldfm_env.geometry import intrinsics_from_fov, pose_from_yaw_pitch
 from worldfm_env.scenes.navigation import _erode, navigation_grid_from_points
 from worldfm_env.scenes.scene import ReferenceBank, Scene
-from worldfm_env.scenes.sources._io import _DEFAULT_CAMERA_HEIGHT, ArrayLike, PathLike, _to_numpy
+from worldfm_env.scenes.sources._io import _DEFAULT_CAMERA_HEIGHT, ArrayLike, PathLike, _to_numpy, naming_source
 
 __all__ = ["load_ply_scene", "read_ply", "save_ply"]
 
@@ -278,7 +278,7 @@ def load_ply_scene(
     dev = torch.device(device)
     xyz = torch.from_numpy(xyz_np).to(dev)
     rgb = torch.from_numpy(rgb_np).to(dev)
-    try:
+    with naming_source(f"PLY file {str(path)!r}"):
         grid = navigation_grid_from_points(
             xyz,
             cell_size=cell_size,
@@ -287,8 +287,6 @@ def load_ply_scene(
             agent_height=agent_height,
             agent_radius=agent_radius,
         )
-    except ValueError as err:
-        raise ValueError(f"PLY file {str(path)!r}: {err}") from err
 
     from worldfm_env.render.splat import splat_points  # imported late: it initialises warp
 
