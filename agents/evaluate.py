@@ -11,6 +11,16 @@ Agents: ``random``, ``shortest-path``, ``frontier`` (see ``agents/scripted.py``)
 (means over episodes; SPL is undefined for Explore and printed as ``nan``).
 
     python agents/evaluate.py --agent shortest-path --episodes 50 --renderer oracle
+
+Under ``torchrun --nproc_per_node W`` the episodes are sharded: rank r plays the contiguous block of episodes
+``[r E / W, (r + 1) E / W)`` in batches of ``num_envs`` (on its local GPU, or on the CPU with gloo), the ranks'
+records are gathered, and rank 0 writes the same ``episodes.csv`` (same rows, same order) as one process, for
+agents whose actions depend only on each env's own state: ``shortest-path``, ``frontier`` and learned agents
+taking their most likely action (the default; a network's batched arithmetic may differ in the last bits between
+batch sizes, which can flip an exact tie). Sampled actions (``random``, ``--no-deterministic``) come from one
+generator per rank and differ from a single process's.
+
+    torchrun --standalone --nproc_per_node 2 agents/evaluate.py --agent shortest-path --episodes 50 --device cpu
 """
 
 from __future__ import annotations
@@ -29,6 +39,14 @@ if __package__ in (None, ""):  # run as a script: make `agents` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agents._args import env_kwargs, parse_args
+from agents._dist import (
+    dist_info,
+    gather_objects,
+    init_distributed,
+    rank_device,
+    shard_range,
+    shutdown_distributed,
+)
 from agents.scripted import AGENTS, make_agent
 from worldfm_env.envs.vector import WorldFMVectorEnv
 from worldfm_env.render.anchor_config import parse_splat_radius
@@ -219,7 +237,11 @@ def _write_video(path: Path, frames: list[np.ndarray]) -> None:
 
 
 def evaluate(args: Args) -> EvalResult:
-    """Run ``args.episodes`` held-out episodes; write the CSV and videos when ``output_dir`` is set."""
+    """Run ``args.episodes`` held-out episodes; write the CSV and videos when ``output_dir`` is set.
+
+    Inside a torchrun process group (see :func:`agents._dist.init_distributed`) this rank plays its block of the
+    episodes; every rank returns the gathered result and rank 0 writes the CSV.
+    """
     if args.episodes <= 0:
         raise ValueError(f"episodes must be positive, got {args.episodes}")
     loaded, saved = _load_learned(args.agent)
@@ -230,7 +252,9 @@ def evaluate(args: Args) -> EvalResult:
             f"the checkpoint was trained with task={saved['task']!r}, resolution={saved['resolution']}; "
             f"evaluating it with task={task!r}, resolution={resolution} would not fit its network"
         )
-    num_envs = min(args.num_envs, args.episodes)
+    info = dist_info()
+    share = shard_range(args.episodes, info)  # this rank's episodes (all of them on one process)
+    num_envs = min(args.num_envs, len(share))
     # The anchor the policy was trained on, unless asked otherwise (the oracle world has none).
     splat_radius = parse_splat_radius(saved.get("splat_radius", 0) if args.splat_radius is None else args.splat_radius)
     # The env options of args by name (scenes, renderer, device, ...; weights, compile_model: worldfm only), with
@@ -242,26 +266,52 @@ def evaluate(args: Args) -> EvalResult:
         allow_sliding=saved.get("allow_sliding", False) if args.allow_sliding is None else args.allow_sliding,
         include_depth=saved.get("include_depth", False),  # the observations the policy was trained on
         splat_radius=splat_radius,
+        device=rank_device(args.device, info),
     )
-    env = WorldFMVectorEnv(num_envs=num_envs, **options)
-    agent = load_agent(args.agent, env, seed=args.seed, deterministic=args.deterministic, loaded=loaded)
     out_dir = Path(args.output_dir) if args.output_dir else None
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
 
     result = EvalResult()
+    total_steps, wall = 0, 0.0
+    if num_envs > 0:  # a rank with no episode (fewer episodes than ranks) only joins the gather below
+        total_steps, wall = _play(args, share, num_envs, options, loaded, out_dir, result)
+    if info.distributed:
+        gathered = gather_objects((result.episodes, total_steps, wall), info)
+        result.episodes = [record for episodes, _, _ in gathered for record in episodes]
+        total_steps, wall = sum(g[1] for g in gathered), max(g[2] for g in gathered)
+    result.env_steps_per_second = total_steps / wall if wall > 0 else 0.0
+
+    result.episodes.sort(key=lambda r: r["episode"])
+    metric_keys = [k for k in result.episodes[0] if k not in ("episode", "seed", "scene")]
+    result.summary = {k: float(np.mean([r[k] for r in result.episodes])) for k in metric_keys}
+    if out_dir is not None and info.is_main:
+        with open(out_dir / "episodes.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(result.episodes[0]))
+            writer.writeheader()
+            writer.writerows(result.episodes)
+    return result
+
+
+def _play(
+    args: Args, share: range, num_envs: int, options: dict, loaded, out_dir: Path | None, result: EvalResult
+) -> tuple[int, float]:
+    """Play the episodes of ``share`` in batches of ``num_envs``, appending their records to ``result.episodes``
+    and writing the videos asked for; returns the env steps taken and the seconds of the loop (after start-up)."""
+    env = WorldFMVectorEnv(num_envs=num_envs, **options)
+    agent = load_agent(args.agent, env, seed=args.seed, deterministic=args.deterministic, loaded=loaded)
     total_steps, start = 0, time.perf_counter()
-    for first in range(0, args.episodes, num_envs):
+    for first in range(share.start, share.stop, num_envs):
         # Pad the last batch with extra seeds whose episodes are played but not counted.
         episode_ids = list(range(first, first + num_envs))
-        counted = torch.tensor([i < args.episodes for i in episode_ids], device=env.device)
+        counted = torch.tensor([i < share.stop for i in episode_ids], device=env.device)
         obs, _ = env.reset(seed=[args.seed + i for i in episode_ids])
         if hasattr(agent, "reset"):
             agent.reset()
         scene = env.scene_index.cpu().numpy().copy()
         running = counted.clone()
         returns = torch.zeros(num_envs, device=env.device)
-        filmed = [i for i in range(num_envs) if episode_ids[i] < min(args.videos, args.episodes)]
+        filmed = [i for i in range(num_envs) if episode_ids[i] < min(args.videos, share.stop)]
         frames = {i: [obs["rgb"][i].cpu().numpy()] for i in filmed} if out_dir is not None else {}
         while bool(running.any()):
             actions = agent(obs)
@@ -283,24 +333,18 @@ def evaluate(args: Args) -> EvalResult:
             running &= ~finished
         for i, clip in frames.items():
             _write_video(out_dir / f"episode_{episode_ids[i]:03d}.mp4", clip)
-    result.env_steps_per_second = total_steps / (time.perf_counter() - start)
+    wall = time.perf_counter() - start
     env.close()
-
-    result.episodes.sort(key=lambda r: r["episode"])
-    metric_keys = [k for k in result.episodes[0] if k not in ("episode", "seed", "scene")]
-    result.summary = {k: float(np.mean([r[k] for r in result.episodes])) for k in metric_keys}
-    if out_dir is not None:
-        with open(out_dir / "episodes.csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(result.episodes[0]))
-            writer.writeheader()
-            writer.writerows(result.episodes)
-    return result
+    return total_steps, wall
 
 
 def main(argv: list[str] | None = None) -> EvalResult:
     """Command line: evaluate, print a summary, end with the ``success= spl= soft_spl=`` line."""
     args = parse_args(Args, argv)
+    info = init_distributed(args.device)  # under torchrun: join the group, shard the episodes
     result = evaluate(args)
+    if not info.is_main:
+        return result
     s = result.summary
     print(f"agent={args.agent} episodes={len(result.episodes)} scenes={args.scenes} renderer={args.renderer}")
     print(f"env-steps/s={result.env_steps_per_second:,.0f}")
@@ -314,3 +358,4 @@ def main(argv: list[str] | None = None) -> EvalResult:
 
 if __name__ == "__main__":
     main()
+    shutdown_distributed()  # under torchrun: leave the process group (after a failure torchrun stops the ranks)

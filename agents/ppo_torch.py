@@ -25,6 +25,23 @@ network, the optimizer and the position in the run; removed when the run finishe
 continues with ``--resume`` and the same arguments:
 
     python agents/ppo_torch.py --renderer worldfm --save-path runs/wfm.pt --resume   # again after a stop
+
+Under ``torchrun`` the run is DD-PPO (decentralised distributed PPO): every rank steps its own ``--num-envs`` envs
+(on its local GPU, or on the CPU with the gloo backend) over its own share of the training scenes (rank r takes
+scenes r, r + W, ... of the expanded ``--scenes``; see ``agents/_dist.py``) with its own env seeds (env i of rank r
+is seeded ``seed + r * num_envs + i``), and the ranks average their gradients with one all-reduce per optimizer
+step, so every rank holds the same network. ``--num-envs`` is per rank and ``--total-timesteps`` counts the env
+steps of all ranks together: an update takes ``world_size * num_envs * num_steps`` steps. Rank 0 logs and saves.
+
+    torchrun --standalone --nproc_per_node 2 agents/ppo_torch.py --num-envs 8 --device cpu   # two CPU ranks, gloo
+
+``--preempt-fraction F`` (default 0: off) is DD-PPO's preemption threshold: once ``ceil(F * world_size)`` ranks have
+collected their whole rollout, each other rank stops collecting as soon as it has at least a quarter of its
+``--num-steps`` and trains on the shorter rollout it has, so one slow rank does not hold back the update (the
+counter lives in torchrun's store; the log line then adds ``preempted=<ranks that stopped early>``).
+``--resume`` works across world sizes: the network and Adam state are the same on every rank, the run goes on
+from the share of the budget it had reached (the update count is recomputed for the new world size), and each
+rank's env seeds and random streams are derived afresh from the seed, the update reached and its rank.
 """
 
 from __future__ import annotations
@@ -46,6 +63,18 @@ if __package__ in (None, ""):  # run as a script: make `agents` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agents._args import env_kwargs, parse_args
+from agents._dist import (
+    PreemptionCounter,
+    all_reduce_sum,
+    average_gradients,
+    barrier,
+    broadcast_object,
+    broadcast_parameters,
+    init_distributed,
+    rank_device,
+    shard_scenes,
+    shutdown_distributed,
+)
 from worldfm_env.envs.vector import WorldFMVectorEnv
 from worldfm_env.render.anchor_config import parse_splat_radius
 
@@ -88,11 +117,11 @@ class Args:
     """Anchor splat half-size in pixels of the anchor and worldfm worlds (the env's splat_radius): an int in
     [0, 8] (0: one pixel per point, as published) or auto (each point covers its sample spacing)."""
     total_timesteps: int = 1_000_000
-    """Total env steps of the run."""
+    """Total env steps of the run (of all ranks together under torchrun)."""
     learning_rate: float = 2.5e-4
     """Adam learning rate."""
     num_envs: int = 32
-    """Environments stepped together."""
+    """Environments stepped together (per rank under torchrun)."""
     num_steps: int = 128
     """Steps per env per rollout."""
     anneal_lr: bool = True
@@ -139,13 +168,17 @@ class Args:
     save_every: int = 0
     """Also save a snapshot <save_path stem>_step<global_step>.pt after the first update at or past each
     multiple of this many env steps (0: only the final checkpoint)."""
+    preempt_fraction: float = 0.0
+    """Under torchrun: DD-PPO's preemption threshold in [0, 1]. Once ceil(this x world size) ranks have collected
+    their whole rollout, the others stop collecting (after at least a quarter of --num-steps) and train on what they
+    have (0: off, every rank collects every step; habitat-baselines defaults to 0.6). No effect on one process."""
     resume: bool = False
     """Continue an interrupted run from its resume state (<save_path stem>.resume.pt, written after every update)
     when there is one; its arguments must equal this run's. The envs start fresh episodes (seeded from the seed and
     the update reached), so a resumed run is reproducible but not the same as an uninterrupted one."""
 
 
-RESUME_UNCOMPARED = ("compile_model", "resume", "save_path")
+RESUME_UNCOMPARED = ("compile_model", "preempt_fraction", "resume", "save_path")
 """Arguments a resumed run may change: they change how fast it goes or how its path is spelt, not what it learns."""
 
 
@@ -169,7 +202,9 @@ def _finished(save_path: Path, args: Args, total_steps: int) -> bool:
     if not save_path.exists():
         return False
     saved = torch.load(save_path, weights_only=True, map_location="cpu")
-    return not _differing_args(saved.get("args", {}), args) and saved.get("global_step") == total_steps
+    # A preempted (DD-PPO) run can end short of the budget's step count; its final checkpoint says it finished.
+    done = saved.get("finished", False) or saved.get("global_step") == total_steps
+    return not _differing_args(saved.get("args", {}), args) and done
 
 
 def _differing_args(had: dict, args: Args) -> list[str]:
@@ -425,13 +460,15 @@ class Agent(nn.Module):
         return dist.log_prob(flat_actions), dist.entropy(), self.critic(head).squeeze(-1)
 
 
-def _minibatches(args: Args, T: int, N: int, valid: torch.Tensor, device: torch.device):
+def _minibatches(args: Args, T: int, N: int, valid: torch.Tensor, device: torch.device, exact_count: bool = False):
     """One epoch's minibatches (a fresh shuffle each call), each a (T', M) grid of flat indices into
     the time-major (T*N,) storage whose rows are replayed in order by :meth:`Agent.evaluate_sequence`.
 
     Recurrent: ``num_minibatches`` slices of the envs, each holding their whole T-step sequences
     (T' = T; the reset steps are masked out later). Otherwise: the real transitions shuffled and
-    split ``num_minibatches`` ways, as one-step rows (T' = 1).
+    split ``num_minibatches`` ways, as one-step rows (T' = 1). With ``exact_count`` (under torchrun, where every
+    rank must take the same number of optimizer steps) the split gives exactly ``num_minibatches`` parts (some may
+    be empty), not a remainder part on top.
     """
     if args.recurrent:
         grid = torch.arange(T * N, device=device).reshape(T, N)[:, torch.randperm(N, device=device)]
@@ -439,11 +476,14 @@ def _minibatches(args: Args, T: int, N: int, valid: torch.Tensor, device: torch.
         return
     real = torch.nonzero(valid.reshape(-1))[:, 0]  # one host sync per epoch
     real = real[torch.randperm(real.numel(), device=device)]
+    if exact_count:
+        yield from (part[None] for part in torch.tensor_split(real, args.num_minibatches))
+        return
     yield from real[None].split(max(1, real.numel() // args.num_minibatches), dim=1)
 
 
 def main(argv: list[str] | None = None) -> Path:
-    """Train; return the checkpoint path."""
+    """Train; return the checkpoint path (under torchrun on every rank, once rank 0 has written it)."""
     args = parse_args(Args, argv)
     encoder_dtype(args.precision, "cpu")  # fail on a bad --precision before building the envs
     splat_radius = parse_splat_radius(args.splat_radius)
@@ -452,42 +492,75 @@ def main(argv: list[str] | None = None) -> Path:
         raise ValueError(f"save_every must be >= 0 (0: no snapshots), got {args.save_every}")
     if args.goal_encoding not in GOAL_ENCODINGS:
         raise ValueError(f"goal_encoding={args.goal_encoding!r} is not valid; use one of {list(GOAL_ENCODINGS)}")
-    batch_size = args.num_envs * args.num_steps
+    if not 0.0 <= args.preempt_fraction <= 1.0:
+        raise ValueError(f"preempt_fraction must be in [0, 1] (0: off), got {args.preempt_fraction}")
+    info = init_distributed(args.device)  # world size 1 without torchrun: everything below as on one process
+    rank, world = info.rank, info.world_size
+    log = print if info.is_main else (lambda *_, **__: None)
+    batch_size = args.num_envs * args.num_steps * world
     num_iterations = max(1, args.total_timesteps // batch_size)
     run_name = f"{args.exp_name}_{args.seed}"
     save_path = Path(args.save_path or f"runs/{run_name}.pt")
 
+    # Rank 0 reads the files and decides; the other ranks take its decision (and its error, if any).
     resume_file = resume_path(save_path)
-    resumed = load_resume_state(resume_file, args) if args.resume and resume_file.exists() else None
-    if resumed and _finished(save_path, args, num_iterations * batch_size):
-        print(f"{save_path} already holds the finished run: nothing to resume", flush=True)
-        _remove_resume_state(resume_file)
+    resumed, finished, error = None, False, None
+    if info.is_main:
+        try:
+            resumed = load_resume_state(resume_file, args) if args.resume and resume_file.exists() else None
+            finished = bool(resumed) and _finished(save_path, args, num_iterations * batch_size)
+        except ValueError as err:
+            if not info.distributed:
+                raise
+            error = str(err)
+    if info.distributed:
+        resumed, finished, error = broadcast_object((resumed, finished, error), info)
+        if error is not None:
+            raise ValueError(error)
+    if finished:
+        log(f"{save_path} already holds the finished run: nothing to resume", flush=True)
+        if info.is_main:
+            _remove_resume_state(resume_file)
+        barrier(info)
         return save_path
     if args.resume:
-        print(
+        log(
             f"resuming from {resume_file} at global_step={resumed['global_step']}"
             if resumed
             else f"no resume state at {resume_file}: starting afresh",
             flush=True,
         )
-    else:
+    elif info.is_main:
         _remove_resume_state(resume_file)  # a fresh run: an older run's state must not be resumed later
     start_iteration = resumed["iteration"] if resumed else 0  # updates already done
+    if resumed and resumed.get("world_size", 1) != world:
+        # The network and Adam state do not depend on the world size; the updates done are counted again in this
+        # world size's batch (the share of the budget reached, rounded down).
+        had_world = resumed.get("world_size", 1)
+        start_iteration = start_iteration * args.num_envs * args.num_steps * had_world // batch_size
+        log(
+            f"the resume state was written by a run of world size {had_world}; continuing with world size {world} "
+            f"at update {start_iteration} of {num_iterations}",
+            flush=True,
+        )
     # A resumed segment draws from fresh streams, derived from the seed and the updates done (env i is reset with
     # run_seed + i; torch, numpy and random start from run_seed), so it neither replays the first segment's
-    # episodes nor those of a run started with another --seed.
+    # episodes nor those of a run started with another --seed. Under torchrun rank r's envs take the seeds after
+    # those of ranks 0..r-1 and its random streams start from run_seed + r.
     run_seed = (
         args.seed if not resumed else int(np.random.SeedSequence([args.seed, start_iteration]).generate_state(1)[0])
     )
-    random.seed(run_seed)
-    np.random.seed(run_seed)
-    torch.manual_seed(run_seed)
+    random.seed(run_seed + rank)
+    np.random.seed(run_seed + rank)
+    torch.manual_seed(run_seed + rank)
     torch.backends.cudnn.deterministic = args.torch_deterministic
 
     envs = WorldFMVectorEnv(
         num_envs=args.num_envs,
         **env_kwargs(
             args,  # task, scenes, renderer, resolution, device, ... (weights, compile_model: worldfm only)
+            scenes=shard_scenes(args.scenes, info),  # this rank's share (all of them on one process)
+            device=rank_device(args.device, info),
             splat_radius=splat_radius,
             array_type="torch",
             validate_actions=False,  # sampled actions are valid by construction; skip the device sync
@@ -503,6 +576,9 @@ def main(argv: list[str] | None = None) -> Path:
     if resumed:
         agent.load_state_dict(resumed["state_dict"])
         optimizer.load_state_dict(resumed["optimizer"])
+    broadcast_parameters(agent, info)  # rank 0's initial network everywhere (each rank seeded its own)
+    parameters = list(agent.parameters())
+    preempt = PreemptionCounter(args.preempt_fraction, info, min_steps=max(1, math.ceil(args.num_steps / 4)))
 
     # Storage, preallocated on the device. Actions are policy indices; action_ids maps them to the env's.
     T, N = args.num_steps, args.num_envs
@@ -523,7 +599,7 @@ def main(argv: list[str] | None = None) -> Path:
     finished_returns = torch.zeros((T, N), device=device)
     finished_success = torch.zeros((T, N), device=device)
 
-    def save(path: Path, step: int) -> None:
+    def save(path: Path, step: int, final: bool = False) -> None:
         checkpoint = {
             "state_dict": agent.state_dict(),
             "model_kwargs": model_kwargs,
@@ -531,6 +607,8 @@ def main(argv: list[str] | None = None) -> Path:
             "args": asdict(args),
             "global_step": step,
             "wall_s": wall_s(),
+            "world_size": world,
+            "finished": final,
         }
         _save_atomically(checkpoint, path)
         print(f"saved {path}", flush=True)
@@ -543,6 +621,7 @@ def main(argv: list[str] | None = None) -> Path:
             "iteration": iteration,
             "global_step": global_step,
             "wall_s": wall_s(),
+            "world_size": world,
         }
         _save_atomically(state, resume_file)
 
@@ -550,11 +629,12 @@ def main(argv: list[str] | None = None) -> Path:
         """Training seconds of the whole run: earlier segments' and this one's."""
         return (resumed["wall_s"] if resumed else 0.0) + time.perf_counter() - start_time
 
-    global_step = resumed["global_step"] if resumed else 0
+    global_step = resumed["global_step"] if resumed else 0  # env steps of every rank together
     segment_start_step = global_step
-    save_path.parent.mkdir(parents=True, exist_ok=True)  # of the checkpoint, its snapshots and the resume state
+    if info.is_main:
+        save_path.parent.mkdir(parents=True, exist_ok=True)  # of the checkpoint, its snapshots and the resume state
     start_time = time.perf_counter()
-    next_obs, _ = envs.reset(seed=run_seed)
+    next_obs, _ = envs.reset(seed=run_seed + rank * N)
     next_resetting = torch.zeros(N, dtype=torch.bool, device=device)
     next_first = torch.ones(N, dtype=torch.bool, device=device)
     prev_action = torch.zeros(N, dtype=torch.long, device=device)
@@ -566,8 +646,8 @@ def main(argv: list[str] | None = None) -> Path:
         finished_success.zero_()
         rollout_state = state.clone()  # the GRU state at obs[0], replayed from in the update
 
+        collected = T  # steps of this rollout (fewer when DD-PPO preemption stops it early)
         for step in range(T):
-            global_step += N
             for k in obs:
                 obs[k][step] = next_obs[k]
             valid[step] = ~next_resetting
@@ -579,108 +659,135 @@ def main(argv: list[str] | None = None) -> Path:
             actions[step] = action
             logprobs[step] = logprob
 
-            next_obs, reward, terminated, truncated, info = envs.step(action_ids[action])
+            next_obs, reward, terminated, truncated, info_ = envs.step(action_ids[action])
             done = terminated | truncated
             rewards[step] = reward
             terminations[step] = terminated.float()
             dones[step] = done.float()
             episode_return += reward
             finished_returns[step] = torch.where(done, episode_return, torch.zeros_like(episode_return))
-            finished_success[step] = (done & info["success"]).float()
+            finished_success[step] = (done & info_["success"]).float()
             episode_return = torch.where(done, torch.zeros_like(episode_return), episode_return)
             next_first = next_resetting  # the step just taken was a reset: next_obs opens an episode
             next_resetting = done
             prev_action = action
+            if step + 1 < T and preempt.should_stop(iteration, step + 1):
+                collected = step + 1
+                break
+        if collected == T:
+            preempt.finished(iteration)
+        Tc = collected
+        # Env steps of every rank, and the rank count that stopped early (one small all-reduce per update).
+        counts = all_reduce_sum(torch.tensor([Tc * N, int(Tc < T)], dtype=torch.float64, device=device), info)
+        update_steps, preempted = int(counts[0]), int(counts[1])
+        global_step += update_steps
 
         # GAE. Storage obs[t + 1] is the observation after action t, terminal ones included (NEXT_STEP).
         with torch.no_grad():
             next_value = agent.act(next_obs, state, prev_action, next_first)[3]
             advantages = torch.zeros_like(rewards)
             lastgaelam = torch.zeros(N, device=device)
-            for t in reversed(range(T)):
-                following = next_value if t == T - 1 else values[t + 1]
+            for t in reversed(range(Tc)):
+                following = next_value if t == Tc - 1 else values[t + 1]
                 delta = rewards[t] + args.gamma * following * (1.0 - terminations[t]) - values[t]
                 lastgaelam = delta + args.gamma * args.gae_lambda * (1.0 - dones[t]) * lastgaelam
                 advantages[t] = lastgaelam
             returns = advantages + values
 
         clipfracs = []
+        nan = torch.tensor(float("nan"))
+        pg_loss = v_loss = entropy_loss = approx_kl = nan
         for _epoch in range(args.update_epochs):
-            for grid in _minibatches(args, T, N, valid, device):
+            for grid in _minibatches(args, Tc, N, valid[:Tc], device, exact_count=info.distributed):
                 # Replay the grid's rows from the rollout's start state (the GRU state at obs[0]),
                 # then keep the real transitions (reset steps are only in recurrent grids).
                 cells = grid.reshape(-1)
-                newlogprob, entropy, newvalue = agent.evaluate_sequence(
-                    {k: v.flatten(0, 1)[cells] for k, v in obs.items()},
-                    rollout_state[grid[0] % N],
-                    prev_actions.reshape(-1)[grid],
-                    firsts.reshape(-1)[grid],
-                    actions.reshape(-1)[grid],
-                )
                 keep = valid.reshape(-1)[cells]
-                newlogprob, entropy, newvalue, flat = newlogprob[keep], entropy[keep], newvalue[keep], cells[keep]
-                logratio = newlogprob - logprobs.reshape(-1)[flat]
-                ratio = logratio.exp()
-                with torch.no_grad():
-                    approx_kl = ((ratio - 1) - logratio).mean()
-                    clipfracs.append(((ratio - 1.0).abs() > args.clip_coef).float().mean())
-
-                mb_advantages = advantages.reshape(-1)[flat]
-                if args.norm_adv and mb_advantages.numel() > 1:
-                    mb_advantages = (mb_advantages - mb_advantages.mean()) / (mb_advantages.std() + 1e-8)
-
-                pg_loss1 = -mb_advantages * ratio
-                pg_loss2 = -mb_advantages * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)
-                pg_loss = torch.max(pg_loss1, pg_loss2).mean()
-
-                mb_returns, mb_values = returns.reshape(-1)[flat], values.reshape(-1)[flat]
-                if args.clip_vloss:
-                    v_loss_unclipped = (newvalue - mb_returns) ** 2
-                    v_clipped = mb_values + torch.clamp(newvalue - mb_values, -args.clip_coef, args.clip_coef)
-                    v_loss_clipped = (v_clipped - mb_returns) ** 2
-                    v_loss = 0.5 * torch.max(v_loss_unclipped, v_loss_clipped).mean()
+                if info.distributed and not bool(keep.any()):
+                    # No real transition in this rank's minibatch: it adds a zero gradient to the all-reduce.
+                    optimizer.zero_grad(set_to_none=True)
                 else:
-                    v_loss = 0.5 * ((newvalue - mb_returns) ** 2).mean()
+                    newlogprob, entropy, newvalue = agent.evaluate_sequence(
+                        {k: v.flatten(0, 1)[cells] for k, v in obs.items()},
+                        rollout_state[grid[0] % N],
+                        prev_actions.reshape(-1)[grid],
+                        firsts.reshape(-1)[grid],
+                        actions.reshape(-1)[grid],
+                    )
+                    newlogprob, entropy, newvalue, flat = newlogprob[keep], entropy[keep], newvalue[keep], cells[keep]
+                    logratio = newlogprob - logprobs.reshape(-1)[flat]
+                    ratio = logratio.exp()
+                    with torch.no_grad():
+                        approx_kl = ((ratio - 1) - logratio).mean()
+                        clipfracs.append(((ratio - 1.0).abs() > args.clip_coef).float().mean())
 
-                entropy_loss = entropy.mean()
-                loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
+                    mb_advantages = advantages.reshape(-1)[flat]
+                    if args.norm_adv and mb_advantages.numel() > 1:
+                        mb_advantages = (mb_advantages - mb_advantages.mean()) / (mb_advantages.std() + 1e-8)
 
-                optimizer.zero_grad()
-                loss.backward()
-                nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+                    pg_loss1 = -mb_advantages * ratio
+                    pg_loss2 = -mb_advantages * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)
+                    pg_loss = torch.max(pg_loss1, pg_loss2).mean()
+
+                    mb_returns, mb_values = returns.reshape(-1)[flat], values.reshape(-1)[flat]
+                    if args.clip_vloss:
+                        v_loss_unclipped = (newvalue - mb_returns) ** 2
+                        v_clipped = mb_values + torch.clamp(newvalue - mb_values, -args.clip_coef, args.clip_coef)
+                        v_loss_clipped = (v_clipped - mb_returns) ** 2
+                        v_loss = 0.5 * torch.max(v_loss_unclipped, v_loss_clipped).mean()
+                    else:
+                        v_loss = 0.5 * ((newvalue - mb_returns) ** 2).mean()
+
+                    entropy_loss = entropy.mean()
+                    loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
+
+                    optimizer.zero_grad()
+                    loss.backward()
+                average_gradients(parameters, info)  # DD-PPO: the mean gradient of every rank (no-op on one)
+                nn.utils.clip_grad_norm_(parameters, args.max_grad_norm)
                 optimizer.step()
 
-            if args.target_kl is not None and float(approx_kl) > args.target_kl:
-                break
+            if args.target_kl is not None:
+                # Every rank must break at the same epoch: the ranks' mean KL decides (this rank's on one process).
+                kl = all_reduce_sum(torch.nan_to_num(approx_kl.to(device).float()).reshape(1), info) / world
+                if float(kl) > args.target_kl:
+                    break
 
-        keep = valid.reshape(-1)
-        b_values, b_returns = values.reshape(-1)[keep], returns.reshape(-1)[keep]
+        keep = valid[:Tc].reshape(-1)
+        b_values, b_returns = values[:Tc].reshape(-1)[keep], returns[:Tc].reshape(-1)[keep]
         y_pred, y_true = b_values, b_returns
         var_y = y_true.var()
         explained_var = float("nan") if float(var_y) == 0 else float(1 - (y_true - y_pred).var() / var_y)
-        episodes = float(dones.sum())
-        mean_return = float(finished_returns.sum()) / episodes if episodes else float("nan")
-        success_rate = float(finished_success.sum()) / episodes if episodes else float("nan")
+        episode_sums = torch.stack([dones[:Tc].sum(), finished_returns[:Tc].sum(), finished_success[:Tc].sum()])
+        episodes, return_sum, success_sum = all_reduce_sum(episode_sums, info).tolist()
+        mean_return = return_sum / episodes if episodes else float("nan")
+        success_rate = success_sum / episodes if episodes else float("nan")
         sps = (global_step - segment_start_step) / (time.perf_counter() - start_time)
-        print(
+        clipfrac = float(torch.stack(clipfracs).mean()) if clipfracs else float("nan")
+        log(
             f"iter={iteration}/{num_iterations} global_step={global_step} env-steps/s={sps:,.0f} "
             f"episodes={int(episodes)} return={mean_return:.3f} success={success_rate:.3f} "
             f"pg_loss={pg_loss.item():.4f} v_loss={v_loss.item():.4f} entropy={entropy_loss.item():.4f} "
-            f"approx_kl={float(approx_kl):.4f} clipfrac={float(torch.stack(clipfracs).mean()):.3f} "
-            f"explained_var={explained_var:.3f}",
+            f"approx_kl={float(approx_kl):.4f} clipfrac={clipfrac:.3f} "
+            f"explained_var={explained_var:.3f}" + (f" preempted={preempted}" if preempt.enabled else ""),
             flush=True,
         )
 
-        if args.save_every > 0 and global_step // args.save_every > (global_step - batch_size) // args.save_every:
-            save(save_path.with_name(f"{save_path.stem}_step{global_step}{save_path.suffix}"), global_step)
-        if iteration < num_iterations:
-            save_resume_state(iteration)
+        if info.is_main:
+            every = args.save_every
+            if every > 0 and global_step // every > (global_step - update_steps) // every:
+                save(save_path.with_name(f"{save_path.stem}_step{global_step}{save_path.suffix}"), global_step)
+            if iteration < num_iterations:
+                save_resume_state(iteration)
 
-    save(save_path, global_step)
-    _remove_resume_state(resume_file)  # the run is finished: nothing left to resume
+    if info.is_main:
+        save(save_path, global_step, final=True)
+        _remove_resume_state(resume_file)  # the run is finished: nothing left to resume
     envs.close()
+    barrier(info)  # the other ranks return once the checkpoint is written
     return save_path
 
 
 if __name__ == "__main__":
     main()
+    shutdown_distributed()  # under torchrun: leave the process group (after a failure torchrun stops the ranks)

@@ -34,6 +34,14 @@ compilation). ``--resume`` continues a world's interrupted training from its res
 (``checkpoints/ppo_<world>.resume.pt``, written after every PPO update) and keeps that run's snapshots and log
 (its wall time is then the sum of the segments' training time), and keeps worlds already finished with the same
 arguments, as ``--reuse`` does.
+
+Under ``torchrun --nproc_per_node W`` each training is DD-PPO (``agents/ppo_torch.py`` under torchrun:
+``--num-envs`` per rank, so an update takes W times the env steps; the ``world_size`` column records W) and each
+evaluation shards the held-out episodes over the ranks (``agents/evaluate.py``); rank 0 prints and writes the files,
+which must lie on a filesystem every rank sees (one machine). For the same policy the per-episode rows are those a
+single process writes (with argmax actions; sampled actions draw from one generator per rank).
+
+    torchrun --standalone --nproc_per_node 2 benchmarks/transfer.py --device cpu --num-envs 8
 """
 
 from __future__ import annotations
@@ -55,6 +63,13 @@ if str(Path(__file__).resolve().parents[1]) not in sys.path:  # run as a script:
 
 from agents import evaluate as evaluate_script  # noqa: E402
 from agents import ppo_torch  # noqa: E402
+from agents._dist import (  # noqa: E402
+    barrier,
+    broadcast_object,
+    dist_info,
+    init_distributed,
+    shutdown_distributed,
+)
 from benchmarks.throughput import machine_name  # noqa: E402
 from worldfm_env.render.anchor_config import splat_radius_arg  # noqa: E402
 
@@ -220,7 +235,7 @@ def _check_arguments(args: argparse.Namespace) -> None:
         raise ValueError(f"--snapshots must be >= 0 (0: no learning curves), got {args.snapshots}")
 
 
-CSV_COLUMNS_ADDED_LATER = {"goal_encoding": "log"}
+CSV_COLUMNS_ADDED_LATER = {"goal_encoding": "log", "world_size": 1}
 """``transfer.csv`` columns newer than some results, with the value the runs before them had."""
 
 
@@ -253,6 +268,7 @@ def run_settings(args: argparse.Namespace, world: str) -> dict:
         eval_scenes=args.eval_scenes,
         seed=args.seed,
         eval_seed=args.eval_seed,
+        world_size=dist_info().world_size,  # training processes (torchrun); num_envs is per process
     )
 
 
@@ -297,8 +313,9 @@ def snapshot_interval(args: argparse.Namespace) -> int:
 
 
 def trained_env_steps(args: argparse.Namespace) -> int:
-    """Env steps ppo_torch takes for the budget: max(1, total // batch) whole rollouts of num_envs x num_steps."""
-    batch = args.num_envs * args.num_steps
+    """Env steps ppo_torch takes for the budget: max(1, total // batch) whole rollouts of num_envs x num_steps
+    (times the world size under torchrun; a preempted DD-PPO run takes fewer)."""
+    batch = args.num_envs * args.num_steps * dist_info().world_size
     return max(1, args.total_timesteps // batch) * batch
 
 
@@ -307,6 +324,7 @@ LATER_OPTIONS = (
     "compile_model",
     "goal_encoding",
     "include_depth",
+    "preempt_fraction",
     "resume",
     "save_every",
     "splat_radius",
@@ -314,7 +332,7 @@ LATER_OPTIONS = (
 """ppo_torch arguments whose default is what checkpoints saved before the option did (others, such as
 precision or recurrent, changed behaviour when they arrived: a checkpoint without them is not reused)."""
 
-UNCOMPARED_OPTIONS = ("compile_model", "resume", "save_path")
+UNCOMPARED_OPTIONS = ("compile_model", "preempt_fraction", "resume", "save_path")
 """ppo_torch arguments that change how fast a run goes, where it saves or whether it continued after a stop, not
 what it learns: not compared on reuse."""
 
@@ -370,18 +388,23 @@ def train_policy(world: str, args: argparse.Namespace, out: Path) -> dict:
         argv += ["--compile-model"] if args.compile_model else []
     argv += ["--resume"] if args.resume else []
     # A finished world is kept under --resume too: only the interrupted one goes on.
+    info = dist_info()
     resuming = args.resume and ppo_torch.resume_path(checkpoint).exists()
     saved, why_not = reusable(checkpoint, argv) if args.reuse or args.resume else (None, "--reuse not given")
+    # Under torchrun rank 0's reading of the files decides for every rank (they train together or not at all).
+    saved, why_not, resuming = broadcast_object((saved, why_not, resuming), info)
     if saved is not None:
         wall = saved["wall_s"]
         print(f"reusing {checkpoint} (trained in {world} with the same arguments)", flush=True)
     else:
         if args.reuse or args.resume:
             print(f"training in {world}: cannot reuse its policy: {why_not}", flush=True)
-        if not resuming:
+        if not resuming and info.is_main:
             for stale in checkpoint.parent.glob(f"{checkpoint.stem}_step*{checkpoint.suffix}"):
                 stale.unlink()  # snapshots of an earlier run would join this run's curve
-        with open(out / f"train_{world}.log", "a" if resuming else "w") as log:
+        barrier(info)
+        log_path = out / f"train_{world}.log" if info.is_main else Path(os.devnull)
+        with open(log_path, "a" if resuming else "w") as log:
             console, sys.stdout = sys.stdout, _Tee(sys.stdout, log)
             try:
                 start = time.perf_counter()
@@ -542,6 +565,19 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
 def main(argv: list[str] | None = None) -> list[dict]:
     """Train in every world, evaluate, write CSVs + plot, print the table; return the summary rows."""
     args = parse_args(argv)
+    info = init_distributed(args.device)  # under torchrun: DD-PPO training, sharded evaluation
+    if not info.is_main:  # rank 0 prints; the others run the same steps quietly
+        with open(os.devnull, "w") as quiet:
+            console, sys.stdout = sys.stdout, quiet
+            try:
+                return _main(args, info)
+            finally:
+                sys.stdout = console
+    return _main(args, info)
+
+
+def _main(args: argparse.Namespace, info) -> list[dict]:
+    """:func:`main` after parsing: on every rank under torchrun, files written by rank 0."""
     _check_arguments(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -633,6 +669,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ]
     total_wall = time.perf_counter() - start
 
+    if not info.is_main:  # the same rows on every rank; rank 0 writes them
+        return rows
     write_csv(out / "transfer.csv", rows)
     write_csv(out / "transfer_episodes.csv", episode_rows)
 
@@ -690,3 +728,4 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 if __name__ == "__main__":
     main()
+    shutdown_distributed()  # under torchrun: leave the process group (after a failure torchrun stops the ranks)

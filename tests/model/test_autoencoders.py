@@ -122,6 +122,12 @@ def test_shift_and_per_channel_statistics(tmp_path, config):
     latents = ae.encode(images)
     torch.testing.assert_close(latents, expected)
     torch.testing.assert_close(ae.decode(latents), expected_images, rtol=1e-4, atol=1e-5)
+    if "latents_mean" in config:
+        # The statistics are moved to the latents' device and dtype once, then reused (no copy per frame).
+        first = ae._stats(latents)
+        assert all(a is b for a, b in zip(first, ae._stats(latents), strict=True))
+        half = ae._stats(latents.to(torch.bfloat16))
+        assert half[0].dtype == torch.bfloat16 and torch.equal(half[0].float(), first[0].bfloat16().float())
 
 
 def test_force_upcast_keeps_the_callers_dtype(vae_folder):

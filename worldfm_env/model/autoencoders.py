@@ -177,7 +177,13 @@ class DiffusersAutoencoderKL(Autoencoder):
         """(mean, std) of the latent normalisation, as tensors shaped like ``like`` or as floats."""
         if self.latents_mean is None:
             return self.shift, 1.0
-        return self.latents_mean.to(like), self.latents_std.to(like)
+        # Moved once per device and dtype, not every call: a host-to-device copy per frame would block the host.
+        key = (like.device, like.dtype)
+        cached = getattr(self, "_stats_on", None)
+        if cached is None or cached[0] != key:
+            cached = (key, self.latents_mean.to(like), self.latents_std.to(like))
+            self._stats_on = cached
+        return cached[1], cached[2]
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
