@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from worldfm_env._config import check_one_of, strict_kwargs
+from worldfm_env.memory import MEMORY_MODES
 from worldfm_env.render.anchor_config import (
     SPLAT_RADIUS_VALUES,
     AnchorConfig,
@@ -141,6 +142,31 @@ class EnvConfig:
     gives the same frame again) or ``"step"`` (the step number: fresh noise every step, even standing still)."""
     scene_options: dict = field(default_factory=dict)
     """Extra options for scene generation/import (e.g. procedural config fields)."""
+    memory: str = "static"
+    """``"static"`` (the scene's captured memory only, the default) or ``"grow"``: after every step each env's frame
+    is lifted to 3-D where its anchor was empty and written into that env's own memory on the device (its points
+    are splatted with the scene's from then on, and the frame votes as a reference view), so the next frames and
+    revisits show the same generated content. Captured points are never overwritten. Needs ``renderer="worldfm"``
+    (or ``"oracle"``: ground truth written back). ``info`` reports ``memory_points`` and ``memory_views``."""
+    memory_capacity: int = 65536
+    """``memory="grow"``: points per env's memory (about 16 frames' worth at 64x64; a frame writes only the pixels
+    its anchor left empty, and only when at least 1 % were). When full, the oldest points are overwritten first.
+    Each memory also keeps its 16 latest written frames as reference views (the oldest replaced first)."""
+    keep_memory_on_reset: bool = False
+    """``memory="grow"``: keep an env's grown memory across episodes while it stays in the same scene (default:
+    every reset clears it)."""
+    capture: str = "full"
+    """How much of each procedural scene the memory (point cloud and reference bank) was captured from:
+    ``"full"`` (dense capture from many points in every room, the default), ``"panorama"`` (the published
+    pipeline's memory: one RGB-D panorama at one free point of the scene, the bank its 42 views: 14 headings x
+    pitches 0 / +30 / -30 degrees) or ``"walk:K"`` (K views about 1 m apart along a seeded walk from that point,
+    K in [1, 256]). The oracle, collisions and geodesics keep the full scene; PointNav and Explore episodes start
+    within 1 m of a capture camera (in its line of sight). Deterministic per scene seed and cached like the scenes;
+    procedural scenes only (see :mod:`worldfm_env.scenes.capture`)."""
+    goal_outside_capture: bool = False
+    """PointNav: draw goals from the cells whose floor the captured point cloud did not see (none within 0.5 m
+    did), keeping ``min_goal_distance`` / ``max_goal_distance`` as far as the scene allows; a scene with no
+    such cell falls back to every reachable cell with a warning. Meant for ``capture="panorama"`` / ``"walk:K"``."""
 
     def __post_init__(self) -> None:
         def fail(name: str, expected: str) -> None:
@@ -172,6 +198,13 @@ class EnvConfig:
         one_of("model_dtype", MODEL_DTYPES)
         one_of("noise", NOISE_MODES)
         one_of("noise_key", NOISE_KEYS)
+        one_of("memory", MEMORY_MODES)
+        if self.memory == "grow" and self.renderer == "anchor":
+            raise ValueError(
+                "memory='grow' writes generated pixels back into the memory, but renderer='anchor' generates none "
+                "(its empty pixels are black); use renderer='worldfm' (or 'oracle': ground truth written back)"
+            )
+        number("memory_capacity", 256, 2**24, integer=True)
         res = self.resolution
         if is_int(res):
             res = (res, res)
@@ -203,6 +236,7 @@ class EnvConfig:
             "validate_actions",
             "compile_model",
             "allow_sliding",
+            "keep_memory_on_reset",
         ):
             if not isinstance(getattr(self, name), bool):
                 fail(name, "True or False")
@@ -221,6 +255,23 @@ class EnvConfig:
             not isinstance(self.scenes, str) and len(self.scenes) == 0
         ):
             fail("scenes", "a scene spec string or a non-empty list of them")
+        from worldfm_env.scenes.capture import parse_capture
+
+        if parse_capture(self.capture)[0] != "full":  # parse_capture names capture and its valid forms
+            specs = [self.scenes] if isinstance(self.scenes, str) else list(self.scenes)
+            files = [s for s in specs if isinstance(s, (str, os.PathLike)) and not str(s).startswith("procedural")]
+            if files:
+                raise ValueError(
+                    f"capture={self.capture!r} applies to procedural scenes only ('procedural:<split>', "
+                    f"'procedural:seed:<n>'); {[str(f) for f in files]} are scene files: use capture='full'"
+                )
+        if not isinstance(self.goal_outside_capture, bool):
+            fail("goal_outside_capture", "True or False")
+        if self.goal_outside_capture and self.task != "pointnav":
+            raise ValueError(
+                f"goal_outside_capture=True applies to task='pointnav' only (it places PointNav goals); task is "
+                f"{self.task!r}: leave goal_outside_capture=False"
+            )
 
     @classmethod
     def from_kwargs(cls, **kwargs) -> EnvConfig:

@@ -45,6 +45,10 @@ def _key(cfg: EnvConfig, device: torch.device, with_goal_fields: bool):
         options,
         cfg.goal_candidates,
         with_goal_fields,
+        cfg.capture,
+        cfg.goal_outside_capture,
+        cfg.min_goal_distance,
+        cfg.max_goal_distance,
     )
 
 
@@ -54,9 +58,18 @@ def shared_world(cfg: EnvConfig, device: torch.device, with_goal_fields: bool) -
     world = _WORLDS.get(key) if key is not None else None
     if world is None:
         H, W = cfg.resolution
-        scenes = resolve_scenes(cfg.scenes, device, (H, W), cfg.hfov_deg, cfg.num_scenes, cfg.scene_options)
+        scenes = resolve_scenes(
+            cfg.scenes, device, (H, W), cfg.hfov_deg, cfg.num_scenes, cfg.scene_options, capture=cfg.capture
+        )
         pool = ScenePool(scenes, device)
-        world = SharedWorld(pool, NavigationData(pool, cfg.goal_candidates, with_goal_fields=with_goal_fields))
+        navigation = NavigationData(
+            pool,
+            cfg.goal_candidates,
+            with_goal_fields=with_goal_fields,
+            goal_outside_capture=cfg.goal_outside_capture,
+            goal_distance=(cfg.min_goal_distance, cfg.max_goal_distance),
+        )
+        world = SharedWorld(pool, navigation)
         if key is not None:
             _WORLDS[key] = world
     return world

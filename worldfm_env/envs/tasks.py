@@ -162,14 +162,17 @@ class PointNavTask(Task):
         return {"pointgoal": spaces.Box(low, high, dtype=np.float32)}
 
     def initialize_episodes(self, state: EnvState, rows: EnvRows, draws: torch.Tensor) -> EpisodeStart:
-        """Pick a goal among the scene's candidates and a start at geodesic distance in range."""
+        """Pick a goal among the scene's candidates and a start in the scene's start region
+        (:attr:`NavigationData.start_region`) at geodesic distance in range (the closest to the range if none of
+        the drawn candidates is)."""
         nav, pool = self.navigation, self.pool
         scene = rows.gather(state.scene_index).long()  # (M,)
         G = self.fields.shape[1]
         slot = (draws[:, 0] * G).long().clamp(max=G - 1)
-        count = nav.main_count[scene]  # (M,)
-        cand = (draws[:, 2:] * count[:, None]).long().clamp(max=nav.main_cells.shape[1] - 1)
-        cells = nav.main_cells[scene[:, None], cand]  # (M, T)
+        # Start candidates in the scene's start region (its main component, or where a sparse capture saw).
+        count = nav.start_count[scene]  # (M,)
+        cand = (draws[:, 2:] * count[:, None]).long().clamp(max=nav.start_cells.shape[1] - 1)
+        cells = nav.start_cells[scene[:, None], cand]  # (M, T)
         cells_per_field = self.fields.shape[2]
         field_row = scene * G + slot
         d = self.fields.reshape(-1)[field_row[:, None] * cells_per_field + cells]  # (M, T)
@@ -339,12 +342,13 @@ class ExploreTask(Task):
         self._all_envs = torch.arange(N, device=self.device)
 
     def initialize_episodes(self, state: EnvState, rows: EnvRows, draws: torch.Tensor) -> EpisodeStart:
-        """Start anywhere in the scene's main free component, clear the observed cells, observe the first view."""
+        """Start anywhere in the scene's start region (:attr:`NavigationData.start_region`: the main free component,
+        or the captured region of a sparsely captured scene), clear the observed cells, observe the first view."""
         nav = self.navigation
         scene = rows.gather(state.scene_index).long()  # (M,)
-        count = nav.main_count[scene]
-        cand = (draws[:, 2] * count).long().clamp(max=nav.main_cells.shape[1] - 1)
-        cell = nav.main_cells[scene, cand]
+        count = nav.start_count[scene]
+        cand = (draws[:, 2] * count).long().clamp(max=nav.start_cells.shape[1] - 1)
+        cell = nav.start_cells[scene, cand]
         xz = nav.cell_to_world(scene, cell)
         y = self.pool.floor_y[scene] - self.pool.camera_height[scene]
         start = torch.stack([xz[:, 0], y, xz[:, 1]], -1)

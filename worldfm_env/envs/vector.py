@@ -148,6 +148,7 @@ class WorldFMVectorEnv(VectorEnv):
         self.state = EnvState.zeros(N, dev)
         self._autoreset = torch.zeros(N, dtype=torch.bool, device=dev)
         self._has_reset = False
+        self._has_memory = False  # whether the growing memory has been set up by a first reset
         self._last_obs: dict[str, torch.Tensor] | None = None
         self._wrappers_checked = False
         self._setup_spaces()
@@ -180,6 +181,8 @@ class WorldFMVectorEnv(VectorEnv):
             renderer=cfg.renderer,
             anchor=cfg.anchor,
             hfov_deg=cfg.hfov_deg,
+            memory=cfg.memory,
+            memory_capacity=cfg.memory_capacity,
             **(model_options if cfg.renderer == "worldfm" else {}),
         )
         self.renderer = self.pipeline.backend
@@ -209,6 +212,8 @@ class WorldFMVectorEnv(VectorEnv):
         out["_autoreset"] = host(self._autoreset)
         out["_last_obs"] = None if self._last_obs is None else {k: host(v) for k, v in self._last_obs.items()}
         out["_task_state"] = {k: host(v) for k, v in self.task.state_dict().items()}
+        if self.pipeline.memory is not None:
+            out["_memory_state"] = self.pipeline.memory.state_dict()
         return out
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -216,6 +221,7 @@ class WorldFMVectorEnv(VectorEnv):
         this machine's device) and move the state, the task state and the last observation onto it."""
         state = dict(state)
         task_state = state.pop("_task_state", None)
+        memory_state = state.pop("_memory_state", None)
         self.__dict__.update(state)
         for name in self._DEVICE_PARTS:
             self.__dict__.setdefault(name, None)
@@ -229,6 +235,8 @@ class WorldFMVectorEnv(VectorEnv):
             self._last_obs = {k: v.to(dev) for k, v in self._last_obs.items()}
         if task_state is not None:
             self.task.load_state_dict(task_state)
+        if memory_state is not None:
+            self.pipeline.memory.load_state_dict(memory_state)
 
     # ------------------------------------------------------------------ spaces
     def _setup_spaces(self) -> None:
@@ -302,8 +310,8 @@ class WorldFMVectorEnv(VectorEnv):
         self._has_reset = True
         self._begin_episodes(mask, scene_index)
         self._autoreset = self._autoreset & ~mask
-        obs = self._observe()
-        infos = self._wrap_info(self.task.metrics(self.state), mask)
+        obs = self._observe(write_mask=mask)  # the other envs wrote their current frames when they were rendered
+        infos = self._wrap_info({**self.task.metrics(self.state), **self._memory_stats()}, mask)
         return self._out(obs), infos
 
     def _parse_seed(self, seed) -> tuple[torch.Tensor, torch.Tensor]:
@@ -365,6 +373,12 @@ class WorldFMVectorEnv(VectorEnv):
         """New episodes where ``mask``: bump the episode counter, draw scene and yaw, clear the counters, ask the
         task for the starts and apply them. ``scene_index`` (N,) forces the scenes of the reset envs."""
         state = self.state
+        memory = self.pipeline.memory
+        if memory is not None:
+            if self.config.keep_memory_on_reset and self._has_memory:
+                scene_before = state.scene_index.clone()  # a memory is kept only while its env stays in its scene
+            else:
+                memory.clear(mask)
         if self.device.type == "cpu":
             if not bool(mask.any()):
                 return  # nothing to reset (a free check on the CPU)
@@ -390,6 +404,10 @@ class WorldFMVectorEnv(VectorEnv):
         rows.write(state.position, start.position)
         if start.yaw is not None:
             rows.write(state.yaw, start.yaw)
+        if memory is not None:
+            if self.config.keep_memory_on_reset and self._has_memory:
+                memory.clear(mask & (state.scene_index != scene_before))
+            self._has_memory = True
 
     # ------------------------------------------------------------------ step
     def step(self, actions):
@@ -475,11 +493,11 @@ class WorldFMVectorEnv(VectorEnv):
             metrics = self.task.metrics(self.state)
             obs = self._observe()
             self._autoreset = terminated | truncated
-            infos = self._wrap_info(metrics)
+            infos = self._wrap_info({**metrics, **self._memory_stats()})
         else:
             obs = self._observe()
             done = terminated | truncated
-            infos = self._wrap_info(self.task.metrics(self.state))
+            infos = self._wrap_info({**self.task.metrics(self.state), **self._memory_stats()})
             # Host sync 2 (SAME_STEP mode only): final_obs/final_info are built only when some env finished.
             if bool(done.any()):
                 infos = self._same_step_reset(done, obs, infos)
@@ -489,8 +507,9 @@ class WorldFMVectorEnv(VectorEnv):
     def _same_step_reset(self, done: torch.Tensor, final_obs: dict, infos: dict) -> dict:
         final_info = infos
         self._begin_episodes(done)
-        self._observe()
-        infos = self._wrap_info(self.task.metrics(self.state))  # the new episodes' (final_info keeps the last)
+        self._observe(write_mask=done)  # only the new episodes' first frames are written to a growing memory
+        # The new episodes' metrics (final_info keeps the last).
+        infos = self._wrap_info({**self.task.metrics(self.state), **self._memory_stats()})
         if self.config.array_type == "numpy":
             idx = torch.nonzero(done).flatten().tolist()
             arr = np.full(self.num_envs, None, dtype=object)
@@ -596,9 +615,21 @@ class WorldFMVectorEnv(VectorEnv):
         )
         return hash_combine(self.seeds, torch.cat(keys, dim=1), stream=2)
 
-    def _observe(self) -> dict[str, torch.Tensor]:
+    @property
+    def memory(self):
+        """The envs' growing memory (:class:`~worldfm_env.memory.GrowingMemory`) with ``memory="grow"``, else None."""
+        return self.pipeline.memory if self.pipeline is not None else None
+
+    def _memory_stats(self) -> dict[str, torch.Tensor]:
+        """``memory_points`` and ``memory_views`` per env with a growing memory (for ``info``), else nothing."""
+        return self.pipeline.memory.stats() if self.pipeline.memory is not None else {}
+
+    def _observe(self, write_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         frame = self.pipeline.render(
-            self.scene_index, self.camera_poses(), self._noise_seed() if self.pipeline.stochastic else None
+            self.scene_index,
+            self.camera_poses(),
+            self._noise_seed() if self.pipeline.stochastic else None,
+            write_mask=write_mask,
         )
         obs = {"rgb": frame.rgb.clone()}
         obs.update(self.task.observations(self.state))

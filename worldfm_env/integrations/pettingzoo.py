@@ -98,6 +98,9 @@ class WorldFMParallelEnv(ParallelEnv):
         )
         self.render_mode = render_mode
         self.config = self.vector_env.config
+        if self.vector_env.memory is not None:
+            # memory="grow": the agents of one world share one growing memory (what one generated, all see).
+            self.vector_env.memory.set_groups(torch.zeros(int(num_agents), dtype=torch.long))
         self.possible_agents = [f"agent_{i}" for i in range(int(num_agents))]
         self.agent_index = {agent: i for i, agent in enumerate(self.possible_agents)}
         self.agents: list[str] = []
@@ -141,6 +144,8 @@ class WorldFMParallelEnv(ParallelEnv):
         if seed is not None or self._scene_rng is None:
             self._scene_rng = np.random.default_rng(seed)
         scene = int(self._scene_rng.integers(env.pool.num_scenes))
+        if env.memory is not None:
+            env.memory.writers.fill_(True)
         obs, infos = env.reset(seed=seed, options={"scene_index": scene})
         self.agents = list(self.possible_agents)
         self._snapshot(torch.ones(len(self.possible_agents), dtype=torch.bool))
@@ -168,10 +173,13 @@ class WorldFMParallelEnv(ParallelEnv):
         for agent, action in actions.items():
             # Checked before the copy into the batch, which would cast 2.5 to 2 or "1" to 1 silently.
             batch[self.agent_index[agent]] = check_action(action, self.config.action_type, f"agent {agent!r}")
-        obs, reward, terminated, truncated, infos = self.vector_env.step(batch)
-
         live = torch.zeros(len(self.possible_agents), dtype=torch.bool)
         live[[self.agent_index[a] for a in self.agents]] = True
+        memory = self.vector_env.memory
+        if memory is not None:
+            memory.writers.copy_(live)  # agents that left keep an idle camera; it must not write into the world
+        obs, reward, terminated, truncated, infos = self.vector_env.step(batch)
+
         self._snapshot(live)
         obs_np = {key: value.cpu().numpy() for key, value in obs.items()}
         reward_np = reward.cpu().numpy()

@@ -36,9 +36,11 @@ from worldfm_env.render.points import ChunkedPoints
 
 wp = init_warp()
 
-__all__ = ["AnchorRender", "PointSplatter", "ReferenceSelector", "splat_points"]
+__all__ = ["AnchorRender", "GrownViews", "PointSplatter", "ReferenceSelector", "splat_points"]
 
 EMPTY_KEY = 0xFFFFFFFFFFFFFFFF
+MEMORY_MAX_RADIUS = wp.constant(3)  # largest half-size of a grown point's footprint square
+MEMORY_CHUNK_W = wp.constant(256)  # = MEMORY_CHUNK, for the kernels
 _DEPTH_QUANT = 1048576.0  # 2**20 steps per scene unit in the key's high word
 _MAX_KEY_DEPTH = 4095.0  # keeps depth * 2**20 inside 32 bits
 
@@ -56,6 +58,88 @@ class AnchorRender:
     rgb: torch.Tensor
     depth: torch.Tensor
     mask: torch.Tensor
+    grown: torch.Tensor | None = None
+    """(N, H, W) bool: the pixel shows a grown (generated) point of the env's memory; None without a memory."""
+
+
+MEMORY_CHUNK = 256
+"""Points per chunk of a growing memory's point ring (each chunk has a bounding box the splat culls with)."""
+
+
+class GrownViews:
+    """A growing memory in the layout the splat and the vote read; its owner
+    (:class:`~worldfm_env.memory.GrowingMemory`) writes the buffers in place, so the warp views made here stay valid.
+
+    M memories (envs that share one use the same), each with a ring of ``points_per_memory`` points in chunks of
+    :data:`MEMORY_CHUNK` (the first ``filled[g]`` slots of memory g are valid) and a ring of ``views_per_memory``
+    views (the frames that wrote them, for the reference vote). Env i reads memory ``group[i]``.
+
+    Attributes:
+        xyz (M * Pm + 1, 3) float32 world points, rgb (M * Pm + 1, 3) uint8, spacing (M * Pm + 1,) float32 sample
+        spacing (the last slot is a write sink nothing reads); filled (M,) int32 valid points per memory;
+        chunk_min, chunk_max (M * Cm, 3) float32 chunk bounds; c2w, w2c (M * V + 1, 4, 4), K (M * V + 1, 3, 3) the
+        views' cameras, depth (M * V + 1, H, W) float32 their depth (0 = unknown), valid (M * V + 1,) int32 1 where a
+        view is held; group (N,) int32, view_row (N,) int32 = group * V.
+    """
+
+    def __init__(
+        self,
+        memories: int,
+        points_per_memory: int,
+        views_per_memory: int,
+        height: int,
+        width: int,
+        num_envs: int,
+        device: torch.device,
+    ) -> None:
+        if points_per_memory % MEMORY_CHUNK:
+            raise ValueError(f"points_per_memory must be a multiple of {MEMORY_CHUNK}, got {points_per_memory}")
+        f32 = dict(dtype=torch.float32, device=device)
+        self.points_per_memory, self.views_per_memory = points_per_memory, views_per_memory
+        self.chunks_per_memory = points_per_memory // MEMORY_CHUNK
+        points, views = memories * points_per_memory + 1, memories * views_per_memory + 1
+        self.xyz = torch.zeros(points, 3, **f32)
+        self.rgb = torch.zeros(points, 3, dtype=torch.uint8, device=device)
+        self.spacing = torch.zeros(points, **f32)
+        self.filled = torch.zeros(memories, dtype=torch.int32, device=device)
+        self.chunk_min = torch.zeros(memories * self.chunks_per_memory, 3, **f32)
+        self.chunk_max = torch.zeros(memories * self.chunks_per_memory, 3, **f32)
+        self.c2w = torch.eye(4, **f32).repeat(views, 1, 1)
+        self.w2c = torch.eye(4, **f32).repeat(views, 1, 1)
+        self.K = torch.eye(3, **f32).repeat(views, 1, 1)
+        self.depth = torch.zeros(views, height, width, **f32)
+        self.valid = torch.zeros(views, dtype=torch.int32, device=device)
+        self.group = torch.zeros(num_envs, dtype=torch.int32, device=device)
+        self.view_row = torch.zeros(num_envs, dtype=torch.int32, device=device)
+        self.wp_points = [
+            wp.from_torch(self.xyz, dtype=wp.vec3),
+            wp.from_torch(self.spacing),
+            wp.from_torch(self.filled),
+            wp.from_torch(self.chunk_min, dtype=wp.vec3),
+            wp.from_torch(self.chunk_max, dtype=wp.vec3),
+            wp.from_torch(self.group),
+            self.chunks_per_memory,
+        ]
+        self.wp_resolve = [wp.from_torch(self.xyz, dtype=wp.vec3), wp.from_torch(self.rgb)]
+        self.wp_views = [
+            wp.from_torch(self.w2c, dtype=wp.mat44),
+            wp.from_torch(self.K, dtype=wp.mat33),
+            wp.from_torch(self.depth),
+            wp.from_torch(self.valid),
+            wp.from_torch(self.view_row),
+        ]
+
+    @classmethod
+    def empty(cls, num_envs: int, device: torch.device) -> GrownViews:
+        """No memory: one memory without chunks or views, that no env reads."""
+        out = cls(1, 0, 0, 1, 1, num_envs, device)
+        out.chunks_per_memory = out.wp_points[-1] = 0
+        return out
+
+    @property
+    def num_points(self) -> int:
+        """Point slots of all memories: the splat's index space above the scene points."""
+        return self.xyz.shape[0]
 
 
 @wp.kernel
@@ -252,13 +336,18 @@ def _splat_kernel(
     lanes: int,
     zbuf: wp.array3d(dtype=wp.uint64),  # (N, H, W)
     env_offset: int,
+    max_groups: int,
+    memory_xyz: wp.array(dtype=wp.vec3),  # (M * Pm + 1,) grown points (see GrownViews)
+    memory_spacing: wp.array(dtype=wp.float32),  # (M * Pm + 1,)
+    memory_filled: wp.array(dtype=wp.int32),  # (M,) valid points of each memory
+    memory_min: wp.array(dtype=wp.vec3),  # (M * Cm,) chunk bounds
+    memory_max: wp.array(dtype=wp.vec3),  # (M * Cm,)
+    memory_group: wp.array(dtype=wp.int32),  # (N,) the memory each env reads
+    memory_chunks: int,  # Cm, chunks per memory
+    memory_base: int,  # point index of the first memory point (= P, after the scene points)
 ):
     env, slot, lane = wp.tid()
     env = env + env_offset
-    s = scene_index[env]
-    if slot >= scene_group_count[s]:
-        return
-    g = scene_group_start[s] + slot
     T = w2c[env]
     K = intrinsics[env]
     fx = K[0, 0]
@@ -267,6 +356,65 @@ def _splat_kernel(
     cy = K[1, 2]
     r = float(wp.max(radius, max_radius))
     cam = camera_position[env]
+    if slot >= max_groups:
+        # A slot past the scene's chunk groups is one chunk of the env's grown memory (memory="grow"): its
+        # points go into the same z-buffer, keyed after the scene's points, covering their footprints.
+        g = memory_group[env]
+        c = slot - max_groups
+        row = g * memory_chunks + c
+        n = wp.min(memory_filled[g] - c * MEMORY_CHUNK_W, MEMORY_CHUNK_W)
+        if n <= 0:
+            return
+        if (
+            _box_visible(
+                memory_min[row],
+                memory_max[row],
+                T,
+                fx,
+                fy,
+                cx,
+                cy,
+                width,
+                height,
+                float(MEMORY_MAX_RADIUS),
+                near,
+                far,
+                cam,
+                horizon,
+                env,
+                occlusion_margin,
+            )
+            == 0
+        ):
+            return
+        first = row * MEMORY_CHUNK_W
+        for j in range(lane, n, lanes):
+            _splat_point(
+                memory_xyz[first + j],
+                memory_spacing[first + j],
+                wp.vec3(0.0, 0.0, 0.0),
+                memory_base + first + j,
+                T,
+                fx,
+                fy,
+                cx,
+                cy,
+                wp.min(fx, fy),
+                height,
+                width,
+                -2,
+                MEMORY_MAX_RADIUS,
+                center_weight,
+                near,
+                far,
+                env,
+                zbuf,
+            )
+        return
+    s = scene_index[env]
+    if slot >= scene_group_count[s]:
+        return
+    g = scene_group_start[s] + slot
     # Two-level culling: a group of chunks first, then each of its chunks.
     if (
         _box_visible(
@@ -336,6 +484,77 @@ def _splat_kernel(
 
 
 @wp.func
+def _splat_point(
+    p_world: wp.vec3,
+    spacing: float,
+    normal: wp.vec3,
+    index: int,
+    T: wp.mat44,
+    fx: float,
+    fy: float,
+    cx: float,
+    cy: float,
+    focal: float,
+    height: int,
+    width: int,
+    radius: int,
+    max_radius: int,
+    center_weight: float,
+    near: float,
+    far: float,
+    env: int,
+    zbuf: wp.array3d(dtype=wp.uint64),
+):
+    # One point into env's z-buffer: a (2 rad + 1)^2 square keyed by effective depth and the point's index.
+    q = wp.transform_point(T, p_world)
+    z = q[2]
+    if z < near or z > far:
+        return
+    inv_z = 1.0 / z
+    u = fx * q[0] * inv_z + cx
+    v = fy * q[1] * inv_z + cy
+    ui = int(wp.floor(u))
+    vi = int(wp.floor(v))
+    rad = radius
+    if radius == -1:
+        # Adaptive: cover the point's share of the surface, spacing * f / z pixels across.
+        rad = wp.clamp(int(0.7 * spacing * focal * inv_z), 0, max_radius)
+    elif radius == -2:
+        # Footprint: the smallest square that covers the point's whole footprint (grown points: one per pixel of
+        # the frame that wrote them, so seen from nearer they would leave cracks); overdraw loses to real cover.
+        rad = wp.clamp(int(wp.ceil(0.5 * (spacing * focal * inv_z - 1.0))), 0, max_radius)
+    # Penalties in units of the point's own footprint (its sample spacing seen at depth z, pixels):
+    # inside the footprint cell only a small centre tie-break; once the pixel centre lies outside
+    # the cell (with slack for the spacing estimate) the point only wins when nothing covers it.
+    inv_footprint = 1.0 / wp.max(spacing * focal * inv_z, 0.25)
+    # With a normal, compare surfaces by their depth where the pixel-centre ray meets the point's
+    # tangent plane: samples of one surface then tie exactly and the centre penalty picks the
+    # sample nearest the centre, while a nearer surface still wins. The plane depth at pixel
+    # (x, y) is plane / (a x + b y + c); planes seen edge-on (|cos| < 0.1) keep the point's z.
+    plane = _tangent_plane(wp.transform_vector(T, normal), q, fx, fy, cx, cy)
+    for dy in range(-rad, rad + 1):
+        py = vi + dy
+        if py < 0 or py >= height:
+            continue
+        for dx in range(-rad, rad + 1):
+            px = ui + dx
+            if px < 0 or px >= width:
+                continue
+            du = float(px) + 0.5 - u
+            dv = float(py) + 0.5 - v
+            t = _plane_depth(plane, z, float(px) + 0.5, float(py) + 0.5)
+            r_inf = wp.max(wp.abs(du), wp.abs(dv)) * inv_footprint
+            outside = wp.max(r_inf - 0.55, 0.0)
+            # Saturating tie-break: it can reorder samples within center_weight of one another in
+            # centre-ray depth (one surface, estimated normals), never a real occluder.
+            tie = wp.min((du * du + dv * dv) * inv_footprint * inv_footprint * 16.0, 1.0)
+            penalty = center_weight * tie
+            eff = wp.min(t * (1.0 + penalty + 16.0 * outside * outside), 4095.0)
+            key = (wp.uint64(eff * 1048576.0) << wp.uint64(32)) | wp.uint64(index)
+            wp.atomic_min(zbuf, env, py, px, key)
+
+
+@wp.func
 def _splat_chunk(
     points: wp.array(dtype=wp.vec3),
     points_rank: wp.array(dtype=wp.uint8),
@@ -397,48 +616,27 @@ def _splat_chunk(
                 reach = reach0 * float(1 << rank)
                 if wp.length_sq(p_world - cam) > reach * reach:
                     continue
-        q = wp.transform_point(T, p_world)
-        z = q[2]
-        if z < near or z > far:
-            continue
-        inv_z = 1.0 / z
-        u = fx * q[0] * inv_z + cx
-        v = fy * q[1] * inv_z + cy
-        ui = int(wp.floor(u))
-        vi = int(wp.floor(v))
-        rad = radius
-        if radius < 0:
-            # Adaptive: cover the point's share of the surface, spacing * f / z pixels across.
-            rad = wp.clamp(int(0.7 * points_spacing[index] * focal * inv_z), 0, max_radius)
-        # Penalties in units of the point's own footprint (its sample spacing seen at depth z, pixels):
-        # inside the footprint cell only a small centre tie-break; once the pixel centre lies outside
-        # the cell (with slack for the spacing estimate) the point only wins when nothing covers it.
-        inv_footprint = 1.0 / wp.max(points_spacing[index] * focal * inv_z, 0.25)
-        # With a normal, compare surfaces by their depth where the pixel-centre ray meets the point's
-        # tangent plane: samples of one surface then tie exactly and the centre penalty picks the
-        # sample nearest the centre, while a nearer surface still wins. The plane depth at pixel
-        # (x, y) is plane / (a x + b y + c); planes seen edge-on (|cos| < 0.1) keep the point's z.
-        plane = _tangent_plane(wp.transform_vector(T, points_normal[index]), q, fx, fy, cx, cy)
-        for dy in range(-rad, rad + 1):
-            py = vi + dy
-            if py < 0 or py >= height:
-                continue
-            for dx in range(-rad, rad + 1):
-                px = ui + dx
-                if px < 0 or px >= width:
-                    continue
-                du = float(px) + 0.5 - u
-                dv = float(py) + 0.5 - v
-                t = _plane_depth(plane, z, float(px) + 0.5, float(py) + 0.5)
-                r_inf = wp.max(wp.abs(du), wp.abs(dv)) * inv_footprint
-                outside = wp.max(r_inf - 0.55, 0.0)
-                # Saturating tie-break: it can reorder samples within center_weight of one another in
-                # centre-ray depth (one surface, estimated normals), never a real occluder.
-                tie = wp.min((du * du + dv * dv) * inv_footprint * inv_footprint * 16.0, 1.0)
-                penalty = center_weight * tie
-                eff = wp.min(t * (1.0 + penalty + 16.0 * outside * outside), 4095.0)
-                key = (wp.uint64(eff * 1048576.0) << wp.uint64(32)) | wp.uint64(index)
-                wp.atomic_min(zbuf, env, py, px, key)
+        _splat_point(
+            p_world,
+            points_spacing[index],
+            points_normal[index],
+            index,
+            T,
+            fx,
+            fy,
+            cx,
+            cy,
+            focal,
+            height,
+            width,
+            radius,
+            max_radius,
+            center_weight,
+            near,
+            far,
+            env,
+            zbuf,
+        )
 
 
 @wp.kernel
@@ -453,10 +651,15 @@ def _resolve_kernel(
     out_depth: wp.array3d(dtype=wp.float32),  # (N, H, W)
     out_mask: wp.array3d(dtype=wp.bool),  # (N, H, W)
     env_offset: int,
+    memory_xyz: wp.array(dtype=wp.vec3),  # (M * Pm + 1,)
+    memory_rgb: wp.array2d(dtype=wp.uint8),  # (M * Pm + 1, 3)
+    memory_base: int,
+    out_grown: wp.array3d(dtype=wp.bool),  # (N, H, W) the pixel shows a grown (generated) point
 ):
     env, y, x = wp.tid()
     env = env + env_offset
     key = zbuf[env, y, x]
+    out_grown[env, y, x] = False
     if key == wp.uint64(0xFFFFFFFFFFFFFFFF):
         out_rgb[env, y, x, 0] = wp.uint8(0)
         out_rgb[env, y, x, 1] = wp.uint8(0)
@@ -467,6 +670,17 @@ def _resolve_kernel(
     index = int(key & wp.uint64(0xFFFFFFFF))
     T = w2c[env]
     K = intrinsics[env]
+    if index >= memory_base:
+        k = index - memory_base
+        qm = wp.transform_point(T, memory_xyz[k])
+        out_rgb[env, y, x, 0] = memory_rgb[k, 0]
+        out_rgb[env, y, x, 1] = memory_rgb[k, 1]
+        out_rgb[env, y, x, 2] = memory_rgb[k, 2]
+        out_depth[env, y, x] = qm[2]
+        out_mask[env, y, x] = True
+        out_grown[env, y, x] = True
+        zbuf[env, y, x] = wp.uint64(0xFFFFFFFFFFFFFFFF)
+        return
     q = wp.transform_point(T, points[index])
     # The same centre-ray depth the splat compared (tangent plane of the winning point).
     plane = _tangent_plane(wp.transform_vector(T, points_normal[index]), q, K[0, 0], K[1, 1], K[0, 2], K[1, 2])
@@ -479,33 +693,22 @@ def _resolve_kernel(
     zbuf[env, y, x] = wp.uint64(0xFFFFFFFFFFFFFFFF)
 
 
-@wp.kernel
-def _reference_hits_kernel(
-    anchor_depth: wp.array3d(dtype=wp.float32),  # (N, H, W)
-    samples: wp.array(dtype=wp.vec2i),  # (S,) (x, y) pixels
-    c2w: wp.array(dtype=wp.mat44),  # (N,)
-    intrinsics_inv: wp.array(dtype=wp.mat33),  # (N,)
-    scene_index: wp.array(dtype=wp.int32),  # (N,)
-    scene_bank_start: wp.array(dtype=wp.int32),  # (Sc,)
-    scene_bank_count: wp.array(dtype=wp.int32),  # (Sc,)
-    bank_w2c: wp.array(dtype=wp.mat44),  # (B,)
-    bank_K: wp.array(dtype=wp.mat33),  # (B,)
-    bank_depth: wp.array3d(dtype=wp.float32),  # (B, Hb, Wb)
+@wp.func
+def _count_hits(
+    anchor_depth: wp.array3d(dtype=wp.float32),
+    samples: wp.array(dtype=wp.vec2i),
+    env: int,
+    T: wp.mat44,
+    Kinv: wp.mat33,
+    V: wp.mat44,
+    Kb: wp.mat33,
+    view_depth: wp.array3d(dtype=wp.float32),
+    b: int,
     tolerance: float,
-    hits: wp.array2d(dtype=wp.int32),  # (N, max_bank), -1 for slots beyond the scene's bank
-):
-    env, slot = wp.tid()
-    s = scene_index[env]
-    if slot >= scene_bank_count[s]:
-        hits[env, slot] = -1
-        return
-    b = scene_bank_start[s] + slot
-    T = c2w[env]
-    Kinv = intrinsics_inv[env]
-    V = bank_w2c[b]
-    Kb = bank_K[b]
-    hb = bank_depth.shape[1]
-    wb = bank_depth.shape[2]
+) -> int:
+    # Samples of env's anchor, back-projected with the anchor depth, that land in view b within tolerance.
+    hb = view_depth.shape[1]
+    wb = view_depth.shape[2]
     count = int(0)
     for i in range(samples.shape[0]):
         px = samples[i]
@@ -522,10 +725,51 @@ def _reference_hits_kernel(
         v = p[1] / p[2]
         if u < 0.0 or v < 0.0 or u >= float(wb) or v >= float(hb):
             continue
-        ref = bank_depth[b, int(v), int(u)]
+        ref = view_depth[b, int(v), int(u)]
         if ref > 0.0 and wp.abs(q[2] - ref) < tolerance * ref:
             count += 1
-    hits[env, slot] = count
+    return count
+
+
+@wp.kernel
+def _reference_hits_kernel(
+    anchor_depth: wp.array3d(dtype=wp.float32),  # (N, H, W)
+    samples: wp.array(dtype=wp.vec2i),  # (S,) (x, y) pixels
+    c2w: wp.array(dtype=wp.mat44),  # (N,)
+    intrinsics_inv: wp.array(dtype=wp.mat33),  # (N,)
+    scene_index: wp.array(dtype=wp.int32),  # (N,)
+    scene_bank_start: wp.array(dtype=wp.int32),  # (Sc,)
+    scene_bank_count: wp.array(dtype=wp.int32),  # (Sc,)
+    bank_w2c: wp.array(dtype=wp.mat44),  # (B,)
+    bank_K: wp.array(dtype=wp.mat33),  # (B,)
+    bank_depth: wp.array3d(dtype=wp.float32),  # (B, Hb, Wb)
+    tolerance: float,
+    hits: wp.array2d(dtype=wp.int32),  # (N, max_bank + Vm), -1 for slots beyond the scene's bank / empty views
+    max_bank: int,
+    memory_w2c: wp.array(dtype=wp.mat44),  # (Rv,) grown memory views (memory="grow")
+    memory_K: wp.array(dtype=wp.mat33),  # (Rv,)
+    memory_depth: wp.array3d(dtype=wp.float32),  # (Rv, H, W)
+    memory_valid: wp.array(dtype=wp.int32),  # (Rv,) 1 where the row holds a view
+    memory_row: wp.array(dtype=wp.int32),  # (N,) first view row of each env's memory
+):
+    env, slot = wp.tid()
+    T = c2w[env]
+    Kinv = intrinsics_inv[env]
+    if slot >= max_bank:
+        row = memory_row[env] + slot - max_bank
+        if memory_valid[row] == 0:
+            hits[env, slot] = -1
+            return
+        hits[env, slot] = _count_hits(
+            anchor_depth, samples, env, T, Kinv, memory_w2c[row], memory_K[row], memory_depth, row, tolerance
+        )
+        return
+    s = scene_index[env]
+    if slot >= scene_bank_count[s]:
+        hits[env, slot] = -1
+        return
+    b = scene_bank_start[s] + slot
+    hits[env, slot] = _count_hits(anchor_depth, samples, env, T, Kinv, bank_w2c[b], bank_K[b], bank_depth, b, tolerance)
 
 
 def _mat44(t: torch.Tensor):
@@ -579,6 +823,8 @@ class PointSplatter:
         occluders: optional ``Occluders`` grids for 2.5-D occlusion culling (see :class:`Occluders`).
         max_radius: largest adaptive splat half-size (``radius="auto"``).
         cpu_threads: on CPU, render disjoint env ranges in this many threads (default: the core count).
+        memory: a growing memory (:class:`GrownViews`): its points are splatted in the same launch and z-buffer as
+            the scene's, and :attr:`AnchorRender.grown` marks the pixels they won.
     """
 
     def __init__(
@@ -595,6 +841,7 @@ class PointSplatter:
         occluders: Occluders | None = None,
         max_radius: int = 4,
         cpu_threads: int | None = None,
+        memory: GrownViews | None = None,
     ) -> None:
         if lod_scale < 0:
             raise ValueError(f"lod_scale must be >= 0 (0 disables level of detail), got {lod_scale}")
@@ -615,6 +862,17 @@ class PointSplatter:
         self.rgb = torch.zeros(num_envs, height, width, 3, dtype=torch.uint8, device=self.device)
         self.depth = torch.zeros(num_envs, height, width, dtype=torch.float32, device=self.device)
         self.mask = torch.zeros(num_envs, height, width, dtype=torch.bool, device=self.device)
+        self.grown = torch.zeros(num_envs, height, width, dtype=torch.bool, device=self.device)
+        self.memory = memory
+        memory = memory if memory is not None else GrownViews.empty(num_envs, self.device)
+        if self.points.points_xyz.shape[0] + memory.num_points >= 2**31:
+            raise ValueError(
+                f"scene points ({self.points.points_xyz.shape[0]}) plus memory point slots ({memory.num_points}) "
+                "must stay below 2**31; lower memory_capacity or the number of envs"
+            )
+        self._memory_chunks = memory.chunks_per_memory
+        self._wp_memory = [*memory.wp_points, int(self.points.points_xyz.shape[0])]
+        self._wp_memory_resolve = [*memory.wp_resolve, int(self.points.points_xyz.shape[0]), wp.from_torch(self.grown)]
         self._wp_zbuf = wp.array(
             ptr=self.zbuf.data_ptr(), dtype=wp.uint64, shape=tuple(self.zbuf.shape), device=self.wp_device
         )
@@ -674,7 +932,7 @@ class PointSplatter:
             # CPU: warp runs a kernel on one thread and releases the GIL, so disjoint env ranges render
             # in parallel threads; each range writes only its own rows of the buffers.
             list(self._pool.map(lambda r: self._render_range(*args, *r), self._env_ranges))
-        return AnchorRender(self.rgb, self.depth, self.mask)
+        return AnchorRender(self.rgb, self.depth, self.mask, self.grown if self.memory is not None else None)
 
     def _render_range(self, scene_index, w2c, camera_position, Ks, first: int, count: int) -> None:
         if self.occluders is not None:
@@ -695,7 +953,7 @@ class PointSplatter:
             )
         wp.launch(
             _splat_kernel,
-            dim=(count, self.points.max_groups, self.lanes),
+            dim=(count, self.points.max_groups + self._memory_chunks, self.lanes),
             inputs=[
                 self._wp_points,
                 *self._wp_chunk,
@@ -716,6 +974,8 @@ class PointSplatter:
                 self.lanes,
                 self._wp_zbuf,
                 first,
+                self.points.max_groups,
+                *self._wp_memory,
             ],
             device=self.wp_device,
         )
@@ -731,6 +991,7 @@ class PointSplatter:
                 Ks,
                 *self._wp_out,
                 first,
+                *self._wp_memory_resolve,
             ],
             device=self.wp_device,
         )
@@ -756,10 +1017,19 @@ class ReferenceSelector:
         num_envs, height, width: the anchor batch and resolution.
         num_samples: about how many target pixels vote (published: ~300).
         tolerance: relative depth tolerance of a hit (published: 2 %).
+        memory: a growing memory's views (:class:`GrownViews`): each env's grown views vote beside its scene's
+            bank, and a winning grown view is returned as index ``B + row`` (B = views in the packed banks).
     """
 
     def __init__(
-        self, banks, num_envs: int, height: int, width: int, num_samples: int = 300, tolerance: float = 0.02
+        self,
+        banks,
+        num_envs: int,
+        height: int,
+        width: int,
+        num_samples: int = 300,
+        tolerance: float = 0.02,
+        memory: GrownViews | None = None,
     ) -> None:
         self.device = banks.bank_c2w.device
         self.wp_device = warp_device(self.device)
@@ -767,7 +1037,13 @@ class ReferenceSelector:
         self.max_bank = int(banks.max_bank)
         self.tolerance = tolerance
         self.samples = reference_sample_pixels(height, width, num_samples, self.device)
-        self.hits = torch.zeros(num_envs, self.max_bank, dtype=torch.int32, device=self.device)
+        self.memory = memory
+        self.num_bank_views = int(banks.bank_c2w.shape[0])
+        memory = memory if memory is not None else GrownViews.empty(num_envs, self.device)
+        self._memory_views = memory.views_per_memory
+        self._wp_memory = memory.wp_views
+        self._memory_slots = torch.arange(memory.views_per_memory, device=self.device, dtype=torch.int32)
+        self.hits = torch.zeros(num_envs, self.max_bank + self._memory_views, dtype=torch.int32, device=self.device)
         self.scene_bank_start = banks.scene_bank_start.long()
         # Each scene's view positions and viewing directions, padded to max_bank slots: the banks never
         # change, so the tie-break gathers these small rows by scene instead of (N, Bm, 4, 4) poses.
@@ -795,7 +1071,8 @@ class ReferenceSelector:
         K: torch.Tensor,
         K_inv: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Global bank index (N,) int64 of each env's reference view (rows of the packed ``bank_*`` tensors).
+        """Global bank index (N,) int64 of each env's reference view (rows of the packed ``bank_*`` tensors, or
+        ``B + row`` for a view of the growing memory, see :class:`GrownViews`).
 
         ``K_inv``: the inverse intrinsics (N, 3, 3), when the caller keeps them (constant cameras); else computed.
         """
@@ -804,7 +1081,7 @@ class ReferenceSelector:
             K_inv = torch.linalg.inv(K.float())
         wp.launch(
             _reference_hits_kernel,
-            dim=(self.num_envs, self.max_bank),
+            dim=(self.num_envs, self.max_bank + self._memory_views),
             inputs=[
                 wp.from_torch(anchor_depth.contiguous()),
                 *self._wp_static,
@@ -818,18 +1095,29 @@ class ReferenceSelector:
                 self._wp_bank[4],
                 self.tolerance,
                 self._wp_hits,
+                self.max_bank,
+                *self._wp_memory,
             ],
             device=self.wp_device,
         )
         sidx = scene_index.long()
         start = self.scene_bank_start[sidx]  # (N,)
         # Tie-break (and no-coverage fallback): prefer the nearest view by position and viewing direction.
-        dist = (self.scene_view_position[sidx] - c2w[:, None, :3, 3]).norm(dim=-1)  # (N, Bm)
-        cos = (self.scene_view_forward[sidx] * c2w[:, None, :3, 2]).sum(-1)
+        position, forward = self.scene_view_position[sidx], self.scene_view_forward[sidx]  # (N, Bm, 3)
+        if self.memory is not None:
+            rows = (self.memory.view_row[:, None] + self._memory_slots[None, :]).long()  # (N, Vm)
+            position = torch.cat([position, self.memory.c2w[rows, :3, 3]], dim=1)
+            forward = torch.cat([forward, self.memory.c2w[rows, :3, 2]], dim=1)
+        dist = (position - c2w[:, None, :3, 3]).norm(dim=-1)  # (N, Bm + Vm)
+        cos = (forward * c2w[:, None, :3, 2]).sum(-1)
         closeness = 1.0 / (1.0 + dist + (1.0 - cos))  # in (0, 1]
         score = self.hits.float() + 0.5 * closeness
         score = torch.where(self.hits >= 0, score, torch.full_like(score, -1.0))
-        return start + score.argmax(dim=1)
+        best = score.argmax(dim=1)
+        if self.memory is None:
+            return start + best
+        grown_row = self.memory.view_row.long() + best - self.max_bank
+        return torch.where(best < self.max_bank, start + best, self.num_bank_views + grown_row)
 
 
 def splat_points(

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
+from worldfm_env.memory import GrowingMemory
 from worldfm_env.render.splat import AnchorRender
 from worldfm_env.scenes.pool import ScenePool
 
@@ -26,6 +27,9 @@ class RenderRequest:
         anchor: the anchor render, when the backend asked for it.
         reference_index: (N,) int64 rows of ``pool.bank_*`` chosen as reference, when asked for.
         noise_seed: (N,) int64 per-env seeds for stochastic backends (fixed seed + pose -> same frame).
+        memory: the envs' growing memory (``memory="grow"``): a ``reference_index`` from ``B`` on (B = the pool's
+            bank views) names its view ``reference_index - B``
+            (:func:`~worldfm_env.memory.growing.select_reference` gathers either).
     """
 
     scene_index: torch.Tensor
@@ -34,6 +38,7 @@ class RenderRequest:
     anchor: AnchorRender | None = None
     reference_index: torch.Tensor | None = None
     noise_seed: torch.Tensor | None = None
+    memory: GrowingMemory | None = None
 
 
 @dataclass

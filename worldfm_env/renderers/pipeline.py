@@ -8,6 +8,10 @@ AnchorConfig`), so each of them feeds the frame model exactly the anchors the en
 
 Backends (:data:`RENDERER_BACKENDS`): ``anchor`` (the raw splat), ``oracle`` (ray-cast ground truth of procedural
 scenes) and ``worldfm`` (the frame model).
+
+With ``memory="grow"`` the pipeline also owns each env's :class:`~worldfm_env.memory.GrowingMemory`: its points are
+splatted with the scene's, its views vote beside the scene's bank, and every render writes the frame's empty pixels
+back into it.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from worldfm_env.geometry import intrinsics_from_fov
+from worldfm_env.memory import MEMORY_MODES, GrowingMemory
 from worldfm_env.render.anchor_config import AnchorConfig
 from worldfm_env.render.splat import AnchorRender, Occluders, PointSplatter, ReferenceSelector
 from worldfm_env.renderers.anchor import AnchorRenderer
@@ -53,7 +58,8 @@ class Observation:
         rgb: (N, H, W, 3) uint8 frames. depth: (N, H, W) float32 depth of the frames (0 = unknown).
         anchor: the anchor render (rgb, depth, mask), when the pipeline splats (``anchor`` and ``worldfm``
             backends, or ``with_anchor=True``).
-        reference_index: (N,) int64 rows of the pool's packed bank chosen as reference, when voted for.
+        reference_index: (N,) int64 rows of the pool's packed bank chosen as reference, when voted for (``B + row``
+            for a view of the growing memory, B = the pool's bank views).
     """
 
     rgb: torch.Tensor
@@ -76,6 +82,10 @@ class ObservationPipeline:
         hfov_deg: horizontal field of view of a centred pinhole camera, when ``K`` is None.
         with_anchor: splat and vote even when the backend needs neither (e.g. the oracle frames of training clips
             come with the anchor the model would see).
+        memory: ``"static"`` (the scene's captured memory only) or ``"grow"`` (each env's frames are written back
+            into its own :class:`~worldfm_env.memory.GrowingMemory`; needs a backend that generates the empty
+            pixels: ``worldfm`` or ``oracle``).
+        memory_capacity: points per growing memory (the oldest are overwritten when full).
         **backend_options: passed to the backend (the ``worldfm`` backend's weights, sampler, dtype, noise, ...).
     """
 
@@ -90,8 +100,17 @@ class ObservationPipeline:
         K: torch.Tensor | None = None,
         hfov_deg: float = 90.0,
         with_anchor: bool = False,
+        memory: str = "static",
+        memory_capacity: int = 65536,
         **backend_options,
     ) -> None:
+        if memory not in MEMORY_MODES:
+            raise ValueError(f"memory={memory!r} is not valid; choose one of {list(MEMORY_MODES)}")
+        if memory == "grow" and renderer == "anchor":
+            raise ValueError(
+                "memory='grow' writes generated pixels back into the memory, but renderer='anchor' generates none "
+                "(its empty pixels are black); use renderer='worldfm' (or 'oracle', ground truth written back)"
+            )
         self.pool = pool
         self.device = pool.device
         self.num_envs, self.height, self.width = num_envs, height, width
@@ -104,9 +123,13 @@ class ObservationPipeline:
             raise ValueError(f"K must be (3, 3) or ({num_envs}, 3, 3), got {tuple(K.shape)}")
         self.K = K.expand(num_envs, 3, 3).contiguous()  # (N, 3, 3)
         self.K_inv = torch.linalg.inv(self.K).contiguous()  # constant cameras: inverted once, not every step
-        needs_reference = self.backend.needs_reference or with_anchor
+        self.memory = (
+            GrowingMemory(num_envs, height, width, self.K, capacity=memory_capacity) if memory == "grow" else None
+        )
+        views = self.memory.views if self.memory is not None else None
+        needs_reference = self.backend.needs_reference or with_anchor or self.memory is not None
         self.splatter = None
-        if self.backend.needs_anchor or needs_reference:
+        if self.backend.needs_anchor or needs_reference:  # (a growing memory needs both)
             occluders = (
                 Occluders(pool.occluders, pool.nav_origin, pool.nav_cell_size) if anchor.occlusion_culling else None
             )
@@ -118,9 +141,12 @@ class ObservationPipeline:
                 radius=anchor.splat_radius,
                 lod_scale=anchor.anchor_lod,
                 occluders=occluders,
+                memory=views,
             )
         self.selector = (
-            ReferenceSelector(pool, num_envs, height, width, anchor.reference_samples, anchor.reference_tolerance)
+            ReferenceSelector(
+                pool, num_envs, height, width, anchor.reference_samples, anchor.reference_tolerance, memory=views
+            )
             if needs_reference
             else None
         )
@@ -137,14 +163,19 @@ class ObservationPipeline:
         return self.backend.name not in ("anchor", "oracle")
 
     def render(
-        self, scene_index: torch.Tensor, c2w: torch.Tensor, noise_seed: torch.Tensor | None = None
+        self,
+        scene_index: torch.Tensor,
+        c2w: torch.Tensor,
+        noise_seed: torch.Tensor | None = None,
+        write_mask: torch.Tensor | None = None,
     ) -> Observation:
         """Frames of N envs at poses ``c2w`` (N, 4, 4) in scenes ``scene_index`` (N,) of the pool.
 
         ``noise_seed`` (N,) int64: per-env seeds of a stochastic backend (a fixed seed and pose give the same
-        frame whatever the batch). Returns views of the pipeline's buffers, overwritten by the next call.
+        frame whatever the batch). ``write_mask`` (N,) bool: with a growing memory, the envs whose frames are
+        written back (None: all). Returns views of the pipeline's buffers, overwritten by the next call.
         """
-        request = RenderRequest(scene_index, c2w, self.K)
+        request = RenderRequest(scene_index, c2w, self.K, memory=self.memory)
         if self.splatter is not None:
             request.anchor = self.splatter.render(scene_index, c2w, self.K)
         if self.selector is not None:
@@ -155,5 +186,15 @@ class ObservationPipeline:
             request.noise_seed = noise_seed
         self.last_request = request  # what the backend was given (tests and diagnostics re-render from it)
         frame = self.backend.render(request)
+        if self.memory is not None:
+            self.memory.write(
+                frame.rgb,
+                frame.depth,
+                request.anchor,
+                c2w,
+                self.pool.floor_y[scene_index.long()],
+                write_mask=write_mask,
+                encoder=getattr(self.backend, "encode_reference", None),
+            )
         depth = frame.depth if frame.depth is not None else (request.anchor.depth if request.anchor else None)
         return Observation(frame.rgb, depth, request.anchor, request.reference_index)

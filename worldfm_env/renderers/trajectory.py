@@ -37,6 +37,8 @@ def render_trajectory(
     batch_size: int = 8,
     seed: int = 0,
     anchor: AnchorConfig | None = None,
+    memory: str = "static",
+    memory_capacity: int = 65536,
     **renderer_options,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield (anchor rgb, rendered rgb), each (H, W, 3) uint8, for every pose of a trajectory.
@@ -45,6 +47,9 @@ def render_trajectory(
     reference vote and one model call per batch), with the env's anchor settings unless ``anchor`` is given.
     Frame ``i`` uses noise seed ``seed + i``, so a rerun reproduces the video. The trajectory's intrinsics must be
     the same for every pose (a meta.json trajectory has one K).
+
+    ``memory="grow"``: the trajectory grows its memory as it goes (each frame's empty pixels are written back, so
+    later frames show what earlier ones generated); poses are then rendered one at a time, in order.
     """
     if c2w.ndim != 3 or c2w.shape[1:] != (4, 4) or K.shape != (c2w.shape[0], 3, 3):
         raise ValueError(f"c2w must be (T, 4, 4) and K (T, 3, 3), got {tuple(c2w.shape)} and {tuple(K.shape)}")
@@ -53,9 +58,19 @@ def render_trajectory(
     if not torch.equal(K, K[:1].expand_as(K)):
         raise ValueError("K must be the same for every pose of the trajectory (one camera)")
     pool = ScenePool([scene], scene.device)
-    B = min(batch_size, c2w.shape[0])
+    B = 1 if memory == "grow" else min(batch_size, c2w.shape[0])
     pipeline = ObservationPipeline(
-        pool, B, height, width, renderer=renderer, anchor=anchor, K=K[0], with_anchor=True, **renderer_options
+        pool,
+        B,
+        height,
+        width,
+        renderer=renderer,
+        anchor=anchor,
+        K=K[0],
+        with_anchor=True,
+        memory=memory,
+        memory_capacity=memory_capacity,
+        **renderer_options,
     )
     scene_index = torch.zeros(B, dtype=torch.int32, device=scene.device)
     for start in range(0, c2w.shape[0], B):

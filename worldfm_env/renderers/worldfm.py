@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 
+from worldfm_env.memory.growing import select_reference
 from worldfm_env.model.checkpoint import trained_splat_radius
 from worldfm_env.model.dit import PanelCameras
 from worldfm_env.model.frame_model import FrameModel
@@ -132,11 +133,17 @@ class WorldFMRenderer(Renderer):
             [self.frame_model.encode_images(images[i : i + batch], size) for i in range(0, images.shape[0], batch)]
         )
 
+    def encode_reference(self, images: torch.Tensor) -> torch.Tensor:
+        """Reference latents (M, C, h, w) of frames (M, H, W, 3) uint8 (a growing memory's views)."""
+        return self.frame_model.encode_images(images, (self.height, self.width))
+
     def _cameras(self, request: RenderRequest) -> PanelCameras:
         """Panel cameras for camera-conditioned checkpoints: target, anchor (= target) and reference."""
-        ref = request.reference_index
-        c2w = torch.stack([request.c2w, request.c2w, self.pool.bank_c2w[ref]], dim=1).float()
-        K = torch.stack([request.K, request.K, self.bank_K[ref]], dim=1).float()
+        ref, memory = request.reference_index, request.memory
+        ref_c2w = select_reference(ref, self.pool.bank_c2w, memory.views.c2w if memory is not None else None)
+        ref_K = select_reference(ref, self.bank_K, memory.views.K if memory is not None else None)
+        c2w = torch.stack([request.c2w, request.c2w, ref_c2w], dim=1).float()
+        K = torch.stack([request.K, request.K, ref_K], dim=1).float()
         return PanelCameras(c2w, K, (self.height, self.width))
 
     @torch.no_grad()
@@ -147,7 +154,11 @@ class WorldFMRenderer(Renderer):
         cond = self.frame_model.conditions(
             anchor.rgb,
             anchor.mask,
-            self.bank_latents[request.reference_index],
+            select_reference(
+                request.reference_index,
+                self.bank_latents,
+                request.memory.latents if request.memory is not None else None,
+            ),
             anchor_depth=anchor.depth,
             cameras=self._cameras(request) if self.frame_model.needs_cameras else None,
         )

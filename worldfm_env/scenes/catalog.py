@@ -2,7 +2,9 @@
 
 Procedural scenes are cached as ``.wfscene`` files under ``$WORLDFM_ENV_SCENE_CACHE`` (default
 ``~/.cache/worldfm_env/scenes``; set it to ``none`` to disable), keyed by seed and generator
-config, so a second environment with the same scenes starts in milliseconds.
+config, so a second environment with the same scenes starts in milliseconds. A sparse capture
+(``capture="panorama"`` / ``"walk:K"``, :mod:`worldfm_env.scenes.capture`) is cached beside its scene, keyed by the
+mode as well and by a digest of the capture code.
 """
 
 from __future__ import annotations
@@ -69,7 +71,8 @@ def _cache_dir() -> Path | None:
     return Path(value).expanduser() if value else Path.home() / ".cache" / "worldfm_env" / "scenes"
 
 
-def _procedural_scene(seed: int, options: dict, device: torch.device) -> Scene:
+def _procedural_scene(seed: int, options: dict, device: torch.device, capture: str = "full") -> Scene:
+    from worldfm_env.scenes.capture import capture_scene, parse_capture
     from worldfm_env.scenes.sources.procedural import ProceduralConfig, generate_procedural_scene
 
     valid = {f.name for f in dataclasses.fields(ProceduralConfig)}
@@ -77,20 +80,26 @@ def _procedural_scene(seed: int, options: dict, device: torch.device) -> Scene:
     if unknown:
         raise ValueError(f"unknown scene_options {unknown}; valid procedural options: {sorted(valid)}")
     config = ProceduralConfig(**options)
+    captured = parse_capture(capture)[0] != "full"
     cache = _cache_dir()
     if cache is None:
-        return generate_procedural_scene(seed, config, device=device)
-    key_src = json.dumps(
-        {"seed": seed, "config": dataclasses.asdict(config), "v": _generator_version()}, sort_keys=True, default=str
-    )
-    key = hashlib.sha1(key_src.encode()).hexdigest()[:16]
-    path = cache / f"procedural-{seed}-{key}.wfscene"
+        scene = generate_procedural_scene(seed, config, device=device)
+        return capture_scene(scene, capture) if captured else scene
+    key_fields = {"seed": seed, "config": dataclasses.asdict(config), "v": _generator_version()}
+    if captured:  # full scenes keep their key (and their cache files); captures add the mode and their code
+        key_fields.update(capture=capture, capture_v=_capture_version())
+    key = hashlib.sha1(json.dumps(key_fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    label = capture.replace(":", "") + "-" if captured else ""
+    path = cache / f"procedural-{seed}-{label}{key}.wfscene"
     if path.is_file():
         try:
             return load_scene_file(path, device)
         except Exception:  # a truncated or stale cache file is regenerated, never trusted
             path.unlink(missing_ok=True)
-    scene = generate_procedural_scene(seed, config, device=device)
+    if captured:
+        scene = capture_scene(_procedural_scene(seed, options, device), capture)
+    else:
+        scene = generate_procedural_scene(seed, config, device=device)
     try:
         tmp = path.with_suffix(f".tmp{os.getpid()}")
         save_scene(scene, tmp)
@@ -112,6 +121,13 @@ def _generator_version() -> str:
     return digest.hexdigest()[:12]
 
 
+def _capture_version() -> str:
+    """A digest of the sparse-capture code, so a changed capture never reads stale files."""
+    from worldfm_env.scenes import capture
+
+    return hashlib.sha1(Path(capture.__file__).read_bytes()).hexdigest()[:12]
+
+
 def resolve_scenes(
     specs: str | list | tuple,
     device: torch.device,
@@ -119,12 +135,19 @@ def resolve_scenes(
     hfov_deg: float,
     num_scenes: int | None = None,
     scene_options: dict | None = None,
+    capture: str = "full",
 ) -> list[Scene]:
     """Load every scene named by ``specs`` onto ``device``.
 
     Procedural scenes get a reference bank at the env's ``resolution`` and ``hfov_deg`` unless
-    ``scene_options`` says otherwise; files are loaded as they are.
+    ``scene_options`` says otherwise; files are loaded as they are. ``capture`` (``"full"``, ``"panorama"`` or
+    ``"walk:K"``, see :mod:`worldfm_env.scenes.capture`) replaces the memory of procedural scenes (and of
+    in-memory scenes with a mesh) by a sparse capture; a file with another capture than ``"full"`` is a
+    ``ValueError``.
     """
+    from worldfm_env.scenes.capture import capture_scene, parse_capture
+
+    captured = parse_capture(capture)[0] != "full"
     if isinstance(specs, (str, Path)):
         specs = [str(specs)]
     entries: list[tuple[str, object]] = []
@@ -133,6 +156,12 @@ def resolve_scenes(
             entries.append(("scene", spec))
         else:
             entries.extend(parse_scene_spec(str(spec), num_scenes))
+    if captured:
+        files = [str(value) for kind, value in entries if kind == "file"]
+        if files:
+            raise ValueError(
+                f"capture={capture!r} applies to procedural scenes only; {files} are scene files (use capture='full')"
+            )
     options = dict(scene_options or {})
     scenes: list[Scene] = []
     from tqdm.auto import tqdm
@@ -141,10 +170,11 @@ def resolve_scenes(
     show = sum(kind == "procedural" for kind, _ in entries) > 1
     for kind, value in tqdm(entries, desc="scenes", disable=not show, leave=False):
         if kind == "scene":
-            scenes.append(value.to(device))  # type: ignore[union-attr]
+            scene = value.to(device)  # type: ignore[union-attr]
+            scenes.append(capture_scene(scene, capture) if captured else scene)
         elif kind == "procedural":
             proc = {"resolution": tuple(resolution), "hfov_deg": hfov_deg, **options}
-            scenes.append(_procedural_scene(int(value), proc, device))  # type: ignore[arg-type]
+            scenes.append(_procedural_scene(int(value), proc, device, capture))  # type: ignore[arg-type]
         else:
             from worldfm_env.scenes.sources import load_scene
 

@@ -6,7 +6,8 @@
   (``_largest_component``) for procedural scenes.
 * Geodesics: :func:`geodesic_distance`.
 * Pools: :class:`NavigationData`, the navigation tensors of every scene of a
-  :class:`~worldfm_env.scenes.pool.ScenePool` (main free component, goal candidates, goal fields).
+  :class:`~worldfm_env.scenes.pool.ScenePool` (main free component, the captured region where episodes start,
+  the cells the captured memory saw, goal candidates, goal fields).
 
 Geodesic distance fields are computed on the device. Distances are shortest paths on the
 16-connected grid of free cells (the 8 neighbours plus the 8 knight moves, each costing its
@@ -25,6 +26,7 @@ parallel (Jacobi-like) and simply need more of them. Either way the fixed point 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -40,7 +42,24 @@ if TYPE_CHECKING:
 
 wp = init_warp()
 
-__all__ = ["geodesic_distance", "UNREACHABLE", "estimate_floor_y", "navigation_grid_from_points", "NavigationData"]
+__all__ = [
+    "geodesic_distance",
+    "UNREACHABLE",
+    "estimate_floor_y",
+    "navigation_grid_from_points",
+    "NavigationData",
+    "CAPTURE_START_RADIUS",
+    "SEEN_FLOOR_BAND",
+    "GOAL_MARGIN_FROM_SEEN",
+]
+
+#: Episodes in a sparsely captured scene start within this distance (scene units) of a capture camera centre.
+CAPTURE_START_RADIUS = 1.0
+#: A captured point within this height of the floor marks its navigation cell's floor as seen.
+SEEN_FLOOR_BAND = 0.05
+#: With ``goal_outside_capture``, goal candidates keep at least this distance (scene units, per axis) from every
+#: seen cell: the floor seen at a grazing angle is sampled in sparse rows, and a goal between two rows was seen.
+GOAL_MARGIN_FROM_SEEN = 0.5
 
 
 # --------------------------------------------------------------------------------------------------
@@ -376,11 +395,40 @@ class NavigationData:
         main: (S, Gz, Gx) bool, the largest connected free component of each scene.
         main_cells: (S, Fmax) long flat indices of main-component cells (padded by repetition).
         main_count: (S,) long number of main-component cells.
+        start_region: (S, Gz, Gx) bool, where episodes start: in a sparsely captured scene (``info["capture"]``,
+            see :mod:`worldfm_env.scenes.capture`) the main-component cells within ``start_radius`` of a capture
+            camera centre and in straight line of sight of it on free cells; elsewhere the whole main component.
+        start_cells: (S, Smax) long flat indices of ``start_region`` cells (padded by repetition); for a scene
+            without a capture identical to ``main_cells``' row.
+        start_count: (S,) long number of ``start_region`` cells.
+        seen: (S, Gz, Gx) bool, free cells whose floor the scene's point cloud covers (a point within
+            :data:`SEEN_FLOOR_BAND` of the floor in the cell): what the captured memory saw of the floor.
         goal_cells: (S, G) long flat indices of goal candidates (main component).
         goal_fields: (S, G, Gz*Gx) float32 geodesic distance to each candidate, scene units, inf unreachable.
+
+    Args:
+        pool: the scenes.
+        goal_candidates: G.
+        with_goal_fields: build ``goal_cells`` and ``goal_fields`` (PointNav).
+        goal_outside_capture: draw goal candidates from main-component cells farther than
+            :data:`GOAL_MARGIN_FROM_SEEN` (per axis) from every ``seen`` cell; a scene without one falls back to
+            the whole main component with a warning.
+        goal_distance: (min, max) start-goal geodesic distance of the task. In a captured scene (or with
+            ``goal_outside_capture``) candidates in that range of a capture camera centre are preferred; when a
+            scene has none, the candidates closest to the range are taken. A scene without a capture and without
+            ``goal_outside_capture`` draws its candidates uniformly from the main component, as always.
+        start_radius: the ``start_region`` radius.
     """
 
-    def __init__(self, pool: ScenePool, goal_candidates: int = 32, with_goal_fields: bool = True) -> None:
+    def __init__(
+        self,
+        pool: ScenePool,
+        goal_candidates: int = 32,
+        with_goal_fields: bool = True,
+        goal_outside_capture: bool = False,
+        goal_distance: tuple[float, float] = (0.0, math.inf),
+        start_radius: float = CAPTURE_START_RADIUS,
+    ) -> None:
         self.pool = pool
         self.device = pool.device
         self.free = pool.nav_free
@@ -390,29 +438,150 @@ class NavigationData:
         for s in range(S):
             main[s] = self._main_component(s)
         self.main = main
-        counts = main.flatten(1).sum(1)
-        self.main_count = counts.long()
-        Fmax = int(counts.max())
-        cells = torch.zeros(S, Fmax, dtype=torch.long, device=self.device)
+        self.main_cells, self.main_count = self._pack_cells(main)
+        counts, cells = self.main_count, self.main_cells
+        self.seen = torch.stack([self._seen_cells(s) for s in range(S)])
+        start = main.clone()
         for s in range(S):
-            idx = torch.nonzero(main[s].flatten(), as_tuple=False)[:, 0]
-            cells[s, : idx.numel()] = idx
-            cells[s, idx.numel() :] = idx[0]
-        self.main_cells = cells
+            centres = self._capture_centres(s)
+            if centres is not None:
+                region = self._start_region(s, centres, start_radius) & main[s]
+                if bool(region.any()):
+                    start[s] = region
+        self.start_region = start
+        self.start_cells, self.start_count = self._pack_cells(start)
         if with_goal_fields:
             goal_cells = torch.zeros(S, goal_candidates, dtype=torch.long, device=self.device)
             fields = torch.zeros(S, goal_candidates, Gz * Gx, dtype=torch.float32, device=self.device)
             for s in range(S):
                 # Goal candidates are fixed per scene (not per env seed), spread by a seeded permutation.
                 gen = torch.Generator().manual_seed(7919 * (s + 1))
-                pick = torch.randperm(int(counts[s]), generator=gen)[:goal_candidates]
-                pick = pick.repeat((goal_candidates + pick.numel() - 1) // pick.numel())[:goal_candidates]
-                flat = cells[s, pick.to(self.device)]
+                if self._capture_centres(s) is None and not goal_outside_capture:
+                    pick = torch.randperm(int(counts[s]), generator=gen)[:goal_candidates]
+                    pick = pick.repeat((goal_candidates + pick.numel() - 1) // pick.numel())[:goal_candidates]
+                    flat = cells[s, pick.to(self.device)]
+                else:
+                    flat = self._capture_goal_cells(s, goal_candidates, gen, goal_outside_capture, goal_distance)
                 goal_cells[s] = flat
                 rc = torch.stack([flat // Gx, flat % Gx], dim=-1)
                 fields[s] = geodesic_distance(self.free[s], rc, float(pool.nav_cell_size[s])).flatten(1)
             self.goal_cells = goal_cells
             self.goal_fields = fields
+
+    def _pack_cells(self, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Flat indices (S, Fmax) of the True cells of each scene's ``mask`` (padded by repetition), and counts."""
+        S = mask.shape[0]
+        counts = mask.flatten(1).sum(1)
+        cells = torch.zeros(S, int(counts.max()), dtype=torch.long, device=self.device)
+        for s in range(S):
+            idx = torch.nonzero(mask[s].flatten(), as_tuple=False)[:, 0]
+            cells[s, : idx.numel()] = idx
+            cells[s, idx.numel() :] = idx[0]
+        return cells, counts.long()
+
+    def _capture_centres(self, s: int) -> torch.Tensor | None:
+        """(C, 2) world (x, z) of scene ``s``'s capture camera centres, or None for a scene without a capture."""
+        capture = self.pool.scenes[s].info.get("capture")
+        if not isinstance(capture, dict) or not capture.get("positions"):
+            return None
+        xyz = torch.tensor(capture["positions"], dtype=torch.float32, device=self.device).reshape(-1, 3)
+        return xyz[:, [0, 2]]
+
+    def _seen_cells(self, s: int) -> torch.Tensor:
+        """(Gz, Gx) bool: free cells of scene ``s`` holding a point within :data:`SEEN_FLOOR_BAND` of its floor."""
+        scene = self.pool.scenes[s]
+        grid = scene.navigation_grid
+        Gz, Gx = self.shape
+        xyz = scene.points_xyz
+        floor = xyz[(xyz[:, 1] - grid.floor_y).abs() <= SEEN_FLOOR_BAND]
+        col = torch.floor((floor[:, 0] - grid.origin[0]) / grid.cell_size).long()
+        row = torch.floor((floor[:, 2] - grid.origin[1]) / grid.cell_size).long()
+        inside = (row >= 0) & (row < Gz) & (col >= 0) & (col < Gx)
+        covered = torch.bincount((row * Gx + col)[inside], minlength=Gz * Gx).reshape(Gz, Gx) > 0
+        return covered & self.free[s]
+
+    def _start_region(self, s: int, centres: torch.Tensor, radius: float) -> torch.Tensor:
+        """(Gz, Gx) bool: cells of scene ``s`` within ``radius`` of a centre (C, 2) whose straight segment to that
+        centre stays on free cells (sampled at least every half cell)."""
+        Gz, Gx = self.shape
+        free = self.free[s]
+        cs = float(self.pool.nav_cell_size[s])
+        ox, oz = (float(v) for v in self.pool.nav_origin[s])
+        reach = int(math.ceil(radius / cs)) + 1
+        offsets = torch.arange(-reach, reach + 1, device=self.device)
+        samples = torch.linspace(0.0, 1.0, 2 * reach + 2, device=self.device)  # (T,): under half a cell apart
+        region = torch.zeros(Gz, Gx, dtype=torch.bool, device=self.device)
+        for x, z in centres.tolist():
+            fc, fr = (x - ox) / cs - 0.5, (z - oz) / cs - 0.5  # centre in cell-index units
+            rows = (round(fr) + offsets)[:, None].expand(-1, offsets.numel())
+            cols = (round(fc) + offsets)[None, :].expand(offsets.numel(), -1)
+            rows, cols = rows.flatten(), cols.flatten()
+            near = torch.hypot((rows - fr) * cs, (cols - fc) * cs) <= radius
+            # Cell of every sample along the segment from the cell centre to the camera centre.
+            sr = torch.floor(rows[:, None] + samples[None] * (fr - rows[:, None]) + 0.5).long()
+            sc = torch.floor(cols[:, None] + samples[None] * (fc - cols[:, None]) + 0.5).long()
+            ok = (sr >= 0) & (sr < Gz) & (sc >= 0) & (sc < Gx)
+            ok = ok & free[sr.clamp(0, Gz - 1), sc.clamp(0, Gx - 1)]
+            keep = near & ok.all(dim=1)
+            region[rows[keep], cols[keep]] = True
+        return region
+
+    def _capture_goal_cells(
+        self,
+        s: int,
+        count: int,
+        gen: torch.Generator,
+        outside: bool,
+        goal_distance: tuple[float, float],
+    ) -> torch.Tensor:
+        """(count,) flat goal cells of scene ``s``: main-component cells (outside what the capture saw when
+        ``outside``), preferring those within ``goal_distance`` of a capture camera centre (see the class)."""
+        Gz, Gx = self.shape
+        main = self.main[s]
+        eligible = main
+        if outside:
+            margin = int(math.ceil(GOAL_MARGIN_FROM_SEEN / float(self.pool.nav_cell_size[s])))
+            seen = self.seen[s][None, None].float()
+            near_seen = F.max_pool2d(seen, 2 * margin + 1, stride=1, padding=margin)[0, 0] > 0
+            unseen = main & ~near_seen
+            if bool(unseen.any()):
+                eligible = unseen
+            else:
+                warnings.warn(
+                    f"goal_outside_capture=True: scene {self.pool.scenes[s].name!r} has no reachable cell that its "
+                    "capture did not see; its goals are drawn from every reachable cell",
+                    stacklevel=3,
+                )
+        idx = torch.nonzero(eligible.flatten(), as_tuple=False)[:, 0]  # (E,) row-major
+        violation = torch.zeros(idx.numel(), device=self.device)
+        centres = self._capture_centres(s)
+        if centres is not None:
+            cs = float(self.pool.nav_cell_size[s])
+            origin = self.pool.nav_origin[s]
+            # Distances from up to 16 camera centres spread along the capture (a goal in range of one suffices).
+            centres = centres[torch.linspace(0, centres.shape[0] - 1, min(16, centres.shape[0])).round().long()]
+            rc = torch.stack(
+                [
+                    torch.floor((centres[:, 1] - origin[1]) / cs).long().clamp(0, Gz - 1),
+                    torch.floor((centres[:, 0] - origin[0]) / cs).long().clamp(0, Gx - 1),
+                ],
+                dim=-1,
+            )
+            rc = rc[main[rc[:, 0], rc[:, 1]]]
+            if rc.shape[0] > 0:
+                d = geodesic_distance(main, rc, cs).flatten(1)[:, idx]  # (C, E)
+                lo, hi = goal_distance
+                violation = (torch.relu(lo - d) + torch.relu(d - hi)).min(dim=0).values
+        order = torch.randperm(idx.numel(), generator=gen).to(self.device)
+        preferred = order[violation[order] == 0]
+        if preferred.numel() > 0:
+            pick = preferred[:count]
+            pick = pick.repeat((count + pick.numel() - 1) // pick.numel())[:count]
+        else:  # nothing in range: the candidates closest to it (ties in the seeded order)
+            ranked = order[torch.sort(violation[order], stable=True).indices]
+            pick = ranked[:count]
+            pick = pick.repeat((count + pick.numel() - 1) // pick.numel())[:count]
+        return idx[pick]
 
     def _main_component(self, s: int) -> torch.Tensor:
         free = self.free[s]
