@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # otherwise fetch the CUDA build from PyPI: make test TORCH_INDEX=https://download.pytorch.org/whl/cpu
 TORCH_INDEX ?=
 
-.PHONY: setup demo test test-gpu bench lint clean
+.PHONY: setup browser demo test test-gpu gpu-check bench lint clean
 
 setup: $(STAMP)
 
@@ -22,17 +22,28 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(BIN)/worldfm-env demo
 
-test: setup
+# The viewer's browser test drives Debian's chromium (Playwright, no browser download); installed when missing.
+browser:
+	command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+		(apt-get update && apt-get install -y chromium)
+
+test: setup browser
 	$(BIN)/python -m pytest -q -m "not gpu"
 
 test-gpu: setup
 	$(BIN)/python -m pytest -q -m gpu
 
+# The GPU tests and a short form of every GPU benchmark, within 8 minutes (docs/gpu.md). No `setup` step: a device
+# machine may have no network; GPU_PYTHON is the interpreter with a CUDA build of torch and the package installed.
+GPU_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON))
+gpu-check:
+	$(GPU_PYTHON) benchmarks/gpu_check.py
+
 bench: setup
 	$(BIN)/python benchmarks/throughput.py
 
 lint: setup
-	$(BIN)/ruff check worldfm_env tests benchmarks agents
+	$(BIN)/ruff check worldfm_env tests benchmarks agents examples
 
 clean:
 	rm -rf $(VENV) worldfm_demo .pytest_cache

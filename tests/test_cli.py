@@ -47,18 +47,23 @@ def test_rollout_scripted_with_video(capsys, tmp_path):
 
 
 def test_demo(capsys, tmp_path):
-    code = main(["demo", "--out", str(tmp_path), "--steps", "20", *SCENE_ARGS])
+    code = main(["demo", "--out", str(tmp_path), "--steps", "20", "--fps", "2", "--rows", "3", *SCENE_ARGS])
     out = capsys.readouterr().out
     assert code == 0
     video, sheet_path = tmp_path / "demo.mp4", tmp_path / "demo_contact_sheet.png"
     assert video.is_file() and video.stat().st_size > 0
     assert sheet_path.is_file() and sheet_path.stat().st_size > 0
+    steps = int(re.search(r"episode: (\d+) steps", out).group(1))
+    assert 1 <= steps <= 20
+    # One video frame per observation (the reset one included), the last held for two seconds.
+    frames = imageio.mimread(str(video), memtest=False)
+    assert len(frames) == steps + 1 + 2 * 2 - 1
+    assert frames[0].shape[1] > 4 * 32 * 4  # anchor | (generated) | ground truth | map, each upscaled 4x
     sheet = imageio.imread(sheet_path)
     assert sheet.ndim == 3 and sheet.shape[2] in (3, 4)
-    assert sheet.shape[1] > sheet.shape[0], sheet.shape  # anchor | oracle pairs side by side, tiled in a row
-    assert sheet.shape[0] >= 32 and sheet.shape[1] >= 2 * 32
-    assert (sheet[..., :3] < 255).any()  # not only the white gutter
-    assert "success=" in out and "demo.mp4" in out
+    assert sheet.shape[0] >= 3 * 64  # three labelled rows of 2x panels
+    assert (sheet[..., :3] > 128).any() and (sheet[..., :3] < 64).any()
+    assert "success=" in out and "demo.mp4" in out and "goal distance" in out
 
 
 def test_unknown_env_id(capsys):
@@ -167,4 +172,4 @@ def test_demo_shows_the_worldfm_column_when_weights_are_shipped(capsys, tmp_path
     save_checkpoint(model, weights / "worldfm-tiny-2step-32x32.safetensors")
     monkeypatch.setattr(renderer, "WEIGHTS_DIR", weights)
     assert main(["demo", "--out", str(tmp_path), "--steps", "3", *SCENE_ARGS]) == 0
-    assert "(anchor | worldfm | oracle)" in capsys.readouterr().out
+    assert "(anchor | worldfm | oracle | top-down map)" in capsys.readouterr().out

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import functools
+import os
+import sys
+import tempfile
 
 import torch
 
-__all__ = ["resolve_device", "warp_device", "init_warp"]
+__all__ = ["resolve_device", "warp_device", "init_warp", "cuda_driver_present"]
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -42,15 +45,76 @@ def _refuse_cuda_after_fork(device) -> None:
         )
 
 
+# What warp's native library prints to stderr at ``wp.init()`` when it cannot load the CUDA driver (libcuda). On a
+# machine without an NVIDIA driver that is the expected state, not a problem, so :func:`init_warp` drops this one line.
+_NO_DRIVER_WARNING = "Warp CUDA warning: Could not find or load the NVIDIA CUDA driver."
+
+
+def cuda_driver_present() -> bool:
+    """Whether the NVIDIA CUDA driver library can be loaded, probed by the names warp's native library tries."""
+    import ctypes
+
+    names = ("nvcuda.dll",) if sys.platform == "win32" else ("libcuda.so", "libcuda.so.1")
+    for name in names:
+        try:
+            ctypes.CDLL(name)
+        except OSError:
+            continue
+        return True
+    return False
+
+
+def _init_without_driver_warning(wp) -> None:
+    """``wp.init()`` with the native "no CUDA driver" line removed from stderr; everything else it prints stays.
+
+    The native library writes with C ``fprintf(stderr)``, which Python's ``sys.stderr`` cannot intercept, so file
+    descriptor 2 is pointed at a temporary file for the duration of the call and the captured text, less that one
+    line, is written back to stderr afterwards. Exceptions from ``wp.init()`` propagate unchanged.
+    """
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no usable fd 2 (e.g. closed): nothing to filter
+        wp.init()
+        return
+    with tempfile.TemporaryFile(mode="w+b") as captured:
+        try:
+            os.dup2(captured.fileno(), 2)
+            try:
+                wp.init()
+            finally:
+                try:
+                    sys.stderr.flush()
+                except (OSError, ValueError):
+                    pass
+                os.dup2(saved, 2)
+        finally:
+            os.close(saved)
+            captured.seek(0)
+            text = captured.read().decode("utf-8", errors="replace")
+            kept = "".join(line for line in text.splitlines(keepends=True) if not line.startswith(_NO_DRIVER_WARNING))
+            if kept and sys.stderr is not None:
+                sys.stderr.write(kept)
+                sys.stderr.flush()
+
+
 @functools.cache
 def init_warp():
-    """Import and initialise warp once (quietly); returns the module."""
+    """Import and initialise warp once (quietly); returns the module.
+
+    Quietly: no banner or per-module load lines, and on a machine without an NVIDIA driver no "Could not find or
+    load the NVIDIA CUDA driver" warning (CPU-only machines are a supported configuration); any other message warp
+    prints at start-up is kept.
+    """
     import logging
 
     import warp as wp
 
     wp.config.log_level = logging.WARNING  # no banner or per-module load lines
-    wp.init()
+    if sys.platform == "darwin" or cuda_driver_present():
+        wp.init()  # warp probes no driver on macOS; with a driver present there is nothing to filter
+    else:
+        _init_without_driver_warning(wp)
     return wp
 
 

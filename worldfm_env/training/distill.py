@@ -385,9 +385,13 @@ def distill(cfg: DistillConfig) -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m worldfm_env.training.distill --teacher runs/s2/model.safetensors [--key value ...]``."""
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    """``python -m worldfm_env.training.distill --teacher runs/s2/model.safetensors [--key value ...]``.
+
+    ``prog`` is the program name the usage line shows (``worldfm-env train ...`` when run from that command).
+    """
     parser = argparse.ArgumentParser(
+        prog=prog,
         description="Stage III: DMD distillation into the 1- or 2-step sampler. Options given here override those "
         "of --config.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,

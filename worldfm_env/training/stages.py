@@ -510,9 +510,13 @@ def train(cfg: TrainConfig) -> dict:
     return summary
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m worldfm_env.training.stages --stage stage2 [--config C.json] [--key value ...]``."""
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    """``python -m worldfm_env.training.stages --stage stage2 [--config C.json] [--key value ...]``.
+
+    ``prog`` is the program name the usage line shows (``worldfm-env train ...`` when run from that command).
+    """
     parser = argparse.ArgumentParser(
+        prog=prog,
         description="Train the WorldFM frame model (stage I or II). Options given here override those of --config.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
