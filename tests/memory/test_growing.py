@@ -250,3 +250,49 @@ def test_ten_thousand_steps_with_autoresets_do_not_grow_the_process():
     grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
     assert grown_kib < 20 * 1024, f"peak RSS grew by {grown_kib} KiB over 10k steps"
     env.close()
+
+
+def test_render_cli_grows_the_trajectory_memory(tmp_path, monkeypatch):
+    """`worldfm-env render --memory grow`: the trajectory writes its frames back, so later poses see them."""
+    from scenes.test_sources import _write_meta
+
+    from worldfm_env.model import build_model, save_checkpoint
+    from worldfm_env.renderers import trajectory as trajectory_module
+    from worldfm_env.scenes.sources.meta_json import load_meta_json_scene
+
+    meta, *_ = _write_meta(tmp_path)
+    torch.manual_seed(0)
+    weights = tmp_path / "tiny.safetensors"
+    save_checkpoint(build_model("tiny", input_size=32), weights)
+    scene = load_meta_json_scene(str(meta), device="cpu", resolution=(32, 32))
+    c2w, K = trajectory_module.trajectory_from_scene(scene, 32, 32)
+    grown = []
+    original = ObservationPipeline.render
+
+    def recording(self, *args, **kwargs):
+        out = original(self, *args, **kwargs)
+        grown.append((self.memory.stats()["memory_points"].clone(), out.anchor.grown.clone()))
+        return out
+
+    monkeypatch.setattr(ObservationPipeline, "render", recording)
+    frames = list(trajectory_module.render_trajectory(scene, c2w, K, 32, 32, weights=str(weights), memory="grow"))
+    monkeypatch.undo()
+    assert len(frames) == c2w.shape[0] == len(grown)
+    points = [int(p[0]) for p, _ in grown]
+    assert points == sorted(points) and points[-1] > 0  # the memory only grows along the trajectory
+    assert any(bool(g.any()) for _, g in grown[1:])  # later frames show what earlier ones generated
+
+    from worldfm_env.cli import main
+
+    out = tmp_path / "grow.mp4"
+    args = ["render", "--meta", str(meta), "--weights", str(weights), "--resolution", "32", "--device", "cpu"]
+    assert main([*args, "--memory", "grow", "--out", str(out)]) == 0
+    assert out.is_file()
+
+
+def test_rollout_cli_with_growing_memory(capsys):
+    from worldfm_env.cli import main
+
+    args = ["rollout", "--renderer", "oracle", "--memory", "grow", "--num-envs", "2", "--steps", "5"]
+    assert main([*args, "--scenes", "procedural:train:1", "--resolution", "32", "--device", "cpu"]) == 0
+    assert "env-steps/s" in capsys.readouterr().out
