@@ -62,6 +62,9 @@ class WorldFMVectorEnv(VectorEnv):
     and evaluates the task. State lives in ``(num_envs, ...)`` torch tensors on ``device``, held in ``state``
     (:class:`~worldfm_env.envs.state.EnvState`; ``position``, ``yaw``, ``scene_index``... forward to it).
     The task (:mod:`worldfm_env.envs.tasks`) reads that state and returns episode starts, rewards and metrics.
+    With ``memory="grow"`` each env's generated pixels are written back into its own memory after every render
+    (:attr:`memory`, :mod:`worldfm_env.memory`); ``capture`` chooses how much of a procedural scene the memory
+    starts from (``"full"``, ``"panorama"``, ``"walk:K"``).
 
     ## Action Space
     ``discrete`` (default): ``MultiDiscrete([6] * N)``: 0 stop, 1 forward ``forward_step`` m, 2 turn
@@ -80,7 +83,8 @@ class WorldFMVectorEnv(VectorEnv):
 
     ## Starting State
     Drawn per env from its seed and episode number (counter-based hashing, so independent of the
-    batch): a scene of the pool, a start on the scene's main free component, a random yaw, pitch 0;
+    batch): a scene of the pool, a start on the scene's main free component (within 1 m of a capture camera
+    in a sparsely captured scene), a random yaw, pitch 0;
     PointNav picks one of ``goal_candidates`` goal cells per scene and a start whose geodesic
     distance lies in [``min_goal_distance``, ``max_goal_distance``] (the nearest to that range in
     scenes too small for it).
@@ -103,7 +107,8 @@ class WorldFMVectorEnv(VectorEnv):
     only the listed envs. Outputs are torch tensors on the device (``array_type="torch"``) or numpy.
 
     ## Version History
-    * v0: initial release.
+    * v0: initial release (``capture``, ``goal_outside_capture`` and ``memory`` added later without changing the
+      defaults' behaviour).
     """
 
     metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": ["rgb_array"], "render_fps": 10}
