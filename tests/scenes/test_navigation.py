@@ -92,3 +92,23 @@ def test_open_grid_close_to_euclidean():
     euclid = torch.hypot(rows - 40, cols - 40) * 0.1
     ratio = d[euclid > 1.0] / euclid[euclid > 1.0]
     assert float(ratio.min()) >= 1.0 - 1e-5 and float(ratio.max()) < 1.03
+
+
+def test_floor_estimate_survives_absurd_coordinates():
+    """A corrupted cloud with coordinates near 1e30 gets a floor from its occupied bins, not a 1e30-bin histogram."""
+    from worldfm_env.scenes.navigation import estimate_floor_y
+
+    floor = torch.zeros(50, 3)
+    floor[:, 1] = 1.5
+    outliers = torch.tensor([[0.0, 9.5e29, 0.0], [1.0, -3.0e30, 2.0], [2.0, 7.0e18, 1.0]])
+    assert estimate_floor_y(torch.cat([floor, outliers])) == 1.5
+
+
+def test_grid_from_points_with_absurd_extent_is_a_value_error():
+    from worldfm_env.scenes.navigation import navigation_grid_from_points
+
+    floor = torch.zeros(50, 3)
+    floor[:, 1] = 1.5
+    far = torch.tensor([[1.0e30, 1.5, 0.0]])
+    with pytest.raises(ValueError, match="xyz: the points span"):
+        navigation_grid_from_points(torch.cat([floor, far]), cell_size=0.1, floor_y=1.5)

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from worldfm_env._config import check_one_of, strict_kwargs
-from worldfm_env.memory import MEMORY_MODES
+from worldfm_env.memory import MEMORY_MODES, check_memory_mode
 from worldfm_env.render.anchor_config import (
     SPLAT_RADIUS_VALUES,
     AnchorConfig,
@@ -199,11 +199,7 @@ class EnvConfig:
         one_of("noise", NOISE_MODES)
         one_of("noise_key", NOISE_KEYS)
         one_of("memory", MEMORY_MODES)
-        if self.memory == "grow" and self.renderer == "anchor":
-            raise ValueError(
-                "memory='grow' writes generated pixels back into the memory, but renderer='anchor' generates none "
-                "(its empty pixels are black); use renderer='worldfm' (or 'oracle': ground truth written back)"
-            )
+        check_memory_mode(self.memory, self.renderer)
         number("memory_capacity", 256, 2**24, integer=True)
         res = self.resolution
         if is_int(res):
@@ -287,6 +283,20 @@ class EnvConfig:
             occlusion_culling=self.occlusion_culling,
             reference_samples=self.reference_samples,
             reference_tolerance=self.reference_tolerance,
+        )
+
+    @property
+    def model_options(self) -> dict:
+        """The ``worldfm`` backend's options of this env (weights, sampler, dtype, compilation, noise), as keyword
+        arguments of :class:`~worldfm_env.renderers.pipeline.ObservationPipeline`."""
+        return dict(
+            weights=self.weights,
+            sampler_steps=self.sampler_steps,
+            teacher_steps=self.teacher_steps,
+            vae=self.vae,
+            model_dtype=self.model_dtype,
+            compile_model=self.compile_model,
+            noise=self.noise,
         )
 
     def to_dict(self) -> dict:

@@ -153,7 +153,6 @@ class WorldFMVectorEnv(VectorEnv):
         self.state = EnvState.zeros(N, dev)
         self._autoreset = torch.zeros(N, dtype=torch.bool, device=dev)
         self._has_reset = False
-        self._has_memory = False  # whether the growing memory has been set up by a first reset
         self._last_obs: dict[str, torch.Tensor] | None = None
         self._wrappers_checked = False
         self._setup_spaces()
@@ -169,15 +168,6 @@ class WorldFMVectorEnv(VectorEnv):
         self.world = shared_world(cfg, dev, with_goal_fields=cfg.task == "pointnav")
         self.pool = self.world.pool
         self.navigation = self.world.navigation
-        model_options = dict(
-            weights=cfg.weights,
-            sampler_steps=cfg.sampler_steps,
-            teacher_steps=cfg.teacher_steps,
-            vae=cfg.vae,
-            model_dtype=cfg.model_dtype,
-            compile_model=cfg.compile_model,
-            noise=cfg.noise,
-        )
         self.pipeline = ObservationPipeline(
             self.pool,
             N,
@@ -188,7 +178,7 @@ class WorldFMVectorEnv(VectorEnv):
             hfov_deg=cfg.hfov_deg,
             memory=cfg.memory,
             memory_capacity=cfg.memory_capacity,
-            **(model_options if cfg.renderer == "worldfm" else {}),
+            **(cfg.model_options if cfg.renderer == "worldfm" else {}),
         )
         self.renderer = self.pipeline.backend
         self.K = self.pipeline.K
@@ -379,11 +369,11 @@ class WorldFMVectorEnv(VectorEnv):
         task for the starts and apply them. ``scene_index`` (N,) forces the scenes of the reset envs."""
         state = self.state
         memory = self.pipeline.memory
-        if memory is not None:
-            if self.config.keep_memory_on_reset and self._has_memory:
-                scene_before = state.scene_index.clone()  # a memory is kept only while its env stays in its scene
-            else:
-                memory.clear(mask)
+        keep = memory is not None and self.config.keep_memory_on_reset
+        if keep:
+            scene_before = state.scene_index.clone()  # a memory is kept only while its env stays in its scene
+        elif memory is not None:
+            memory.clear(mask)
         if self.device.type == "cpu":
             if not bool(mask.any()):
                 return  # nothing to reset (a free check on the CPU)
@@ -409,10 +399,8 @@ class WorldFMVectorEnv(VectorEnv):
         rows.write(state.position, start.position)
         if start.yaw is not None:
             rows.write(state.yaw, start.yaw)
-        if memory is not None:
-            if self.config.keep_memory_on_reset and self._has_memory:
-                memory.clear(mask & (state.scene_index != scene_before))
-            self._has_memory = True
+        if keep:
+            memory.clear(mask & (state.scene_index != scene_before))
 
     # ------------------------------------------------------------------ step
     def step(self, actions):

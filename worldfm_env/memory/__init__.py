@@ -5,6 +5,6 @@ model generates where the anchor was empty is lifted to 3-D and kept here, per e
 (:class:`GrowingMemory`). The observation pipeline owns one and writes it after every render.
 """
 
-from worldfm_env.memory.growing import MEMORY_MODES, GrowingMemory
+from worldfm_env.memory.growing import MEMORY_MODES, GrowingMemory, check_memory_mode
 
-__all__ = ["GrowingMemory", "MEMORY_MODES"]
+__all__ = ["GrowingMemory", "MEMORY_MODES", "check_memory_mode"]

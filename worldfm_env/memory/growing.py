@@ -29,9 +29,21 @@ from worldfm_env.geometry import invert_pose
 from worldfm_env.render.fill import nearest_fill
 from worldfm_env.render.splat import MEMORY_CHUNK, AnchorRender, GrownViews
 
-__all__ = ["GrowingMemory", "MEMORY_MODES", "select_reference"]
+__all__ = ["GrowingMemory", "MEMORY_MODES", "check_memory_mode", "select_reference"]
 
 MEMORY_MODES = ("static", "grow")
+
+
+def check_memory_mode(memory: str, renderer: str) -> None:
+    """Raise ValueError naming ``memory`` unless it is one of :data:`MEMORY_MODES` and fits ``renderer``: a growing
+    memory writes generated pixels back, and the ``anchor`` renderer generates none (its empty pixels are black)."""
+    if memory not in MEMORY_MODES:
+        raise ValueError(f"memory={memory!r} is not valid; choose one of {list(MEMORY_MODES)}")
+    if memory == "grow" and renderer == "anchor":
+        raise ValueError(
+            "memory='grow' writes generated pixels back into the memory, but renderer='anchor' generates none "
+            "(its empty pixels are black); use renderer='worldfm' (or 'oracle': ground truth written back)"
+        )
 
 
 def select_reference(
@@ -110,8 +122,11 @@ class GrowingMemory:
         self.rays = (torch.linalg.inv(self.K) @ pixels.T).transpose(1, 2).contiguous()  # (N, HW, 3), z = 1
         self.focal = torch.minimum(self.K[:, 0, 0], self.K[:, 1, 1])  # (N,)
         self.writers = torch.ones(N, dtype=torch.bool, device=self.device)
-        # Chunks one frame's write can touch: its points are consecutive in the ring.
+        # Constant index rows of the write: envs, the chunks one frame's write can touch (its points are consecutive
+        # in the ring), the slots of a chunk.
+        self._envs = torch.arange(N, device=self.device)
         self._touched = torch.arange(HW // MEMORY_CHUNK + 2, device=self.device)
+        self._lanes = torch.arange(MEMORY_CHUNK, device=self.device)
         self.set_groups(torch.arange(N, device=self.device))
 
     # ------------------------------------------------------------------ layout
@@ -162,7 +177,7 @@ class GrowingMemory:
             encoder: optional ``images (M, H, W, 3) uint8 -> latents (M, ...)``, the backend's reference encoder.
         """
         N, H, W, HW = self.num_envs, self.height, self.width, self.height * self.width
-        P, C, V = self.capacity, self.views.chunks_per_memory, self.num_views
+        P, C, V, M = self.capacity, self.views.chunks_per_memory, self.num_views, self.num_envs
         c2w = c2w.float()
         hole = ~anchor.mask.reshape(N, HW)
         anchor_depth = anchor.depth.reshape(N, HW)
@@ -189,7 +204,7 @@ class GrowingMemory:
         # Ring positions: each writing env appends its points (and its view) after those of the earlier writers
         # of the same memory this step; the others write into the sinks, which nothing reads.
         group = self.env_group
-        ar = torch.arange(N, device=self.device)
+        ar = self._envs
         onehot = torch.nn.functional.one_hot(group, N)  # (N, M)
         points_before = ((onehot * count[:, None]).cumsum(dim=0) - onehot * count[:, None])[ar, group]
         views_before = ((onehot * writes[:, None]).cumsum(dim=0) - onehot * writes[:, None])[ar, group]
@@ -212,22 +227,15 @@ class GrowingMemory:
         chunk = first_chunk[:, None] + self._touched[None, :]  # (N, Tc)
         touched = writes[:, None] & (chunk <= last_chunk[:, None])
         chunk_row = group[:, None] * C + chunk % C
-        members = chunk_row[..., None] * MEMORY_CHUNK + torch.arange(MEMORY_CHUNK, device=self.device)  # (N, Tc, 256)
-        in_use = (
-            (chunk % C)[..., None] * MEMORY_CHUNK + torch.arange(MEMORY_CHUNK, device=self.device)
-        ) < views.filled[group][:, None, None]
+        members = chunk_row[..., None] * MEMORY_CHUNK + self._lanes  # (N, Tc, 256)
+        in_use = ((chunk % C)[..., None] * MEMORY_CHUNK + self._lanes) < views.filled[group][:, None, None]
         points = views.xyz[members]  # (N, Tc, 256, 3)
         inf = torch.full_like(points, float("inf"))
         box_min = torch.where(in_use[..., None], points, inf).amin(dim=2)
         box_max = torch.where(in_use[..., None], points, -inf).amax(dim=2)
-        sink_chunk = torch.full_like(chunk_row, views.chunk_min.shape[0])  # an extra row, dropped below
-        target = torch.where(touched, chunk_row, sink_chunk).reshape(-1)
-        padded_min = torch.cat([views.chunk_min, views.chunk_min[:1]])
-        padded_max = torch.cat([views.chunk_max, views.chunk_max[:1]])
-        padded_min[target] = box_min.reshape(-1, 3)
-        padded_max[target] = box_max.reshape(-1, 3)
-        views.chunk_min.copy_(padded_min[:-1])
-        views.chunk_max.copy_(padded_max[:-1])
+        target = torch.where(touched, chunk_row, torch.full_like(chunk_row, M * C)).reshape(-1)  # M * C: the sink
+        views.chunk_min[target] = box_min.reshape(-1, 3)
+        views.chunk_max[target] = box_max.reshape(-1, 3)
 
         # The frame as a reference view (the oldest view of the memory is replaced when all are taken).
         view_slot = (self.next_view[group] + views_before) % V

@@ -77,9 +77,10 @@ class GrownViews:
     Attributes:
         xyz (M * Pm + 1, 3) float32 world points, rgb (M * Pm + 1, 3) uint8, spacing (M * Pm + 1,) float32 sample
         spacing (the last slot is a write sink nothing reads); filled (M,) int32 valid points per memory;
-        chunk_min, chunk_max (M * Cm, 3) float32 chunk bounds; c2w, w2c (M * V + 1, 4, 4), K (M * V + 1, 3, 3) the
-        views' cameras, depth (M * V + 1, H, W) float32 their depth (0 = unknown), valid (M * V + 1,) int32 1 where a
-        view is held; group (N,) int32, view_row (N,) int32 = group * V.
+        chunk_min, chunk_max (M * Cm + 1, 3) float32 chunk bounds (the last row a write sink);
+        c2w, w2c (M * V + 1, 4, 4), K (M * V + 1, 3, 3) the views' cameras, depth (M * V + 1, H, W) float32 their
+        depth (0 = unknown), valid (M * V + 1,) int32 1 where a view is held (the last row a write sink);
+        group (N,) int32, view_row (N,) int32 = group * V.
     """
 
     def __init__(
@@ -102,8 +103,8 @@ class GrownViews:
         self.rgb = torch.zeros(points, 3, dtype=torch.uint8, device=device)
         self.spacing = torch.zeros(points, **f32)
         self.filled = torch.zeros(memories, dtype=torch.int32, device=device)
-        self.chunk_min = torch.zeros(memories * self.chunks_per_memory, 3, **f32)
-        self.chunk_max = torch.zeros(memories * self.chunks_per_memory, 3, **f32)
+        self.chunk_min = torch.zeros(memories * self.chunks_per_memory + 1, 3, **f32)
+        self.chunk_max = torch.zeros(memories * self.chunks_per_memory + 1, 3, **f32)
         self.c2w = torch.eye(4, **f32).repeat(views, 1, 1)
         self.w2c = torch.eye(4, **f32).repeat(views, 1, 1)
         self.K = torch.eye(3, **f32).repeat(views, 1, 1)
@@ -132,9 +133,7 @@ class GrownViews:
     @classmethod
     def empty(cls, num_envs: int, device: torch.device) -> GrownViews:
         """No memory: one memory without chunks or views, that no env reads."""
-        out = cls(1, 0, 0, 1, 1, num_envs, device)
-        out.chunks_per_memory = out.wp_points[-1] = 0
-        return out
+        return cls(1, 0, 0, 1, 1, num_envs, device)
 
     @property
     def num_points(self) -> int:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from worldfm_env.geometry import intrinsics_from_fov
-from worldfm_env.memory import MEMORY_MODES, GrowingMemory
+from worldfm_env.memory import GrowingMemory, check_memory_mode
 from worldfm_env.render.anchor_config import AnchorConfig
 from worldfm_env.render.splat import AnchorRender, Occluders, PointSplatter, ReferenceSelector
 from worldfm_env.renderers.anchor import AnchorRenderer
@@ -104,13 +104,7 @@ class ObservationPipeline:
         memory_capacity: int = 65536,
         **backend_options,
     ) -> None:
-        if memory not in MEMORY_MODES:
-            raise ValueError(f"memory={memory!r} is not valid; choose one of {list(MEMORY_MODES)}")
-        if memory == "grow" and renderer == "anchor":
-            raise ValueError(
-                "memory='grow' writes generated pixels back into the memory, but renderer='anchor' generates none "
-                "(its empty pixels are black); use renderer='worldfm' (or 'oracle', ground truth written back)"
-            )
+        check_memory_mode(memory, renderer)
         self.pool = pool
         self.device = pool.device
         self.num_envs, self.height, self.width = num_envs, height, width

@@ -67,6 +67,10 @@ GOAL_MARGIN_FROM_SEEN = 0.5
 # --------------------------------------------------------------------------------------------------
 
 
+MAX_GRID_CELLS = 2**26
+"""Most cells of a navigation grid built from points (a larger one means absurd coordinates or scale)."""
+
+
 def estimate_floor_y(xyz: torch.Tensor, top_fraction: float = 0.3, bin_size: float = 0.02) -> float:
     """World y of the floor: the densest horizontal layer among the lowest points.
 
@@ -95,11 +99,10 @@ def estimate_floor_y(xyz: torch.Tensor, top_fraction: float = 0.3, bin_size: flo
     lo, hi = float(top.min()), float(top.max())
     if hi - lo < bin_size:
         return float(top.mean())
-    bins = int(math.ceil((hi - lo) / bin_size)) + 1
-    idx = ((top - lo) / bin_size).long().clamp(0, bins - 1)
-    counts = torch.bincount(idx, minlength=bins)
-    best = int(counts.argmax())
-    return float(top[idx == best].mean())
+    # Bins kept sparse (only the occupied ones): a cloud with absurd coordinates (a corrupted file) must not ask for
+    # a dense histogram of 10**30 bins. Ties go to the lowest bin.
+    _, inverse, counts = torch.unique(torch.floor((top - lo) / bin_size), return_inverse=True, return_counts=True)
+    return float(top[inverse == counts.argmax()].mean())
 
 
 def _erode(free: torch.Tensor, radius: float, cell_size: float) -> torch.Tensor:
@@ -193,6 +196,12 @@ def navigation_grid_from_points(
     x0, z0 = float(lo[0]), float(lo[1])
     gx = int(math.floor((float(hi[0]) - x0) / cell_size)) + 1
     gz = int(math.floor((float(hi[1]) - z0) / cell_size)) + 1
+    if gx * gz > MAX_GRID_CELLS:
+        raise ValueError(
+            f"xyz: the points span {float(hi[0]) - x0:.3g} x {float(hi[1]) - z0:.3g} scene units in x and z, a "
+            f"{gz} x {gx} navigation grid at cell_size={cell_size}; at most {MAX_GRID_CELLS} cells are supported "
+            "(check the file's coordinates and scale, or pass a larger cell_size)"
+        )
     col = ((xz[:, 0] - x0) / cell_size).floor().long().clamp(0, gx - 1)
     row = ((xz[:, 1] - z0) / cell_size).floor().long().clamp(0, gz - 1)
     flat = row * gx + col  # (P,)

@@ -444,14 +444,7 @@ class Session:
         env, cfg = self.env, self.env.config
         options: dict[str, Any] = {}
         if renderer == "worldfm":
-            options = dict(
-                weights=self.weights,
-                sampler_steps=cfg.sampler_steps,
-                teacher_steps=cfg.teacher_steps,
-                vae=cfg.vae,
-                model_dtype=cfg.model_dtype,
-                noise=cfg.noise,
-            )
+            options = {**cfg.model_options, "weights": self.weights}
         try:
             if renderer == "oracle" and not env.pool.has_meshes:
                 raise ValueError("these scenes have no ground-truth mesh (the oracle renders procedural scenes)")
