@@ -52,11 +52,12 @@ Metrics (uint8 frames; ``psnr`` and ``ssim`` from ``benchmarks/fidelity.py``: PS
   detail, a blur scores lower, invented noise higher; a frame-level value (:func:`sharpness_ratio`) is used in
   the tests.
 * ``depth_absrel``: per frame the mean of ``|d - d_true| / d_true`` over uncaptured pixels with a true depth, then
-  the mean over frames. No shipped model predicts depth, so the fills and the models are all given the depth the
-  growing memory lifts their pixels with (``depth_source="filled anchor"``): the anchor's depth, holes filled from
-  the nearest covered pixel, never beyond the floor plane, a 3 m backdrop where the anchor is empty
-  (:func:`filled_anchor_depth`; the rule of ``GrowingMemory.write``). The raw anchor has no depth there (NaN), the
-  oracle its own ray-cast depth (0).
+  the mean over frames. An RGB-D model (``depth_head``) is scored with its own depth, the env's depth observation
+  (``depth_source="model"``: the anchor's depth where a point landed, the model's elsewhere). The fills and RGB models
+  are given the depth the growing memory lifts their pixels with (``depth_source="filled anchor"``): the anchor's
+  depth, holes filled from the nearest covered pixel, never beyond the floor plane, a 3 m backdrop where the anchor is
+  empty (:func:`filled_anchor_depth`; the rule of ``GrowingMemory.write`` for frames without a depth). The raw
+  anchor has no depth there (NaN), the oracle its own ray-cast depth (0).
 * ``below_nearest_fill``: the share of frames whose PSNR is below the nearest fill's PSNR on the same frame.
 * ``uncaptured_fraction``: mean share of uncaptured pixels; ``empty_anchor_fraction``: share of frames whose anchor
   covers no pixel at all (the fills return them black); ``ms_per_frame``: render time of the method's env (the
@@ -66,7 +67,8 @@ Rows: per capture and subset: ``all`` frames, each policy's, and ``close`` = fra
 of the 2x2 central pixels) is below 0.6 m, whichever policy produced them.
 
 :func:`shipping_verdict` encodes the frame-fidelity rule of the RGB-D frame-model issue, fixed before the next model's
-figures exist; the script prints it for the default model as the candidate against the earlier shipped one.
+figures exist. ``--candidate WEIGHTS`` (a checkpoint path or a shipped name) adds a model and judges it against the
+default shipped one; without it the script judges the default model against the earlier shipped one.
 
 Writes ``rollout_fidelity.csv``, ``rollout_fidelity.png`` (bars), ``rollout_fidelity_samples.png`` (anchor | nearest
 fill | each model | oracle for a few frames, close-range ones included) and ``verdict.csv`` to
@@ -425,9 +427,11 @@ def _render(args, capture: str, states: dict[str, torch.Tensor], renderer: str, 
             out["anchor_depth"].append(frame.anchor.depth.float().cpu().clone())
             out["mask"].append(frame.anchor.mask.cpu().clone())
     K = env.K[0].cpu() if env.K.ndim == 3 else env.K.cpu()
+    frame_model = getattr(env.pipeline.backend, "frame_model", None)
     env.close()
     result = {k: torch.stack(v, dim=1) for k, v in out.items() if v}
     result["K"] = K
+    result["model_depth"] = frame_model is not None and frame_model.has_depth
     result["ms_per_frame"] = 1000.0 * seconds / (E * T)
     return result
 
@@ -483,6 +487,8 @@ def evaluate_capture(args, capture: str, methods: list[str], verbose: bool = Tru
     frames = {"anchor": anchor_rgb}
     timing = {"anchor": anchor["ms_per_frame"], "oracle": oracle["ms_per_frame"]}
     depths = {"anchor": None}
+    depth_source = {"anchor": "none", "oracle": "ray cast"}
+    weights_of = getattr(args, "weights_of", {})
     for m in methods:
         if m == "nearest_fill":
             t0 = time.perf_counter()
@@ -494,15 +500,17 @@ def evaluate_capture(args, capture: str, methods: list[str], verbose: bool = Tru
             timing[m] = anchor["ms_per_frame"] + 1000 * (time.perf_counter() - t0) / truth.shape[0]
         elif m != "anchor":
             t0 = time.perf_counter()
-            rendered = _render(args, capture, states, "worldfm", weights=m)
+            rendered = _render(args, capture, states, "worldfm", weights=weights_of.get(m, m))
             frames[m] = rendered["rgb"].flatten(0, 1)
+            if rendered["model_depth"]:  # an RGB-D model: the env's depth is the model's in the anchor's holes
+                depths[m], depth_source[m] = rendered["depth"].flatten(0, 1), "model"
             timing[m] = rendered["ms_per_frame"]
             if not torch.equal(rendered["mask"].flatten(0, 1), captured):
                 raise RuntimeError(f"method {m!r}: its env's anchor mask differs from the anchor env's")
             if verbose:
                 print(f"[{capture}] rendered {m} in {time.perf_counter() - t0:.1f} s", flush=True)
-        if m != "anchor":
-            depths[m] = filled_depth
+        if m != "anchor" and m not in depths:
+            depths[m], depth_source[m] = filled_depth, "filled anchor"
     frames["oracle"], depths["oracle"], order = truth, true_depth, [*methods, "oracle"]
     if "anchor" not in order:
         order.insert(0, "anchor")
@@ -530,7 +538,7 @@ def evaluate_capture(args, capture: str, methods: list[str], verbose: bool = Tru
             e_true = float(mt["e_true"][sel].sum())
             row["sharpness"] = float(mt["e_pred"][sel].sum()) / e_true if e_true > 0 else float("nan")
             row["depth_absrel"] = _stats(absrel[m][sel])[0] if absrel[m] is not None else float("nan")
-            row["depth_source"] = {"anchor": "none", "oracle": "ray cast"}.get(m, "filled anchor")
+            row["depth_source"] = depth_source[m]
             row["below_nearest_fill"] = (
                 float((mt["psnr"][sel] < fill_psnr[sel]).double().mean())
                 if fill_psnr is not None and int(sel.sum()) > 0
@@ -664,6 +672,14 @@ def run(args, verbose: bool = True) -> tuple[list[dict], dict[str, dict] | None]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     models = model_methods(args.resolution)
+    args.weights_of = {}
+    if getattr(args, "candidate", None):
+        from worldfm_env.model.weights import resolve_weights
+
+        label = resolve_weights(args.candidate).stem
+        if label not in models:
+            args.weights_of[label] = str(resolve_weights(args.candidate))
+        models = [label, *[m for m in models if m != label]]  # first: the verdict's candidate
     methods = list(args.methods) if args.methods else [*BASELINES, *models]
     valid = [*BASELINES, *models]
     bad = [m for m in methods if m not in valid]
@@ -743,6 +759,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--policies", nargs="+", default=list(POLICIES), help="policies (default: all three)")
     parser.add_argument(
         "--methods", nargs="+", default=None, help="methods besides the oracle (default: the fills and every model)"
+    )
+    parser.add_argument(
+        "--candidate",
+        default=None,
+        help="a frame model to judge against the default shipped one (checkpoint path or shipped name); it joins the "
+        "methods and the verdict compares it with the default (without it: the default against the earlier model)",
     )
     parser.add_argument("--resolution", type=int, default=64, help="frame size (default: %(default)s)")
     parser.add_argument("--device", default="cpu", help="device (default: %(default)s)")

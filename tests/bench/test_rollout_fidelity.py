@@ -201,3 +201,30 @@ def test_tiny_run_writes_the_csv(tmp_path, capsys):
 def test_bad_method_names_the_valid_ones(tmp_path):
     with pytest.raises(ValueError, match=r"methods \['bogus'\] are not valid; valid: \['anchor'"):
         rollout_fidelity.main(["--methods", "bogus", "--out", str(tmp_path)])
+
+
+def test_candidate_rgbd_model_is_scored_with_its_own_depth(tmp_path, capsys):
+    """--candidate: a checkpoint path joins the methods under its file's stem, an RGB-D model is scored with its own
+    depth, and the verdict compares it with the default shipped model."""
+    from worldfm_env.model import load_checkpoint, save_checkpoint
+    from worldfm_env.model.weights import default_weights_path
+    from worldfm_env.training.stages import extend_model
+
+    default = default_weights_path(64, 64)
+    rgbd = extend_model(load_checkpoint(None, default), {"depth_head": True})
+    path = tmp_path / "rgbd-candidate.safetensors"
+    save_checkpoint(rgbd, path)
+    argv = ["--scenes", "1", "--episodes", "1", "--frames", "2", "--captures", "full", "panorama", "--samples", "2"]
+    argv += ["--methods", "nearest_fill", "rgbd-candidate", default.stem, "--candidate", str(path)]
+    rows = rollout_fidelity.main([*argv, "--out", str(tmp_path / "out")])
+    by = {(r["capture"], r["method"]): r for r in rows if r["subset"] == "all"}
+    assert by[("full", "rgbd-candidate")]["depth_source"] == "model"
+    assert by[("full", default.stem)]["depth_source"] == "filled anchor"
+    for capture in ("full", "panorama"):
+        absrel = by[(capture, "rgbd-candidate")]["depth_absrel"]
+        assert math.isnan(absrel) or 0.0 <= absrel < 10.0
+    # The added head starts from the anchor's depth (pull-push filled), not the nearest fill: other values.
+    assert by[("panorama", "rgbd-candidate")]["depth_absrel"] != by[("panorama", default.stem)]["depth_absrel"]
+    with open(tmp_path / "out" / "verdict.csv") as f:
+        assert {r["criterion"] for r in csv.DictReader(f)} >= {"p5_vs_shipped", "panorama_depth_absrel", "ship"}
+    assert "Shipping verdict: candidate rgbd-candidate against shipped " + default.stem in capsys.readouterr().out

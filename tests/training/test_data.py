@@ -1,5 +1,7 @@
 """Multi-view clip generator for frame-model training."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -63,3 +65,169 @@ def test_auto_splats_cover_more_of_the_target_with_the_right_surface(generator):
     m = wide.anchor_mask
     same = m & ((wide.anchor_depth - wide.target_depth).abs() < 0.05 * wide.target_depth.clamp_min(1e-6))
     assert float(same.sum() / m.sum()) > 0.8
+
+
+# --- Sparse captures and close-range targets (opt-in kinds of clip) ----------------------------------------------
+
+FIELDS = (
+    "anchor_rgb",
+    "anchor_depth",
+    "anchor_mask",
+    "reference_rgb",
+    "reference_slot",
+    "target_rgb",
+    "target_depth",
+    "target_c2w",
+    "reference_c2w",
+    "K",
+    "scene_seed",
+    "target_close",
+)
+
+
+def _yaw_pitch(c2w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Yaw and pitch (radians) of poses (..., 4, 4): forward = (-sin yaw cos pitch, -sin pitch, cos yaw cos pitch)."""
+    f = c2w[..., :3, 2]
+    return torch.atan2(-f[..., 0], f[..., 2]), torch.asin((-f[..., 1]).clamp(-1, 1))
+
+
+def _centre_block(depth: torch.Tensor) -> torch.Tensor:
+    """The central 2x2 pixels (..., 4) of even-sized depth maps (..., H, W) (benchmarks/rollout_fidelity.py's)."""
+    H, W = depth.shape[-2:]
+    return depth[..., H // 2 - 1 : H // 2 + 1, W // 2 - 1 : W // 2 + 1].flatten(-2)
+
+
+def test_default_clips_unchanged(generator):
+    # The new fields at their defaults give the same clips, bit for bit, as a config that omits them ...
+    explicit = ClipGenerator(
+        generator.scenes,
+        ClipConfig(resolution=(32, 32), sparse_fraction=0.0, close_fraction=0.0, close_range=(0.2, 0.6)),
+    )
+    a, b = generator.batch(3, seed=1, start_index=2), explicit.batch(3, seed=1, start_index=2)
+    for key in FIELDS:
+        assert torch.equal(getattr(a, key), getattr(b, key)), key
+    assert a.target_close.shape == (3, generator.config.targets) and not bool(a.target_close.any())
+    # ... and as the code before they existed: per-clip sums of the poses and means of the ground truth, recorded
+    # from it (tolerances far below any change of pose or view, above other CPUs' last-bit arithmetic).
+    pose_sums = a.target_c2w[..., :3, :].abs().sum(dim=(1, 2, 3))
+    torch.testing.assert_close(pose_sums, torch.tensor([199.5804, 216.1874, 228.8281]), atol=2e-3, rtol=0)
+    reference_sums = a.reference_c2w[..., :3, :].abs().sum(dim=(1, 2, 3))
+    torch.testing.assert_close(reference_sums, torch.tensor([66.8182, 71.2429, 76.02]), atol=2e-3, rtol=0)
+    rgb_means = a.target_rgb.float().mean(dim=(1, 2, 3, 4))
+    torch.testing.assert_close(rgb_means, torch.tensor([139.279, 122.691, 124.536]), atol=0.05, rtol=0)
+    depth_means = a.target_depth.float().mean(dim=(1, 2, 3))
+    torch.testing.assert_close(depth_means, torch.tensor([2.06, 1.7544, 2.2651]), atol=2e-3, rtol=0)
+    assert a.scene_seed.tolist() == [0, 0, 0]
+
+
+def test_sparse_clips_capture_one_spot_and_targets_walk_away(generator):
+    cfg = generator.config
+    R, T = cfg.references, cfg.targets
+    sparse_gen = ClipGenerator(generator.scenes, ClipConfig(resolution=(32, 32), sparse_fraction=1.0))
+    dense, sparse = generator.batch(6, seed=2), sparse_gen.batch(6, seed=2)
+    for key in FIELDS:
+        assert getattr(sparse, key).shape == getattr(dense, key).shape, key
+    # All references at the walk's first position (the default clips' first reference), level, headings 360/R apart.
+    position = sparse.reference_c2w[:, :, :3, 3]
+    assert torch.equal(position, position[:, :1].expand_as(position))
+    assert torch.equal(position[:, 0], dense.reference_c2w[:, 0, :3, 3])
+    yaw, pitch = _yaw_pitch(sparse.reference_c2w)
+    assert float(pitch.abs().max()) < 1e-5
+    gaps = torch.sort(torch.remainder(yaw, 2 * math.pi), dim=1).values.diff(dim=1)
+    assert torch.allclose(gaps, torch.full_like(gaps, 2 * math.pi / R), atol=1e-4)
+    assert len({round(float(y), 3) for y in torch.remainder(yaw[:, 0], 2 * math.pi / R)}) > 1  # drawn offsets
+    # The targets are the walk's poses 1..T: with 16 views and 4 references (at 0, 5, 10, 15), poses 1-4 are the
+    # default clip's first 4 targets and pose 5 its second reference.
+    assert T == 12 and torch.equal(sparse.target_c2w[:, :4], dense.target_c2w[:, :4])
+    assert torch.equal(sparse.target_c2w[:, 4], dense.reference_c2w[:, 1])
+    assert not bool(sparse.target_close.any())
+    # The point: the anchor shows less of the targets.
+    dense_cover, sparse_cover = float(dense.anchor_mask.float().mean()), float(sparse.anchor_mask.float().mean())
+    assert sparse_cover < 0.75 * dense_cover, (sparse_cover, dense_cover)
+    # A fraction picks clips: some clips sparse, some not.
+    half = ClipGenerator(generator.scenes, ClipConfig(resolution=(32, 32), sparse_fraction=0.5)).batch(16, seed=2)
+    ref = half.reference_c2w[:, :, :3, 3]
+    n_sparse = int((ref == ref[:, :1]).all(dim=2).all(dim=1).sum())
+    assert 3 <= n_sparse <= 13, n_sparse
+
+
+def test_close_range_targets_end_in_front_of_a_surface(generator):
+    lo, hi = 0.2, 0.6
+    # 64x64 pixels, 90 degrees: focal 32 px, so a pixel spans depth / 32 (2 cm at 0.6 m). The central 2x2 pixels lie
+    # half a pixel off the axis the move aims along, so on a surface inclined by theta to the view their depth
+    # differs from the axis depth by up to r tan(theta) / 64: 0.03 m holds up to 70 degrees at r = 0.6 m.
+    tol = 0.03
+    far = ClipGenerator(generator.scenes, ClipConfig(resolution=(64, 64)))
+    close = ClipGenerator(generator.scenes, ClipConfig(resolution=(64, 64), close_fraction=1.0, close_range=(lo, hi)))
+    a, b = far.batch(4, seed=4), close.batch(4, seed=4)
+    assert bool(b.target_close.all()) and not bool(a.target_close.any())
+    # Same clips; each target keeps its rotation (pitch jitter included) and moves forward horizontally only.
+    assert torch.equal(a.target_c2w[..., :3, :3], b.target_c2w[..., :3, :3])
+    yaw, pitch = _yaw_pitch(b.target_c2w)
+    move = b.target_c2w[..., :3, 3] - a.target_c2w[..., :3, 3]
+    ahead = torch.stack([-torch.sin(yaw), torch.zeros_like(yaw), torch.cos(yaw)], dim=-1)
+    step = (move * ahead).sum(-1)
+    assert float((move - step[..., None] * ahead).abs().max()) < 1e-4 and float(step.min()) >= 0
+    moved = step > 1e-4
+    assert float(moved.float().mean()) > 0.9  # the rest were already nearer than their distance, or faced nothing
+    # Moved targets see the surface ahead at their drawn distance (horizontal distance: depth * cos(pitch) on the
+    # walls). The nearest of the central 2x2 pixels always; their mean too unless a silhouette edge runs between
+    # them (the ray the move aimed along grazed an object's side: a close view all the same).
+    block = _centre_block(b.target_depth) * torch.cos(pitch)[..., None]
+    nearest = block.min(dim=-1).values[moved]
+    assert float(nearest.min()) > lo - tol and float(nearest.max()) < hi + tol, (nearest.min(), nearest.max())
+    mean = block.mean(dim=-1)[moved]
+    inside = (mean > lo - tol) & (mean < hi + tol)
+    one_surface = (block.max(dim=-1).values - block.min(dim=-1).values)[moved] < tol
+    assert bool(inside[one_surface].all()) and float(inside.float().mean()) > 0.9
+    # Targets that stayed were already within range (or their centre ray hit nothing): no target is left far away.
+    stayed = _centre_block(a.target_depth)[~moved].min(dim=-1).values
+    assert bool(((stayed < hi + tol) | (stayed == 0)).all())
+    # A fraction marks about that share of the targets (96 draws at 0.3: mean 28.8, sd 4.5) and moves only them.
+    part = ClipGenerator(generator.scenes, ClipConfig(resolution=(32, 32), close_fraction=0.3)).batch(8, seed=4)
+    base = generator.batch(8, seed=4)
+    n = int(part.target_close.sum())
+    assert 15 <= n <= 43, n
+    same = (part.target_c2w == base.target_c2w).flatten(2).all(dim=-1)
+    assert bool(same[~part.target_close].all()) and not bool(same[part.target_close].all())
+
+
+def test_sparse_and_close_clips_deterministic(generator):
+    cfg = ClipConfig(resolution=(32, 32), sparse_fraction=0.5, close_fraction=0.5)
+    gen = ClipGenerator(generator.scenes, cfg)
+    a, b = gen.batch(4, seed=9, start_index=3), gen.batch(4, seed=9, start_index=3)
+    for key in FIELDS:
+        assert torch.equal(getattr(a, key), getattr(b, key)), key
+    # A clip does not depend on the batch it is generated in; another seed gives other clips.
+    single = gen.batch(1, seed=9, start_index=5)
+    for key in ("target_c2w", "reference_c2w", "target_rgb", "target_close"):
+        assert torch.equal(getattr(single, key)[0], getattr(a, key)[2]), key
+    assert not torch.equal(gen.batch(4, seed=10, start_index=3).target_close, a.target_close)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"sparse_fraction": 1.5}, "sparse_fraction"),
+        ({"sparse_fraction": -0.1}, "sparse_fraction"),
+        ({"sparse_fraction": float("nan")}, "sparse_fraction"),
+        ({"sparse_fraction": "0.5"}, "sparse_fraction"),
+        ({"sparse_fraction": True}, "sparse_fraction"),
+        ({"close_fraction": 2.0}, "close_fraction"),
+        ({"close_fraction": None}, "close_fraction"),
+        ({"close_range": (0.0, 0.5)}, "close_range"),
+        ({"close_range": (0.6, 0.2)}, "close_range"),
+        ({"close_range": (0.2,)}, "close_range"),
+        ({"close_range": (0.2, float("inf"))}, "close_range"),
+        ({"close_range": "near"}, "close_range"),
+    ],
+)
+def test_sparse_and_close_config_validation(kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        ClipConfig(**kwargs)
+
+
+def test_sparse_and_close_config_values():
+    cfg = ClipConfig(sparse_fraction=1, close_fraction=np.float32(0.25), close_range=[0.3, 0.3])
+    assert cfg.sparse_fraction == 1.0 and type(cfg.sparse_fraction) is float
+    assert cfg.close_fraction == 0.25 and cfg.close_range == (0.3, 0.3) and type(cfg.close_range[0]) is float

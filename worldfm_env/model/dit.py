@@ -438,9 +438,15 @@ class PixelRefiner(nn.Module):
     convolution starts at zero, so a refiner added to a trained model starts as a no-op, and so does the depth
     input (its own zero-initialised convolution), so a depth refiner can start from an RGB one. Three 2x
     downsamplings: panel sides must be multiples of 8.
+
+    With ``depth_head`` (needs ``with_depth``) a second zero-initialised output convolution predicts the frame's
+    depth from the same full-resolution features: a correction to the anchor's relative log depth (the depth
+    feature), so an added head starts by predicting the anchor's depth with its holes pull-push filled.
     """
 
-    def __init__(self, in_channels: int, channels: int, hidden_size: int, with_depth: bool = False) -> None:
+    def __init__(
+        self, in_channels: int, channels: int, hidden_size: int, with_depth: bool = False, depth_head: bool = False
+    ) -> None:
         super().__init__()
         c = channels
         self.inp = nn.Conv2d(5 * in_channels + 1, c, 3, padding=1)
@@ -460,6 +466,9 @@ class PixelRefiner(nn.Module):
         self.up1 = nn.ConvTranspose2d(2 * c, c, 4, stride=2, padding=1)
         self.dec1 = _ResBlock(c)
         self.out = nn.Conv2d(c, in_channels, 3, padding=1)
+        if depth_head and not with_depth:
+            raise ValueError("depth_head=True needs with_depth=True (the head corrects the anchor's depth feature)")
+        self.depth_out = nn.Conv2d(c, 1, 3, padding=1) if depth_head else None
 
     def forward(
         self,
@@ -470,10 +479,13 @@ class PixelRefiner(nn.Module):
         t: torch.Tensor,
         anchor_depth: torch.Tensor | None = None,
         prepared: dict | None = None,
-    ) -> torch.Tensor:
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """All images (B, C, H, W) in the model dtype, ``t`` (B, D) the timestep embedding, ``anchor_depth`` (B, H, W)
-        (read only ``with_depth``); returns the correction. ``prepared``: :meth:`prepare` of this anchor, computed
-        once per frame by the caller (a sampler calls the model once per step); computed here when None."""
+        (read only ``with_depth``). Returns ``(correction, depth)``: the correction (B, C, H, W) added to the
+        prediction, and with ``depth_head`` the predicted relative log depth (B, 1, H, W) (the depth feature plus
+        the head's correction; :meth:`absolute_depth` turns it into depth), else None. ``prepared``: :meth:`prepare`
+        of this anchor, computed once per frame by the caller (a sampler calls the model once per step); computed
+        here when None."""
         if prepared is None:
             prepared = self.prepare(anchor, anchor_depth)
         covered, filled = prepared["covered"], prepared["filled"]
@@ -489,7 +501,16 @@ class PixelRefiner(nn.Module):
         u = self.dec3(self.up3(self.mid(self.down3(h3))) + h3)
         u = self.dec2(self.up2(u) + h2)
         u = self.dec1(self.up1(u) + h1)
-        return self.out(u)
+        if self.depth_out is None:
+            return self.out(u), None
+        depth = prepared["depth_feature"].to(u.dtype) + self.depth_out(u)
+        return self.out(u), depth
+
+    @staticmethod
+    def absolute_depth(relative_log_depth: torch.Tensor, log_depth_mean: torch.Tensor) -> torch.Tensor:
+        """Depth (B, H, W) float32 from the head's relative log depth (B, 1, H, W) and the anchor's mean log depth
+        (B,) (``prepare()["log_depth_mean"]``): ``exp(relative + mean)``, in the anchor depth's unit."""
+        return (relative_log_depth[:, 0].float() + log_depth_mean.float()[:, None, None]).exp()
 
     @torch.no_grad()
     def prepare(self, anchor: torch.Tensor, anchor_depth: torch.Tensor | None = None) -> dict:
@@ -503,13 +524,18 @@ class PixelRefiner(nn.Module):
         filled = pull_push_fill(anchor.float().permute(0, 2, 3, 1), covered).permute(0, 3, 1, 2)
         prepared = {"covered": covered, "filled": filled}
         if self.depth_in is not None:
-            prepared["depth_feature"] = self.depth_feature(anchor_depth, covered)
+            prepared["depth_feature"], prepared["log_depth_mean"] = self.depth_feature(
+                anchor_depth, covered, return_mean=True
+            )
         return prepared
 
     @staticmethod
     @torch.no_grad()
-    def depth_feature(anchor_depth: torch.Tensor, covered: torch.Tensor) -> torch.Tensor:
+    def depth_feature(
+        anchor_depth: torch.Tensor, covered: torch.Tensor, return_mean: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """(B, 1, H, W) float32: log depth relative to the image's mean over covered pixels, holes pull-push filled.
+        With ``return_mean`` also that mean log depth (B,) (0 for an image without valid depth).
 
         Depth counts where the pixel is ``covered`` and the depth is finite and positive. Subtracting the mean log
         depth makes the feature independent of the scene's unit (imported scenes keep their own scale); local
@@ -522,7 +548,8 @@ class PixelRefiner(nn.Module):
         log_depth = torch.where(valid, depth.clamp_min(1e-6).log(), torch.zeros_like(depth))
         mean = log_depth.sum((1, 2)) / valid.sum((1, 2)).clamp_min(1)  # (B,)
         relative = torch.where(valid, log_depth - mean[:, None, None], torch.zeros_like(depth))
-        return pull_push_fill(relative[..., None], valid).permute(0, 3, 1, 2)
+        feature = pull_push_fill(relative[..., None], valid).permute(0, 3, 1, 2)
+        return (feature, mean) if return_mean else feature
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -569,6 +596,7 @@ class DiTConfig:
     target: str = "image"
     refiner_channels: int = 0
     refiner_depth: bool = False
+    depth_head: bool = False
     description: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
@@ -612,6 +640,13 @@ class DiTConfig:
             raise ValueError(f"refiner_depth must be True or False, got {self.refiner_depth!r}")
         if self.refiner_depth and not rc:
             raise ValueError("refiner_depth=True needs a refiner: set refiner_channels to a positive multiple of 8")
+        if not isinstance(self.depth_head, bool):
+            raise ValueError(f"depth_head must be True or False, got {self.depth_head!r}")
+        if self.depth_head and not self.refiner_depth:
+            raise ValueError(
+                "depth_head=True needs a refiner that reads the anchor depth: set refiner_channels > 0 and "
+                "refiner_depth=True"
+            )
         if rc and self.in_channels != 3:
             raise ValueError(
                 f"refiner_channels={rc} needs a pixel-space model (in_channels=3, got {self.in_channels}): the "
@@ -627,8 +662,15 @@ class DiTConfig:
 
     @property
     def out_channels(self) -> int:
-        """Output channels: 2 * in_channels with a learned variance (first half = the prediction), else in_channels."""
+        """Output channels of the transformer: 2 * in_channels with a learned variance (first half = the
+        prediction), else in_channels."""
         return 2 * self.in_channels if self.learn_sigma else self.in_channels
+
+    @property
+    def output_channels(self) -> int:
+        """Channels of the model's output: :attr:`out_channels`, plus one trailing depth channel with
+        ``depth_head``."""
+        return self.out_channels + int(self.depth_head)
 
     def to_dict(self) -> dict:
         """Plain dict (JSON-serialisable)."""
@@ -666,7 +708,7 @@ class WorldFMDiT(nn.Module):
         else:
             self.plucker_proj = None
         self.refiner = (
-            PixelRefiner(c.in_channels, c.refiner_channels, D, with_depth=c.refiner_depth)
+            PixelRefiner(c.in_channels, c.refiner_channels, D, with_depth=c.refiner_depth, depth_head=c.depth_head)
             if c.refiner_channels
             else None
         )
@@ -716,9 +758,10 @@ class WorldFMDiT(nn.Module):
         if self.refiner is not None:
             nn.init.zeros_(self.refiner.out.weight)
             nn.init.zeros_(self.refiner.out.bias)
-            if self.refiner.depth_in is not None:
-                nn.init.zeros_(self.refiner.depth_in.weight)
-                nn.init.zeros_(self.refiner.depth_in.bias)
+            for conv in (self.refiner.depth_in, self.refiner.depth_out):
+                if conv is not None:
+                    nn.init.zeros_(conv.weight)
+                    nn.init.zeros_(conv.bias)
 
     # -- helpers -------------------------------------------------------------------------------------------------------
     def pos_embed(self, grid_h: int, grid_w: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -815,8 +858,9 @@ class WorldFMDiT(nn.Module):
                 per frame by samplers that call the model several times; derived here when None.
 
         Returns:
-            (B, out_channels, H, W); with ``learn_sigma`` the first ``in_channels`` are the prediction and the rest
-            the variance interpolation the samplers drop.
+            (B, output_channels, H, W); with ``learn_sigma`` the first ``in_channels`` are the prediction and the next
+            ``in_channels`` the variance interpolation the samplers drop; with ``depth_head`` a last channel holds the
+            predicted relative log depth (:meth:`PixelRefiner.absolute_depth`; the samplers return it on request).
         """
         t_in = self._check_inputs(noisy, timesteps, anchor, reference, cameras, anchor_depth)
         c = self.config
@@ -865,10 +909,13 @@ class WorldFMDiT(nn.Module):
         if self.refiner is not None:
             C = c.in_channels
             pred = out[:, :C]
-            pred = pred + self.refiner(
+            correction, depth = self.refiner(
                 pred, noisy.to(dtype), anchor.to(dtype), reference.to(dtype), t.to(dtype), anchor_depth, refiner_inputs
             )
+            pred = pred + correction
             out = torch.cat([pred, out[:, C:]], dim=1) if c.learn_sigma else pred
+            if depth is not None:
+                out = torch.cat([out, depth.to(out.dtype)], dim=1)
         return out
 
 
@@ -934,6 +981,13 @@ MODEL_CONFIGS["srd"] = dataclasses.replace(
     MODEL_CONFIGS["sr"],
     refiner_depth=True,
     description="pixel-space 64x64 model, patch 8, with a pixel refiner that reads the anchor depth (shipped)",
+)
+
+
+MODEL_CONFIGS["srgbd"] = dataclasses.replace(
+    MODEL_CONFIGS["srd"],
+    depth_head=True,
+    description="pixel-space 64x64 RGB-D model: 'srd' whose refiner also predicts the frame's depth",
 )
 
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from worldfm_env.model.autoencoders import Autoencoder, DiffusersAutoencoderKL, IdentityAutoencoder
 from worldfm_env.model.checkpoint import load_checkpoint, recommended_sampler_steps
-from worldfm_env.model.dit import PanelCameras
+from worldfm_env.model.dit import PanelCameras, PixelRefiner
 from worldfm_env.model.samplers import sample_ddim, sample_distilled
 from worldfm_env.model.targets import clip_scale, from_target, residual_base
 
@@ -214,6 +214,11 @@ class FrameModel:
         return bool(self.config.refiner_depth)
 
     @property
+    def has_depth(self) -> bool:
+        """Whether the network predicts the frame's depth (an RGB-D model, ``DiTConfig.depth_head``)."""
+        return bool(getattr(self.config, "depth_head", False))
+
+    @property
     def residual(self) -> bool:
         """Whether the network generates the residual over the hole-filled anchor (``target="anchor_residual"``)."""
         return self.config.target == "anchor_residual"
@@ -284,12 +289,16 @@ class FrameModel:
         noise_seeds: torch.Tensor | None = None,
         sampler: str | None = None,
         steps: int | None = None,
-    ) -> torch.Tensor:
+        return_depth: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]:
         """x0 in the model's target space (N, C, h, w), model dtype: the distilled sampler for v-prediction models,
         DDIM for eps-prediction ones (``sampler`` ``"distilled"`` / ``"ddim"`` overrides; ``steps`` overrides the
         step count). Noise per row from ``generators`` or ``noise_seeds`` (see :mod:`worldfm_env.model.samplers`).
         Runs without gradients; training samples with gradients through
-        :func:`~worldfm_env.model.samplers.distilled_trajectory`, which shares the distilled loop."""
+        :func:`~worldfm_env.model.samplers.distilled_trajectory`, which shares the distilled loop.
+
+        ``return_depth``: return ``(x0, depth)``, the frame's depth (N, h, w) float32 in the anchor depth's unit
+        from the last distilled step of an RGB-D model (:attr:`has_depth`); None for other models and for DDIM."""
         sampler = sampler or ("ddim" if self.config.prediction == "eps" else "distilled")
         common = dict(
             generators=generators,
@@ -301,7 +310,7 @@ class FrameModel:
         if sampler == "ddim":
             # Multi-step DDIM (x0 clamped to the image range in pixel space).
             clip = clip_scale(self.config.target) if self.autoencoder.downsample == 1 else None
-            return sample_ddim(
+            x0 = sample_ddim(
                 self.forward,
                 cond.anchor,
                 cond.reference,
@@ -310,9 +319,18 @@ class FrameModel:
                 clip_x0=clip,
                 **common,
             )
+            return (x0, None) if return_depth else x0
         if sampler != "distilled":
             raise ValueError(f"sampler must be 'distilled' or 'ddim', got {sampler!r}")
-        return sample_distilled(self.forward, cond.anchor, cond.reference, steps=steps or self.steps, **common)
+        if not return_depth:
+            return sample_distilled(self.forward, cond.anchor, cond.reference, steps=steps or self.steps, **common)
+        x0, relative = sample_distilled(
+            self.forward, cond.anchor, cond.reference, steps=steps or self.steps, return_depth=True, **common
+        )
+        if relative is None or not self.has_depth:
+            return x0, None
+        mean = cond.model_kwargs["refiner_inputs"]["log_depth_mean"]
+        return x0, PixelRefiner.absolute_depth(relative, mean)
 
     @torch.no_grad()
     def decode(self, cond: FrameConditions, x0: torch.Tensor) -> torch.Tensor:
@@ -323,3 +341,10 @@ class FrameModel:
     def generate(self, cond: FrameConditions, **sample_options) -> torch.Tensor:
         """uint8 frames (N, H, W, 3): :meth:`sample` then :meth:`decode`."""
         return model_to_images(self.decode(cond, self.sample(cond, **sample_options)))
+
+    @torch.no_grad()
+    def generate_rgbd(self, cond: FrameConditions, **sample_options) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """uint8 frames (N, H, W, 3) and their depth (N, H, W) float32 from the same sample: the model's own depth
+        for RGB-D models (:attr:`has_depth`, distilled sampler), None for other models."""
+        x0, depth = self.sample(cond, return_depth=True, **sample_options)
+        return model_to_images(self.decode(cond, x0)), depth

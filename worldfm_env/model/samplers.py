@@ -44,6 +44,7 @@ __all__ = [
     "iddpm_linear_schedule",
     "make_generators",
     "split_prediction",
+    "split_depth",
     "predict_x0",
     "v_to_x0",
     "v_to_eps",
@@ -143,12 +144,25 @@ def _randn(
 
 
 def split_prediction(model_out: torch.Tensor, channels: int) -> torch.Tensor:
-    """Keep the prediction channels: the first ``channels`` of a learned-sigma (2C) output, or the whole output."""
-    if model_out.shape[1] == 2 * channels:
-        return model_out[:, :channels]
-    if model_out.shape[1] == channels:
+    """Keep the prediction channels: the first ``channels`` of a learned-sigma (2C) output, or the whole output; a
+    trailing depth channel (C + 1 or 2C + 1 channels, ``DiTConfig.depth_head``) is dropped too."""
+    n = model_out.shape[1]
+    if n == channels:
         return model_out
-    raise ValueError(f"model output has {model_out.shape[1]} channels, expected {channels} or {2 * channels}")
+    if n in (2 * channels, channels + 1, 2 * channels + 1):
+        return model_out[:, :channels]
+    raise ValueError(
+        f"model output has {n} channels, expected {channels} or {2 * channels} (one more with a depth head)"
+    )
+
+
+def split_depth(model_out: torch.Tensor, channels: int) -> torch.Tensor | None:
+    """The trailing depth channel (B, 1, H, W) of a depth-head model's output (C + 1 or 2C + 1 channels for C
+    prediction channels, C > 1), else None."""
+    n = model_out.shape[1]
+    if channels > 1 and n in (channels + 1, 2 * channels + 1):
+        return model_out[:, -1:]
+    return None
 
 
 def v_to_x0(v: torch.Tensor, z_t: torch.Tensor, a: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
@@ -229,12 +243,15 @@ def _model_conditions(cameras, anchor_depth: torch.Tensor | None, model_kwargs: 
     return {**conditions, **(model_kwargs or {})}
 
 
-def _distilled_loop(model, z, anchor, reference, timesteps, coefficients, draw_renoise, conditions, dtype=None):
+def _distilled_loop(
+    model, z, anchor, reference, timesteps, coefficients, draw_renoise, conditions, dtype=None, depths=None
+):
     """The published distilled sampler, once for inference and training: the float32 x0 estimate of every step.
 
     Step k at ``timesteps[k]``: for k > 0 re-noise ``z = a_t x0 + s_t eps`` with ``eps = draw_renoise(k)``, then
     ``x0 = a_t z - s_t out(z, t)`` (:func:`v_to_x0`). ``coefficients(t)`` gives ``(a_t, s_t)``; ``dtype`` casts
     each re-noised ``z`` before the model call (None keeps float32 for autocast). Gradients are the caller's choice.
+    ``depths``: a list that receives each step's depth channel (:func:`split_depth`, None for models without one).
     """
     B, C = z.shape[0], anchor.shape[1]
     x0, estimates = None, []
@@ -244,8 +261,11 @@ def _distilled_loop(model, z, anchor, reference, timesteps, coefficients, draw_r
             z = a * x0 + s * draw_renoise(k).float()
             z = z if dtype is None else z.to(dtype)
         t_vec = torch.full((B,), t, dtype=torch.long, device=z.device)
-        x0 = v_to_x0(split_prediction(model(z, t_vec, anchor, reference, **conditions), C), z, a, s)  # float32
+        out = model(z, t_vec, anchor, reference, **conditions)
+        x0 = v_to_x0(split_prediction(out, C), z, a, s)  # float32
         estimates.append(x0)
+        if depths is not None:
+            depths.append(split_depth(out, C))
     return estimates
 
 
@@ -265,7 +285,8 @@ def sample_distilled(
     noise: torch.Tensor | None = None,
     renoise: Sequence[torch.Tensor] | None = None,
     model_kwargs: dict | None = None,
-) -> torch.Tensor:
+    return_depth: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]:
     """Distilled few-step sampling in the published form; returns x0 latents (B, C, H, W) in the model dtype.
 
     Step 1: ``z ~ N(0, I)`` (in the model dtype), ``x0 = a_999 z - s_999 out(z, 999)``. Each further step at ``t``
@@ -286,6 +307,8 @@ def sample_distilled(
         noise, renoise: explicit initial noise (B, C, H, W) and per-extra-step re-noise tensors (for tests and
             reproducing external runs); they replace the generator or ``noise_seeds`` draws.
         model_kwargs: more keyword arguments of every model call, computed once per frame by the caller.
+        return_depth: return ``(x0, depth)``: the last step's depth channel (B, 1, H, W) float32 of a depth-head
+            model (:func:`split_depth`), None for other models.
     """
     _check_conditions(anchor, reference, generators, noise_seeds)
     if timesteps is None:
@@ -306,6 +329,7 @@ def sample_distilled(
             return renoise[k - 1].to(device)
         return _randn(shape, generators, device, noise_seeds=noise_seeds, stream=k)
 
+    depths = [] if return_depth else None
     estimates = _distilled_loop(
         model,
         noise.to(dtype),
@@ -316,7 +340,10 @@ def sample_distilled(
         draw_renoise,
         _model_conditions(cameras, anchor_depth, model_kwargs),
         dtype,
+        depths,
     )
+    if return_depth:
+        return estimates[-1].to(dtype), None if depths[-1] is None else depths[-1].float()
     return estimates[-1].to(dtype)
 
 
@@ -331,6 +358,7 @@ def distilled_trajectory(
     cameras=None,
     anchor_depth: torch.Tensor | None = None,
     model_kwargs: dict | None = None,
+    depths: list | None = None,
 ) -> list[torch.Tensor]:
     """The published distilled sampler with gradients, for training: the x0 estimate (B, C, H, W) of every step.
 
@@ -338,7 +366,8 @@ def distilled_trajectory(
     ``z = a_t x0 + s_t eps``) with explicit ``noise`` and ``renoise`` (``steps - 1`` tensors), the model run in
     whatever precision the caller's autocast gives, and nothing detached: a loss on the last estimate trains every
     step through the ones before it. The estimates are float32. ``alphas_cumprod`` is the schedule's (1000,) tensor
-    on the model's device. ``anchor_depth`` goes to the model only when given.
+    on the model's device. ``anchor_depth`` goes to the model only when given. ``depths``: a list that receives
+    every step's depth channel (B, 1, H, W) of a depth-head model (None entries for other models), with gradients.
     """
     if steps not in DISTILLED_TIMESTEPS:
         raise ValueError(f"steps must be one of {sorted(DISTILLED_TIMESTEPS)}, got {steps}")
@@ -353,6 +382,7 @@ def distilled_trajectory(
         lambda t: (alphas_cumprod[t].sqrt(), (1.0 - alphas_cumprod[t]).sqrt()),
         lambda k: renoise[k - 1],
         _model_conditions(cameras, anchor_depth, model_kwargs),
+        depths=depths,
     )
 
 

@@ -5,7 +5,8 @@ reference latents are gathered from a per-pool cache encoded once at start-up, a
 per step (1 or 2 distilled steps) over all N envs. Each env's noise comes from the request's per-env seed, either
 through its own ``torch.Generator`` (``noise="generator"``) or as a batched counter-based hash on the device
 (``noise="hash"``: no host sync, no per-env launches), so a fixed seed and pose give the same frame whatever the
-batch.
+batch. An RGB-D model (``DiTConfig.depth_head``) also gives each frame's depth from the same sample: the frame's depth
+is the anchor's where a point landed and the model's elsewhere (other models return the anchor's depth, 0 in holes).
 """
 
 from __future__ import annotations
@@ -100,6 +101,12 @@ class WorldFMRenderer(Renderer):
         self.trained_splat_radius = trained_splat_radius(path)
         self.bank_latents = self._encode_bank()  # (B, C, h, w), once per scene pool
         self.rgb = torch.zeros(num_envs, height, width, 3, dtype=torch.uint8, device=self.device)
+        # RGB-D models: the frame's depth, the anchor's where it has a point and the model's elsewhere.
+        self.depth = (
+            torch.zeros(num_envs, height, width, dtype=torch.float32, device=self.device)
+            if self.frame_model.has_depth
+            else None
+        )
         if noise == "auto":
             noise = "hash" if self.device.type == "cuda" else "generator"
         self.noise = noise
@@ -175,5 +182,10 @@ class WorldFMRenderer(Renderer):
             for generator, seed in zip(self.generators, seeds, strict=True):
                 generator.manual_seed(int(seed))
             generators = self.generators
-        self.rgb.copy_(self.frame_model.generate(cond, generators=generators, noise_seeds=noise_seeds))
-        return RenderOutput(self.rgb, anchor.depth)
+        if self.depth is None:
+            self.rgb.copy_(self.frame_model.generate(cond, generators=generators, noise_seeds=noise_seeds))
+            return RenderOutput(self.rgb, anchor.depth)
+        rgb, depth = self.frame_model.generate_rgbd(cond, generators=generators, noise_seeds=noise_seeds)
+        self.rgb.copy_(rgb)
+        torch.where(anchor.mask, anchor.depth, depth, out=self.depth)
+        return RenderOutput(self.rgb, self.depth)

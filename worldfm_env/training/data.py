@@ -8,7 +8,25 @@ its anchor render (rgb, depth, coverage) is splatted from the clip's cloud with 
 (level of detail and occlusion culling, so the model trains on the anchor it will see), its reference is the
 one the env's depth-consistency vote picks among the clip's references, and its ground truth
 (rgb, depth) is ray cast. All clips of a batch render in one splat launch, one vote and one ray
-cast. Everything is deterministic given the seed (counter-based draws per clip).
+cast (plus one 1-pixel ray cast of the close-range targets, below). Everything is deterministic given the seed
+(counter-based draws per clip).
+
+By default the references are spread along the walk (the first view and others up to the last), so a
+target's anchor usually already shows most of what the target sees. Two opt-in kinds of clip ask the
+model to generate instead (both off by default, which leaves every clip exactly as before):
+
+* *Sparse captures* (``ClipConfig.sparse_fraction``): the share of clips whose references all sit at
+  the walk's first position, like the env's ``capture="panorama"``: ``references`` headings evenly
+  spread over 360 degrees from a drawn offset, at pitch 0 and the camera height. The targets are the
+  walk's poses 1..T (T = views - references), walking out of the captured spot, so they see much
+  that the anchor does not.
+* *Close-range targets* (``ClipConfig.close_fraction``): the share of targets (of every clip) moved
+  up to a surface: each chosen target's camera moves along its horizontal forward direction until the
+  surface its level centre ray hits is a drawn distance (``ClipConfig.close_range``, 0.2-0.6 m by
+  default) ahead, keeping its pitch. ``ClipBatch.target_close`` marks the chosen targets.
+
+Which clips are sparse and which targets are close are counter-based draws of the clip (their own
+streams, so the other draws of a clip are unchanged by them).
 """
 
 from __future__ import annotations
@@ -33,6 +51,10 @@ from worldfm_env.scenes.scene import ReferenceBank, Scene
 
 __all__ = ["ClipConfig", "ClipBatch", "ClipGenerator", "target_anchors"]
 
+#: Draw streams of :func:`~worldfm_env.rng.hash_uniform` per clip (0: the trajectory, 7: the scene).
+_SPARSE_STREAM = 11
+_CLOSE_STREAM = 12
+
 
 def target_anchors(
     pool: ScenePool,
@@ -50,6 +72,11 @@ def target_anchors(
     )
     frame = pipeline.render(scene_index, c2w)
     return frame.anchor, frame.reference_index
+
+
+def _is_real(value) -> bool:
+    """Whether ``value`` is a real number (int, float or a numpy scalar of one; not a bool)."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
 
 
 @dataclass(frozen=True)
@@ -76,6 +103,13 @@ class ClipConfig:
     """2.5-D occlusion culling of the anchor splat (the env's ``occlusion_culling``)."""
     splat_radius: int | str = AnchorConfig.splat_radius
     """Anchor splat half-size (the env's ``splat_radius``): 0 = one pixel per point, as published, or ``"auto"``."""
+    sparse_fraction: float = 0.0
+    """Share of clips (in [0, 1]) that are sparse captures: all references at the walk's first position, spread over
+    360 degrees, and the targets walk away from it (0 = none, the published clips)."""
+    close_fraction: float = 0.0
+    """Share of targets (in [0, 1], 0 = none) moved to close range: ``close_range`` metres before the surface ahead."""
+    close_range: tuple[float, float] = (0.2, 0.6)
+    """(lo, hi) metres, 0 < lo <= hi: a close-range target's distance to the surface ahead is drawn uniformly in it."""
 
     def __post_init__(self) -> None:
         if not (isinstance(self.views, int) and isinstance(self.references, int) and 1 <= self.references < self.views):
@@ -93,6 +127,20 @@ class ClipConfig:
             raise ValueError(
                 f"yaw_jitter_deg and pitch_jitter_deg must be >= 0, got {self.yaw_jitter_deg}, {self.pitch_jitter_deg}"
             )
+        for name in ("sparse_fraction", "close_fraction"):
+            value = getattr(self, name)
+            if not (_is_real(value) and 0.0 <= value <= 1.0):
+                raise ValueError(f"{name} must be a float in [0, 1], got {value!r}")
+            object.__setattr__(self, name, float(value))
+        lohi = self.close_range
+        if not (
+            isinstance(lohi, (tuple, list))
+            and len(lohi) == 2
+            and all(_is_real(v) for v in lohi)
+            and 0.0 < lohi[0] <= lohi[1] < math.inf
+        ):
+            raise ValueError(f"close_range must be two floats (lo, hi) with 0 < lo <= hi (metres), got {lohi!r}")
+        object.__setattr__(self, "close_range", (float(lohi[0]), float(lohi[1])))
 
     @property
     def anchor(self) -> AnchorConfig:
@@ -118,6 +166,13 @@ class ClipBatch:
         target_rgb (B, T, H, W, 3) uint8, target_depth (B, T, H, W) float32: ground truth.
         target_c2w (B, T, 4, 4), reference_c2w (B, R, 4, 4), K (3, 3).
         scene_seed (B,) int64: the procedural seed of each clip's scene.
+        target_close (B, T) bool: the targets drawn for close range (``ClipConfig.close_fraction``; all False when
+            it is 0). Each was moved forward (keeping its heading and pitch) to its drawn distance from the surface
+            its level centre ray hits; one that was already nearer than that distance, or whose level centre ray hit
+            nothing, stayed where it was and is marked all the same.
+
+    A sparse-capture clip (``ClipConfig.sparse_fraction``) has the same shapes: its ``reference_c2w`` are the R
+    panorama poses at the walk's first position and its targets are the walk's poses 1..T.
     """
 
     anchor_rgb: torch.Tensor
@@ -131,6 +186,7 @@ class ClipBatch:
     reference_c2w: torch.Tensor
     K: torch.Tensor
     scene_seed: torch.Tensor
+    target_close: torch.Tensor
 
     def panel_cameras(self) -> PanelCameras:
         """Cameras of the B*T targets (flattened clip-major, as the training batches are) for camera-conditioned
@@ -234,6 +290,59 @@ class ClipGenerator:
         position = torch.stack([points[:, 0], y, points[:, 1]], dim=-1)
         return pose_from_yaw_pitch(position, yaw.float(), pitch.float())
 
+    def _panorama_poses(self, position: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+        """(N, R, 4, 4) poses of N sparse captures: R level views at ``position`` (N, 3), headings 360 / R degrees
+        apart starting at ``offset`` (N,) in [0, 1) of a full turn."""
+        R = self.config.references
+        turn = torch.arange(R, device=self.device, dtype=torch.float32) / R
+        yaw = ((offset[:, None].float() + turn[None, :]) % 1.0) * (2 * math.pi) - math.pi  # (N, R) in [-pi, pi)
+        return pose_from_yaw_pitch(position[:, None, :].expand(-1, R, 3), yaw, torch.zeros_like(yaw))
+
+    def _close_range_poses(
+        self, scene_index: torch.Tensor, c2w: torch.Tensor, chosen: torch.Tensor, distance: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Target poses with the ``chosen`` ones moved to close range.
+
+        Each chosen target is ray cast once (all in one call), level (pitch 0, same position and heading), for the
+        true depth d of the surface on its optical axis, then moved along its horizontal forward direction by
+        ``d - distance`` (its rotation, pitch included, is kept). Where that ray hits nothing (or d is not finite)
+        or d <= ``distance``, the target stays.
+
+        d is the depth of the one ray through the image centre (a 1x1 render with the clip's focal length), the ray
+        the central 2x2 pixels surround, not their mean: where a silhouette edge runs between those pixels (about
+        15% of the targets of the procedural scenes at 64x64) their mean is no surface's depth, and moving by it
+        would pass through the nearer object or stop far from both. On one surface the two agree within the
+        half-pixel offset, and after the move the central 2x2 pixels of the target see the surface at ``distance``.
+        The move is not checked against the navigation grid: the camera may end nearer a wall than the agent's
+        radius lets the agent stand.
+
+        Args:
+            scene_index: (B,) int32 scene of each clip.
+            c2w: (B, T, 4, 4) target poses.
+            chosen: (B, T) bool, the targets to move.
+            distance: (B, T) metres from the surface ahead each chosen target should end at.
+
+        Returns:
+            (c2w (B, T, 4, 4), moved (B, T) bool: the targets that did move).
+        """
+        B, T = chosen.shape
+        idx = torch.nonzero(chosen.flatten()).flatten()
+        flat = c2w.reshape(B * T, 4, 4).clone()
+        forward = flat[idx, :3, 2]  # (-sin yaw cos pitch, -sin pitch, cos yaw cos pitch)
+        yaw = torch.atan2(-forward[:, 0], forward[:, 2])
+        level = pose_from_yaw_pitch(flat[idx, :3, 3], yaw, torch.zeros_like(yaw))
+        axis_K = self.K.clone()
+        axis_K[:2, 2] = 0.5  # the one pixel's centre (0.5, 0.5) is the principal point: its ray is the optical axis
+        _, depth = self.raycaster.render(scene_index.repeat_interleave(T)[idx], level, axis_K, 1, 1)
+        d = depth[:, 0, 0]
+        r = distance.flatten()[idx]
+        go = (d > 0) & torch.isfinite(d) & (d > r)
+        step = torch.where(go, d - r, torch.zeros_like(d))
+        flat[idx, :3, 3] = flat[idx, :3, 3] + step[:, None] * level[:, :3, 2]
+        moved = torch.zeros(B * T, dtype=torch.bool, device=self.device)
+        moved[idx] = go
+        return flat.reshape(B, T, 4, 4), moved.reshape(B, T)
+
     @torch.no_grad()
     def batch(self, batch_size: int, seed: int, start_index: int = 0) -> ClipBatch:
         """Clips ``start_index .. start_index + batch_size - 1`` of the stream seeded by ``seed``."""
@@ -256,6 +365,19 @@ class ClipGenerator:
         si = torch.tensor(scene_ids, dtype=torch.int32, device=self.device)
         ref_c2w = poses[:, ref_slots]  # (B, R, 4, 4)
         tgt_c2w = poses[:, tgt_slots]  # (B, T, 4, 4)
+        # Sparse captures: a panorama of R views at the walk's first position; the targets walk away from it.
+        seeds, counters = torch.full((B,), seed, dtype=torch.long), torch.tensor(list(clip_ids), dtype=torch.long)
+        u = hash_uniform(seeds, counters, 2, stream=_SPARSE_STREAM).to(self.device)  # (B, 2)
+        sparse = u[:, 0] < cfg.sparse_fraction
+        if bool(sparse.any()):
+            ref_c2w[sparse] = self._panorama_poses(poses[sparse, 0, :3, 3], u[sparse, 1])
+            tgt_c2w[sparse] = poses[sparse, 1 : T + 1]
+        # Close range: the chosen targets move up to a drawn distance from the surface ahead.
+        u = hash_uniform(seeds, counters, 2 * T, stream=_CLOSE_STREAM).to(self.device)  # (B, 2T)
+        target_close = u[:, :T] < cfg.close_fraction
+        if bool(target_close.any()):
+            lo, hi = cfg.close_range
+            tgt_c2w, _ = self._close_range_poses(si, tgt_c2w, target_close, lo + (hi - lo) * u[:, T:])
         ref_rgb, ref_depth = self.raycaster.render(si.repeat_interleave(R), ref_c2w.reshape(-1, 4, 4), self.K, H, W)
         tgt_rgb, tgt_depth = self.raycaster.render(si.repeat_interleave(T), tgt_c2w.reshape(-1, 4, 4), self.K, H, W)
         ref_rgb, ref_depth = ref_rgb.reshape(B, R, H, W, 3), ref_depth.reshape(B, R, H, W)
@@ -302,4 +424,5 @@ class ClipGenerator:
             reference_c2w=ref_c2w,
             K=self.K,
             scene_seed=torch.tensor([int(self.scenes[s].info.get("seed", -1)) for s in scene_ids], device=self.device),
+            target_close=target_close,
         )

@@ -41,10 +41,11 @@ from worldfm_env.model import build_model, iddpm_linear_schedule, load_checkpoin
 from worldfm_env.model.checkpoint import SAMPLER_STEPS_METADATA_KEY, SPLAT_RADIUS_METADATA_KEY, read_metadata
 from worldfm_env.model.dit import PanelCameras, WorldFMDiT
 from worldfm_env.model.frame_model import FrameModel, images_to_model
-from worldfm_env.model.samplers import distilled_trajectory
-from worldfm_env.model.targets import residual_base, to_target
+from worldfm_env.model.samplers import distilled_trajectory, split_depth
+from worldfm_env.model.targets import from_target, residual_base, to_target
 from worldfm_env.render.anchor_config import splat_radius_arg
 from worldfm_env.scenes.catalog import resolve_scenes
+from worldfm_env.training.adversarial import PatchDiscriminator, discriminator_loss, generator_loss
 from worldfm_env.training.data import ClipConfig, ClipGenerator
 
 __all__ = [
@@ -53,6 +54,7 @@ __all__ = [
     "autocast_context",
     "condition_batch",
     "extend_model",
+    "log_depth_error",
     "main",
     "resolve_precision",
     "sample_timesteps",
@@ -164,9 +166,33 @@ class TrainConfig:
     ema: float = 0.999
     """Decay of the exponential moving average of the weights written to ``model.safetensors`` (0 writes the
     raw weights)."""
+    sparse_fraction: float = 0.0
+    """Share of clips that are sparse captures (``ClipConfig.sparse_fraction``): all references at the walk's first
+    position, targets walking away from it, so the anchor leaves much of each target for the model to generate."""
+    close_fraction: float = 0.0
+    """Share of targets moved to close range, 0.2-0.6 m in front of a surface (``ClipConfig.close_fraction``)."""
+    depth_weight: float = 0.0
+    """Weight of the depth loss of an RGB-D model (``depth_head``; with ``init``, ``model_overrides:
+    {"depth_head": true}`` adds the head): the mean absolute error of the predicted log depth against the ray-cast
+    truth's, over the target pixels with a true depth. With ``sampler_unroll`` it is taken at the sampler's last
+    step, else at the drawn timestep."""
+    adversarial_weight: float = 0.0
+    """Weight of the generator's adversarial (hinge) loss against a conditional patch discriminator
+    (:mod:`worldfm_env.training.adversarial`), on the frame the sampler returns: it scores blur as fake, which a
+    regression alone rewards. Needs ``sampler_unroll`` (the term judges samples)."""
+    adversarial_start: int = 0
+    """Steps at the start of the run during which the discriminator trains alone (the generator's adversarial term
+    is off), so it has learned something before it steers the generator."""
+    disc_lr: float = 2e-4
+    """Learning rate of the discriminator (AdamW, betas (0.5, 0.999), no warm-up)."""
+    disc_channels: int = 32
+    """Width of the discriminator's first layer."""
 
     def __post_init__(self) -> None:
-        ClipConfig(splat_radius=self.splat_radius)  # raises on a bad splat_radius, naming it
+        # Raises on a bad splat_radius, sparse_fraction or close_fraction, naming it.
+        ClipConfig(
+            splat_radius=self.splat_radius, sparse_fraction=self.sparse_fraction, close_fraction=self.close_fraction
+        )
         if self.stage not in STAGES:
             raise ValueError(f"stage={self.stage!r} is not valid; choose one of {list(STAGES)}")
         for name in ("clips_per_step", "steps", "resolution"):
@@ -187,6 +213,20 @@ class TrainConfig:
             raise ValueError(f"precision={self.precision!r} is not valid; choose one of {list(PRECISIONS)}")
         if not 0.0 <= self.ema < 1.0:
             raise ValueError(f"ema must be in [0, 1) (0 disables the average), got {self.ema!r}")
+        for name in ("depth_weight", "adversarial_weight"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                raise ValueError(f"{name} must be a number >= 0 (0 disables the term), got {value!r}")
+        if self.adversarial_weight and not self.sampler_unroll:
+            raise ValueError(
+                "adversarial_weight > 0 needs sampler_unroll 1 or 2 (the term judges the sampler's frames)"
+            )
+        if not isinstance(self.adversarial_start, int) or self.adversarial_start < 0:
+            raise ValueError(f"adversarial_start must be an int >= 0, got {self.adversarial_start!r}")
+        if not isinstance(self.disc_channels, int) or isinstance(self.disc_channels, bool) or self.disc_channels <= 0:
+            raise ValueError(f"disc_channels must be a positive int, got {self.disc_channels!r}")
+        if not self.disc_lr > 0:
+            raise ValueError(f"disc_lr must be positive, got {self.disc_lr!r}")
         if self.high_noise_bias < 0:
             raise ValueError(f"high_noise_bias must be >= 0, got {self.high_noise_bias}")
         if self.timesteps is not None:
@@ -275,6 +315,24 @@ def condition_batch(batch, cfg: TrainConfig, progress: float, generator: torch.G
     return target, anchor, reference, mask
 
 
+def log_depth_error(
+    relative_log_depth: torch.Tensor | None, target_depth: torch.Tensor, log_depth_mean: torch.Tensor
+) -> torch.Tensor:
+    """The depth loss of an RGB-D model: mean ``|predicted - true|`` log depth over the pixels with a true depth.
+
+    ``relative_log_depth`` (N, 1, H, W): the model's depth channel (log depth relative to the anchor's mean log depth
+    ``log_depth_mean`` (N,)); ``target_depth`` (N, H, W): the ray-cast truth (pixels that are not finite and
+    positive are left out).
+    """
+    if relative_log_depth is None:
+        raise ValueError("the model returned no depth channel; depth_weight needs a model with depth_head=True")
+    target = target_depth.float()
+    valid = torch.isfinite(target) & (target > 0)
+    true_relative = target.clamp_min(1e-6).log() - log_depth_mean.float()[:, None, None]
+    error = (relative_log_depth[:, 0].float() - torch.where(valid, true_relative, torch.zeros_like(target))).abs()
+    return (error * valid).sum() / valid.sum().clamp_min(1)
+
+
 def open_log(out: Path, start_step: int, rank: int):
     """Rank 0's ``out/log.jsonl`` opened for appending (None on other ranks).
 
@@ -346,7 +404,7 @@ def _sample_grid(model, batch, cfg: TrainConfig, path: Path) -> None:
 
 #: The config fields a fine-tune may add to its init checkpoint's model (``TrainConfig.model_overrides`` with
 #: ``init``): each only adds parameters, initialised so that the extended model computes what the init did.
-EXTENSION_FIELDS = ("refiner_channels", "refiner_depth")
+EXTENSION_FIELDS = ("refiner_channels", "refiner_depth", "depth_head")
 
 
 def extend_model(model: WorldFMDiT, overrides: dict) -> WorldFMDiT:
@@ -408,8 +466,17 @@ def train(cfg: TrainConfig) -> dict:
         raise ValueError(
             f"model {cfg.model!r} takes {model.config.in_channels} channels; training runs in pixel space (3)"
         )
+    if cfg.depth_weight and not model.config.depth_head:
+        raise ValueError(
+            "depth_weight > 0 needs an RGB-D model (DiTConfig.depth_head): build one (model 'srgbd') or, with init, "
+            'add the head with model_overrides {"depth_head": true}'
+        )
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     ema = copy.deepcopy(model).eval().requires_grad_(False) if cfg.ema > 0 else None
+    disc = disc_optimizer = None
+    if cfg.adversarial_weight:
+        disc = PatchDiscriminator(cfg.disc_channels).to(device)
+        disc_optimizer = torch.optim.AdamW(disc.parameters(), lr=cfg.disc_lr, betas=(0.5, 0.999))
     start_step = 0
     state_path = out / "state.pt"
     if state_path.is_file():
@@ -418,12 +485,25 @@ def train(cfg: TrainConfig) -> dict:
         optimizer.load_state_dict(state["optimizer"])
         if ema is not None:
             ema.load_state_dict(state.get("ema", state["model"]))
+        if disc is not None:
+            if "disc" not in state:
+                raise ValueError(
+                    f"{state_path} was written without a discriminator but adversarial_weight={cfg.adversarial_weight}"
+                    "; resume with the run's own options or use another out folder"
+                )
+            disc.load_state_dict(state["disc"])
+            disc_optimizer.load_state_dict(state["disc_optimizer"])
         start_step = int(state["step"])
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    ddp_disc = torch.nn.parallel.DistributedDataParallel(disc) if (world > 1 and disc is not None) else disc
     scenes = resolve_scenes(cfg.scenes, device, (cfg.resolution, cfg.resolution), 90.0)
-    clips = ClipGenerator(
-        scenes, ClipConfig(resolution=(cfg.resolution, cfg.resolution), splat_radius=cfg.splat_radius), device
+    clip_config = ClipConfig(
+        resolution=(cfg.resolution, cfg.resolution),
+        splat_radius=cfg.splat_radius,
+        sparse_fraction=cfg.sparse_fraction,
+        close_fraction=cfg.close_fraction,
     )
+    clips = ClipGenerator(scenes, clip_config, device)
     schedule = iddpm_linear_schedule()
     abar = schedule.alphas_cumprod.to(device=device, dtype=torch.float32)
     given_timesteps = None if cfg.timesteps is None else torch.tensor(cfg.timesteps, device=device)
@@ -443,17 +523,33 @@ def train(cfg: TrainConfig) -> dict:
         mask_gen.manual_seed((cfg.seed * 1_000_003 + rank) * 10_000_019 + step + 7_919)
         first_clip = (0 if cfg.fixed_batch else step * world + rank) * cfg.clips_per_step
         batch = clips.batch(cfg.clips_per_step, seed=cfg.seed, start_index=first_clip)
-        x0, anchor, reference, mask = condition_batch(batch, cfg, step / cfg.steps, mask_gen, return_mask=True)
-        x0 = to_target(x0, residual_base(model.config.target, anchor, mask), model.config.target)
-        conditions = dict(cameras=_cameras(model, batch), anchor_depth=_anchor_depth(model, batch))
+        image, anchor, reference, mask = condition_batch(batch, cfg, step / cfg.steps, mask_gen, return_mask=True)
+        base = residual_base(model.config.target, anchor, mask)
+        x0 = to_target(image, base, model.config.target)
+        anchor_depth = _anchor_depth(model, batch)
+        # What the refiner derives from the anchor, once for every forward of the step (and the depth's mean).
+        prepared = model.prepare_conditions(anchor, anchor_depth)
+        conditions = dict(cameras=_cameras(model, batch), anchor_depth=anchor_depth)
+        terms, depth_channel, sample = {}, None, None
         if cfg.sampler_unroll:
             noise = torch.randn(x0.shape, generator=noise_gen, device=device)
             renoise = [torch.randn(x0.shape, generator=noise_gen, device=device) for _ in range(cfg.sampler_unroll - 1)]
+            depths = []
             with autocast_context(precision, device):
                 estimates = distilled_trajectory(
-                    ddp, anchor, reference, noise, renoise, cfg.sampler_unroll, abar, **conditions
+                    ddp,
+                    anchor,
+                    reference,
+                    noise,
+                    renoise,
+                    cfg.sampler_unroll,
+                    abar,
+                    **conditions,
+                    model_kwargs=prepared,
+                    depths=depths,
                 )
             loss = torch.stack([F.mse_loss(e, x0) for e in estimates]).mean()  # float32 estimates
+            depth_channel, sample = depths[-1], estimates[-1]
         else:
             if cfg.timesteps is None:
                 t = sample_timesteps(x0.shape[0], cfg.high_noise_bias, noise_gen, device)
@@ -464,13 +560,35 @@ def train(cfg: TrainConfig) -> dict:
             a = abar[t].sqrt()[:, None, None, None]
             s = (1.0 - abar[t]).sqrt()[:, None, None, None]
             with autocast_context(precision, device):
-                out_t = ddp(a * x0 + s * eps, t, anchor, reference, **conditions)
+                out_t = ddp(a * x0 + s * eps, t, anchor, reference, **conditions, **prepared)
             target = eps if cfg.prediction == "eps" else a * eps - s * x0
             loss = F.mse_loss(out_t[:, :3].float(), target)  # eps- or v-MSE (a learned-sigma half is ignored)
+            depth_channel = split_depth(out_t, 3)
+        terms["regression"] = float(loss.detach())
+        if cfg.depth_weight:
+            mean = prepared["refiner_inputs"]["log_depth_mean"]
+            depth_term = log_depth_error(depth_channel, batch.target_depth.flatten(0, 1), mean)
+            loss = loss + cfg.depth_weight * depth_term
+            terms["depth"] = float(depth_term.detach())
+        fake = None
+        if disc is not None:
+            fake = from_target(sample, base, model.config.target)  # the frame the sampler gives, in [-1, 1]
+            if step >= cfg.adversarial_start:
+                disc.requires_grad_(False)  # the generator's term does not train the discriminator
+                adversarial = generator_loss(disc(fake, anchor, mask))
+                disc.requires_grad_(True)
+                loss = loss + cfg.adversarial_weight * adversarial
+                terms["adversarial"] = float(adversarial.detach())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
+        if disc is not None:
+            d_loss = discriminator_loss(ddp_disc(image, anchor, mask), ddp_disc(fake.detach(), anchor, mask))
+            disc_optimizer.zero_grad(set_to_none=True)
+            d_loss.backward()
+            disc_optimizer.step()
+            terms["discriminator"] = float(d_loss.detach())
         if ema is not None:
             # Warm-up of the decay (short runs are not dominated by the initial weights).
             decay = min(cfg.ema, (1.0 + step) / (10.0 + step))
@@ -480,7 +598,10 @@ def train(cfg: TrainConfig) -> dict:
         loss_value = float(loss.detach())
         if rank == 0:
             bar.set_postfix(loss=f"{loss_value:.4f}")
-            log.write(json.dumps({"step": step + 1, "loss": loss_value}) + "\n")
+            entry = {"step": step + 1, "loss": loss_value}
+            if len(terms) > 1:
+                entry.update(terms)
+            log.write(json.dumps(entry) + "\n")
             done = step + 1 == cfg.steps
             if (step + 1) % cfg.save_every == 0 or done:
                 log.flush()
@@ -488,6 +609,9 @@ def train(cfg: TrainConfig) -> dict:
                 state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step + 1}
                 if ema is not None:
                     state["ema"] = ema.state_dict()
+                if disc is not None:
+                    state["disc"] = disc.state_dict()
+                    state["disc_optimizer"] = disc_optimizer.state_dict()
                 torch.save(state, state_path)
             if cfg.sample_every and ((step + 1) % cfg.sample_every == 0 or done):
                 shown = ema if ema is not None else model

@@ -1,0 +1,409 @@
+"""The RGB-D frame model: the depth head, its loss, the adversarial term, resume, the env's depth, old checkpoints."""
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from worldfm_env.envs.vector import WorldFMVectorEnv
+from worldfm_env.model import build_model, load_checkpoint, sample_distilled, split_depth, split_prediction
+from worldfm_env.model.dit import PixelRefiner
+from worldfm_env.model.frame_model import FrameModel
+from worldfm_env.model.weights import resolve_weights
+from worldfm_env.training.adversarial import PatchDiscriminator, discriminator_loss, generator_loss
+from worldfm_env.training.stages import TrainConfig, extend_model, log_depth_error, train
+
+# Shipped models' frames for a fixed synthetic input (float32, hash noise 5 and 9), 16x16 average-pooled, as
+# rendered by the code before the RGB-D model existed.
+PREVIOUS_FRAMES = {
+    "worldfm-srd-64x64": [
+        120.125,
+        113.5,
+        120.977,
+        131.211,
+        131.09,
+        129.535,
+        120.59,
+        137.918,
+        133.941,
+        120.629,
+        119.711,
+        124.941,
+        123.188,
+        125.992,
+        124.996,
+        125.266,
+        134.43,
+        126.914,
+        130.254,
+        132.148,
+        125.184,
+        132.32,
+        122.984,
+        128.336,
+        119.684,
+        127.828,
+        132.137,
+        133.363,
+        114.516,
+        124.164,
+        129.68,
+        133.531,
+        128.75,
+        128.059,
+        132.406,
+        116.965,
+        123.871,
+        128.617,
+        138.328,
+        121.492,
+        123.977,
+        129.773,
+        131.555,
+        131.016,
+        130.938,
+        124.535,
+        125.742,
+        128.754,
+        135.812,
+        118.02,
+        121.828,
+        119.152,
+        130.301,
+        122.465,
+        126.828,
+        125.793,
+        129.363,
+        118.59,
+        122.367,
+        127.691,
+        124.879,
+        118.812,
+        128.953,
+        131.469,
+        134.23,
+        121.699,
+        119.93,
+        125.945,
+        127.57,
+        129.887,
+        121.52,
+        131.781,
+        117.66,
+        130.227,
+        123.098,
+        127.539,
+        128.934,
+        126.516,
+        122.273,
+        126.879,
+        131.586,
+        116.879,
+        124.332,
+        130.25,
+        123.57,
+        123.59,
+        128.98,
+        132.902,
+        133.746,
+        122.168,
+        125.16,
+        127.129,
+        122.906,
+        130.707,
+        118.73,
+        129.727,
+    ],
+    "worldfm-s-64x64": [
+        118.926,
+        114.449,
+        124.348,
+        133.934,
+        134.914,
+        130.316,
+        121.758,
+        141.922,
+        138.848,
+        124.098,
+        122.391,
+        128.703,
+        130.074,
+        128.355,
+        126.359,
+        128.336,
+        135.656,
+        128.504,
+        132.355,
+        132.164,
+        126.035,
+        132.152,
+        122.93,
+        128.254,
+        121.426,
+        130.219,
+        135.398,
+        137.129,
+        114.551,
+        125.113,
+        130.988,
+        138.672,
+        125.715,
+        126.055,
+        132.578,
+        112.289,
+        121.711,
+        123.996,
+        137.223,
+        117.316,
+        124.426,
+        129.477,
+        132.598,
+        132.984,
+        137.371,
+        123.25,
+        124.148,
+        130.277,
+        141.094,
+        121.871,
+        123.816,
+        120.637,
+        134.312,
+        127.293,
+        130.75,
+        129.129,
+        136.602,
+        121.645,
+        127.035,
+        131.027,
+        129.77,
+        120.898,
+        129.031,
+        132.781,
+        138.93,
+        125.434,
+        119.801,
+        128.0,
+        129.383,
+        135.984,
+        123.477,
+        133.938,
+        120.723,
+        133.59,
+        126.531,
+        129.238,
+        130.953,
+        128.633,
+        117.879,
+        124.566,
+        132.066,
+        117.555,
+        123.961,
+        132.727,
+        121.578,
+        128.363,
+        130.602,
+        135.543,
+        138.004,
+        121.582,
+        128.094,
+        128.953,
+        124.441,
+        132.164,
+        111.801,
+        127.562,
+    ],
+}
+
+TINY_RGBD = dict(
+    model="tiny",
+    model_overrides={"refiner_channels": 8, "refiner_depth": True, "depth_head": True},
+    resolution=32,
+    scenes="procedural:train:1",
+    clips_per_step=2,
+    device="cpu",
+    sample_every=0,
+    warmup=1,
+    lr=2e-3,
+    stage="stage2",
+    prediction="v",
+    target="anchor_residual",
+    anchor_start=0.0,
+    anchor_full=0.0,
+    anchor_drop=0.0,
+    anchor_hole_prob=0.0,
+)
+
+
+def _log(out) -> list[dict]:
+    return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+
+
+def _synthetic_anchor(n: int = 2, size: int = 64, seed: int = 3):
+    g = torch.Generator().manual_seed(seed)
+    rgb = torch.randint(0, 256, (n, size, size, 3), generator=g, dtype=torch.uint8)
+    mask = torch.rand(n, size, size, generator=g) > 0.4
+    rgb[~mask] = 0
+    depth = torch.where(mask, torch.rand(n, size, size, generator=g) * 4 + 0.5, torch.zeros(n, size, size))
+    reference = torch.randint(0, 256, (n, size, size, 3), generator=g, dtype=torch.uint8)
+    return rgb, mask, depth, reference
+
+
+@pytest.mark.parametrize("name", sorted(PREVIOUS_FRAMES))
+def test_shipped_models_render_as_before(name):
+    """The depth head changed the model's output layout; the shipped RGB checkpoints still load and give the frames
+    the code before it gave (float32; a tolerance of one grey level for other CPUs' arithmetic)."""
+    rgb, mask, depth, reference = _synthetic_anchor()
+    fm = FrameModel.from_checkpoint(resolve_weights(name), model_dtype="float32")
+    assert not fm.has_depth
+    cond = fm.conditions(rgb, mask, reference, anchor_depth=depth if fm.needs_depth else None)
+    frames, model_depth = fm.generate_rgbd(cond, noise_seeds=torch.tensor([5, 9]))
+    assert model_depth is None
+    pooled = F.avg_pool2d(frames.permute(0, 3, 1, 2).float(), 16).flatten()
+    torch.testing.assert_close(pooled, torch.tensor(PREVIOUS_FRAMES[name]), atol=1.0, rtol=0.0)
+    torch.testing.assert_close(fm.generate(cond, noise_seeds=torch.tensor([5, 9])), frames, atol=0, rtol=0)
+
+
+def test_added_depth_head_starts_from_the_anchor_depth_and_keeps_the_frame():
+    """extend_model(..., depth_head=True) on the shipped model: the same RGB (the head only adds a channel), and the
+    zero-initialised head predicts the anchor's own depth where the anchor has a point."""
+    rgb, mask, depth, reference = _synthetic_anchor()
+    base = FrameModel.from_checkpoint(resolve_weights("worldfm-srd-64x64"), model_dtype="float32")
+    rgbd = FrameModel(extend_model(base.model, {"depth_head": True}).eval(), sampler_steps=base.steps)
+    assert rgbd.has_depth and rgbd.config.output_channels == 4
+    seeds = torch.tensor([5, 9])
+    frames = base.generate(base.conditions(rgb, mask, reference, anchor_depth=depth), noise_seeds=seeds)
+    frames2, model_depth = rgbd.generate_rgbd(
+        rgbd.conditions(rgb, mask, reference, anchor_depth=depth), noise_seeds=seeds
+    )
+    assert torch.equal(frames, frames2)
+    assert model_depth.shape == (2, 64, 64) and model_depth.dtype == torch.float32
+    torch.testing.assert_close(model_depth[mask], depth[mask], rtol=1e-4, atol=1e-4)
+    assert torch.isfinite(model_depth).all() and (model_depth > 0).all()
+
+
+def test_depth_channel_layout_and_validation():
+    model = build_model("tiny", refiner_channels=8, refiner_depth=True, depth_head=True).eval()
+    x = torch.randn(2, 3, 16, 16)
+    depth = torch.rand(2, 16, 16) + 0.5
+    out = model(x, torch.tensor([999, 999]), x, x, anchor_depth=depth)
+    assert out.shape == (2, 7, 16, 16)  # 3 prediction + 3 learned sigma + 1 depth
+    assert torch.equal(split_prediction(out, 3), out[:, :3])
+    assert torch.equal(split_depth(out, 3), out[:, 6:])
+    assert split_depth(out[:, :6], 3) is None and split_depth(out[:, :3], 3) is None
+    x0, d = sample_distilled(model, x, x, steps=2, anchor_depth=depth, return_depth=True)
+    assert x0.shape == (2, 3, 16, 16) and d.shape == (2, 1, 16, 16)
+    assert sample_distilled(build_model("tiny").eval(), x, x, steps=1, return_depth=True)[1] is None
+    with pytest.raises(ValueError, match="depth_head=True needs a refiner that reads the anchor depth"):
+        build_model("tiny", refiner_channels=8, depth_head=True)
+    with pytest.raises(ValueError, match="depth_head must be True or False"):
+        build_model("tiny", refiner_channels=8, refiner_depth=True, depth_head=1)
+    # absolute depth inverts the relative log depth
+    mean = torch.tensor([0.3, -0.2])
+    rel = torch.randn(2, 1, 4, 4)
+    torch.testing.assert_close(PixelRefiner.absolute_depth(rel, mean).log(), rel[:, 0] + mean[:, None, None])
+
+
+def test_log_depth_error_ignores_pixels_without_truth():
+    rel = torch.zeros(1, 1, 2, 2)
+    truth = torch.tensor([[[1.0, float("inf")], [0.0, 2.718281828]]])
+    err = log_depth_error(rel, truth, torch.zeros(1))
+    assert float(err) == pytest.approx(0.5, abs=1e-6)  # |0 - 0| and |0 - 1| over the two valid pixels
+    with pytest.raises(ValueError, match="depth_head=True"):
+        log_depth_error(None, truth, torch.zeros(1))
+
+
+def test_depth_head_is_supervised_and_the_env_gives_its_depth(tmp_path):
+    """On a fixed batch the depth loss falls and the head leaves its zero start; the env's depth observation is then
+    the anchor's where it has a point and the model's elsewhere, and the growing memory lifts pixels with it."""
+    # The head starts at zero and the anchor's own depth is already right where it has points, so the depth term
+    # starts small and falls slowly at first (measured: 0.100 -> 0.081 over 60 steps, faster towards the end).
+    train(TrainConfig(steps=80, fixed_batch=True, depth_weight=1.0, out=str(tmp_path), **TINY_RGBD))
+    entries = _log(tmp_path)
+    depth_terms = [e["depth"] for e in entries]
+    assert sum(depth_terms[-8:]) / 8 < 0.85 * sum(depth_terms[:8]) / 8, depth_terms
+    regression = [e["regression"] for e in entries]
+    assert sum(regression[-8:]) / 8 < 0.8 * sum(regression[:8]) / 8
+    model = load_checkpoint(None, tmp_path / "model.safetensors")
+    assert model.config.depth_head and float(model.refiner.depth_out.weight.abs().sum()) > 0
+    env = WorldFMVectorEnv(
+        num_envs=2,
+        scenes="procedural:train:1",
+        resolution=32,
+        device="cpu",
+        renderer="worldfm",
+        weights=str(tmp_path / "model.safetensors"),
+        include_depth=True,
+        memory="grow",
+    )
+    obs, _ = env.reset(seed=0)
+    anchor = env.pipeline.last_request.anchor
+    depth = torch.as_tensor(obs["depth"]).reshape(2, 32, 32)
+    assert torch.equal(depth[anchor.mask], anchor.depth[anchor.mask])
+    holes = ~anchor.mask
+    if holes.any():
+        assert torch.isfinite(depth[holes]).all() and (depth[holes] > 0).all()
+    env.close()
+
+
+def test_rgbd_options_need_the_right_model_and_sampler(tmp_path):
+    no_head = {**TINY_RGBD, "model_overrides": {"refiner_channels": 8, "refiner_depth": True}}
+    with pytest.raises(ValueError, match="depth_weight > 0 needs an RGB-D model"):
+        train(TrainConfig(steps=1, depth_weight=1.0, out=str(tmp_path), **no_head))
+    with pytest.raises(ValueError, match="adversarial_weight > 0 needs sampler_unroll"):
+        TrainConfig(adversarial_weight=0.1, prediction="v")
+    for name in ("depth_weight", "adversarial_weight"):
+        with pytest.raises(ValueError, match=f"{name} must be a number >= 0"):
+            TrainConfig(**{name: -1.0})
+    with pytest.raises(ValueError, match="disc_channels must be a positive int"):
+        TrainConfig(disc_channels=0)
+    with pytest.raises(ValueError, match="adversarial_start must be an int >= 0"):
+        TrainConfig(adversarial_start=-1)
+
+
+def test_patch_discriminator_learns_to_tell_blur_from_detail():
+    """The adversarial term's premise: a few steps teach the discriminator to score sharp frames above their blur."""
+    torch.manual_seed(0)
+    disc = PatchDiscriminator(16)
+    opt = torch.optim.AdamW(disc.parameters(), lr=1e-3, betas=(0.5, 0.999))
+    sharp = (torch.rand(8, 3, 32, 32) > 0.5).float() * 2 - 1
+    blur = F.avg_pool2d(sharp, 5, stride=1, padding=2)
+    anchor = torch.full_like(sharp, -1.0)
+    covered = torch.zeros(8, 32, 32, dtype=torch.bool)
+    for _ in range(30):
+        loss = discriminator_loss(disc(sharp, anchor, covered), disc(blur, anchor, covered))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        assert disc(sharp, anchor, covered).mean() > disc(blur, anchor, covered).mean() + 0.5
+        assert float(generator_loss(disc(blur, anchor, covered))) > float(generator_loss(disc(sharp, anchor, covered)))
+    with pytest.raises(ValueError, match="need frame and anchor"):
+        disc(sharp, anchor[:, :, :16], covered)
+
+
+def test_adversarial_run_resumes_exactly(tmp_path):
+    """sampler_unroll + adversarial term + depth: 4 steps at once equal 2 + 2 resumed (generator, EMA and
+    discriminator), the discriminator trains from step 0 and the generator's term starts at adversarial_start."""
+    kw = dict(
+        sampler_unroll=1,
+        adversarial_weight=0.1,
+        adversarial_start=2,
+        depth_weight=0.5,
+        save_every=1,
+        disc_channels=8,
+        **TINY_RGBD,
+    )
+    train(TrainConfig(steps=4, out=str(tmp_path / "a"), **kw))
+    train(TrainConfig(steps=2, out=str(tmp_path / "b"), **kw))
+    train(TrainConfig(steps=4, out=str(tmp_path / "b"), **kw))
+    a = torch.load(tmp_path / "a" / "state.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "state.pt", weights_only=True)
+    for part in ("model", "ema", "disc"):
+        assert all(torch.equal(a[part][k], b[part][k]) for k in a[part]), part
+    entries = _log(tmp_path / "a")
+    assert all("discriminator" in e for e in entries)
+    assert ["adversarial" in e for e in entries] == [False, False, True, True]
+    train(TrainConfig(steps=1, out=str(tmp_path / "c"), **{**kw, "adversarial_weight": 0.0}))
+    with pytest.raises(ValueError, match="written without a discriminator"):
+        train(TrainConfig(steps=2, out=str(tmp_path / "c"), **kw))
