@@ -12,6 +12,10 @@ Agents: ``random``, ``shortest-path``, ``frontier`` (see ``agents/scripted.py``)
 
     python agents/evaluate.py --agent shortest-path --episodes 50 --renderer oracle
 
+``--capture`` (full, panorama, walk:K: how much of each procedural scene the anchor's point cloud was captured
+from; it also places the episodes' starts near a capture camera, in every world) and ``--memory`` (static, grow)
+are the env's options; for a ``ppo:`` agent they default to the checkpoint's (its memory in the worldfm world only).
+
 Under ``torchrun --nproc_per_node W`` the episodes are sharded: rank r plays the contiguous block of episodes
 ``[r E / W, (r + 1) E / W)`` in batches of ``num_envs`` (on its local GPU, or on the CPU with gloo), the ranks'
 records are gathered, and rank 0 writes the same ``episodes.csv`` (same rows, same order) as one process, for
@@ -96,6 +100,15 @@ class Args:
     compile_model: bool = False
     """Wrap the frame model of renderer worldfm in ``torch.compile`` (the env's compile_model: about 30 s of
     start-up, then faster steps); no effect in the other worlds."""
+    capture: str | None = None
+    """How much of each procedural scene was captured into the point cloud the anchor renders from (the env's
+    capture): full, panorama or walk:K. It also sets where episodes start (near a capture camera), in every world
+    (the oracle renders the true mesh whatever the capture), so every world of a comparison needs the same capture
+    (default: as the ppo checkpoint was trained, else full)."""
+    memory: str | None = None
+    """static or grow (the env's memory: each env's generated pixels are lifted into its own growing memory; needs
+    renderer worldfm, or oracle with the ground truth written back; the anchor generates nothing to grow) (default:
+    as the ppo checkpoint was trained when renderer is worldfm, else static)."""
 
 
 @dataclass
@@ -193,6 +206,9 @@ def _load_learned(spec: str) -> tuple[object, dict]:
             "allow_sliding": trained.get("allow_sliding", False),
             "include_depth": trained.get("include_depth", False),
             "splat_radius": trained.get("splat_radius", 0),
+            # Checkpoints from before the options were trained on fully captured, static worlds.
+            "capture": trained.get("capture", "full"),
+            "memory": trained.get("memory", "static"),
         }
     if spec.startswith("sb3:"):
         from stable_baselines3 import PPO
@@ -257,6 +273,13 @@ def evaluate(args: Args) -> EvalResult:
     num_envs = min(args.num_envs, len(share))
     # The anchor the policy was trained on, unless asked otherwise (the oracle world has none).
     splat_radius = parse_splat_radius(saved.get("splat_radius", 0) if args.splat_radius is None else args.splat_radius)
+    # The capture the policy was trained on (it sets the episodes' start region in every world); its growing memory
+    # only in the world that generates pixels to grow (the anchor cannot grow one, the oracle needs none).
+    capture = saved.get("capture", "full") if args.capture is None else args.capture
+    if args.memory is not None:
+        memory = args.memory
+    else:
+        memory = saved.get("memory", "static") if args.renderer == "worldfm" else "static"
     # The env options of args by name (scenes, renderer, device, ...; weights, compile_model: worldfm only), with
     # those that default to the trained policy's settled here.
     options = env_kwargs(
@@ -266,6 +289,8 @@ def evaluate(args: Args) -> EvalResult:
         allow_sliding=saved.get("allow_sliding", False) if args.allow_sliding is None else args.allow_sliding,
         include_depth=saved.get("include_depth", False),  # the observations the policy was trained on
         splat_radius=splat_radius,
+        capture=capture,
+        memory=memory,
         device=rank_device(args.device, info),
     )
     out_dir = Path(args.output_dir) if args.output_dir else None

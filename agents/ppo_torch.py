@@ -19,10 +19,11 @@ so truncated episodes bootstrap from it and terminated ones do not.
     python agents/ppo_torch.py --total-timesteps 100000 --num-envs 32 --renderer anchor
 
 The checkpoint (``torch.save`` of ``{"state_dict", "model_kwargs", "action_ids", "args", "global_step",
-"wall_s"}``) is read by ``python agents/evaluate.py --agent ppo:PATH``; ``--save-every`` adds snapshots
-along the run. After every update the run also writes its resume state (``<save_path stem>.resume.pt``: the
-network, the optimizer and the position in the run; removed when the run finishes), so an interrupted run
-continues with ``--resume`` and the same arguments:
+"wall_s"}``) is read by ``python agents/evaluate.py --agent ppo:PATH``, which by default builds its env with the
+env settings ``args`` records (resolution, task, depth, sliding, splat radius, ``--capture``, ``--memory``);
+``--save-every`` adds snapshots along the run. After every update the run also writes its resume state
+(``<save_path stem>.resume.pt``: the network, the optimizer and the position in the run; removed when the run
+finishes), so an interrupted run continues with ``--resume`` and the same arguments:
 
     python agents/ppo_torch.py --renderer worldfm --save-path runs/wfm.pt --resume   # again after a stop
 
@@ -116,6 +117,14 @@ class Args:
     splat_radius: str = "0"
     """Anchor splat half-size in pixels of the anchor and worldfm worlds (the env's splat_radius): an int in
     [0, 8] (0: one pixel per point, as published) or auto (each point covers its sample spacing)."""
+    capture: str = "full"
+    """How much of each procedural training scene was captured into the point cloud the anchor renders from (the
+    env's capture): full, panorama or walk:K; episodes start near a capture camera, in every world (the oracle
+    renders the true mesh whatever the capture). Recorded in the checkpoint: evaluate.py uses it by default."""
+    memory: str = "static"
+    """static or grow (the env's memory: each env's generated pixels are lifted into its own growing memory, so
+    revisits show the same content); grow needs renderer worldfm (or oracle: ground truth written back). Recorded
+    in the checkpoint: evaluate.py uses it by default in the worldfm world."""
     total_timesteps: int = 1_000_000
     """Total env steps of the run (of all ranks together under torchrun)."""
     learning_rate: float = 2.5e-4
@@ -181,6 +190,9 @@ class Args:
 RESUME_UNCOMPARED = ("compile_model", "preempt_fraction", "resume", "save_path")
 """Arguments a resumed run may change: they change how fast it goes or how its path is spelt, not what it learns."""
 
+ARGS_ADDED_LATER = {"capture": "full", "memory": "static"}
+"""Arguments newer than some saved runs, with the value those runs had (a fully captured, static world)."""
+
 
 def _save_atomically(obj: dict, path: Path) -> None:
     """``torch.save`` to a ``.partial`` file, then rename it over ``path``: a stop while writing leaves the
@@ -209,7 +221,7 @@ def _finished(save_path: Path, args: Args, total_steps: int) -> bool:
 
 def _differing_args(had: dict, args: Args) -> list[str]:
     """The arguments (those of :data:`RESUME_UNCOMPARED` aside) where the saved ``had`` differs from ``args``."""
-    wanted = asdict(args)
+    wanted, had = asdict(args), {**ARGS_ADDED_LATER, **had}
     return sorted(k for k in wanted if k not in RESUME_UNCOMPARED and had.get(k) != wanted[k])
 
 
@@ -222,7 +234,7 @@ def load_resume_state(path: Path, args: Args) -> dict:
     """The resume state at ``path`` after checking that it was written by a run with ``args`` (those of
     :data:`RESUME_UNCOMPARED` aside); a ValueError names each argument that differs."""
     state = torch.load(path, weights_only=True, map_location="cpu")
-    had, wanted = state["args"], asdict(args)
+    had, wanted = {**ARGS_ADDED_LATER, **state["args"]}, asdict(args)
     differ = _differing_args(had, args)
     if differ:
         raise ValueError(

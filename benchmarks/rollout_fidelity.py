@@ -68,7 +68,8 @@ of the 2x2 central pixels) is below 0.6 m, whichever policy produced them.
 
 :func:`shipping_verdict` encodes the frame-fidelity rule of the RGB-D frame-model issue, fixed before the next model's
 figures exist. ``--candidate WEIGHTS`` (a checkpoint path or a shipped name) adds a model and judges it against the
-default shipped one; without it the script judges the default model against the earlier shipped one.
+default shipped one; without it the script judges the default model against the earlier shipped one. ``--splat-radius``
+sets the anchor splats of every splatting method (the anchor, the fills and the models; default 0, the env's).
 
 Writes ``rollout_fidelity.csv``, ``rollout_fidelity.png`` (bars), ``rollout_fidelity_samples.png`` (anchor | nearest
 fill | each model | oracle for a few frames, close-range ones included) and ``verdict.csv`` to
@@ -95,6 +96,7 @@ from benchmarks.fidelity import psnr, ssim  # noqa: E402
 from worldfm_env.envs.vector import WorldFMVectorEnv  # noqa: E402
 from worldfm_env.model.weights import default_weights_path, shipped_weights  # noqa: E402
 from worldfm_env.policies import RandomPolicy, ShortestPathPolicy  # noqa: E402
+from worldfm_env.render.anchor_config import splat_radius_arg  # noqa: E402
 from worldfm_env.render.fill import nearest_fill, pull_push_fill  # noqa: E402
 
 __all__ = [
@@ -283,7 +285,11 @@ def shipping_verdict(rows: list[dict], candidate: str, shipped: str) -> dict[str
 
 def _env_kwargs(args, capture: str) -> dict:
     return dict(
-        scenes=f"procedural:test:{args.scenes}", capture=capture, resolution=args.resolution, device=args.device
+        scenes=f"procedural:test:{args.scenes}",
+        capture=capture,
+        resolution=args.resolution,
+        device=args.device,
+        splat_radius=getattr(args, "splat_radius", 0),
     )
 
 
@@ -548,6 +554,7 @@ def evaluate_capture(args, capture: str, methods: list[str], verbose: bool = Tru
             row["empty_anchor_fraction"] = float(empty[sel].float().mean()) if int(sel.sum()) else float("nan")
             row["ms_per_frame"] = timing[m]
             row["resolution"] = args.resolution
+            row["splat_radius"] = getattr(args, "splat_radius", 0)
             row["device"] = args.device
             rows.append(row)
     grid = {"frames": frames, "close": close, "policy": policy, "centre": centre}
@@ -765,6 +772,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="a frame model to judge against the default shipped one (checkpoint path or shipped name); it joins the "
         "methods and the verdict compares it with the default (without it: the default against the earlier model)",
+    )
+    parser.add_argument(
+        "--splat-radius",
+        type=splat_radius_arg,
+        default=0,
+        help="anchor splat half-size of every splatting method: an int in [0, 8] or auto (default: %(default)s, the "
+        "env's)",
     )
     parser.add_argument("--resolution", type=int, default=64, help="frame size (default: %(default)s)")
     parser.add_argument("--device", default="cpu", help="device (default: %(default)s)")

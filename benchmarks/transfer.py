@@ -24,7 +24,13 @@ world (with the first of ``--eval-actions``): learning curves in ``transfer_curv
 train worlds (the oracle reference always among them). ``--include-depth`` gives every policy the
 renderer's depth as well: exact in the oracle world, the anchor's z-buffer (0 in its holes) in the
 anchor and worldfm worlds. ``--splat-radius`` sets the splats of the anchor and worldfm worlds (the
-oracle world has no anchor). ``--reuse`` keeps a world's policy and snapshots already in the output
+oracle world has no anchor). ``--capture`` (full, panorama or walk:K) sets how much of each procedural scene the
+anchors' point cloud was captured from, in every world's training and evaluation: it also places the episodes'
+starts near a capture camera, so the oracle world takes it too (it renders the true mesh whatever the capture).
+``--memory grow`` gives the worldfm world a growing memory (its generated pixels lifted into each env's memory); the
+anchor world (which generates nothing; the env refuses it) and the oracle world (the true mesh) stay static. Both
+are ``transfer.csv`` columns (memory: the train world's) and are compared by ``--reuse`` and ``--reference-csv``.
+``--reuse`` keeps a world's policy and snapshots already in the output
 folder when they were trained with the same arguments, so another world can join an earlier run
 without training its oracle reference again; where its checkpoint is gone, ``--reference-csv`` takes the
 reference rows from that run's ``transfer.csv`` instead (the oracle world then stays out of ``--worlds``;
@@ -71,7 +77,9 @@ from agents._dist import (  # noqa: E402
     shutdown_distributed,
 )
 from benchmarks.throughput import machine_name  # noqa: E402
+from worldfm_env.memory import MEMORY_MODES  # noqa: E402
 from worldfm_env.render.anchor_config import splat_radius_arg  # noqa: E402
+from worldfm_env.scenes.capture import parse_capture  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "transfer"
 REFERENCE_WORLD = "oracle"
@@ -142,6 +150,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=0,
         help="anchor splat half-size of the anchor and worldfm worlds, in training and evaluation: an int in "
         "[0, 8] or auto (the env's splat_radius)",
+    )
+    parser.add_argument(
+        "--capture",
+        default="full",
+        help="how much of each procedural scene the anchor's point cloud was captured from, in every world's "
+        "training and evaluation (the env's capture): full, panorama or walk:K; it also places the episodes' starts "
+        "near a capture camera, so every world (the oracle too) uses the same",
+    )
+    parser.add_argument(
+        "--memory",
+        default="static",
+        choices=MEMORY_MODES,
+        help="the worldfm world's memory (the env's memory): grow lifts its generated pixels into a growing per-env "
+        "memory; the anchor world generates nothing to grow and the oracle renders the true mesh, so both stay static",
     )
     parser.add_argument("--episodes", type=int, default=50, help="held-out evaluation episodes per (policy, world)")
     parser.add_argument(
@@ -231,11 +253,20 @@ def _check_arguments(args: argparse.Namespace) -> None:
         )
     if "worldfm" in worlds and not args.worldfm_weights:
         raise ValueError("--worlds worldfm needs --worldfm-weights (a frame-model checkpoint)")
+    try:
+        parse_capture(args.capture)
+    except ValueError as err:
+        raise ValueError(f"--capture: {err}") from None
+    if args.memory != "static" and "worldfm" not in worlds:
+        raise ValueError(
+            f"--memory {args.memory} applies to the worldfm world only (the anchor world generates nothing to grow, "
+            "the oracle renders the true mesh); add the worldfm world (--worldfm-weights) or use --memory static"
+        )
     if args.snapshots < 0:
         raise ValueError(f"--snapshots must be >= 0 (0: no learning curves), got {args.snapshots}")
 
 
-CSV_COLUMNS_ADDED_LATER = {"goal_encoding": "log", "world_size": 1}
+CSV_COLUMNS_ADDED_LATER = {"goal_encoding": "log", "world_size": 1, "capture": "full", "memory": "static"}
 """``transfer.csv`` columns newer than some results, with the value the runs before them had."""
 
 
@@ -251,6 +282,13 @@ def _csv_value(text: str) -> object:
     return text
 
 
+def world_memory(args: argparse.Namespace, world: str) -> str:
+    """The env memory of ``world``: ``--memory`` in the worldfm world, static elsewhere (the anchor world generates
+    no pixels to grow and the env refuses it a growing memory; the oracle world renders the true mesh, which a
+    memory grown from ground truth would not change)."""
+    return args.memory if world == "worldfm" else "static"
+
+
 def run_settings(args: argparse.Namespace, world: str) -> dict:
     """The ``transfer.csv`` columns that record how the policy trained in ``world`` learned and was evaluated."""
     return dict(
@@ -264,6 +302,8 @@ def run_settings(args: argparse.Namespace, world: str) -> dict:
         allow_sliding=args.allow_sliding,
         include_depth=args.include_depth,
         splat_radius=0 if world == REFERENCE_WORLD else args.splat_radius,  # the oracle world has no anchor
+        capture=args.capture,  # every world's (it places the episodes' starts)
+        memory=world_memory(args, world),
         train_scenes=args.train_scenes,
         eval_scenes=args.eval_scenes,
         seed=args.seed,
@@ -321,9 +361,11 @@ def trained_env_steps(args: argparse.Namespace) -> int:
 
 LATER_OPTIONS = (
     "allow_sliding",
+    "capture",
     "compile_model",
     "goal_encoding",
     "include_depth",
+    "memory",
     "preempt_fraction",
     "resume",
     "save_every",
@@ -380,6 +422,8 @@ def train_policy(world: str, args: argparse.Namespace, out: Path) -> dict:
         "--allow-sliding" if args.allow_sliding else "--no-allow-sliding",
         "--include-depth" if args.include_depth else "--no-include-depth",
         "--splat-radius", str(args.splat_radius if world != REFERENCE_WORLD else 0),  # the oracle has no anchor
+        "--capture", args.capture,
+        "--memory", world_memory(args, world),
         "--save-every", str(snapshot_interval(args)),
         "--save-path", os.path.relpath(checkpoint),  # relative: the checkpoint and log store it
     ]  # fmt: skip
@@ -453,6 +497,8 @@ def evaluate_policy(
         output_dir=None,
         weights=args.worldfm_weights if world == "worldfm" else None,
         compile_model=args.compile_model and world == "worldfm",
+        capture=args.capture,
+        memory=world_memory(args, world),
     )
     start = time.perf_counter()
     result = evaluate_script.evaluate(eval_args)
@@ -680,7 +726,9 @@ def _main(args: argparse.Namespace, info) -> list[dict]:
         reuse_note += f" (the {' and '.join(resumed)} training resumed: its earlier segments are not in this total)"
     budget = (
         f"PPO ({rows[0]['policy']}, {args.actions} actions{', rgb+depth' if args.include_depth else ''}"
-        f"{f', splat_radius {args.splat_radius}' if args.splat_radius else ''}) "
+        f"{f', splat_radius {args.splat_radius}' if args.splat_radius else ''}"
+        f"{f', capture {args.capture}' if args.capture != 'full' else ''}"
+        f"{f', worldfm memory {args.memory}' if args.memory != 'static' else ''}) "
         f"{rows[0]['train_env_steps']:,} env steps per world, "
         f"num_envs={args.num_envs}, "
         f"{args.resolution}x{args.resolution}, seed {args.seed}; {args.episodes} held-out episodes "

@@ -486,6 +486,47 @@ def test_evaluate_keeps_the_sliding_setting_of_the_checkpoint(tmp_path, monkeypa
     assert [c.allow_sliding for c in made] == [True, False, False]
 
 
+def test_capture_and_memory_travel_with_the_checkpoint(tmp_path, monkeypatch):
+    from dataclasses import asdict
+
+    from worldfm_env.model import build_model, save_checkpoint
+
+    checkpoint = tmp_path / "ppo.pt"
+    ppo_torch.main(
+        [
+            *["--total-timesteps", "32", "--num-envs", "2", "--num-steps", "16", "--hidden-size", "32"],
+            *["--scenes", "procedural:train:1", "--resolution", "16", "--device", "cpu", "--renderer", "oracle"],
+            *["--capture", "panorama", "--memory", "grow", "--save-path", str(checkpoint)],
+        ]
+    )
+    saved = torch.load(checkpoint, weights_only=True)["args"]
+    assert (saved["capture"], saved["memory"]) == ("panorama", "grow")
+    torch.manual_seed(0)
+    weights = tmp_path / "tiny.safetensors"
+    save_checkpoint(build_model("tiny", input_size=16), weights)
+    made = _record_eval_envs(monkeypatch)
+    common = dict(episodes=2, scenes="procedural:test:1", device="cpu", output_dir=None, max_episode_steps=3)
+    evaluate.evaluate(evaluate.Args(agent=f"ppo:{checkpoint}", renderer="oracle", **common))
+    evaluate.evaluate(evaluate.Args(agent=f"ppo:{checkpoint}", renderer="worldfm", weights=str(weights), **common))
+    evaluate.evaluate(
+        evaluate.Args(agent=f"ppo:{checkpoint}", renderer="oracle", capture="full", memory="grow", **common)
+    )
+    evaluate.evaluate(evaluate.Args(agent="random", **common))
+    # The checkpoint's capture everywhere and its memory in the worldfm world, explicit overrides, the env defaults.
+    assert [(c.renderer, c.capture, c.memory) for c in made] == [
+        ("oracle", "panorama", "static"),
+        ("worldfm", "panorama", "grow"),
+        ("oracle", "full", "grow"),
+        ("anchor", "full", "static"),
+    ]
+    with pytest.raises(ValueError, match="capture must be"):
+        evaluate.evaluate(evaluate.Args(agent="random", capture="walk:0", **common))
+    # Runs saved before the options had a full capture and a static memory: their resume states still fit.
+    older = {k: v for k, v in asdict(ppo_torch.Args()).items() if k not in ("capture", "memory")}
+    assert ppo_torch._differing_args(older, ppo_torch.Args()) == []
+    assert ppo_torch._differing_args(older, ppo_torch.Args(capture="panorama")) == ["capture"]
+
+
 def _tiny_weights_and_compile_requests(tmp_path, monkeypatch, module) -> tuple:
     """A tiny random frame-model checkpoint, and a list that records (renderer, compile_model) of every env
     ``module`` builds; the envs themselves run eagerly (what is asked is tested, not the compiler)."""

@@ -192,6 +192,8 @@ def test_tiny_run_writes_the_csv(tmp_path, capsys):
     assert by["nearest_fill"]["psnr_captured"] == by["anchor"]["psnr_captured"]  # a fill keeps covered pixels
     assert by[model]["depth_source"] == "filled anchor" and by["anchor"]["depth_source"] == "none"
     assert float(by["nearest_fill"]["below_nearest_fill"]) == 0.0
+    assert {r["splat_radius"] for r in table} == {"0"}  # the env's default splats
+    assert rollout_fidelity.parse_args(["--splat-radius", "auto"]).splat_radius == "auto"
     assert 0.0 < float(by[model]["psnr"]) < 100.0
     assert str(tmp_path) not in (tmp_path / "rollout_fidelity.csv").read_text()
     for name in ("rollout_fidelity.png", "rollout_fidelity_samples.png"):

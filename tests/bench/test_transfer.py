@@ -213,6 +213,56 @@ def test_compile_model_reaches_the_worldfm_world_only(tmp_path, monkeypatch):
     assert evaluated == [("worldfm", True), ("oracle", False)]
 
 
+def test_capture_reaches_every_world_and_memory_the_worldfm_world(tmp_path, monkeypatch):
+    trained, evaluated = [], []
+
+    def record_training(argv):
+        trained.append(argv)
+        raise RuntimeError("not training in this test")
+
+    def record_evaluation(eval_args):
+        evaluated.append((eval_args.renderer, eval_args.capture, eval_args.memory))
+        raise RuntimeError("not evaluating in this test")
+
+    monkeypatch.setattr(transfer.ppo_torch, "main", record_training)
+    monkeypatch.setattr(transfer.evaluate_script, "evaluate", record_evaluation)
+    args = transfer.parse_args([*TINY, "--worldfm-weights", "w.safetensors", "--capture", "walk:8", "--memory", "grow"])
+    for world in ("oracle", "anchor", "worldfm"):
+        with pytest.raises(RuntimeError, match="not training"):
+            transfer.train_policy(world, args, tmp_path)
+        with pytest.raises(RuntimeError, match="not evaluating"):
+            transfer.evaluate_policy(tmp_path / "policy.pt", world, args)
+        assert (transfer.run_settings(args, world)["capture"], transfer.run_settings(args, world)["memory"]) == (
+            "walk:8",
+            "grow" if world == "worldfm" else "static",
+        )
+    options = [(argv[argv.index("--capture") + 1], argv[argv.index("--memory") + 1]) for argv in trained]
+    assert options == [("walk:8", "static"), ("walk:8", "static"), ("walk:8", "grow")]
+    assert evaluated == [("oracle", "walk:8", "static"), ("anchor", "walk:8", "static"), ("worldfm", "walk:8", "grow")]
+    defaults = transfer.parse_args(TINY)
+    assert (defaults.capture, defaults.memory) == ("full", "static")
+    # Bad values fail before any training, naming the option.
+    out = ["--out", str(tmp_path / "x")]
+    with pytest.raises(ValueError, match=r"--capture: capture must be .*got 'walk:0'"):
+        transfer.main([*TINY, *out, "--worlds", "oracle", "--capture", "walk:0"])
+    with pytest.raises(ValueError, match="--memory grow applies to the worldfm world only"):
+        transfer.main([*TINY, *out, "--memory", "grow"])
+    assert not (tmp_path / "x" / "checkpoints").exists()
+
+
+def test_capture_is_a_setting_of_the_rows_and_of_the_reference(tmp_path):
+    import torch
+
+    rows = transfer.main([*TINY, "--out", str(tmp_path), "--worlds", "oracle", "--capture", "panorama"])
+    assert [(r["capture"], r["memory"]) for r in rows] == [("panorama", "static")]
+    saved = torch.load(tmp_path / "checkpoints" / "ppo_oracle.pt", weights_only=True)
+    assert (saved["args"]["capture"], saved["args"]["memory"]) == ("panorama", "static")
+    reference = ["--reference-csv", str(tmp_path / "transfer.csv"), "--worlds", "anchor"]
+    with pytest.raises(ValueError, match=r"other capture \('panorama', not 'full'\)"):
+        transfer.reference_rows(transfer.parse_args([*TINY, *reference]))
+    assert transfer.reference_rows(transfer.parse_args([*TINY, *reference, "--capture", "panorama"]))
+
+
 def test_bad_worlds_and_snapshots_fail_before_training(tmp_path):
     out = ["--out", str(tmp_path)]
     with pytest.raises(ValueError, match=r"--worlds anchor must include 'oracle', the reference \(or give --ref"):
