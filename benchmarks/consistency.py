@@ -28,8 +28,9 @@ Metrics (uint8 frames; PSNR capped at 100 dB):
   projected into frame t (nearest pixel; kept when visible there: true depths within 5 %); PSNR between the two
   frames' colours over the pixels whose source in frame t was uncaptured; averaged over transitions that move.
 * ``grown_depth_absrel`` (``worldfm_grow``): mean |d - d_true| / d_true of the anchor depth where grown points are
-  shown, against the ray-cast depth: how far the generated geometry (lifted with the filled anchor depth) is from
-  the true one (what the agent sees against what collisions use).
+  shown, against the ray-cast depth: how far the generated geometry (lifted with the frame model's depth for an
+  RGB-D model, else the filled anchor depth) is from the true one (what the agent sees against what collisions use).
+* ``--weights`` picks the frame model of the worldfm methods (default: the shipped default).
 * step time: ``env.step`` with random discrete actions at ``--time-envs`` envs, ``memory="static"`` against
   ``"grow"`` (A-B-B-A blocks of ``--time-steps`` steps, medians).
 
@@ -206,6 +207,8 @@ def _render(method: str, trajectories: np.ndarray, args, scene_of_env: list[int]
         memory_capacity=args.memory_capacity,
         noise_key="step" if method == "worldfm_static_step" else "pose",
     )
+    if renderer == "worldfm" and getattr(args, "weights", None):
+        kwargs["weights"] = args.weights
     E, T = trajectories.shape[:2]
     env = WorldFMVectorEnv(num_envs=E, **kwargs)
     env.reset(seed=args.seed, options={"scene_index": scene_of_env})
@@ -287,6 +290,8 @@ def _step_time(args, num_envs: int) -> dict[str, float]:
         device=args.device,
         memory_capacity=args.memory_capacity,
     )
+    if getattr(args, "weights", None):
+        kwargs["weights"] = args.weights
     envs = {m: WorldFMVectorEnv(num_envs=num_envs, memory=m, **kwargs) for m in ("static", "grow")}
     rng = np.random.default_rng(args.seed)
     times: dict[str, list[float]] = {"static": [], "grow": []}
@@ -354,6 +359,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
         "--memory-capacity", type=int, default=65536, help="points per growing memory (default: %(default)s)"
     )
     parser.add_argument("--device", default="cpu", help="device (default: %(default)s)")
+    parser.add_argument(
+        "--weights",
+        default=None,
+        help="frame model of the worldfm methods: a checkpoint path or shipped name (default: the shipped default)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="trajectory and env seed (default: %(default)s)")
     parser.add_argument(
         "--time-envs", type=int, nargs="*", default=[16, 64], help="env counts timed (default: %(default)s)"

@@ -121,8 +121,13 @@ def _check_arguments(args: argparse.Namespace) -> None:
                 f"--memory grow needs --model-renderer worldfm (the {args.model_renderer} renderer generates no pixels "
                 "to grow); use --memory static"
             )
-    if args.weights and not Path(args.weights).exists():
-        raise ValueError(f"--weights {args.weights!r} does not exist")
+    if args.weights:
+        from worldfm_env.model.weights import resolve_weights
+
+        try:
+            resolve_weights(args.weights)
+        except ValueError as err:
+            raise ValueError(f"--weights: {err}") from None
 
 
 def _checkpoint_files(paths: list[str]) -> list[Path]:
@@ -336,7 +341,8 @@ def main(argv: list[str] | None = None) -> tuple[list[dict], list[dict]]:
     worlds = (("truth", TRUTH_RENDERER, "static"), ("model", args.model_renderer, args.memory))
     settings = dict(
         capture=args.capture,
-        weights=(args.weights or "") if args.model_renderer == "worldfm" else "",
+        # The checkpoint's file name, not its path (results carry no machine paths); "" for the shipped default.
+        weights=Path(args.weights).name if (args.weights and args.model_renderer == "worldfm") else "",
         eval_seed=args.eval_seed,
         scenes=args.scenes,
         max_episode_steps=args.max_episode_steps,

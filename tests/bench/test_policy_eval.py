@@ -110,6 +110,9 @@ def test_bad_arguments_fail_before_evaluating(tmp_path):
         policy_eval.main(["--snapshots", str(tmp_path), "--model-renderer", "anchor", "--memory", "grow"])
     with pytest.raises(ValueError, match="--weights is the worldfm model world's"):
         policy_eval.main(["--snapshots", str(tmp_path), "--model-renderer", "anchor", "--weights", "w.pt"])
+    with pytest.raises(ValueError, match="--weights: weights='no-such-model': no such checkpoint file"):
+        policy_eval.main(["--snapshots", str(tmp_path), "--weights", "no-such-model"])
+    policy_eval._check_arguments(policy_eval.parse_args(["--snapshots", str(tmp_path), "--weights", "worldfm-s-64x64"]))
     with pytest.raises(ValueError, match="--capture: capture must be"):
         policy_eval.main(["--snapshots", str(tmp_path), "--capture", "walk:0"])
     with pytest.raises(ValueError, match="is a folder without"):
