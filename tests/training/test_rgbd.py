@@ -407,3 +407,29 @@ def test_adversarial_run_resumes_exactly(tmp_path):
     train(TrainConfig(steps=1, out=str(tmp_path / "c"), **{**kw, "adversarial_weight": 0.0}))
     with pytest.raises(ValueError, match="written without a discriminator"):
         train(TrainConfig(steps=2, out=str(tmp_path / "c"), **kw))
+
+
+def test_the_shipped_rgbd_model_loads_by_name_and_is_not_the_default():
+    """worldfm-srgbd-64x64 ships in weights/other/: loadable by name, RGB-D, never picked as a default."""
+    from worldfm_env.model.weights import default_weights_path, shipped_resolutions, shipped_weights
+
+    assert shipped_weights()["worldfm-srgbd-64x64"].parent.name == "other"
+    assert default_weights_path(64, 64).stem == "worldfm-srd-64x64"
+    assert shipped_resolutions() == ["64x64"]
+    env = WorldFMVectorEnv(
+        num_envs=2,
+        scenes="procedural:test:1",
+        capture="panorama",
+        device="cpu",
+        weights="worldfm-srgbd-64x64",
+        include_depth=True,
+    )
+    assert env.pipeline.backend.frame_model.has_depth
+    obs, _ = env.reset(seed=3)
+    anchor = env.pipeline.last_request.anchor
+    depth = torch.as_tensor(obs["depth"])[..., 0]
+    assert torch.equal(depth[anchor.mask], anchor.depth[anchor.mask])
+    holes = ~anchor.mask
+    assert holes.any()  # panorama capture leaves holes to generate
+    assert torch.isfinite(depth[holes]).all() and float(depth[holes].min()) > 0
+    env.close()

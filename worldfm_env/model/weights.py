@@ -30,7 +30,8 @@ def shipped_weights() -> dict[str, Path]:
     """The frame models in the package, by name (the file's stem): ``{"worldfm-srd-64x64": path, ...}``.
 
     The default model of each resolution sits in ``weights/``; earlier ones, kept for speed or comparison,
-    in ``weights/earlier/`` (e.g. ``"worldfm-s-64x64"``, about 1.4x the env-steps/s at 64x64 on a CPU).
+    in ``weights/earlier/`` (e.g. ``"worldfm-s-64x64"``, about 1.4x the env-steps/s at 64x64 on a CPU); others that
+    ship by name but are not a default in ``weights/other/`` (e.g. ``"worldfm-srgbd-64x64"``, an RGB-D model).
     """
     return {p.stem: p for p in sorted(WEIGHTS_DIR.rglob("*.safetensors"))}
 
