@@ -172,7 +172,8 @@ def test_filled_anchor_depth_keeps_covered_pixels_and_stops_at_the_floor():
 
 
 def test_tiny_run_writes_the_csv(tmp_path, capsys):
-    model = rollout_fidelity.model_methods(64)[-1]  # the quickest shipped model (the earlier one)
+    model = "worldfm-s-64x64"  # the quickest shipped model (the earlier one)
+    assert model in rollout_fidelity.model_methods(64)
     argv = ["--scenes", "1", "--episodes", "1", "--frames", "3", "--captures", "full", "--samples", "2"]
     argv += ["--methods", "anchor", "nearest_fill", model, "--out", str(tmp_path)]
     rows = rollout_fidelity.main(argv)

@@ -325,7 +325,7 @@ def test_depth_head_is_supervised_and_the_env_gives_its_depth(tmp_path):
     regression = [e["regression"] for e in entries]
     assert sum(regression[-8:]) / 8 < 0.8 * sum(regression[:8]) / 8
     model = load_checkpoint(None, tmp_path / "model.safetensors")
-    assert model.config.depth_head and float(model.refiner.depth_out.weight.abs().sum()) > 0
+    assert model.config.depth_head and float(model.refiner.depth_out.weight.detach().abs().sum()) > 0
     env = WorldFMVectorEnv(
         num_envs=2,
         scenes="procedural:train:1",
