@@ -433,3 +433,26 @@ def test_the_shipped_rgbd_model_loads_by_name_and_is_not_the_default():
     assert holes.any()  # panorama capture leaves holes to generate
     assert torch.isfinite(depth[holes]).all() and float(depth[holes].min()) > 0
     env.close()
+
+
+def test_an_eps_rgbd_model_read_with_ddim_gives_the_anchor_depth(tmp_path):
+    """DDIM returns no depth channel: the env then gives the anchor's depth, as for an RGB model."""
+    from worldfm_env.model import save_checkpoint
+
+    model = build_model(
+        "tiny", input_size=32, prediction="eps", refiner_channels=8, refiner_depth=True, depth_head=True
+    )
+    save_checkpoint(model, tmp_path / "eps-rgbd.safetensors")
+    env = WorldFMVectorEnv(
+        num_envs=1,
+        scenes="procedural:train:1",
+        resolution=32,
+        device="cpu",
+        weights=str(tmp_path / "eps-rgbd.safetensors"),
+        teacher_steps=2,
+        include_depth=True,
+    )
+    obs, _ = env.reset(seed=0)
+    anchor = env.pipeline.last_request.anchor
+    assert torch.equal(torch.as_tensor(obs["depth"])[..., 0], anchor.depth)
+    env.close()

@@ -187,5 +187,7 @@ class WorldFMRenderer(Renderer):
             return RenderOutput(self.rgb, anchor.depth)
         rgb, depth = self.frame_model.generate_rgbd(cond, generators=generators, noise_seeds=noise_seeds)
         self.rgb.copy_(rgb)
+        if depth is None:  # an eps-prediction RGB-D model read with DDIM returns no depth: the anchor's, as for RGB
+            return RenderOutput(self.rgb, anchor.depth)
         torch.where(anchor.mask, anchor.depth, depth, out=self.depth)
         return RenderOutput(self.rgb, self.depth)
