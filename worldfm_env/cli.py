@@ -204,10 +204,6 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_view(args: argparse.Namespace) -> int:
     """Serve the keyboard-driven viewer page on --host:--port until Ctrl+C (see docs/viewer.md)."""
-    import dataclasses
-
-    from worldfm_env.envs.config import EnvConfig
-
     try:
         from worldfm_env.viewer.server import serve
     except ImportError as err:
@@ -216,8 +212,7 @@ def cmd_view(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    fields = {f.name for f in dataclasses.fields(EnvConfig)}
-    env_options = {"capture": args.capture} if "capture" in fields and args.capture is not None else {}
+    env_options = {"capture": args.capture} if args.capture is not None else {}
     return serve(
         host=args.host,
         port=args.port,

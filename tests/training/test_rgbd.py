@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from test_stages import TINY
 
 from worldfm_env.envs.vector import WorldFMVectorEnv
 from worldfm_env.model import build_model, load_checkpoint, sample_distilled, split_depth, split_prediction
@@ -216,15 +217,8 @@ PREVIOUS_FRAMES = {
 }
 
 TINY_RGBD = dict(
-    model="tiny",
+    TINY,  # the tiny model of the stage tests, with a depth-reading refiner and the depth head
     model_overrides={"refiner_channels": 8, "refiner_depth": True, "depth_head": True},
-    resolution=32,
-    scenes="procedural:train:1",
-    clips_per_step=2,
-    device="cpu",
-    sample_every=0,
-    warmup=1,
-    lr=2e-3,
     stage="stage2",
     prediction="v",
     target="anchor_residual",

@@ -568,12 +568,12 @@ def train(cfg: TrainConfig) -> dict:
             target = eps if cfg.prediction == "eps" else a * eps - s * x0
             loss = F.mse_loss(out_t[:, :3].float(), target)  # eps- or v-MSE (a learned-sigma half is ignored)
             depth_channel = split_depth(out_t, 3)
-        terms["regression"] = float(loss.detach())
+        terms["regression"] = loss.detach()
         if cfg.depth_weight:
             mean = prepared["refiner_inputs"]["log_depth_mean"]
             depth_term = log_depth_error(depth_channel, batch.target_depth.flatten(0, 1), mean)
             loss = loss + cfg.depth_weight * depth_term
-            terms["depth"] = float(depth_term.detach())
+            terms["depth"] = depth_term.detach()
         fake = None
         if disc is not None:
             fake = from_target(sample, base, model.config.target)  # the frame the sampler gives, in [-1, 1]
@@ -582,7 +582,7 @@ def train(cfg: TrainConfig) -> dict:
                 adversarial = generator_loss(disc(fake, anchor, mask))
                 disc.requires_grad_(True)
                 loss = loss + cfg.adversarial_weight * adversarial
-                terms["adversarial"] = float(adversarial.detach())
+                terms["adversarial"] = adversarial.detach()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -592,14 +592,16 @@ def train(cfg: TrainConfig) -> dict:
             disc_optimizer.zero_grad(set_to_none=True)
             d_loss.backward()
             disc_optimizer.step()
-            terms["discriminator"] = float(d_loss.detach())
+            terms["discriminator"] = d_loss.detach()
         if ema is not None:
             # Warm-up of the decay (short runs are not dominated by the initial weights).
             decay = min(cfg.ema, (1.0 + step) / (10.0 + step))
             with torch.no_grad():
                 for p_ema, p in zip(ema.parameters(), model.parameters(), strict=True):
                     p_ema.lerp_(p, 1.0 - decay)
-        loss_value = float(loss.detach())
+        # One host sync for the loss and its terms (each float() of a CUDA tensor would be one).
+        values = torch.stack([loss.detach(), *terms.values()]).tolist()
+        loss_value, terms = values[0], dict(zip(terms, values[1:], strict=True))
         if rank == 0:
             bar.set_postfix(loss=f"{loss_value:.4f}")
             entry = {"step": step + 1, "loss": loss_value}
