@@ -688,6 +688,8 @@ def run(args, verbose: bool = True) -> tuple[list[dict], dict[str, dict] | None]
             args.weights_of[label] = str(resolve_weights(args.candidate))
         models = [label, *[m for m in models if m != label]]  # first: the verdict's candidate
     methods = list(args.methods) if args.methods else [*BASELINES, *models]
+    if getattr(args, "candidate", None) and models[0] not in methods:
+        methods.append(models[0])  # the candidate is judged whatever --methods lists
     valid = [*BASELINES, *models]
     bad = [m for m in methods if m not in valid]
     if bad:

@@ -207,8 +207,8 @@ def test_bad_method_names_the_valid_ones(tmp_path):
 
 
 def test_candidate_rgbd_model_is_scored_with_its_own_depth(tmp_path, capsys):
-    """--candidate: a checkpoint path joins the methods under its file's stem, an RGB-D model is scored with its own
-    depth, and the verdict compares it with the default shipped model."""
+    """--candidate: a checkpoint path joins the methods under its file's stem (also when --methods does not list
+    it), an RGB-D model is scored with its own depth, and the verdict compares it with the default shipped model."""
     from worldfm_env.model import load_checkpoint, save_checkpoint
     from worldfm_env.model.weights import default_weights_path
     from worldfm_env.training.stages import extend_model
@@ -218,7 +218,7 @@ def test_candidate_rgbd_model_is_scored_with_its_own_depth(tmp_path, capsys):
     path = tmp_path / "rgbd-candidate.safetensors"
     save_checkpoint(rgbd, path)
     argv = ["--scenes", "1", "--episodes", "1", "--frames", "2", "--captures", "full", "panorama", "--samples", "2"]
-    argv += ["--methods", "nearest_fill", "rgbd-candidate", default.stem, "--candidate", str(path)]
+    argv += ["--methods", "nearest_fill", default.stem, "--candidate", str(path)]
     rows = rollout_fidelity.main([*argv, "--out", str(tmp_path / "out")])
     by = {(r["capture"], r["method"]): r for r in rows if r["subset"] == "all"}
     assert by[("full", "rgbd-candidate")]["depth_source"] == "model"

@@ -403,21 +403,31 @@ def test_adversarial_run_resumes_exactly(tmp_path):
         train(TrainConfig(steps=2, out=str(tmp_path / "c"), **kw))
 
 
-def test_the_shipped_rgbd_model_loads_by_name_and_is_not_the_default():
-    """worldfm-srgbd-64x64 ships in weights/other/: loadable by name, RGB-D, never picked as a default."""
+@pytest.mark.parametrize("name, radius", [("worldfm-srgbd-64x64", 0), ("worldfm-srgbd-auto-64x64", "auto")])
+def test_the_shipped_rgbd_models_load_by_name_and_are_not_the_default(name, radius):
+    """The RGB-D models ship in weights/other/: loadable by name, RGB-D, never picked as a default; each header
+    names the anchor splats it was trained on, and the env given those splats does not warn."""
+    import warnings
+
+    from worldfm_env.model.checkpoint import trained_splat_radius
     from worldfm_env.model.weights import default_weights_path, shipped_resolutions, shipped_weights
 
-    assert shipped_weights()["worldfm-srgbd-64x64"].parent.name == "other"
+    path = shipped_weights()[name]
+    assert path.parent.name == "other"
+    assert trained_splat_radius(path) == radius
     assert default_weights_path(64, 64).stem == "worldfm-srd-64x64"
     assert shipped_resolutions() == ["64x64"]
-    env = WorldFMVectorEnv(
-        num_envs=2,
-        scenes="procedural:test:1",
-        capture="panorama",
-        device="cpu",
-        weights="worldfm-srgbd-64x64",
-        include_depth=True,
-    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*trained on anchors with splat_radius")
+        env = WorldFMVectorEnv(
+            num_envs=2,
+            scenes="procedural:test:1",
+            capture="panorama",
+            device="cpu",
+            weights=name,
+            splat_radius=radius,
+            include_depth=True,
+        )
     assert env.pipeline.backend.frame_model.has_depth
     obs, _ = env.reset(seed=3)
     anchor = env.pipeline.last_request.anchor
