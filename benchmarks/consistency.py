@@ -30,7 +30,8 @@ Metrics (uint8 frames; PSNR capped at 100 dB):
 * ``grown_depth_absrel`` (``worldfm_grow``): mean |d - d_true| / d_true of the anchor depth where grown points are
   shown, against the ray-cast depth: how far the generated geometry (lifted with the frame model's depth for an
   RGB-D model, else the filled anchor depth) is from the true one (what the agent sees against what collisions use).
-* ``--weights`` picks the frame model of the worldfm methods (default: the shipped default).
+* ``--weights`` picks the frame model of the worldfm methods (default: the shipped default); ``--splat-radius``
+  their anchor splats (default 0, the env's; pass the one the model was trained on, e.g. ``auto``).
 * step time: ``env.step`` with random discrete actions at ``--time-envs`` envs, ``memory="static"`` against
   ``"grow"`` (A-B-B-A blocks of ``--time-steps`` steps, medians).
 
@@ -57,6 +58,7 @@ if str(ROOT) not in sys.path:
 
 from benchmarks.fidelity import psnr, ssim  # noqa: E402
 from worldfm_env.envs.vector import WorldFMVectorEnv  # noqa: E402
+from worldfm_env.render.anchor_config import splat_radius_arg  # noqa: E402
 from worldfm_env.render.fill import nearest_fill  # noqa: E402
 from worldfm_env.scenes.navigation import geodesic_distance  # noqa: E402
 
@@ -207,6 +209,8 @@ def _render(method: str, trajectories: np.ndarray, args, scene_of_env: list[int]
         memory_capacity=args.memory_capacity,
         noise_key="step" if method == "worldfm_static_step" else "pose",
     )
+    if renderer == "worldfm":
+        kwargs["splat_radius"] = getattr(args, "splat_radius", 0)
     if renderer == "worldfm" and getattr(args, "weights", None):
         kwargs["weights"] = args.weights
     E, T = trajectories.shape[:2]
@@ -289,6 +293,7 @@ def _step_time(args, num_envs: int) -> dict[str, float]:
         resolution=args.resolution,
         device=args.device,
         memory_capacity=args.memory_capacity,
+        splat_radius=getattr(args, "splat_radius", 0),
     )
     if getattr(args, "weights", None):
         kwargs["weights"] = args.weights
@@ -364,6 +369,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
         default=None,
         help="frame model of the worldfm methods: a checkpoint path or shipped name (default: the shipped default)",
     )
+    parser.add_argument(
+        "--splat-radius",
+        type=splat_radius_arg,
+        default=0,
+        help="anchor splat half-size of the worldfm methods: an int in [0, 8] or auto (default: %(default)s, "
+        "the env's)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="trajectory and env seed (default: %(default)s)")
     parser.add_argument(
         "--time-envs", type=int, nargs="*", default=[16, 64], help="env counts timed (default: %(default)s)"
@@ -424,7 +436,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         e = torch.arange(E)
         revisit = psnr(img[e, visits[:, 0]], img[e, visits[:, 1]])
         reproj = reprojection_psnr(img, true_depth, c2w, K, ~captured, moved)
-        row = {"method": method}
+        row = {"method": method, "splat_radius": getattr(args, "splat_radius", 0) if method != "oracle" else ""}
         row["psnr"], row["psnr_p5"] = _stats(p_all)
         row["ssim"], row["ssim_p5"] = _stats(s_all)
         row["psnr_captured"], row["psnr_captured_p5"] = _stats(p_cap)

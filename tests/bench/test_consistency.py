@@ -1,0 +1,66 @@
+"""Tests of ``benchmarks/consistency.py``: a tiny run of static against growing memory, and its splat option."""
+
+from __future__ import annotations
+
+import csv
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+# `benchmarks/` is a top-level folder of scripts, not part of the installed package.
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import consistency  # noqa: E402
+
+TINY = ["--scenes", "1", "--trajectories", "1", "--time-envs", "2", "--time-steps", "1"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """One tiny run with one-pixel splats and one with footprint splats, same trajectory."""
+    out = {}
+    for radius in ("0", "auto"):
+        folder = tmp_path_factory.mktemp(f"consistency-{radius}")
+        out[radius] = (consistency.main([*TINY, "--splat-radius", radius, "--out", str(folder)]), folder)
+    return out
+
+
+def test_tiny_run_writes_its_outputs_and_scores_the_truth_as_exact(runs):
+    rows, folder = runs["0"]
+    by = {r["method"]: r for r in rows}
+    assert set(by) == {"oracle", "anchor", "nearest_fill", "worldfm_static", "worldfm_static_step", "worldfm_grow"}
+    assert by["oracle"]["psnr"] == pytest.approx(100.0)  # the truth against itself: the PSNR cap
+    for method in ("worldfm_static", "worldfm_grow"):
+        assert 5.0 < by[method]["psnr"] < 60.0
+        assert math.isfinite(by[method]["revisit_psnr"])
+    # Only the growing memory shows grown points, whose depth is compared with the truth.
+    assert math.isnan(by["worldfm_static"]["grown_depth_absrel"])
+    assert 0.0 <= by["worldfm_grow"]["grown_depth_absrel"] < 10.0
+    with open(folder / "consistency.csv") as f:
+        written = list(csv.DictReader(f))
+    assert [r["method"] for r in written] == [r["method"] for r in rows]
+    assert {r["splat_radius"] for r in written if r["method"] != "oracle"} == {"0"}
+    with open(folder / "consistency_steptime.csv") as f:
+        (timing,) = list(csv.DictReader(f))
+    assert int(timing["num_envs"]) == 2 and float(timing["ratio"]) > 0
+    for name in ("consistency.png", "consistency_strip.png"):
+        assert (folder / name).stat().st_size > 1000
+
+
+def test_splat_radius_reaches_the_worldfm_envs(runs):
+    """Footprint splats cover more of each frame than one-pixel ones: fewer uncaptured pixels, same trajectory."""
+    one_pixel = {r["method"]: r for r in runs["0"][0]}
+    footprint = {r["method"]: r for r in runs["auto"][0]}
+    assert footprint["worldfm_static"]["splat_radius"] == "auto"
+    assert footprint["worldfm_static"]["uncaptured_fraction"] < one_pixel["worldfm_static"]["uncaptured_fraction"]
+    assert footprint["oracle"]["psnr"] == pytest.approx(100.0)
+
+
+def test_bad_splat_radius_is_refused_by_name(capsys):
+    with pytest.raises(SystemExit):
+        consistency.main([*TINY, "--splat-radius", "huge"])
+    assert "--splat-radius" in capsys.readouterr().err
