@@ -176,7 +176,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--train-scenes", default="procedural:train", help="training scene spec")
     parser.add_argument("--eval-scenes", default="procedural:test", help="held-out scene spec")
-    parser.add_argument("--worldfm-weights", default=None, help="frame-model checkpoint: adds the worldfm world")
+    parser.add_argument(
+        "--worldfm-weights",
+        default=None,
+        help="frame-model checkpoint path or shipped model name (the env's weights=): adds the worldfm world",
+    )
     parser.add_argument(
         "--compile-model",
         action="store_true",
@@ -236,8 +240,13 @@ def train_worlds(args: argparse.Namespace) -> list[str]:
 
 def _check_arguments(args: argparse.Namespace) -> None:
     """Fail before any training on arguments that cannot work (each message names the argument)."""
-    if args.worldfm_weights and not Path(args.worldfm_weights).exists():
-        raise ValueError(f"--worldfm-weights {args.worldfm_weights!r} does not exist")
+    if args.worldfm_weights:
+        from worldfm_env.model.weights import resolve_weights
+
+        try:  # a checkpoint path or a shipped model's name, as the env's weights=
+            resolve_weights(args.worldfm_weights)
+        except ValueError as err:
+            raise ValueError(f"--worldfm-weights {args.worldfm_weights!r} does not exist: {err}") from None
     worlds = train_worlds(args)
     if args.reference_csv:
         if REFERENCE_WORLD in worlds:

@@ -85,6 +85,16 @@ def test_worldfm_world_trains_and_transfers(tmp_path):
         transfer.main([*TINY, "--out", str(tmp_path / "x"), "--worldfm-weights", str(tmp_path / "missing.pt")])
 
 
+def test_worldfm_weights_take_a_shipped_name(tmp_path):
+    """--worldfm-weights is what the env's weights= takes: a checkpoint path or the name of a shipped model."""
+    args = transfer.parse_args([*TINY, "--out", str(tmp_path), "--worldfm-weights", "worldfm-srgbd-auto-64x64"])
+    transfer._check_arguments(args)
+    assert transfer.train_worlds(args) == ["oracle", "anchor", "worldfm"]
+    args = transfer.parse_args([*TINY, "--out", str(tmp_path), "--worldfm-weights", "worldfm-nothing-64x64"])
+    with pytest.raises(ValueError, match=r"--worldfm-weights 'worldfm-nothing-64x64' does not exist: .*shipped: \["):
+        transfer._check_arguments(args)
+
+
 def test_depth_policies_train_and_evaluate_with_depth(tmp_path):
     import torch
 
