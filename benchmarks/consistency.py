@@ -210,9 +210,9 @@ def _render(method: str, trajectories: np.ndarray, args, scene_of_env: list[int]
         noise_key="step" if method == "worldfm_static_step" else "pose",
     )
     if renderer == "worldfm":
-        kwargs["splat_radius"] = getattr(args, "splat_radius", 0)
-    if renderer == "worldfm" and getattr(args, "weights", None):
-        kwargs["weights"] = args.weights
+        kwargs["splat_radius"] = args.splat_radius
+        if args.weights:
+            kwargs["weights"] = args.weights
     E, T = trajectories.shape[:2]
     env = WorldFMVectorEnv(num_envs=E, **kwargs)
     env.reset(seed=args.seed, options={"scene_index": scene_of_env})
@@ -293,9 +293,9 @@ def _step_time(args, num_envs: int) -> dict[str, float]:
         resolution=args.resolution,
         device=args.device,
         memory_capacity=args.memory_capacity,
-        splat_radius=getattr(args, "splat_radius", 0),
+        splat_radius=args.splat_radius,
     )
-    if getattr(args, "weights", None):
+    if args.weights:
         kwargs["weights"] = args.weights
     envs = {m: WorldFMVectorEnv(num_envs=num_envs, memory=m, **kwargs) for m in ("static", "grow")}
     rng = np.random.default_rng(args.seed)
@@ -436,7 +436,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         e = torch.arange(E)
         revisit = psnr(img[e, visits[:, 0]], img[e, visits[:, 1]])
         reproj = reprojection_psnr(img, true_depth, c2w, K, ~captured, moved)
-        row = {"method": method, "splat_radius": getattr(args, "splat_radius", 0) if method != "oracle" else ""}
+        row = {"method": method, "splat_radius": args.splat_radius if method != "oracle" else ""}
         row["psnr"], row["psnr_p5"] = _stats(p_all)
         row["ssim"], row["ssim_p5"] = _stats(s_all)
         row["psnr_captured"], row["psnr_captured_p5"] = _stats(p_cap)
