@@ -12,8 +12,14 @@ from worldfm_env.model import build_model, load_checkpoint, sample_distilled, sp
 from worldfm_env.model.dit import PixelRefiner
 from worldfm_env.model.frame_model import FrameModel
 from worldfm_env.model.weights import resolve_weights
-from worldfm_env.training.adversarial import PatchDiscriminator, discriminator_loss, generator_loss
-from worldfm_env.training.stages import TrainConfig, extend_model, log_depth_error, train
+from worldfm_env.training.adversarial import (
+    PatchDiscriminator,
+    discriminator_loss,
+    generator_loss,
+    patch_weights,
+    r1_penalty,
+)
+from worldfm_env.training.stages import TrainConfig, extend_model, log_depth_error, regression_loss, train
 
 # Shipped models' frames for a fixed synthetic input (float32, hash noise 5 and 9), 16x16 average-pooled, as
 # rendered by the code before the RGB-D model existed.
@@ -355,10 +361,13 @@ def test_rgbd_options_need_the_right_model_and_sampler(tmp_path):
         TrainConfig(adversarial_start=-1)
 
 
-def test_patch_discriminator_learns_to_tell_blur_from_detail():
+@pytest.mark.parametrize(
+    "design", [dict(), dict(spectral_norm=False, edges=True)], ids=["spectral-norm", "plain-edges"]
+)
+def test_patch_discriminator_learns_to_tell_blur_from_detail(design):
     """The adversarial term's premise: a few steps teach the discriminator to score sharp frames above their blur."""
     torch.manual_seed(0)
-    disc = PatchDiscriminator(16)
+    disc = PatchDiscriminator(16, **design)
     opt = torch.optim.AdamW(disc.parameters(), lr=1e-3, betas=(0.5, 0.999))
     sharp = (torch.rand(8, 3, 32, 32) > 0.5).float() * 2 - 1
     blur = F.avg_pool2d(sharp, 5, stride=1, padding=2)
@@ -376,7 +385,72 @@ def test_patch_discriminator_learns_to_tell_blur_from_detail():
         disc(sharp, anchor[:, :, :16], covered)
 
 
-def test_adversarial_run_resumes_exactly(tmp_path):
+def test_patch_weights_focus_on_uncovered_patches_and_weight_the_losses():
+    covered = torch.ones(2, 16, 16, dtype=torch.bool)
+    covered[0, :8, :8] = False  # one logit cell of sample 0 (2 x 2 logits) is wholly uncovered
+    weights = patch_weights(covered, (2, 2), 1.0)
+    assert weights.shape == (2, 1, 2, 2)
+    assert weights[0, 0, 0, 0] == 1.0 and weights.sum() == 1.0
+    assert torch.equal(patch_weights(covered, (2, 2), 0.0), torch.ones(2, 1, 2, 2))
+    assert torch.allclose(patch_weights(covered, (2, 2), 0.5).sum(), torch.tensor(4.5))
+    logits = torch.zeros(2, 1, 2, 2)
+    logits[0, 0, 0, 0] = 3.0  # the only uncovered patch: a weighted mean sees nothing else
+    assert float(generator_loss(logits, weights)) == -3.0
+    assert float(generator_loss(logits)) == -3.0 / 8
+    assert float(discriminator_loss(logits, -logits, weights)) == 0.0  # real 3 and fake -3 beyond both margins
+    with pytest.raises(ValueError, match="focus must be in"):
+        patch_weights(covered, (2, 2), 1.5)
+
+
+def test_r1_penalty_is_the_squared_input_gradient_and_trains():
+    torch.manual_seed(0)
+    disc = PatchDiscriminator(4, spectral_norm=False, edges=True)
+    frame, anchor = torch.rand(2, 3, 16, 16) * 2 - 1, torch.zeros(2, 3, 16, 16)
+    covered = torch.zeros(2, 16, 16, dtype=torch.bool)
+    penalty = r1_penalty(disc, frame, anchor, covered)
+    x = frame.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(disc(x, anchor, covered).sum(), x)
+    assert torch.allclose(penalty, grad.pow(2).flatten(1).sum(1).mean())
+    penalty.backward()  # differentiable in the discriminator's weights (it is added to its loss; biases drop out)
+    assert all(p.grad is not None for name, p in disc.named_parameters() if name.endswith("weight"))
+    with pytest.raises(ValueError, match="edges must be a bool"):
+        PatchDiscriminator(4, edges=1)
+
+
+def test_regression_loss_weights_uncovered_pixels():
+    torch.manual_seed(0)
+    prediction, target = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
+    covered = torch.rand(2, 4, 4) > 0.5
+    assert torch.equal(regression_loss(prediction, target, covered), F.mse_loss(prediction, target))
+    squared = (prediction - target).pow(2)
+    only_covered = regression_loss(prediction, target, covered, 0.0)
+    assert torch.allclose(only_covered, (squared * covered[:, None]).mean())
+    half = regression_loss(prediction, target, covered, 0.5)
+    assert torch.allclose(half, (squared * torch.where(covered, 1.0, 0.5)[:, None]).mean())
+
+
+def test_new_adversarial_options_are_validated():
+    with pytest.raises(ValueError, match="adversarial_focus must be a number in"):
+        TrainConfig(adversarial_focus=2.0)
+    with pytest.raises(ValueError, match="disc_spectral_norm must be true or false"):
+        TrainConfig(disc_spectral_norm="no")
+    for name in ("disc_r1", "uncaptured_regression_weight"):
+        with pytest.raises(ValueError, match=f"{name} must be a number >= 0"):
+            TrainConfig(**{name: -1.0})
+
+
+@pytest.mark.parametrize(
+    "design",
+    [
+        dict(),
+        dict(
+            disc_spectral_norm=False, disc_edges=True, disc_r1=1.0, adversarial_focus=0.8,
+            uncaptured_regression_weight=0.5,
+        ),
+    ],
+    ids=["first-design", "plain-r1-focus"],
+)  # fmt: skip
+def test_adversarial_run_resumes_exactly(tmp_path, design):
     """sampler_unroll + adversarial term + depth: 4 steps at once equal 2 + 2 resumed (generator, EMA and
     discriminator), the discriminator trains from step 0 and the generator's term starts at adversarial_start."""
     kw = dict(
@@ -386,6 +460,7 @@ def test_adversarial_run_resumes_exactly(tmp_path):
         depth_weight=0.5,
         save_every=1,
         disc_channels=8,
+        **design,
         **TINY_RGBD,
     )
     train(TrainConfig(steps=4, out=str(tmp_path / "a"), **kw))
@@ -398,6 +473,7 @@ def test_adversarial_run_resumes_exactly(tmp_path):
     entries = _log(tmp_path / "a")
     assert all("discriminator" in e for e in entries)
     assert ["adversarial" in e for e in entries] == [False, False, True, True]
+    assert all(("r1" in e) == bool(design) for e in entries)
     train(TrainConfig(steps=1, out=str(tmp_path / "c"), **{**kw, "adversarial_weight": 0.0}))
     with pytest.raises(ValueError, match="written without a discriminator"):
         train(TrainConfig(steps=2, out=str(tmp_path / "c"), **kw))

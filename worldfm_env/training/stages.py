@@ -45,7 +45,13 @@ from worldfm_env.model.samplers import distilled_trajectory, split_depth
 from worldfm_env.model.targets import from_target, residual_base, to_target
 from worldfm_env.render.anchor_config import splat_radius_arg
 from worldfm_env.scenes.catalog import resolve_scenes
-from worldfm_env.training.adversarial import PatchDiscriminator, discriminator_loss, generator_loss
+from worldfm_env.training.adversarial import (
+    PatchDiscriminator,
+    discriminator_loss,
+    generator_loss,
+    patch_weights,
+    r1_penalty,
+)
 from worldfm_env.training.data import ClipConfig, ClipGenerator
 
 __all__ = [
@@ -187,6 +193,21 @@ class TrainConfig:
     """Learning rate of the discriminator (AdamW, betas (0.5, 0.999), no warm-up)."""
     disc_channels: int = 32
     """Width of the discriminator's first layer."""
+    disc_spectral_norm: bool = True
+    """Spectrally normalise the discriminator's convolutions (the first design). False leaves them plain: give
+    ``disc_r1`` a weight then, the usual stabiliser of an unnormalised discriminator."""
+    disc_edges: bool = False
+    """The discriminator also sees the frame's x and y finite differences (the detail a blur lacks)."""
+    disc_r1: float = 0.0
+    """Weight of the R1 penalty (:func:`~worldfm_env.training.adversarial.r1_penalty`, the squared gradient of the
+    discriminator at real frames) in the discriminator's loss; 0 disables it."""
+    adversarial_focus: float = 0.0
+    """How much both adversarial losses concentrate on the patches the anchor did not show (0: every patch alike,
+    1: only uncovered pixels count; :func:`~worldfm_env.training.adversarial.patch_weights`)."""
+    uncaptured_regression_weight: float = 1.0
+    """Weight of the regression loss on pixels the anchor (as the model sees it) does not cover, relative to 1 on
+    covered pixels. Below 1 the pull towards the mean, a blur where the model must invent, is weakened there and
+    the adversarial term has more say; 1 is the plain MSE."""
 
     def __post_init__(self) -> None:
         # Raises on a bad splat_radius, sparse_fraction or close_fraction, naming it.
@@ -213,7 +234,7 @@ class TrainConfig:
             raise ValueError(f"precision={self.precision!r} is not valid; choose one of {list(PRECISIONS)}")
         if not 0.0 <= self.ema < 1.0:
             raise ValueError(f"ema must be in [0, 1) (0 disables the average), got {self.ema!r}")
-        for name in ("depth_weight", "adversarial_weight"):
+        for name in ("depth_weight", "adversarial_weight", "disc_r1", "uncaptured_regression_weight"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
                 raise ValueError(f"{name} must be a number >= 0 (0 disables the term), got {value!r}")
@@ -225,6 +246,12 @@ class TrainConfig:
             raise ValueError(f"adversarial_start must be an int >= 0, got {self.adversarial_start!r}")
         if not isinstance(self.disc_channels, int) or isinstance(self.disc_channels, bool) or self.disc_channels <= 0:
             raise ValueError(f"disc_channels must be a positive int, got {self.disc_channels!r}")
+        for name in ("disc_spectral_norm", "disc_edges"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        focus = self.adversarial_focus
+        if isinstance(focus, bool) or not isinstance(focus, (int, float)) or not 0.0 <= focus <= 1.0:
+            raise ValueError(f"adversarial_focus must be a number in [0, 1], got {focus!r}")
         if not self.disc_lr > 0:
             raise ValueError(f"disc_lr must be positive, got {self.disc_lr!r}")
         if self.high_noise_bias < 0:
@@ -438,6 +465,32 @@ def extend_model(model: WorldFMDiT, overrides: dict) -> WorldFMDiT:
     return new.train(model.training)
 
 
+def regression_loss(
+    prediction: torch.Tensor, target: torch.Tensor, covered: torch.Tensor, uncaptured_weight: float = 1.0
+) -> torch.Tensor:
+    """MSE of (N, C, H, W) ``prediction`` against ``target``, pixels that ``covered`` (N, H, W) does not mark weighted
+    by ``uncaptured_weight`` (``TrainConfig.uncaptured_regression_weight``; 1 is the plain MSE)."""
+    if uncaptured_weight == 1.0:
+        return F.mse_loss(prediction, target)
+    weight = torch.where(covered, 1.0, float(uncaptured_weight)).to(prediction.dtype)[:, None]
+    return ((prediction - target).pow(2) * weight).mean()
+
+
+def _patch_weights(cfg: TrainConfig, covered: torch.Tensor, logits: torch.Tensor) -> torch.Tensor | None:
+    """The adversarial losses' per-patch weights (None: plain means, as before ``adversarial_focus``)."""
+    return patch_weights(covered, tuple(logits.shape[-2:]), cfg.adversarial_focus) if cfg.adversarial_focus else None
+
+
+def _average_gradients(module: torch.nn.Module, world: int) -> None:
+    """Average ``module``'s gradients over the ranks (what DDP would do; a no-op on one process)."""
+    if world <= 1:
+        return
+    for parameter in module.parameters():
+        if parameter.grad is not None:
+            dist.all_reduce(parameter.grad, op=dist.ReduceOp.SUM)
+            parameter.grad.div_(world)
+
+
 def train(cfg: TrainConfig) -> dict:
     """Run (or resume) one stage; returns a summary (final loss, steps, wall time)."""
     rank, world, local_rank = _distributed()
@@ -479,7 +532,8 @@ def train(cfg: TrainConfig) -> dict:
     ema = copy.deepcopy(model).eval().requires_grad_(False) if cfg.ema > 0 else None
     disc = disc_optimizer = None
     if cfg.adversarial_weight:
-        disc = PatchDiscriminator(cfg.disc_channels).to(device)
+        design = dict(spectral_norm=cfg.disc_spectral_norm, edges=cfg.disc_edges)
+        disc = PatchDiscriminator(cfg.disc_channels, **design).to(device)
         disc_optimizer = torch.optim.AdamW(disc.parameters(), lr=cfg.disc_lr, betas=(0.5, 0.999))
     start_step = 0
     state_path = out / "state.pt"
@@ -499,7 +553,6 @@ def train(cfg: TrainConfig) -> dict:
             disc_optimizer.load_state_dict(state["disc_optimizer"])
         start_step = int(state["step"])
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
-    ddp_disc = torch.nn.parallel.DistributedDataParallel(disc) if (world > 1 and disc is not None) else disc
     scenes = resolve_scenes(cfg.scenes, device, (cfg.resolution, cfg.resolution), 90.0)
     clip_config = ClipConfig(
         resolution=(cfg.resolution, cfg.resolution),
@@ -552,7 +605,8 @@ def train(cfg: TrainConfig) -> dict:
                     model_kwargs=prepared,
                     depths=depths,
                 )
-            loss = torch.stack([F.mse_loss(e, x0) for e in estimates]).mean()  # float32 estimates
+            weight = cfg.uncaptured_regression_weight
+            loss = torch.stack([regression_loss(e, x0, mask, weight) for e in estimates]).mean()  # float32
             depth_channel, sample = depths[-1], estimates[-1]
         else:
             if cfg.timesteps is None:
@@ -566,7 +620,8 @@ def train(cfg: TrainConfig) -> dict:
             with autocast_context(precision, device):
                 out_t = ddp(a * x0 + s * eps, t, anchor, reference, **conditions, **prepared)
             target = eps if cfg.prediction == "eps" else a * eps - s * x0
-            loss = F.mse_loss(out_t[:, :3].float(), target)  # eps- or v-MSE (a learned-sigma half is ignored)
+            # eps- or v-MSE (a learned-sigma half is ignored)
+            loss = regression_loss(out_t[:, :3].float(), target, mask, cfg.uncaptured_regression_weight)
             depth_channel = split_depth(out_t, 3)
         terms["regression"] = loss.detach()
         if cfg.depth_weight:
@@ -579,7 +634,8 @@ def train(cfg: TrainConfig) -> dict:
             fake = from_target(sample, base, model.config.target)  # the frame the sampler gives, in [-1, 1]
             if step >= cfg.adversarial_start:
                 disc.requires_grad_(False)  # the generator's term does not train the discriminator
-                adversarial = generator_loss(disc(fake, anchor, mask))
+                fake_logits = disc(fake, anchor, mask)
+                adversarial = generator_loss(fake_logits, _patch_weights(cfg, mask, fake_logits))
                 disc.requires_grad_(True)
                 loss = loss + cfg.adversarial_weight * adversarial
                 terms["adversarial"] = adversarial.detach()
@@ -588,11 +644,18 @@ def train(cfg: TrainConfig) -> dict:
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
         if disc is not None:
-            d_loss = discriminator_loss(ddp_disc(image, anchor, mask), ddp_disc(fake.detach(), anchor, mask))
+            real_logits, fake_logits = disc(image, anchor, mask), disc(fake.detach(), anchor, mask)
+            d_loss = discriminator_loss(real_logits, fake_logits, _patch_weights(cfg, mask, real_logits))
+            terms["discriminator"] = d_loss.detach()
+            terms["d_real"], terms["d_fake"] = real_logits.detach().mean(), fake_logits.detach().mean()
+            if cfg.disc_r1:
+                r1 = r1_penalty(disc, image, anchor, mask)
+                d_loss = d_loss + 0.5 * cfg.disc_r1 * r1
+                terms["r1"] = r1.detach()
             disc_optimizer.zero_grad(set_to_none=True)
             d_loss.backward()
+            _average_gradients(disc, world)  # the discriminator is not wrapped in DDP (R1 differentiates twice)
             disc_optimizer.step()
-            terms["discriminator"] = d_loss.detach()
         if ema is not None:
             # Warm-up of the decay (short runs are not dominated by the initial weights).
             decay = min(cfg.ema, (1.0 + step) / (10.0 + step))
