@@ -19,7 +19,14 @@ from worldfm_env.training.adversarial import (
     patch_weights,
     r1_penalty,
 )
-from worldfm_env.training.stages import TrainConfig, extend_model, log_depth_error, regression_loss, train
+from worldfm_env.training.stages import (
+    TrainConfig,
+    detail_loss,
+    extend_model,
+    log_depth_error,
+    regression_loss,
+    train,
+)
 
 # Shipped models' frames for a fixed synthetic input (float32, hash noise 5 and 9), 16x16 average-pooled, as
 # rendered by the code before the RGB-D model existed.
@@ -429,12 +436,31 @@ def test_regression_loss_weights_uncovered_pixels():
     assert torch.allclose(half, (squared * torch.where(covered, 1.0, 0.5)[:, None]).mean())
 
 
+def test_detail_loss_pays_for_the_truths_detail_where_it_is_and_for_flatness_where_it_is_flat():
+    torch.manual_seed(0)
+    truth = torch.full((2, 3, 16, 16), -0.2)
+    truth[:, :, :8] = (torch.rand(2, 3, 8, 16) > 0.5).float() - 0.5  # detail in the top half, flat below
+    uncovered = torch.zeros(2, 16, 16, dtype=torch.bool)
+    assert float(detail_loss(truth, truth, uncovered)) == 0.0
+    blur = F.avg_pool2d(truth, 5, stride=1, padding=2, count_include_pad=False)
+    grain = truth + 0.3 * (torch.rand_like(truth) - 0.5)  # the truth plus grain on the flat half too
+    shifted = torch.roll(truth, 1, dims=3)  # the same detail, one pixel off: the MSE's worst case, not this loss's
+    assert float(detail_loss(blur, truth, uncovered)) > 0.5
+    assert float(detail_loss(grain, truth, uncovered)) > 0.5
+    assert float(detail_loss(shifted, truth, uncovered)) < 0.1 < F.mse_loss(shifted, truth)
+    assert float(detail_loss(blur, truth, torch.ones_like(uncovered))) == 0.0  # covered cells do not count
+    with pytest.raises(ValueError, match="need frame and truth"):
+        detail_loss(truth, truth[:, :2], uncovered)
+
+
 def test_new_adversarial_options_are_validated():
+    with pytest.raises(ValueError, match="detail_weight > 0 needs sampler_unroll"):
+        TrainConfig(detail_weight=0.1, prediction="v")
     with pytest.raises(ValueError, match="adversarial_focus must be a number in"):
         TrainConfig(adversarial_focus=2.0)
     with pytest.raises(ValueError, match="disc_spectral_norm must be true or false"):
         TrainConfig(disc_spectral_norm="no")
-    for name in ("disc_r1", "uncaptured_regression_weight"):
+    for name in ("disc_r1", "uncaptured_regression_weight", "detail_weight"):
         with pytest.raises(ValueError, match=f"{name} must be a number >= 0"):
             TrainConfig(**{name: -1.0})
 
@@ -445,7 +471,7 @@ def test_new_adversarial_options_are_validated():
         dict(),
         dict(
             disc_spectral_norm=False, disc_edges=True, disc_r1=1.0, adversarial_focus=0.8,
-            uncaptured_regression_weight=0.5,
+            uncaptured_regression_weight=0.5, detail_weight=0.5,
         ),
     ],
     ids=["first-design", "plain-r1-focus"],
@@ -473,13 +499,16 @@ def test_adversarial_run_resumes_exactly(tmp_path, design):
     entries = _log(tmp_path / "a")
     assert all("discriminator" in e for e in entries)
     assert ["adversarial" in e for e in entries] == [False, False, True, True]
-    assert all(("r1" in e) == bool(design) for e in entries)
+    assert all(("r1" in e) == ("detail" in e) == bool(design) for e in entries)
     train(TrainConfig(steps=1, out=str(tmp_path / "c"), **{**kw, "adversarial_weight": 0.0}))
     with pytest.raises(ValueError, match="written without a discriminator"):
         train(TrainConfig(steps=2, out=str(tmp_path / "c"), **kw))
 
 
-@pytest.mark.parametrize("name, radius", [("worldfm-srgbd-64x64", 0), ("worldfm-srgbd-auto-64x64", "auto")])
+@pytest.mark.parametrize(
+    "name, radius",
+    [("worldfm-srgbd-64x64", 0), ("worldfm-srgbd-auto-64x64", "auto"), ("worldfm-srgbd-auto-detail-64x64", "auto")],
+)
 def test_the_shipped_rgbd_models_load_by_name_and_are_not_the_default(name, radius):
     """The RGB-D models ship in weights/other/: loadable by name, RGB-D, never picked as a default; each header
     names the anchor splats it was trained on, and the env given those splats does not warn."""

@@ -204,6 +204,12 @@ class TrainConfig:
     adversarial_focus: float = 0.0
     """How much both adversarial losses concentrate on the patches the anchor did not show (0: every patch alike,
     1: only uncovered pixels count; :func:`~worldfm_env.training.adversarial.patch_weights`)."""
+    detail_weight: float = 0.0
+    """Weight of the local detail loss (:func:`detail_loss`) on the frame the sampler returns: in the patches the
+    anchor does not cover, the log gradient energy of the frame against the truth's. It pays for the truth's amount
+    of detail where the truth has detail and for flatness where it is flat, and, unlike the MSE, not for where in
+    the patch an edge falls, so an edge the model is unsure of no longer costs less blurred. Needs
+    ``sampler_unroll``."""
     uncaptured_regression_weight: float = 1.0
     """Weight of the regression loss on pixels the anchor (as the model sees it) does not cover, relative to 1 on
     covered pixels. Below 1 the pull towards the mean, a blur where the model must invent, is weakened there and
@@ -234,14 +240,13 @@ class TrainConfig:
             raise ValueError(f"precision={self.precision!r} is not valid; choose one of {list(PRECISIONS)}")
         if not 0.0 <= self.ema < 1.0:
             raise ValueError(f"ema must be in [0, 1) (0 disables the average), got {self.ema!r}")
-        for name in ("depth_weight", "adversarial_weight", "disc_r1", "uncaptured_regression_weight"):
+        for name in ("depth_weight", "adversarial_weight", "disc_r1", "uncaptured_regression_weight", "detail_weight"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
                 raise ValueError(f"{name} must be a number >= 0 (0 disables the term), got {value!r}")
-        if self.adversarial_weight and not self.sampler_unroll:
-            raise ValueError(
-                "adversarial_weight > 0 needs sampler_unroll 1 or 2 (the term judges the sampler's frames)"
-            )
+        for name in ("adversarial_weight", "detail_weight"):
+            if getattr(self, name) and not self.sampler_unroll:
+                raise ValueError(f"{name} > 0 needs sampler_unroll 1 or 2 (the term judges the sampler's frames)")
         if not isinstance(self.adversarial_start, int) or self.adversarial_start < 0:
             raise ValueError(f"adversarial_start must be an int >= 0, got {self.adversarial_start!r}")
         if not isinstance(self.disc_channels, int) or isinstance(self.disc_channels, bool) or self.disc_channels <= 0:
@@ -476,6 +481,31 @@ def regression_loss(
     return ((prediction - target).pow(2) * weight).mean()
 
 
+def detail_loss(
+    frame: torch.Tensor, truth: torch.Tensor, covered: torch.Tensor, patch: int = 8, floor: float = 1e-3
+) -> torch.Tensor:
+    """Local detail loss: ``|log(E(frame) + floor) - log(E(truth) + floor)|`` per ``patch`` x ``patch`` cell, with
+    ``E`` the cell's mean squared finite difference (x and y, summed over channels; frames (N, C, H, W) in [-1, 1]),
+    averaged over cells weighted by their uncovered share (``covered`` (N, H, W) bool; 0 when every pixel is
+    covered). ``floor`` (1e-3: neighbours about 4 levels of 255 apart in one channel) keeps near-flat cells from
+    dominating the log."""
+    if frame.shape != truth.shape or tuple(covered.shape) != (frame.shape[0], *frame.shape[2:]):
+        raise ValueError(
+            f"need frame and truth (N, C, H, W) of one shape and covered (N, H, W); got {tuple(frame.shape)}, "
+            f"{tuple(truth.shape)}, {tuple(covered.shape)}"
+        )
+
+    def energy(x: torch.Tensor) -> torch.Tensor:
+        x = x.float()
+        dx = F.pad(x[..., :, 1:] - x[..., :, :-1], (0, 1, 0, 0))
+        dy = F.pad(x[..., 1:, :] - x[..., :-1, :], (0, 0, 0, 1))
+        return F.avg_pool2d((dx.square() + dy.square()).sum(1, keepdim=True), patch)
+
+    error = (torch.log(energy(frame) + floor) - torch.log(energy(truth) + floor)).abs()
+    weight = F.avg_pool2d((~covered)[:, None].float(), patch)
+    return (error * weight).sum() / weight.sum().clamp_min(1e-6)
+
+
 def _patch_weights(cfg: TrainConfig, covered: torch.Tensor, logits: torch.Tensor) -> torch.Tensor | None:
     """The adversarial losses' per-patch weights (None: plain means, as before ``adversarial_focus``)."""
     return patch_weights(covered, tuple(logits.shape[-2:]), cfg.adversarial_focus) if cfg.adversarial_focus else None
@@ -630,8 +660,13 @@ def train(cfg: TrainConfig) -> dict:
             loss = loss + cfg.depth_weight * depth_term
             terms["depth"] = depth_term.detach()
         fake = None
-        if disc is not None:
+        if disc is not None or cfg.detail_weight:
             fake = from_target(sample, base, model.config.target)  # the frame the sampler gives, in [-1, 1]
+        if cfg.detail_weight:
+            detail = detail_loss(fake, image, mask)
+            loss = loss + cfg.detail_weight * detail
+            terms["detail"] = detail.detach()
+        if disc is not None:
             if step >= cfg.adversarial_start:
                 disc.requires_grad_(False)  # the generator's term does not train the discriminator
                 fake_logits = disc(fake, anchor, mask)
