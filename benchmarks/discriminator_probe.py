@@ -187,7 +187,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = [d for d in args.designs if d not in DESIGNS]
     if unknown:
         parser.error(f"--designs: {unknown} are not designs; choose from {list(DESIGNS)}")
-    for name in ("batches", "held_out", "clips", "steps", "channels"):
+    if not args.lr > 0:
+        parser.error(f"--lr must be positive, got {args.lr}")
+    for name in ("batches", "held_out", "clips", "steps", "channels", "resolution"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
     if args.held_out >= args.batches:

@@ -58,3 +58,6 @@ def test_bad_options_are_refused_by_name():
         dp.parse_args(["--designs", "nope"])
     with pytest.raises(SystemExit):
         dp.parse_args(["--batches", "2", "--held-out", "2"])
+    for bad in (["--lr", "0"], ["--resolution", "0"]):
+        with pytest.raises(SystemExit):
+            dp.parse_args(bad)

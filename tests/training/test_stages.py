@@ -1,6 +1,7 @@
 """Training stages I and II: losses fall on a fixed batch, resume, torchrun with gloo, env loads the result."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -248,9 +249,19 @@ def test_training_at_given_timesteps(tmp_path, monkeypatch):
             TrainConfig(timesteps=bad)
 
 
-@pytest.mark.parametrize("extra", [[], ["--prediction", "v", "--sampler-unroll", "2"]])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        [],
+        ["--prediction", "v", "--sampler-unroll", "2"],
+        ["--prediction", "v", "--sampler-unroll", "1", "--adversarial-weight", "0.1", "--disc-channels", "4"]
+        + ["--disc-edges", "--no-disc-spectral-norm", "--disc-r1", "1.0", "--detail-weight", "0.1"],
+    ],
+    ids=["denoise", "unroll-2", "adversarial-r1"],
+)
 def test_torchrun_two_process_gloo(tmp_path, extra):
-    """DDP over two gloo ranks, also with two model calls per update (the unrolled 2-step sampler)."""
+    """DDP over two gloo ranks, also with two model calls per update (the unrolled 2-step sampler), and with the
+    discriminator, whose gradients (R1 included) the ranks average by hand."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [
         sys.executable,
@@ -286,6 +297,9 @@ def test_torchrun_two_process_gloo(tmp_path, extra):
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["ranks"] == 2 and summary["steps"] == 2
     assert (tmp_path / "model.safetensors").is_file()
+    if "--disc-r1" in extra:
+        entries = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+        assert all("r1" in e and "detail" in e and math.isfinite(e["discriminator"]) for e in entries)
 
 
 def test_resumed_run_equals_uninterrupted_run(tmp_path):

@@ -32,10 +32,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["PatchDiscriminator", "discriminator_loss", "generator_loss", "patch_weights", "r1_penalty"]
+__all__ = [
+    "PatchDiscriminator",
+    "discriminator_loss",
+    "finite_differences",
+    "generator_loss",
+    "patch_weights",
+    "r1_penalty",
+]
 
 
-def _edges(frame: torch.Tensor) -> torch.Tensor:
+def finite_differences(frame: torch.Tensor) -> torch.Tensor:
     """Forward differences of every channel along x and y, zero on the last column/row: (B, 2C, H, W)."""
     dx = F.pad(frame[..., :, 1:] - frame[..., :, :-1], (0, 1, 0, 0))
     dy = F.pad(frame[..., 1:, :] - frame[..., :-1, :], (0, 0, 0, 1))
@@ -85,7 +92,7 @@ class PatchDiscriminator(nn.Module):
             )
         parts = [frame.float(), anchor.float(), covered[:, None].float() * 2.0 - 1.0]
         if self.edges:
-            parts.append(_edges(frame.float()))
+            parts.append(finite_differences(frame.float()))
         h = torch.cat(parts, dim=1)
         for layer in self.layers:
             h = F.leaky_relu(layer(h), 0.2)

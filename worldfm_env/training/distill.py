@@ -44,6 +44,7 @@ from worldfm_env.training.data import ClipConfig, ClipGenerator
 from worldfm_env.training.stages import (
     PRECISIONS,
     TrainConfig,
+    _average_gradients,
     _distributed,
     autocast_context,
     condition_batch,
@@ -155,24 +156,6 @@ def student_sample(
     return distilled_trajectory(
         student, anchor, reference, noise, renoise, steps, abar, cameras=cameras, anchor_depth=anchor_depth
     )[-1]
-
-
-def _average_gradients(module: torch.nn.Module, world: int) -> None:
-    """All-reduce (mean) the gradients of ``module`` over the process group (manual DDP).
-
-    The student runs several forwards per update (one per sampler step, and the regression batch), which
-    ``DistributedDataParallel`` does not allow without extra flags, so stage III averages gradients itself.
-    """
-    if world == 1:
-        return
-    grads = [p.grad for p in module.parameters() if p.grad is not None]
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat)
-    flat /= world
-    offset = 0
-    for g in grads:
-        g.copy_(flat[offset : offset + g.numel()].view_as(g))
-        offset += g.numel()
 
 
 def _teacher_pool(cfg: DistillConfig, teacher, clips, cond_cfg, device, rank: int, world: int, precision: str):

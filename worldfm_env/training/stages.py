@@ -48,6 +48,7 @@ from worldfm_env.scenes.catalog import resolve_scenes
 from worldfm_env.training.adversarial import (
     PatchDiscriminator,
     discriminator_loss,
+    finite_differences,
     generator_loss,
     patch_weights,
     r1_penalty,
@@ -496,10 +497,7 @@ def detail_loss(
         )
 
     def energy(x: torch.Tensor) -> torch.Tensor:
-        x = x.float()
-        dx = F.pad(x[..., :, 1:] - x[..., :, :-1], (0, 1, 0, 0))
-        dy = F.pad(x[..., 1:, :] - x[..., :-1, :], (0, 0, 0, 1))
-        return F.avg_pool2d((dx.square() + dy.square()).sum(1, keepdim=True), patch)
+        return F.avg_pool2d(finite_differences(x.float()).square().sum(1, keepdim=True), patch)
 
     error = (torch.log(energy(frame) + floor) - torch.log(energy(truth) + floor)).abs()
     weight = F.avg_pool2d((~covered)[:, None].float(), patch)
@@ -512,13 +510,20 @@ def _patch_weights(cfg: TrainConfig, covered: torch.Tensor, logits: torch.Tensor
 
 
 def _average_gradients(module: torch.nn.Module, world: int) -> None:
-    """Average ``module``'s gradients over the ranks (what DDP would do; a no-op on one process)."""
-    if world <= 1:
+    """All-reduce (mean) the gradients of ``module`` over the process group in one flat message (manual DDP; a
+    no-op on one process). Stage III's student runs several forwards per update, which DDP does not allow without
+    extra flags, and stage II's discriminator is differentiated twice by R1, so both average their gradients here.
+    """
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    if world <= 1 or not grads:
         return
-    for parameter in module.parameters():
-        if parameter.grad is not None:
-            dist.all_reduce(parameter.grad, op=dist.ReduceOp.SUM)
-            parameter.grad.div_(world)
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= world
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
+        offset += g.numel()
 
 
 def train(cfg: TrainConfig) -> dict:
