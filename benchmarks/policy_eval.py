@@ -6,7 +6,8 @@
 Method. A set of PointNav policies of different quality (``agents/ppo_torch.py`` checkpoints, e.g. the snapshots
 ``benchmarks/transfer.py --snapshots K`` writes to ``<out>/checkpoints/ppo_<world>_step<env steps>.pt`` along each
 training) is evaluated on the same held-out episodes (``agents/evaluate.py``: episode i is the first episode of env
-seed ``eval_seed + i`` on ``--scenes``, the most likely action at every step) in two worlds: the *truth* world (the
+seed ``eval_seed + i`` on ``--scenes``; the most likely action at every step, or with ``--eval-actions sample``
+actions drawn from the policy by a generator seeded by ``--eval-seed``) in two worlds: the *truth* world (the
 ``oracle`` renderer, ray casting the true mesh) and the *model* world (``--model-renderer``: the frame model,
 ``worldfm``, with ``--weights``; or the raw ``anchor``, to see what the frame model adds as an evaluator). Both worlds
 use the same ``--capture`` (it places the episodes' starts near a capture camera; the oracle renders the true mesh
@@ -42,7 +43,7 @@ if str(Path(__file__).resolve().parents[1]) not in sys.path:  # run as a script:
 
 from agents import evaluate as evaluate_script  # noqa: E402
 from benchmarks.throughput import machine_name  # noqa: E402
-from benchmarks.transfer import METRICS, summarise, write_csv  # noqa: E402
+from benchmarks.transfer import EVAL_ACTIONS, METRICS, summarise, write_csv  # noqa: E402
 from worldfm_env.memory import MEMORY_MODES  # noqa: E402
 from worldfm_env.scenes.capture import parse_capture  # noqa: E402
 
@@ -96,6 +97,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="memory of the model world (the env's memory; the truth world's stays static): grow (the default with "
         "worldfm) or static (the default, and the only choice, with anchor)",
     )
+    parser.add_argument(
+        "--eval-actions",
+        default="argmax",
+        choices=EVAL_ACTIONS,
+        help="how the policies act in both worlds: argmax (their most likely action) or sample (drawn from the "
+        "policy with a generator seeded by --eval-seed, as benchmarks/transfer.py's learning curves do)",
+    )
+    parser.add_argument(
+        "--compile-model",
+        action="store_true",
+        help="wrap the worldfm model world's frame model in torch.compile (faster steps after a one-off compile)",
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--out", default=str(RESULTS), help="output folder")
     args = parser.parse_args(argv)
@@ -114,6 +127,11 @@ def _check_arguments(args: argparse.Namespace) -> None:
     except ValueError as err:
         raise ValueError(f"--capture: {err}") from None
     if args.model_renderer != "worldfm":
+        if args.compile_model:
+            raise ValueError(
+                f"--compile-model compiles the worldfm model world's frame model; --model-renderer is "
+                f"{args.model_renderer!r}"
+            )
         if args.weights:
             raise ValueError(f"--weights is the worldfm model world's; --model-renderer is {args.model_renderer!r}")
         if args.memory == "grow":
@@ -262,6 +280,8 @@ def evaluate_snapshot(path: Path, renderer: str, memory: str, args: argparse.Nam
         max_episode_steps=args.max_episode_steps,
         output_dir=None,
         weights=args.weights if renderer == "worldfm" else None,
+        compile_model=args.compile_model and renderer == "worldfm",
+        deterministic=args.eval_actions == "argmax",
         capture=args.capture,
         memory=memory,
     )
@@ -340,6 +360,7 @@ def main(argv: list[str] | None = None) -> tuple[list[dict], list[dict]]:
     machine = machine_name(device)
     worlds = (("truth", TRUTH_RENDERER, "static"), ("model", args.model_renderer, args.memory))
     settings = dict(
+        eval_actions=args.eval_actions,
         capture=args.capture,
         # The checkpoint's file name, not its path (results carry no machine paths); "" for the shipped default.
         weights=Path(args.weights).name if (args.weights and args.model_renderer == "worldfm") else "",
@@ -381,7 +402,8 @@ def main(argv: list[str] | None = None) -> tuple[list[dict], list[dict]]:
     model_world = args.model_renderer + (f", memory {args.memory}" if args.memory != "static" else "")
     budget = (
         f"{len(snapshots)} snapshots x {args.episodes} held-out episodes ({args.scenes}, seed {args.eval_seed}, "
-        f"capture {args.capture}); truth world {TRUTH_RENDERER}, model world {model_world}; {machine} ({device}); "
+        f"capture {args.capture}, {args.eval_actions} actions); truth world {TRUTH_RENDERER}, model world "
+        f"{model_world}; {machine} ({device}); "
         f"{total / 60:.1f} min"
     )
     plot(rows, summary, out / "policy_eval.png", budget)

@@ -6,6 +6,7 @@ import csv
 import math
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -108,6 +109,10 @@ def test_bad_arguments_fail_before_evaluating(tmp_path):
         policy_eval.main(["--snapshots", str(snapshot), "--out", str(tmp_path / "x")])
     with pytest.raises(ValueError, match="--memory grow needs --model-renderer worldfm"):
         policy_eval.main(["--snapshots", str(tmp_path), "--model-renderer", "anchor", "--memory", "grow"])
+    with pytest.raises(ValueError, match="--compile-model compiles the worldfm model world's"):
+        policy_eval.main(["--snapshots", str(tmp_path), "--model-renderer", "anchor", "--compile-model"])
+    with pytest.raises(SystemExit):  # argparse names the valid choices
+        policy_eval.parse_args(["--snapshots", str(tmp_path), "--eval-actions", "greedy"])
     with pytest.raises(ValueError, match="--weights is the worldfm model world's"):
         policy_eval.main(["--snapshots", str(tmp_path), "--model-renderer", "anchor", "--weights", "w.pt"])
     with pytest.raises(ValueError, match="--weights: weights='no-such-model': no such checkpoint file"):
@@ -121,3 +126,25 @@ def test_bad_arguments_fail_before_evaluating(tmp_path):
     with pytest.raises(ValueError, match="is not a readable agents/ppo_torch.py checkpoint"):
         policy_eval.main(["--snapshots", str(snapshot), "--model-renderer", "anchor"])
     assert not (tmp_path / "x").exists()
+
+
+def test_eval_actions_and_compile_reach_the_evaluator(monkeypatch, tmp_path):
+    """--eval-actions sample evaluates with sampled actions in both worlds; --compile-model compiles only the worldfm
+    world's frame model."""
+    seen = []
+
+    def fake_evaluate(eval_args):
+        seen.append(eval_args)
+        return SimpleNamespace(summary={"steps": 1.0, "collisions": 0.0})
+
+    monkeypatch.setattr(policy_eval.evaluate_script, "evaluate", fake_evaluate)
+    monkeypatch.setattr(policy_eval, "summarise", lambda result: {"success": 1.0})
+    args = policy_eval.parse_args(["--snapshots", str(tmp_path), "--eval-actions", "sample", "--compile-model"])
+    for renderer, memory in (("oracle", "static"), ("worldfm", "grow")):
+        policy_eval.evaluate_snapshot(tmp_path / "a.pt", renderer, memory, args)
+    assert [a.deterministic for a in seen] == [False, False]
+    assert [a.compile_model for a in seen] == [False, True]
+    assert [a.renderer for a in seen] == ["oracle", "worldfm"]
+    seen.clear()
+    policy_eval.evaluate_snapshot(tmp_path / "a.pt", "oracle", "static", policy_eval.parse_args(["--snapshots", "x"]))
+    assert seen[0].deterministic is True and seen[0].compile_model is False
