@@ -105,6 +105,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "policy with a generator seeded by --eval-seed, as benchmarks/transfer.py's learning curves do)",
     )
     parser.add_argument(
+        "--splat-radius",
+        default=None,
+        help="anchor splat half-size of the model world (an int in [0, 8] or auto; default: as each policy was "
+        "trained). Policies trained in the oracle world, which has no anchor, record 0: give the splats the frame "
+        "model was trained on (auto for the *-auto-* models)",
+    )
+    parser.add_argument(
         "--compile-model",
         action="store_true",
         help="wrap the worldfm model world's frame model in torch.compile (faster steps after a one-off compile)",
@@ -126,6 +133,13 @@ def _check_arguments(args: argparse.Namespace) -> None:
         parse_capture(args.capture)
     except ValueError as err:
         raise ValueError(f"--capture: {err}") from None
+    if args.splat_radius is not None:
+        from worldfm_env.render.anchor_config import parse_splat_radius
+
+        try:
+            parse_splat_radius(args.splat_radius)
+        except ValueError as err:
+            raise ValueError(f"--splat-radius: {err}") from None
     if args.model_renderer != "worldfm":
         if args.compile_model:
             raise ValueError(
@@ -281,6 +295,7 @@ def evaluate_snapshot(path: Path, renderer: str, memory: str, args: argparse.Nam
         output_dir=None,
         weights=args.weights if renderer == "worldfm" else None,
         compile_model=args.compile_model and renderer == "worldfm",
+        splat_radius=None if renderer == TRUTH_RENDERER else args.splat_radius,
         deterministic=args.eval_actions == "argmax",
         capture=args.capture,
         memory=memory,
@@ -361,6 +376,7 @@ def main(argv: list[str] | None = None) -> tuple[list[dict], list[dict]]:
     worlds = (("truth", TRUTH_RENDERER, "static"), ("model", args.model_renderer, args.memory))
     settings = dict(
         eval_actions=args.eval_actions,
+        splat_radius=args.splat_radius if args.splat_radius is not None else "as trained",
         capture=args.capture,
         # The checkpoint's file name, not its path (results carry no machine paths); "" for the shipped default.
         weights=Path(args.weights).name if (args.weights and args.model_renderer == "worldfm") else "",

@@ -111,6 +111,8 @@ def test_bad_arguments_fail_before_evaluating(tmp_path):
         policy_eval.main(["--snapshots", str(tmp_path), "--model-renderer", "anchor", "--memory", "grow"])
     with pytest.raises(ValueError, match="--compile-model compiles the worldfm model world's"):
         policy_eval.main(["--snapshots", str(tmp_path), "--model-renderer", "anchor", "--compile-model"])
+    with pytest.raises(ValueError, match="--splat-radius: splat_radius must be"):
+        policy_eval.main(["--snapshots", str(tmp_path), "--splat-radius", "9"])
     with pytest.raises(SystemExit):  # argparse names the valid choices
         policy_eval.parse_args(["--snapshots", str(tmp_path), "--eval-actions", "greedy"])
     with pytest.raises(ValueError, match="--weights is the worldfm model world's"):
@@ -130,7 +132,7 @@ def test_bad_arguments_fail_before_evaluating(tmp_path):
 
 def test_eval_actions_and_compile_reach_the_evaluator(monkeypatch, tmp_path):
     """--eval-actions sample evaluates with sampled actions in both worlds; --compile-model compiles only the worldfm
-    world's frame model."""
+    world's frame model; --splat-radius sets the model world's anchors only."""
     seen = []
 
     def fake_evaluate(eval_args):
@@ -139,12 +141,15 @@ def test_eval_actions_and_compile_reach_the_evaluator(monkeypatch, tmp_path):
 
     monkeypatch.setattr(policy_eval.evaluate_script, "evaluate", fake_evaluate)
     monkeypatch.setattr(policy_eval, "summarise", lambda result: {"success": 1.0})
-    args = policy_eval.parse_args(["--snapshots", str(tmp_path), "--eval-actions", "sample", "--compile-model"])
+    args = policy_eval.parse_args(
+        ["--snapshots", str(tmp_path), "--eval-actions", "sample", "--compile-model", "--splat-radius", "auto"]
+    )
     for renderer, memory in (("oracle", "static"), ("worldfm", "grow")):
         policy_eval.evaluate_snapshot(tmp_path / "a.pt", renderer, memory, args)
     assert [a.deterministic for a in seen] == [False, False]
     assert [a.compile_model for a in seen] == [False, True]
     assert [a.renderer for a in seen] == ["oracle", "worldfm"]
+    assert [a.splat_radius for a in seen] == [None, "auto"]  # the truth world has no anchor; the policy's own 0 stays
     seen.clear()
     policy_eval.evaluate_snapshot(tmp_path / "a.pt", "oracle", "static", policy_eval.parse_args(["--snapshots", "x"]))
-    assert seen[0].deterministic is True and seen[0].compile_model is False
+    assert seen[0].deterministic is True and seen[0].compile_model is False and seen[0].splat_radius is None
