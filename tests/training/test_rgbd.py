@@ -565,3 +565,87 @@ def test_an_eps_rgbd_model_read_with_ddim_gives_the_anchor_depth(tmp_path):
     anchor = env.pipeline.last_request.anchor
     assert torch.equal(torch.as_tensor(obs["depth"])[..., 0], anchor.depth)
     env.close()
+
+
+def test_depth_decoder_starts_as_a_no_op_and_validates():
+    """extend_model(..., depth_decoder=8) on an RGB-D model: the same frame and depth until it trains."""
+    torch.manual_seed(0)
+    model = build_model("tiny", refiner_channels=8, refiner_depth=True, depth_head=True).eval()
+    with torch.no_grad():  # a trained-looking head: the decoder must add nothing to it
+        model.refiner.depth_out.weight.normal_(0.0, 0.1)
+    extended = extend_model(model, {"depth_decoder": 8}).eval()
+    assert extended.config.depth_decoder == 8 and extended.refiner.depth_decoder is not None
+    x = torch.randn(2, 3, 16, 16)
+    depth = torch.rand(2, 16, 16) + 0.5
+    t = torch.tensor([999, 999])
+    with torch.no_grad():
+        assert torch.equal(model(x, t, x, x, anchor_depth=depth), extended(x, t, x, x, anchor_depth=depth))
+        extended.refiner.depth_decoder.out.weight.normal_(0.0, 0.1)  # once trained it changes the depth alone
+        moved = extended(x, t, x, x, anchor_depth=depth)
+    before = model(x, t, x, x, anchor_depth=depth)
+    assert torch.equal(moved[:, :6], before[:, :6]) and not torch.equal(moved[:, 6:], before[:, 6:])
+    with pytest.raises(ValueError, match="depth_decoder > 0 needs depth_head=True"):
+        build_model("tiny", refiner_channels=8, refiner_depth=True, depth_decoder=8)
+    with pytest.raises(ValueError, match="depth_decoder must be 0 .off. or a positive multiple of 8"):
+        build_model("tiny", refiner_channels=8, refiner_depth=True, depth_head=True, depth_decoder=12)
+
+
+def test_log_depth_error_weights_covered_pixels():
+    rel = torch.zeros(1, 1, 1, 3)
+    truth = torch.tensor([[[1.0, 2.718281828, 7.389056099]]])  # log depths 0, 1, 2
+    covered = torch.tensor([[[True, False, False]]])
+    assert float(log_depth_error(rel, truth, torch.zeros(1), covered, 1.0)) == pytest.approx(1.0, abs=1e-6)
+    assert float(log_depth_error(rel, truth, torch.zeros(1), covered, 0.0)) == pytest.approx(1.5, abs=1e-6)
+    assert float(log_depth_error(rel, truth, torch.zeros(1), covered, 0.5)) == pytest.approx(3.0 / 2.5, abs=1e-6)
+    with pytest.raises(ValueError, match="depth_covered_weight must be a number >= 0"):
+        TrainConfig(depth_covered_weight=-0.5)
+
+
+def test_train_only_depth_keeps_the_frame_trains_the_depth_and_resumes_exactly(tmp_path):
+    """train_only='depth' with an added depth decoder: every parameter outside the depth branch stays bit-exact (so
+    do the frames), the depth loss on uncovered pixels falls on a fixed batch, and 4 steps equal 2 + 2 resumed."""
+    train(TrainConfig(steps=3, out=str(tmp_path / "init"), **TINY_RGBD))
+    init = tmp_path / "init" / "model.safetensors"
+    kw = {**TINY_RGBD, "model_overrides": {"depth_decoder": 8}}
+    kw.update(init=str(init), train_only="depth", depth_weight=1.0, depth_covered_weight=0.0, lr=3e-3)
+    train(TrainConfig(steps=60, fixed_batch=True, out=str(tmp_path / "depth"), **kw))
+    depth_terms = [e["depth"] for e in _log(tmp_path / "depth")]
+    assert sum(depth_terms[-8:]) / 8 < 0.85 * sum(depth_terms[:8]) / 8, depth_terms
+    before = load_checkpoint(None, init).state_dict()
+    after = load_checkpoint(None, tmp_path / "depth" / "model.safetensors").state_dict()
+    moved = {k for k in after if k not in before or not torch.equal(before[k], after[k])}
+    assert moved and all(k.startswith(("refiner.depth_out.", "refiner.depth_decoder.")) for k in moved), moved
+    assert any(k.startswith("refiner.depth_out.") for k in moved)
+    rgb, mask, depth, reference = _synthetic_anchor(size=32)
+    frames = []
+    for path in (init, tmp_path / "depth" / "model.safetensors"):
+        fm = FrameModel.from_checkpoint(path, model_dtype="float32")
+        cond = fm.conditions(rgb, mask, reference, anchor_depth=depth)
+        frames.append(fm.generate_rgbd(cond, noise_seeds=torch.tensor([5, 9])))
+    assert torch.equal(frames[0][0], frames[1][0]) and not torch.equal(frames[0][1], frames[1][1])
+    resume = {**kw, "save_every": 1}
+    train(TrainConfig(steps=4, out=str(tmp_path / "a"), **resume))
+    train(TrainConfig(steps=2, out=str(tmp_path / "b"), **resume))
+    train(TrainConfig(steps=4, out=str(tmp_path / "b"), **resume))
+    a = torch.load(tmp_path / "a" / "state.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "state.pt", weights_only=True)
+    for part in ("model", "ema"):
+        assert all(torch.equal(a[part][k], b[part][k]) for k in a[part]), part
+
+
+def test_train_only_validation(tmp_path):
+    with pytest.raises(ValueError, match="train_only='bogus' is not valid; choose one of"):
+        TrainConfig(train_only="bogus")
+    with pytest.raises(ValueError, match="train_only='depth' .* needs init"):
+        TrainConfig(train_only="depth", depth_weight=1.0)
+    with pytest.raises(ValueError, match="depth_weight > 0"):
+        TrainConfig(train_only="depth", init="x.safetensors")
+    rgb_only = {**TINY_RGBD, "model_overrides": {"refiner_channels": 8, "refiner_depth": True}}
+    train(TrainConfig(steps=1, out=str(tmp_path / "rgb"), **rgb_only))
+    with pytest.raises(ValueError, match="depth_weight > 0 needs an RGB-D model"):
+        train(
+            TrainConfig(
+                steps=1, init=str(tmp_path / "rgb" / "model.safetensors"), train_only="depth", depth_weight=1.0,
+                out=str(tmp_path / "d"), **{k: v for k, v in TINY_RGBD.items() if k != "model_overrides"},
+            )
+        )  # fmt: skip

@@ -424,6 +424,43 @@ class _ResBlock(nn.Module):
         return x + self.conv2(F.silu(self.conv1(F.silu(self.norm(x)))))
 
 
+class DepthDecoder(nn.Module):
+    """Extension (not in the published model): a small convolutional U-Net that corrects an RGB-D refiner's depth.
+
+    The refiner's own depth head is one 3x3 convolution on the features it shares with the colour correction. This
+    decoder gives depth its own capacity and a wider view: it reads those full-resolution features, the anchor's
+    depth feature (relative log depth, holes pull-push filled) and its coverage, goes down twice (a 4x4 block per
+    coarsest cell, so a hole's far side can inform its middle) and returns a correction of the relative log depth.
+    Its last convolution starts at zero: added to a trained RGB-D model it starts as a no-op, and since it reads the
+    refiner's features without feeding back into them, training it alone leaves the colour output unchanged.
+    Panel sides must be multiples of 4 (the refiner already needs multiples of 8).
+    """
+
+    def __init__(self, feature_channels: int, channels: int) -> None:
+        super().__init__()
+        c = channels
+        self.inp = nn.Conv2d(feature_channels + 2, c, 3, padding=1)
+        self.enc1 = _ResBlock(c)
+        self.down1 = nn.Conv2d(c, 2 * c, 4, stride=2, padding=1)
+        self.enc2 = _ResBlock(2 * c)
+        self.down2 = nn.Conv2d(2 * c, 2 * c, 4, stride=2, padding=1)
+        self.mid = nn.Sequential(_ResBlock(2 * c), _ResBlock(2 * c))
+        self.up2 = nn.ConvTranspose2d(2 * c, 2 * c, 4, stride=2, padding=1)
+        self.dec2 = _ResBlock(2 * c)
+        self.up1 = nn.ConvTranspose2d(2 * c, c, 4, stride=2, padding=1)
+        self.dec1 = _ResBlock(c)
+        self.out = nn.Conv2d(c, 1, 3, padding=1)
+
+    def forward(self, features: torch.Tensor, depth_feature: torch.Tensor, covered: torch.Tensor) -> torch.Tensor:
+        """``features`` (B, F, H, W) the refiner's last decoder features, ``depth_feature`` (B, 1, H, W), ``covered``
+        (B, H, W) bool -> the correction (B, 1, H, W) of the relative log depth, in the features' dtype."""
+        x = torch.cat([features, depth_feature.to(features.dtype), covered[:, None].to(features.dtype)], 1)
+        h1 = self.enc1(self.inp(x))
+        h2 = self.enc2(self.down1(h1))
+        u = self.dec2(self.up2(self.mid(self.down2(h2))) + h2)
+        return self.out(self.dec1(self.up1(u) + h1))
+
+
 class PixelRefiner(nn.Module):
     """Extension (not in the published model): a convolutional U-Net that corrects the DiT's target-panel output.
 
@@ -442,10 +479,18 @@ class PixelRefiner(nn.Module):
     With ``depth_head`` (needs ``with_depth``) a second zero-initialised output convolution predicts the frame's
     depth from the same full-resolution features: a correction to the anchor's relative log depth (the depth
     feature), so an added head starts by predicting the anchor's depth with its holes pull-push filled.
+    ``depth_decoder`` (a base width, needs ``depth_head``) adds a :class:`DepthDecoder` whose correction is added to
+    the head's.
     """
 
     def __init__(
-        self, in_channels: int, channels: int, hidden_size: int, with_depth: bool = False, depth_head: bool = False
+        self,
+        in_channels: int,
+        channels: int,
+        hidden_size: int,
+        with_depth: bool = False,
+        depth_head: bool = False,
+        depth_decoder: int = 0,
     ) -> None:
         super().__init__()
         c = channels
@@ -469,6 +514,9 @@ class PixelRefiner(nn.Module):
         if depth_head and not with_depth:
             raise ValueError("depth_head=True needs with_depth=True (the head corrects the anchor's depth feature)")
         self.depth_out = nn.Conv2d(c, 1, 3, padding=1) if depth_head else None
+        if depth_decoder and not depth_head:
+            raise ValueError("depth_decoder > 0 needs depth_head=True (the decoder corrects the head's depth)")
+        self.depth_decoder = DepthDecoder(c, depth_decoder) if depth_decoder else None
 
     def forward(
         self,
@@ -504,6 +552,8 @@ class PixelRefiner(nn.Module):
         if self.depth_out is None:
             return self.out(u), None
         depth = prepared["depth_feature"].to(u.dtype) + self.depth_out(u)
+        if self.depth_decoder is not None:
+            depth = depth + self.depth_decoder(u, prepared["depth_feature"], covered)
         return self.out(u), depth
 
     @staticmethod
@@ -574,7 +624,9 @@ class DiTConfig:
     back). The network is the same either way. ``refiner_channels`` is another optional extension (0 in the published
     layout): a small convolutional U-Net of that base width that corrects the target panel's prediction pixel by
     pixel (:class:`PixelRefiner`); with ``refiner_depth`` it also reads the anchor render's depth, which the forward
-    pass then needs (``anchor_depth``).
+    pass then needs (``anchor_depth``). ``depth_head`` makes the refiner predict the frame's depth (an RGB-D model,
+    one trailing output channel), and ``depth_decoder`` (0 or a positive multiple of 8, needs ``depth_head``) gives
+    that prediction a :class:`DepthDecoder` of that base width.
     """
 
     input_size: int = 64
@@ -597,6 +649,7 @@ class DiTConfig:
     refiner_channels: int = 0
     refiner_depth: bool = False
     depth_head: bool = False
+    depth_decoder: int = 0
     description: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
@@ -647,6 +700,11 @@ class DiTConfig:
                 "depth_head=True needs a refiner that reads the anchor depth: set refiner_channels > 0 and "
                 "refiner_depth=True"
             )
+        dd = self.depth_decoder
+        if not isinstance(dd, int) or isinstance(dd, bool) or dd < 0 or dd % 8:
+            raise ValueError(f"depth_decoder must be 0 (off) or a positive multiple of 8, got {dd!r}")
+        if dd and not self.depth_head:
+            raise ValueError("depth_decoder > 0 needs depth_head=True (the decoder corrects the depth head's output)")
         if rc and self.in_channels != 3:
             raise ValueError(
                 f"refiner_channels={rc} needs a pixel-space model (in_channels=3, got {self.in_channels}): the "
@@ -708,7 +766,14 @@ class WorldFMDiT(nn.Module):
         else:
             self.plucker_proj = None
         self.refiner = (
-            PixelRefiner(c.in_channels, c.refiner_channels, D, with_depth=c.refiner_depth, depth_head=c.depth_head)
+            PixelRefiner(
+                c.in_channels,
+                c.refiner_channels,
+                D,
+                with_depth=c.refiner_depth,
+                depth_head=c.depth_head,
+                depth_decoder=c.depth_decoder,
+            )
             if c.refiner_channels
             else None
         )
@@ -758,7 +823,8 @@ class WorldFMDiT(nn.Module):
         if self.refiner is not None:
             nn.init.zeros_(self.refiner.out.weight)
             nn.init.zeros_(self.refiner.out.bias)
-            for conv in (self.refiner.depth_in, self.refiner.depth_out):
+            decoder = self.refiner.depth_decoder
+            for conv in (self.refiner.depth_in, self.refiner.depth_out, decoder.out if decoder is not None else None):
                 if conv is not None:
                     nn.init.zeros_(conv.weight)
                     nn.init.zeros_(conv.bias)

@@ -56,7 +56,9 @@ from worldfm_env.training.adversarial import (
 from worldfm_env.training.data import ClipConfig, ClipGenerator
 
 __all__ = [
+    "DEPTH_PARAMETERS",
     "EXTENSION_FIELDS",
+    "TRAIN_ONLY",
     "TrainConfig",
     "autocast_context",
     "condition_batch",
@@ -211,6 +213,15 @@ class TrainConfig:
     of detail where the truth has detail and for flatness where it is flat, and, unlike the MSE, not for where in
     the patch an edge falls, so an edge the model is unsure of no longer costs less blurred. Needs
     ``sampler_unroll``."""
+    depth_covered_weight: float = 1.0
+    """Weight of the depth loss on pixels the anchor (as the model sees it) covers, relative to 1 on the others. The
+    env's depth observation takes the anchor's depth where a point landed and the model's only elsewhere, so 0 spends
+    the depth loss where the model's depth is used; 1 is the plain mean over every pixel with a true depth."""
+    train_only: str = "all"
+    """Which parameters the optimiser updates: ``all``, or ``depth`` (only the RGB-D model's depth head and depth
+    decoder, :data:`DEPTH_PARAMETERS`; they read the network's features without feeding back into them, so the colour
+    output stays exactly the init's and each step back-propagates through the depth branch alone). ``depth`` needs
+    ``init`` and ``depth_weight`` > 0."""
     uncaptured_regression_weight: float = 1.0
     """Weight of the regression loss on pixels the anchor (as the model sees it) does not cover, relative to 1 on
     covered pixels. Below 1 the pull towards the mean, a blur where the model must invent, is weakened there and
@@ -241,7 +252,15 @@ class TrainConfig:
             raise ValueError(f"precision={self.precision!r} is not valid; choose one of {list(PRECISIONS)}")
         if not 0.0 <= self.ema < 1.0:
             raise ValueError(f"ema must be in [0, 1) (0 disables the average), got {self.ema!r}")
-        for name in ("depth_weight", "adversarial_weight", "disc_r1", "uncaptured_regression_weight", "detail_weight"):
+        if self.train_only not in TRAIN_ONLY:
+            raise ValueError(f"train_only={self.train_only!r} is not valid; choose one of {list(TRAIN_ONLY)}")
+        if self.train_only == "depth" and (not self.init or not self.depth_weight):
+            raise ValueError(
+                "train_only='depth' trains the depth branch of a trained RGB-D model alone: it needs init (that "
+                f"model) and depth_weight > 0; got init={self.init!r}, depth_weight={self.depth_weight!r}"
+            )
+        names = ("depth_weight", "adversarial_weight", "disc_r1", "uncaptured_regression_weight", "detail_weight")
+        for name in (*names, "depth_covered_weight"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
                 raise ValueError(f"{name} must be a number >= 0 (0 disables the term), got {value!r}")
@@ -349,21 +368,28 @@ def condition_batch(batch, cfg: TrainConfig, progress: float, generator: torch.G
 
 
 def log_depth_error(
-    relative_log_depth: torch.Tensor | None, target_depth: torch.Tensor, log_depth_mean: torch.Tensor
+    relative_log_depth: torch.Tensor | None,
+    target_depth: torch.Tensor,
+    log_depth_mean: torch.Tensor,
+    covered: torch.Tensor | None = None,
+    covered_weight: float = 1.0,
 ) -> torch.Tensor:
     """The depth loss of an RGB-D model: mean ``|predicted - true|`` log depth over the pixels with a true depth.
 
     ``relative_log_depth`` (N, 1, H, W): the model's depth channel (log depth relative to the anchor's mean log depth
     ``log_depth_mean`` (N,)); ``target_depth`` (N, H, W): the ray-cast truth (pixels that are not finite and
-    positive are left out).
+    positive are left out). With ``covered`` (N, H, W) bool, those pixels weigh ``covered_weight`` and the others 1
+    (``TrainConfig.depth_covered_weight``): a weighted mean; 0 when no pixel has weight.
     """
     if relative_log_depth is None:
         raise ValueError("the model returned no depth channel; depth_weight needs a model with depth_head=True")
     target = target_depth.float()
-    valid = torch.isfinite(target) & (target > 0)
+    valid = (torch.isfinite(target) & (target > 0)).float()
+    if covered is not None and covered_weight != 1.0:
+        valid = valid * torch.where(covered, float(covered_weight), 1.0)
     true_relative = target.clamp_min(1e-6).log() - log_depth_mean.float()[:, None, None]
-    error = (relative_log_depth[:, 0].float() - torch.where(valid, true_relative, torch.zeros_like(target))).abs()
-    return (error * valid).sum() / valid.sum().clamp_min(1)
+    error = (relative_log_depth[:, 0].float() - torch.where(valid > 0, true_relative, torch.zeros_like(target))).abs()
+    return (error * valid).sum() / valid.sum().clamp_min(1e-6)
 
 
 def open_log(out: Path, start_step: int, rank: int):
@@ -439,9 +465,14 @@ def _sample_grid(model, batch, cfg: TrainConfig, path: Path) -> None:
     imageio.imwrite(path, rows.reshape(-1, *rows.shape[2:]).cpu().numpy())
 
 
+#: ``TrainConfig.train_only`` choices.
+TRAIN_ONLY = ("all", "depth")
+#: Name prefixes of the parameters ``train_only="depth"`` updates: the RGB-D refiner's depth head and depth decoder.
+DEPTH_PARAMETERS = ("refiner.depth_out.", "refiner.depth_decoder.")
+
 #: The config fields a fine-tune may add to its init checkpoint's model (``TrainConfig.model_overrides`` with
 #: ``init``): each only adds parameters, initialised so that the extended model computes what the init did.
-EXTENSION_FIELDS = ("refiner_channels", "refiner_depth", "depth_head")
+EXTENSION_FIELDS = ("refiner_channels", "refiner_depth", "depth_head", "depth_decoder")
 
 
 def extend_model(model: WorldFMDiT, overrides: dict) -> WorldFMDiT:
@@ -563,7 +594,12 @@ def train(cfg: TrainConfig) -> dict:
             "depth_weight > 0 needs an RGB-D model (DiTConfig.depth_head): build one (model 'srgbd') or, with init, "
             'add the head with model_overrides {"depth_head": true}'
         )
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.train_only == "depth":  # depth_weight > 0 (checked above) makes sure the model has a depth head
+        model.requires_grad_(False)
+        for name, parameter in model.named_parameters():
+            parameter.requires_grad_(name.startswith(DEPTH_PARAMETERS))
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
     ema = copy.deepcopy(model).eval().requires_grad_(False) if cfg.ema > 0 else None
     disc = disc_optimizer = None
     if cfg.adversarial_weight:
@@ -661,7 +697,9 @@ def train(cfg: TrainConfig) -> dict:
         terms["regression"] = loss.detach()
         if cfg.depth_weight:
             mean = prepared["refiner_inputs"]["log_depth_mean"]
-            depth_term = log_depth_error(depth_channel, batch.target_depth.flatten(0, 1), mean)
+            depth_term = log_depth_error(
+                depth_channel, batch.target_depth.flatten(0, 1), mean, mask, cfg.depth_covered_weight
+            )
             loss = loss + cfg.depth_weight * depth_term
             terms["depth"] = depth_term.detach()
         fake = None
@@ -759,7 +797,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         TrainConfig,
         skip=("model_overrides",),
         types={"splat_radius": splat_radius_arg},
-        choices={"stage": STAGES},
+        choices={"stage": STAGES, "train_only": TRAIN_ONLY},
         defaults_none=True,  # None: not given, so a --config value stands
     )
     args = parser.parse_args(argv)
