@@ -640,6 +640,10 @@ def test_train_only_validation(tmp_path):
         TrainConfig(train_only="depth", depth_weight=1.0)
     with pytest.raises(ValueError, match="depth_weight > 0"):
         TrainConfig(train_only="depth", init="x.safetensors")
+    for name in ("adversarial_weight", "detail_weight"):
+        with pytest.raises(ValueError, match="frame terms cannot train anything"):
+            kw = dict(train_only="depth", init="x.safetensors", depth_weight=1.0, prediction="v", sampler_unroll=1)
+            TrainConfig(**kw, **{name: 0.1})
     rgb_only = {**TINY_RGBD, "model_overrides": {"refiner_channels": 8, "refiner_depth": True}}
     train(TrainConfig(steps=1, out=str(tmp_path / "rgb"), **rgb_only))
     with pytest.raises(ValueError, match="depth_weight > 0 needs an RGB-D model"):

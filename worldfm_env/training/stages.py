@@ -259,6 +259,12 @@ class TrainConfig:
                 "train_only='depth' trains the depth branch of a trained RGB-D model alone: it needs init (that "
                 f"model) and depth_weight > 0; got init={self.init!r}, depth_weight={self.depth_weight!r}"
             )
+        if self.train_only == "depth" and (self.adversarial_weight or self.detail_weight):
+            raise ValueError(
+                "train_only='depth' leaves the frame as the init renders it, so the frame terms cannot train anything: "
+                f"set adversarial_weight and detail_weight to 0 (got {self.adversarial_weight!r}, "
+                f"{self.detail_weight!r})"
+            )
         names = ("depth_weight", "adversarial_weight", "disc_r1", "uncaptured_regression_weight", "detail_weight")
         for name in (*names, "depth_covered_weight"):
             value = getattr(self, name)
