@@ -69,7 +69,9 @@ of the 2x2 central pixels) is below 0.6 m, whichever policy produced them.
 :func:`shipping_verdict` encodes the frame-fidelity rule of the RGB-D frame-model issue, fixed before the next model's
 figures exist. ``--candidate WEIGHTS`` (a checkpoint path or a shipped name) adds a model and judges it against the
 default shipped one; without it the script judges the default model against the earlier shipped one. ``--splat-radius``
-sets the anchor splats of every splatting method (the anchor, the fills and the models; default 0, the env's).
+sets the anchor splats of every splatting method (the anchor, the fills and the models; default 0, the env's);
+``--capture-resolution`` the side of the scenes' captured views, hence the density of the point clouds every method
+starts from (default: the frame size, as the env's ``scene_options`` default).
 
 Writes ``rollout_fidelity.csv``, ``rollout_fidelity.png`` (bars), ``rollout_fidelity_samples.png`` (anchor | nearest
 fill | each model | oracle for a few frames, close-range ones included) and ``verdict.csv`` to
@@ -284,13 +286,17 @@ def shipping_verdict(rows: list[dict], candidate: str, shipped: str) -> dict[str
 
 
 def _env_kwargs(args, capture: str) -> dict:
-    return dict(
+    kwargs = dict(
         scenes=f"procedural:test:{args.scenes}",
         capture=capture,
         resolution=args.resolution,
         device=args.device,
         splat_radius=getattr(args, "splat_radius", 0),
     )
+    side = getattr(args, "capture_resolution", None)
+    if side is not None:  # the scenes' captured views (and so their point clouds) at side x side pixels
+        kwargs["scene_options"] = {"resolution": (side, side)}
+    return kwargs
 
 
 def _snapshot(env: WorldFMVectorEnv) -> dict[str, torch.Tensor]:
@@ -555,6 +561,7 @@ def evaluate_capture(args, capture: str, methods: list[str], verbose: bool = Tru
             row["ms_per_frame"] = timing[m]
             row["resolution"] = args.resolution
             row["splat_radius"] = getattr(args, "splat_radius", 0)
+            row["capture_resolution"] = getattr(args, "capture_resolution", None) or args.resolution
             row["device"] = args.device
             rows.append(row)
     grid = {"frames": frames, "close": close, "policy": policy, "centre": centre}
@@ -783,6 +790,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "env's)",
     )
     parser.add_argument("--resolution", type=int, default=64, help="frame size (default: %(default)s)")
+    parser.add_argument(
+        "--capture-resolution",
+        type=int,
+        default=None,
+        help="side of the scenes' captured views, which sets the density of their point clouds (default: the frame "
+        "size, as the env does)",
+    )
     parser.add_argument("--device", default="cpu", help="device (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="rollout seed (default: %(default)s)")
     parser.add_argument("--samples", type=int, default=8, help="rows of the sample grid (default: %(default)s)")
@@ -794,6 +808,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name in ("scenes", "episodes", "frames"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be a positive integer, got {getattr(args, name)}")
+    if args.capture_resolution is not None and args.capture_resolution < 1:
+        parser.error(f"--capture-resolution must be a positive integer, got {args.capture_resolution}")
     return args
 
 

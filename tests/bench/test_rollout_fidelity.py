@@ -195,10 +195,25 @@ def test_tiny_run_writes_the_csv(tmp_path, capsys):
     assert float(by["nearest_fill"]["below_nearest_fill"]) == 0.0
     assert {r["splat_radius"] for r in table} == {"0"}  # the env's default splats
     assert rollout_fidelity.parse_args(["--splat-radius", "auto"]).splat_radius == "auto"
+    assert {r["capture_resolution"] for r in table} == {"64"}  # the env's: captured views at the frame size
     assert 0.0 < float(by[model]["psnr"]) < 100.0
     assert str(tmp_path) not in (tmp_path / "rollout_fidelity.csv").read_text()
     for name in ("rollout_fidelity.png", "rollout_fidelity_samples.png"):
         assert (tmp_path / name).stat().st_size > 1000
+
+
+def test_capture_resolution_sets_the_density_of_the_captured_points(tmp_path):
+    """--capture-resolution 32 captures the scenes' views at 32x32: a point cloud a quarter as dense, so one-pixel
+    splats leave more of each 64x64 frame uncovered on the same rollouts; the rows record it."""
+    argv = ["--scenes", "1", "--episodes", "1", "--frames", "2", "--captures", "full", "--samples", "1"]
+    argv += ["--methods", "anchor"]
+    dense = rollout_fidelity.main([*argv, "--out", str(tmp_path / "a")])
+    sparse = rollout_fidelity.main([*argv, "--capture-resolution", "32", "--out", str(tmp_path / "b")])
+    anchor = [next(r for r in rows if r["method"] == "anchor" and r["subset"] == "all") for rows in (dense, sparse)]
+    assert [r["capture_resolution"] for r in anchor] == [64, 32]
+    assert anchor[1]["uncaptured_fraction"] > anchor[0]["uncaptured_fraction"] + 0.05, anchor
+    with pytest.raises(SystemExit):
+        rollout_fidelity.parse_args(["--capture-resolution", "0"])
 
 
 def test_bad_method_names_the_valid_ones(tmp_path):
