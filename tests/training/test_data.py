@@ -67,6 +67,37 @@ def test_auto_splats_cover_more_of_the_target_with_the_right_surface(generator):
     assert float(same.sum() / m.sum()) > 0.8
 
 
+def test_denser_captures_cover_more_of_the_target_and_references_keep_the_frame_size(generator):
+    # capture_resolution renders the references at 64x64 for 32x32 targets: a point cloud four times as dense, so
+    # one-pixel splats cover more of each target; the same clips otherwise, and the references the model reads are
+    # the bank's views resized to the frame size as the env's frame model resizes them.
+    from worldfm_env.model.frame_model import images_to_model
+
+    dense_gen = ClipGenerator(generator.scenes, ClipConfig(resolution=(32, 32), capture_resolution=(64, 64)))
+    sparse, dense = generator.batch(2, seed=3), dense_gen.batch(2, seed=3)
+    assert torch.equal(sparse.target_rgb, dense.target_rgb) and torch.equal(sparse.target_c2w, dense.target_c2w)
+    assert float(dense.anchor_mask.float().mean()) > float(sparse.anchor_mask.float().mean()) + 0.05
+    assert dense.reference_rgb.shape == sparse.reference_rgb.shape == (2, 12, 32, 32, 3)
+    assert dense.reference_rgb.dtype == torch.uint8
+    # One target's reference, resized here as FrameModel.encode_images resizes a 64x64 bank view: within rounding.
+    views, _ = dense_gen.raycaster.render(
+        torch.zeros(1, dtype=torch.int32), dense.reference_c2w[0, dense.reference_slot[0, 0]][None],
+        dense_gen.capture_K, 64, 64,
+    )  # fmt: skip
+    resized = torch.nn.functional.interpolate(
+        images_to_model(views, torch.float32), size=(32, 32), mode="bilinear", align_corners=False, antialias=True
+    )
+    reference = images_to_model(dense.reference_rgb[0, :1], torch.float32)
+    assert float((resized - reference).abs().max()) <= 1.01 / 127.5
+    with pytest.raises(ValueError, match="capture_resolution must be None or .height, width. ints >= 8"):
+        ClipConfig(capture_resolution=(4, 4))
+    from worldfm_env.training.stages import TrainConfig
+
+    assert TrainConfig(capture_resolution=128)._capture_hw() == (128, 128)
+    with pytest.raises(ValueError, match="capture_resolution must be None or .height, width. ints >= 8, got .4, 4."):
+        TrainConfig(capture_resolution=4)
+
+
 # --- Sparse captures and close-range targets (opt-in kinds of clip) ----------------------------------------------
 
 FIELDS = (

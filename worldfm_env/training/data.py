@@ -36,6 +36,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from worldfm_env.geometry import intrinsics_from_fov, pose_from_yaw_pitch
 from worldfm_env.model.dit import PanelCameras
@@ -74,6 +75,17 @@ def target_anchors(
     return frame.anchor, frame.reference_index
 
 
+def _resize_images(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """uint8 images (N, h, w, 3) at ``size`` (H, W): bilinear and antialiased, as the frame model resizes a bank,
+    rounded back to uint8; unchanged when they already have that size."""
+    if tuple(images.shape[1:3]) == tuple(size):
+        return images
+    x = F.interpolate(
+        images.permute(0, 3, 1, 2).float(), size=size, mode="bilinear", align_corners=False, antialias=True
+    )
+    return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+
 def _is_real(value) -> bool:
     """Whether ``value`` is a real number (int, float or a numpy scalar of one; not a bool)."""
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
@@ -110,6 +122,10 @@ class ClipConfig:
     """Share of targets (in [0, 1], 0 = none) moved to close range: ``close_range`` metres before the surface ahead."""
     close_range: tuple[float, float] = (0.2, 0.6)
     """(lo, hi) metres, 0 < lo <= hi: a close-range target's distance to the surface ahead is drawn uniformly in it."""
+    capture_resolution: tuple[int, int] | None = None
+    """(height, width) of the reference views, which build each clip's point cloud (one point per pixel, so this sets
+    its density) and bank: the env's ``scene_options={"resolution": ...}``. None: ``resolution``. The references the
+    model reads are resized to ``resolution`` as the env's frame model resizes its bank (bilinear, antialiased)."""
 
     def __post_init__(self) -> None:
         if not (isinstance(self.views, int) and isinstance(self.references, int) and 1 <= self.references < self.views):
@@ -119,6 +135,13 @@ class ClipConfig:
         res = self.resolution
         if not (isinstance(res, (tuple, list)) and len(res) == 2 and all(isinstance(v, int) and v >= 8 for v in res)):
             raise ValueError(f"resolution must be (height, width) ints >= 8, got {res!r}")
+        cap = self.capture_resolution
+        if cap is not None:
+            if not (
+                isinstance(cap, (tuple, list)) and len(cap) == 2 and all(isinstance(v, int) and v >= 8 for v in cap)
+            ):
+                raise ValueError(f"capture_resolution must be None or (height, width) ints >= 8, got {cap!r}")
+            object.__setattr__(self, "capture_resolution", (int(cap[0]), int(cap[1])))
         if not 0.0 < self.hfov_deg < 180.0:
             raise ValueError(f"hfov_deg must be in (0, 180), got {self.hfov_deg!r}")
         # The anchor fields are validated (and a numpy splat_radius made an int) by the render side's config.
@@ -228,6 +251,9 @@ class ClipGenerator:
         self.raycaster = MeshRaycaster([s.mesh for s in self.scenes], self.device)
         H, W = self.config.resolution
         self.K = intrinsics_from_fov(W, H, self.config.hfov_deg, device=self.device)
+        self.capture_hw = self.config.capture_resolution or (H, W)
+        Hc, Wc = self.capture_hw
+        self.capture_K = intrinsics_from_fov(Wc, Hc, self.config.hfov_deg, device=self.device)
         # One free-cell list per scene for start draws, and a fixed set of goals per scene with their
         # geodesic fields solved once (a clip walks towards one of them).
         self.free_cells = [torch.nonzero(s.navigation_grid.free.flatten()).flatten() for s in self.scenes]
@@ -378,11 +404,13 @@ class ClipGenerator:
         if bool(target_close.any()):
             lo, hi = cfg.close_range
             tgt_c2w, _ = self._close_range_poses(si, tgt_c2w, target_close, lo + (hi - lo) * u[:, T:])
-        ref_rgb, ref_depth = self.raycaster.render(si.repeat_interleave(R), ref_c2w.reshape(-1, 4, 4), self.K, H, W)
+        Hc, Wc = self.capture_hw
+        refs = si.repeat_interleave(R), ref_c2w.reshape(-1, 4, 4)
+        ref_rgb, ref_depth = self.raycaster.render(*refs, self.capture_K, Hc, Wc)
         tgt_rgb, tgt_depth = self.raycaster.render(si.repeat_interleave(T), tgt_c2w.reshape(-1, 4, 4), self.K, H, W)
-        ref_rgb, ref_depth = ref_rgb.reshape(B, R, H, W, 3), ref_depth.reshape(B, R, H, W)
+        ref_rgb, ref_depth = ref_rgb.reshape(B, R, Hc, Wc, 3), ref_depth.reshape(B, R, Hc, Wc)
         # One "scene" per clip: its references are the bank and their points the anchor.
-        Ks = self.K.expand(R, 3, 3).contiguous()
+        Ks = self.capture_K.expand(R, 3, 3).contiguous()
         clip_scenes = []
         for b in range(B):
             xyz, rgb, normals, spacing = points_from_views(
@@ -416,7 +444,7 @@ class ClipGenerator:
             anchor_rgb=anchor.rgb.reshape(B, T, H, W, 3).clone(),
             anchor_depth=anchor.depth.reshape(B, T, H, W).clone(),
             anchor_mask=anchor.mask.reshape(B, T, H, W).clone(),
-            reference_rgb=pool.bank_images[ref_global].reshape(B, T, H, W, 3),
+            reference_rgb=_resize_images(pool.bank_images[ref_global], (H, W)).reshape(B, T, H, W, 3),
             reference_slot=slot.reshape(B, T),
             target_rgb=tgt_rgb.reshape(B, T, H, W, 3),
             target_depth=tgt_depth.reshape(B, T, H, W),

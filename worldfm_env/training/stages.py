@@ -114,6 +114,9 @@ class TrainConfig:
     on the anchors the env will render (stage II; stage I sees no anchors). ``--splat-radius auto`` on the command
     line. The stage II checkpoint's header records it; pass the same ``splat_radius`` to the env (it warns
     otherwise)."""
+    capture_resolution: int | None = None
+    """Side of the clips' reference views, which build their point clouds (``ClipConfig.capture_resolution``; the
+    env's ``scene_options={"resolution": (side, side)}``); None: ``resolution``."""
     clips_per_step: int = 4
     """Clips per rank and step; each gives ``views - references`` target samples."""
     steps: int = 1000
@@ -230,7 +233,10 @@ class TrainConfig:
     def __post_init__(self) -> None:
         # Raises on a bad splat_radius, sparse_fraction or close_fraction, naming it.
         ClipConfig(
-            splat_radius=self.splat_radius, sparse_fraction=self.sparse_fraction, close_fraction=self.close_fraction
+            splat_radius=self.splat_radius,
+            sparse_fraction=self.sparse_fraction,
+            close_fraction=self.close_fraction,
+            capture_resolution=self._capture_hw(),
         )
         if self.stage not in STAGES:
             raise ValueError(f"stage={self.stage!r} is not valid; choose one of {list(STAGES)}")
@@ -316,6 +322,11 @@ class TrainConfig:
 
         if self.init is None and self.model not in MODEL_CONFIGS:
             raise ValueError(f"model={self.model!r} is not a model config; choose one of {sorted(MODEL_CONFIGS)}")
+
+    def _capture_hw(self) -> tuple[int, int] | None:
+        """``capture_resolution`` as ClipConfig's (height, width) (None stays None; other values are checked there)."""
+        side = self.capture_resolution
+        return None if side is None else (side, side)
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
@@ -636,6 +647,7 @@ def train(cfg: TrainConfig) -> dict:
         splat_radius=cfg.splat_radius,
         sparse_fraction=cfg.sparse_fraction,
         close_fraction=cfg.close_fraction,
+        capture_resolution=cfg._capture_hw(),
     )
     clips = ClipGenerator(scenes, clip_config, device)
     schedule = iddpm_linear_schedule()
