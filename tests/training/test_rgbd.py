@@ -616,6 +616,7 @@ def test_train_only_depth_keeps_the_frame_trains_the_depth_and_resumes_exactly(t
     moved = {k for k in after if k not in before or not torch.equal(before[k], after[k])}
     assert moved and all(k.startswith(("refiner.depth_out.", "refiner.depth_decoder.")) for k in moved), moved
     assert any(k.startswith("refiner.depth_out.") for k in moved)
+    assert float(after["refiner.depth_decoder.out.weight"].abs().sum()) > 0  # the decoder left its zero start
     rgb, mask, depth, reference = _synthetic_anchor(size=32)
     frames = []
     for path in (init, tmp_path / "depth" / "model.safetensors"):

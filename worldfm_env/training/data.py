@@ -86,6 +86,11 @@ def _resize_images(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
 
 
+def _is_image_size(value) -> bool:
+    """Whether ``value`` is an image size ``(height, width)``: a pair of ints >= 8."""
+    return isinstance(value, (tuple, list)) and len(value) == 2 and all(isinstance(v, int) and v >= 8 for v in value)
+
+
 def _is_real(value) -> bool:
     """Whether ``value`` is a real number (int, float or a numpy scalar of one; not a bool)."""
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
@@ -132,14 +137,11 @@ class ClipConfig:
             raise ValueError(f"need ints 1 <= references < views, got references={self.references}, views={self.views}")
         if self.step <= 0:
             raise ValueError(f"step must be positive, got {self.step}")
-        res = self.resolution
-        if not (isinstance(res, (tuple, list)) and len(res) == 2 and all(isinstance(v, int) and v >= 8 for v in res)):
-            raise ValueError(f"resolution must be (height, width) ints >= 8, got {res!r}")
+        if not _is_image_size(self.resolution):
+            raise ValueError(f"resolution must be (height, width) ints >= 8, got {self.resolution!r}")
         cap = self.capture_resolution
         if cap is not None:
-            if not (
-                isinstance(cap, (tuple, list)) and len(cap) == 2 and all(isinstance(v, int) and v >= 8 for v in cap)
-            ):
+            if not _is_image_size(cap):
                 raise ValueError(f"capture_resolution must be None or (height, width) ints >= 8, got {cap!r}")
             object.__setattr__(self, "capture_resolution", (int(cap[0]), int(cap[1])))
         if not 0.0 < self.hfov_deg < 180.0:
