@@ -31,7 +31,9 @@ Metrics (uint8 frames; PSNR capped at 100 dB):
   shown, against the ray-cast depth: how far the generated geometry (lifted with the frame model's depth for an
   RGB-D model, else the filled anchor depth) is from the true one (what the agent sees against what collisions use).
 * ``--weights`` picks the frame model of the worldfm methods (default: the shipped default); ``--splat-radius``
-  their anchor splats (default 0, the env's; pass the one the model was trained on, e.g. ``auto``).
+  their anchor splats (default 0, the env's; pass the one the model was trained on, e.g. ``auto``);
+  ``--depth-bound navigation`` their ``depth_bound`` (generated depth, and what the memory grows, capped at the
+  scene's navigation layout).
 * step time: ``env.step`` with random discrete actions at ``--time-envs`` envs, ``memory="static"`` against
   ``"grow"`` (A-B-B-A blocks of ``--time-steps`` steps, medians).
 
@@ -211,6 +213,7 @@ def _render(method: str, trajectories: np.ndarray, args, scene_of_env: list[int]
     )
     if renderer == "worldfm":
         kwargs["splat_radius"] = args.splat_radius
+        kwargs["depth_bound"] = args.depth_bound
         if args.weights:
             kwargs["weights"] = args.weights
     E, T = trajectories.shape[:2]
@@ -294,6 +297,7 @@ def _step_time(args, num_envs: int) -> dict[str, float]:
         device=args.device,
         memory_capacity=args.memory_capacity,
         splat_radius=args.splat_radius,
+        depth_bound=args.depth_bound,
     )
     if args.weights:
         kwargs["weights"] = args.weights
@@ -376,6 +380,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
         help="anchor splat half-size of the worldfm methods: an int in [0, 8] or auto (default: %(default)s, "
         "the env's)",
     )
+    parser.add_argument(
+        "--depth-bound",
+        choices=["none", "navigation"],
+        default="none",
+        help="the worldfm methods' depth_bound: navigation caps generated depth, and what the memory grows, at the "
+        "scene's navigation layout (default: %(default)s)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="trajectory and env seed (default: %(default)s)")
     parser.add_argument(
         "--time-envs", type=int, nargs="*", default=[16, 64], help="env counts timed (default: %(default)s)"
@@ -437,6 +448,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         revisit = psnr(img[e, visits[:, 0]], img[e, visits[:, 1]])
         reproj = reprojection_psnr(img, true_depth, c2w, K, ~captured, moved)
         row = {"method": method, "splat_radius": args.splat_radius if method != "oracle" else ""}
+        row["depth_bound"] = args.depth_bound if method != "oracle" else ""
         row["psnr"], row["psnr_p5"] = _stats(p_all)
         row["ssim"], row["ssim_p5"] = _stats(s_all)
         row["psnr_captured"], row["psnr_captured_p5"] = _stats(p_cap)

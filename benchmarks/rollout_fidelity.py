@@ -57,7 +57,10 @@ Metrics (uint8 frames; ``psnr`` and ``ssim`` from ``benchmarks/fidelity.py``: PS
   are given the depth the growing memory lifts their pixels with (``depth_source="filled anchor"``): the anchor's
   depth, holes filled from the nearest covered pixel, never beyond the floor plane, a 3 m backdrop where the anchor is
   empty (:func:`filled_anchor_depth`; the rule of ``GrowingMemory.write`` for frames without a depth). The raw
-  anchor has no depth there (NaN), the oracle its own ray-cast depth (0).
+  anchor has no depth there (NaN), the oracle its own ray-cast depth (0). ``depth_far`` / ``depth_near``: per frame
+  the share of those pixels whose depth is more than 10 % beyond / short of the true depth, then the mean over
+  frames: where what the agent sees is farther than what it would collide with (a missed wall), or nearer (an
+  invented surface).
 * ``below_nearest_fill``: the share of frames whose PSNR is below the nearest fill's PSNR on the same frame.
 * ``uncaptured_fraction``: mean share of uncaptured pixels; ``empty_anchor_fraction``: share of frames whose anchor
   covers no pixel at all (the fills return them black); ``ms_per_frame``: render time of the method's env (the
@@ -71,7 +74,10 @@ figures exist. ``--candidate WEIGHTS`` (a checkpoint path or a shipped name) add
 default shipped one; without it the script judges the default model against the earlier shipped one. ``--splat-radius``
 sets the anchor splats of every splatting method (the anchor, the fills and the models; default 0, the env's);
 ``--capture-resolution`` the side of the scenes' captured views, hence the density of the point clouds every method
-starts from (default: the frame size, as the env's ``scene_options`` default).
+starts from (default: the frame size, as the env's ``scene_options`` default). ``--depth-bound navigation`` caps the
+depth of every method's uncaptured pixels at the scene's navigation layout along each ray: the models' through the
+env's ``depth_bound`` option, the fills' filled anchor depth with the same layout depth
+(:class:`~worldfm_env.render.layout.LayoutDepth`), so every depth row is bounded alike.
 
 Writes ``rollout_fidelity.csv``, ``rollout_fidelity.png`` (bars), ``rollout_fidelity_samples.png`` (anchor | nearest
 fill | each model | oracle for a few frames, close-range ones included) and ``verdict.csv`` to
@@ -100,6 +106,8 @@ from worldfm_env.model.weights import default_weights_path, shipped_weights  # n
 from worldfm_env.policies import RandomPolicy, ShortestPathPolicy  # noqa: E402
 from worldfm_env.render.anchor_config import splat_radius_arg  # noqa: E402
 from worldfm_env.render.fill import nearest_fill, pull_push_fill  # noqa: E402
+from worldfm_env.render.layout import LayoutDepth  # noqa: E402
+from worldfm_env.scenes.navigation import pool_obstacles  # noqa: E402
 
 __all__ = [
     "BASELINES",
@@ -409,18 +417,29 @@ def model_methods(resolution: int) -> list[str]:
 
 def _render(args, capture: str, states: dict[str, torch.Tensor], renderer: str, weights: str | None = None) -> dict:
     """Frames of one env (``renderer``, ``weights``) at every recorded state: rgb (E, T, H, W, 3) uint8, depth,
-    the anchor's rgb / depth / mask where the renderer splats, the poses (E, T, 4, 4), floor heights (E, T)
-    and the render time per frame in ms."""
+    the anchor's rgb / depth / mask where the renderer splats, the poses (E, T, 4, 4), floor heights (E, T),
+    the layout depth of ``--depth-bound navigation`` (anchor renderer) and the render time per frame in ms."""
     E, T = states["yaw"].shape
     kwargs = _env_kwargs(args, capture)
     if renderer == "oracle":
         kwargs["include_depth"] = True
     if weights is not None:
         kwargs["weights"] = weights
+    bound = getattr(args, "depth_bound", "none")
+    if renderer == "worldfm":
+        kwargs["depth_bound"] = bound
     env = WorldFMVectorEnv(num_envs=E, renderer=renderer, **kwargs)
     env.reset(seed=args.seed)
     dev = env.device
-    out: dict[str, list] = {k: [] for k in ("rgb", "depth", "anchor", "anchor_depth", "mask", "c2w", "floor_y")}
+    layout = None
+    if renderer == "anchor" and bound == "navigation":  # the same layout depth the models' env caps with
+        pool = env.pool
+        layout = LayoutDepth(
+            pool_obstacles(pool), pool.nav_origin, pool.nav_cell_size, pool.floor_y, E, env.height, env.width
+        )
+    out: dict[str, list] = {
+        k: [] for k in ("rgb", "depth", "anchor", "anchor_depth", "mask", "c2w", "floor_y", "layout_depth")
+    }
     seconds = 0.0
     for t in range(T):
         for field in STATE_FIELDS:
@@ -438,6 +457,10 @@ def _render(args, capture: str, states: dict[str, torch.Tensor], renderer: str, 
             out["anchor"].append(frame.anchor.rgb.cpu().clone())
             out["anchor_depth"].append(frame.anchor.depth.float().cpu().clone())
             out["mask"].append(frame.anchor.mask.cpu().clone())
+        if layout is not None:
+            out["layout_depth"].append(
+                layout.render(env.scene_index, env.camera_poses(), env.pipeline.K_inv).cpu().clone()
+            )
     K = env.K[0].cpu() if env.K.ndim == 3 else env.K.cpu()
     frame_model = getattr(env.pipeline.backend, "frame_model", None)
     env.close()
@@ -468,13 +491,27 @@ def _frame_metrics(
     return {k: torch.cat(v) for k, v in parts.items()}
 
 
-def _depth_absrel(depth: torch.Tensor, true_depth: torch.Tensor, uncaptured: torch.Tensor) -> torch.Tensor:
-    """Per-frame mean |d - d_true| / d_true over uncaptured pixels with a true depth (F,); NaN where none."""
+#: A depth more than this fraction beyond / short of the true depth counts in ``depth_far`` / ``depth_near``.
+DEPTH_DISAGREEMENT = 0.1
+
+
+def _depth_errors(depth: torch.Tensor, true_depth: torch.Tensor, uncaptured: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-frame (F,) depth errors over uncaptured pixels with a true depth, NaN where a frame has none: ``absrel``
+    (mean |d - d_true| / d_true), ``far`` / ``near`` (share of those pixels with d > 1.1 d_true / d < 0.9 d_true)."""
     valid = uncaptured & (true_depth > 0)
-    rel = (depth.double() - true_depth.double()).abs() / true_depth.double().clamp_min(1e-6)
+    d, t = depth.double(), true_depth.double()
+    rel = (d - t).abs() / t.clamp_min(1e-6)
     count = valid.sum(dim=(-2, -1))
-    value = (rel * valid).sum(dim=(-2, -1)) / count.clamp_min(1)
-    return torch.where(count > 0, value, torch.full_like(value, float("nan")))
+
+    def per_frame(values: torch.Tensor) -> torch.Tensor:
+        value = (values.double() * valid).sum(dim=(-2, -1)) / count.clamp_min(1)
+        return torch.where(count > 0, value, torch.full_like(value, float("nan")))
+
+    return {
+        "absrel": per_frame(rel),
+        "far": per_frame(d > (1 + DEPTH_DISAGREEMENT) * t),
+        "near": per_frame(d < (1 - DEPTH_DISAGREEMENT) * t),
+    }
 
 
 def evaluate_capture(args, capture: str, methods: list[str], verbose: bool = True) -> tuple[list[dict], dict]:
@@ -496,6 +533,9 @@ def evaluate_capture(args, capture: str, methods: list[str], verbose: bool = Tru
         anchor["K"],
         anchor["floor_y"].flatten(0, 1),
     )
+    if "layout_depth" in anchor:  # --depth-bound navigation: the fills' depth capped as the models' env caps theirs
+        layout = anchor["layout_depth"].flatten(0, 1)
+        filled_depth = torch.where((~captured) & (layout > 0), torch.minimum(filled_depth, layout), filled_depth)
     frames = {"anchor": anchor_rgb}
     timing = {"anchor": anchor["ms_per_frame"], "oracle": oracle["ms_per_frame"]}
     depths = {"anchor": None}
@@ -536,7 +576,9 @@ def evaluate_capture(args, capture: str, methods: list[str], verbose: bool = Tru
 
     metrics = {m: _frame_metrics(frames[m], truth, captured, is_truth=m == "oracle") for m in order}
     empty = ~captured.flatten(1).any(dim=1)  # frames whose anchor covers no pixel (the fills leave them black)
-    absrel = {m: _depth_absrel(depths[m], true_depth, ~captured) if depths[m] is not None else None for m in order}
+    depth_errors = {
+        m: _depth_errors(depths[m], true_depth, ~captured) if depths[m] is not None else None for m in order
+    }
     fill_psnr = metrics["nearest_fill"]["psnr"] if "nearest_fill" in metrics else None
     rows = []
     for subset, sel in subsets.items():
@@ -549,7 +591,9 @@ def evaluate_capture(args, capture: str, methods: list[str], verbose: bool = Tru
             row["psnr_uncaptured"], row["psnr_uncaptured_p5"] = _stats(mt["psnr_uncaptured"][sel])
             e_true = float(mt["e_true"][sel].sum())
             row["sharpness"] = float(mt["e_pred"][sel].sum()) / e_true if e_true > 0 else float("nan")
-            row["depth_absrel"] = _stats(absrel[m][sel])[0] if absrel[m] is not None else float("nan")
+            for key in ("absrel", "far", "near"):
+                errors = depth_errors[m]
+                row[f"depth_{key}"] = _stats(errors[key][sel])[0] if errors is not None else float("nan")
             row["depth_source"] = depth_source[m]
             row["below_nearest_fill"] = (
                 float((mt["psnr"][sel] < fill_psnr[sel]).double().mean())
@@ -562,6 +606,7 @@ def evaluate_capture(args, capture: str, methods: list[str], verbose: bool = Tru
             row["resolution"] = args.resolution
             row["splat_radius"] = getattr(args, "splat_radius", 0)
             row["capture_resolution"] = getattr(args, "capture_resolution", None) or args.resolution
+            row["depth_bound"] = getattr(args, "depth_bound", "none")
             row["device"] = args.device
             rows.append(row)
     grid = {"frames": frames, "close": close, "policy": policy, "centre": centre}
@@ -650,8 +695,8 @@ def markdown_table(rows: list[dict]) -> str:
     """The main figures (subset ``all``, plus close-range PSNR) per capture and method, as a markdown table."""
     lines = [
         "| capture | method | PSNR | PSNR p5 | SSIM | captured | uncaptured | uncaptured p5 | close-range PSNR "
-        "(p5) | close below nearest fill | sharpness | depth AbsRel | ms/frame |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "(p5) | close below nearest fill | sharpness | depth AbsRel | depth far / near | ms/frame |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         if r["subset"] != "all":
@@ -659,11 +704,13 @@ def markdown_table(rows: list[dict]) -> str:
         c = _row(rows, r["capture"], "close", r["method"])
         close = f"{_fmt(_num(c, 'psnr'))} ({_fmt(_num(c, 'psnr_p5'))})" if c and c["frames"] else ""
         below = f"{100 * _num(c, 'below_nearest_fill'):.0f} %" if c and c["frames"] else ""
+        far, near = _num(r, "depth_far"), _num(r, "depth_near")
+        far_near = f"{100 * far:.0f} / {100 * near:.0f} %" if math.isfinite(far) and math.isfinite(near) else ""
         lines.append(
             f"| {r['capture']} | {r['method']} | {_fmt(r['psnr'])} | {_fmt(r['psnr_p5'])} | {_fmt(r['ssim'], 3)} | "
             f"{_fmt(r['psnr_captured'])} | {_fmt(r['psnr_uncaptured'])} | {_fmt(r['psnr_uncaptured_p5'])} | {close} | "
             f"{below} | "
-            f"{_fmt(r['sharpness'], 3)} | {_fmt(r['depth_absrel'], 3)} | {_fmt(r['ms_per_frame'], 1)} |"
+            f"{_fmt(r['sharpness'], 3)} | {_fmt(r['depth_absrel'], 3)} | {far_near} | {_fmt(r['ms_per_frame'], 1)} |"
         )
     return "\n".join(lines)
 
@@ -796,6 +843,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="side of the scenes' captured views, which sets the density of their point clouds (default: the frame "
         "size, as the env does)",
+    )
+    parser.add_argument(
+        "--depth-bound",
+        choices=["none", "navigation"],
+        default="none",
+        help="cap every method's depth in uncaptured pixels at the scene's navigation layout (the env's depth_bound; "
+        "default: %(default)s)",
     )
     parser.add_argument("--device", default="cpu", help="device (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="rollout seed (default: %(default)s)")

@@ -44,6 +44,7 @@ def test_tiny_run_writes_its_outputs_and_scores_the_truth_as_exact(runs):
         written = list(csv.DictReader(f))
     assert [r["method"] for r in written] == [r["method"] for r in rows]
     assert {r["splat_radius"] for r in written if r["method"] != "oracle"} == {"0"}
+    assert {r["depth_bound"] for r in written if r["method"] != "oracle"} == {"none"}
     with open(folder / "consistency_steptime.csv") as f:
         (timing,) = list(csv.DictReader(f))
     assert int(timing["num_envs"]) == 2 and float(timing["ratio"]) > 0
@@ -64,3 +65,14 @@ def test_bad_splat_radius_is_refused_by_name(capsys):
     with pytest.raises(SystemExit):
         consistency.main([*TINY, "--splat-radius", "huge"])
     assert "--splat-radius" in capsys.readouterr().err
+
+
+def test_depth_bound_reaches_the_worldfm_envs_and_leaves_static_frames_alone(runs, tmp_path):
+    """--depth-bound navigation: recorded on the worldfm rows; with a static memory the frames do not depend on the
+    depth, so every static figure is the same as without the bound."""
+    rows = consistency.main([*TINY, "--depth-bound", "navigation", "--out", str(tmp_path)])
+    bounded = {r["method"]: r for r in rows}
+    free = {r["method"]: r for r in runs["0"][0]}
+    assert bounded["worldfm_grow"]["depth_bound"] == "navigation" and bounded["oracle"]["depth_bound"] == ""
+    for key in ("psnr", "ssim", "revisit_psnr", "reproj_uncaptured"):
+        assert bounded["worldfm_static"][key] == free["worldfm_static"][key]

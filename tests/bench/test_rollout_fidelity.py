@@ -189,6 +189,9 @@ def test_tiny_run_writes_the_csv(tmp_path, capsys):
     assert all(int(r["frames"]) == 9 for r in by.values())  # 3 policies x 1 rollout x 3 frames
     assert float(by["oracle"]["psnr"]) == 100.0 and float(by["oracle"]["sharpness"]) == 1.0
     assert float(by["oracle"]["depth_absrel"]) == 0.0
+    assert float(by["oracle"]["depth_far"]) == float(by["oracle"]["depth_near"]) == 0.0
+    assert 0.0 <= float(by["nearest_fill"]["depth_far"]) + float(by["nearest_fill"]["depth_near"]) <= 1.0
+    assert {r["depth_bound"] for r in table} == {"none"}
     assert float(by["nearest_fill"]["psnr"]) > float(by["anchor"]["psnr"])
     assert by["nearest_fill"]["psnr_captured"] == by["anchor"]["psnr_captured"]  # a fill keeps covered pixels
     assert by[model]["depth_source"] == "filled anchor" and by["anchor"]["depth_source"] == "none"
@@ -214,6 +217,28 @@ def test_capture_resolution_sets_the_density_of_the_captured_points(tmp_path):
     assert anchor[1]["uncaptured_fraction"] > anchor[0]["uncaptured_fraction"] + 0.05, anchor
     with pytest.raises(SystemExit):
         rollout_fidelity.parse_args(["--capture-resolution", "0"])
+
+
+def test_depth_bound_caps_every_methods_depth_alike(tmp_path):
+    """--depth-bound navigation: the RGB-D model's depth through the env's bound and the fills' filled depth with the
+    same layout; frames are unchanged, and no method's depth is farther from the truth beyond it than without."""
+    argv = ["--scenes", "1", "--episodes", "1", "--frames", "4", "--captures", "panorama", "--samples", "1"]
+    argv += ["--splat-radius", "auto", "--methods", "nearest_fill", "worldfm-srgbd-auto-64x64"]
+    rows = {
+        bound: {
+            r["method"]: r
+            for r in rollout_fidelity.main([*argv, "--depth-bound", bound, "--out", str(tmp_path / bound)])
+            if r["subset"] == "all"
+        }
+        for bound in ("none", "navigation")
+    }
+    for method in ("nearest_fill", "worldfm-srgbd-auto-64x64"):
+        free, bounded = rows["none"][method], rows["navigation"][method]
+        assert bounded["depth_bound"] == "navigation"
+        assert bounded["psnr"] == free["psnr"] and bounded["ssim"] == free["ssim"]
+        assert bounded["depth_far"] <= free["depth_far"]
+    assert rows["navigation"]["worldfm-srgbd-auto-64x64"]["depth_source"] == "model"
+    assert rows["navigation"]["oracle"]["depth_absrel"] == 0.0  # the truth is never bounded
 
 
 def test_bad_method_names_the_valid_ones(tmp_path):

@@ -247,11 +247,33 @@ def test_small_config_and_no_voxel():
     assert torch.equal(depth_pts, scene.points_xyz)
 
 
+def test_scene_file_keeps_the_grid_agent_radius_and_reads_older_files(scenes, tmp_path):
+    """The grid's agent radius (what its obstacles were dilated by) is written to the header; a file written before
+    the field existed reads as 0.18, every grid source's default."""
+    import dataclasses
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    grid = dataclasses.replace(scenes[0].navigation_grid, agent_radius=0.25)
+    path = save_scene(dataclasses.replace(scenes[0], navigation_grid=grid), tmp_path / "r.wfscene")
+    assert load_scene_file(path).navigation_grid.agent_radius == 0.25
+    with safe_open(str(path), "pt") as f:
+        header = json.loads(f.metadata()["scene"])
+    del header["navigation_grid"]["agent_radius"]
+    old = tmp_path / "old.wfscene"
+    save_file(load_file(str(path)), str(old), metadata={"scene": json.dumps(header)})
+    assert load_scene_file(old).navigation_grid.agent_radius == 0.18
+
+
 def test_save_load_roundtrip_and_overview(scenes, tmp_path):
     scene = scenes[0]
     path = save_scene(scene, tmp_path / "s.wfscene")
     loaded = load_scene_file(path)
     assert loaded.info == scene.info
     assert torch.equal(loaded.mesh.faces, scene.mesh.faces) and torch.equal(loaded.bank.images, scene.bank.images)
+    assert torch.equal(loaded.navigation_grid.free, scene.navigation_grid.free)
+    assert loaded.navigation_grid.agent_radius == scene.navigation_grid.agent_radius == 0.18
     img = render_overview(scene)
     assert img.dtype == np.uint8 and img.shape == (*[3 * s for s in scene.navigation_grid.shape], 3)

@@ -17,6 +17,7 @@ from worldfm_env.render.anchor_config import (
     splat_radius_arg,
     valid_splat_radius,
 )
+from worldfm_env.renderers.pipeline import check_depth_bound
 
 __all__ = [
     "EnvConfig",
@@ -152,6 +153,13 @@ class EnvConfig:
     """``memory="grow"``: points per env's memory (about 16 frames' worth at 64x64; a frame writes only the pixels
     its anchor left empty, and only when at least 1 % were). When full, the oldest points are overwritten first.
     Each memory also keeps its 16 latest written frames as reference views (the oldest replaced first)."""
+    depth_bound: str = "none"
+    """``renderer="worldfm"``: ``"none"`` (the frame's depth as the model generates it, the default) or
+    ``"navigation"``: the depth of the pixels the anchor left empty is capped, in the ``depth`` observation and in
+    what ``memory="grow"`` writes, at the depth where the pixel's ray meets the scene's navigation layout (its
+    obstacles as floor-to-ceiling columns, and the floor). Where the physics has a wall the model did not see,
+    vision then agrees with collisions; a ray passing over low furniture is capped at the furniture's footprint.
+    The layout is the scene's true navigation grid, which collisions already use (:mod:`worldfm_env.render.layout`)."""
     keep_memory_on_reset: bool = False
     """``memory="grow"``: keep an env's grown memory across episodes while it stays in the same scene (default:
     every reset clears it)."""
@@ -200,6 +208,7 @@ class EnvConfig:
         one_of("noise_key", NOISE_KEYS)
         one_of("memory", MEMORY_MODES)
         check_memory_mode(self.memory, self.renderer)
+        check_depth_bound(self.depth_bound, self.renderer)
         number("memory_capacity", 256, 2**24, integer=True)
         res = self.resolution
         if is_int(res):

@@ -166,6 +166,7 @@ class GrowingMemory:
         floor_y: torch.Tensor,
         write_mask: torch.Tensor | None = None,
         encoder=None,
+        depth_bound: torch.Tensor | None = None,
     ) -> None:
         """Write every env's frame into its memory.
 
@@ -175,6 +176,8 @@ class GrowingMemory:
             c2w: (N, 4, 4) the frames' poses. floor_y: (N,) the floor height of each env's scene.
             write_mask: (N,) bool, the envs that write (None: all).
             encoder: optional ``images (M, H, W, 3) uint8 -> latents (M, ...)``, the backend's reference encoder.
+            depth_bound: optional (N, H, W) greatest depth of each pixel (0 = no bound; the pipeline's
+                ``depth_bound="navigation"``): a point is never written farther along its ray.
         """
         N, H, W, HW = self.num_envs, self.height, self.width, self.height * self.width
         P, C, V, M = self.capacity, self.views.chunks_per_memory, self.num_views, self.num_envs
@@ -192,6 +195,9 @@ class GrowingMemory:
         filled = torch.where(down > 1e-6, torch.minimum(filled, to_floor.clamp_min(1e-3)), filled)
         frame_depth = depth.reshape(N, HW).float() if depth is not None else torch.zeros_like(filled)
         point_depth = torch.where(frame_depth > 0, frame_depth, filled)
+        if depth_bound is not None:
+            bound = depth_bound.reshape(N, HW).float()
+            point_depth = torch.where(bound > 0, torch.minimum(point_depth, bound), point_depth)
         view_depth = torch.where(hole, point_depth, anchor_depth)  # (N, HW) the view's depth for the vote
         valid = hole & (point_depth > 0) & torch.isfinite(point_depth) & self.writers[:, None]
         if write_mask is not None:

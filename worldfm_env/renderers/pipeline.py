@@ -12,6 +12,11 @@ scenes) and ``worldfm`` (the frame model).
 With ``memory="grow"`` the pipeline also owns each env's :class:`~worldfm_env.memory.GrowingMemory`: its points are
 splatted with the scene's, its views vote beside the scene's bank, and every render writes the frame's empty pixels
 back into it.
+
+With ``depth_bound="navigation"`` it casts every pixel's ray against the scene's navigation layout
+(:class:`~worldfm_env.render.layout.LayoutDepth`) and caps the frame's generated depth (the pixels the anchor left
+empty) at the layout's: where the physics has a wall, the depth observation and the grown memory put the generated
+surface no farther than that wall.
 """
 
 from __future__ import annotations
@@ -23,13 +28,38 @@ import torch
 from worldfm_env.geometry import intrinsics_from_fov
 from worldfm_env.memory import GrowingMemory, check_memory_mode
 from worldfm_env.render.anchor_config import AnchorConfig
+from worldfm_env.render.layout import LayoutDepth
 from worldfm_env.render.splat import AnchorRender, Occluders, PointSplatter, ReferenceSelector
 from worldfm_env.renderers.anchor import AnchorRenderer
 from worldfm_env.renderers.base import Renderer, RenderRequest
 from worldfm_env.renderers.oracle import OracleRenderer
+from worldfm_env.scenes.navigation import pool_obstacles
 from worldfm_env.scenes.pool import ScenePool
 
-__all__ = ["Observation", "ObservationPipeline", "RENDERER_BACKENDS", "make_renderer"]
+__all__ = [
+    "DEPTH_BOUNDS",
+    "Observation",
+    "ObservationPipeline",
+    "RENDERER_BACKENDS",
+    "check_depth_bound",
+    "make_renderer",
+]
+
+#: How generated depth is bounded: ``"none"`` (as the frame model gives it) or ``"navigation"`` (never beyond the
+#: first obstacle of the scene's navigation layout, nor below the floor, along the pixel's ray).
+DEPTH_BOUNDS = ("none", "navigation")
+
+
+def check_depth_bound(depth_bound: str, renderer: str) -> None:
+    """Raise ValueError naming ``depth_bound`` unless it is one of :data:`DEPTH_BOUNDS` and fits ``renderer``: only the
+    ``worldfm`` backend generates depth (the anchor has none in its holes, the oracle's is the truth)."""
+    if depth_bound not in DEPTH_BOUNDS:
+        raise ValueError(f"depth_bound={depth_bound!r} is not valid; choose one of {list(DEPTH_BOUNDS)}")
+    if depth_bound != "none" and renderer != "worldfm":
+        raise ValueError(
+            f"depth_bound={depth_bound!r} bounds generated depth, which only renderer='worldfm' gives; renderer is "
+            f"{renderer!r} (use depth_bound='none')"
+        )
 
 
 def _worldfm_backend(pool: ScenePool, num_envs: int, height: int, width: int, **options) -> Renderer:
@@ -86,6 +116,9 @@ class ObservationPipeline:
             into its own :class:`~worldfm_env.memory.GrowingMemory`; needs a backend that generates the empty
             pixels: ``worldfm`` or ``oracle``).
         memory_capacity: points per growing memory (the oldest are overwritten when full).
+        depth_bound: ``"none"`` or ``"navigation"`` (:data:`DEPTH_BOUNDS`; ``worldfm`` backend only): cap the depth
+            of the pixels the anchor left empty, in the observation and in what a growing memory writes, at the
+            depth of the scene's navigation layout along each pixel's ray.
         **backend_options: passed to the backend (the ``worldfm`` backend's weights, sampler, dtype, noise, ...).
     """
 
@@ -102,9 +135,11 @@ class ObservationPipeline:
         with_anchor: bool = False,
         memory: str = "static",
         memory_capacity: int = 65536,
+        depth_bound: str = "none",
         **backend_options,
     ) -> None:
         check_memory_mode(memory, renderer)
+        check_depth_bound(depth_bound, renderer)
         self.pool = pool
         self.device = pool.device
         self.num_envs, self.height, self.width = num_envs, height, width
@@ -144,6 +179,14 @@ class ObservationPipeline:
             if needs_reference
             else None
         )
+        self.depth_bound = depth_bound
+        self.layout = (
+            LayoutDepth(
+                pool_obstacles(pool), pool.nav_origin, pool.nav_cell_size, pool.floor_y, num_envs, height, width
+            )
+            if depth_bound == "navigation"
+            else None
+        )
         self.last_request: RenderRequest | None = None
 
     @property
@@ -180,6 +223,12 @@ class ObservationPipeline:
             request.noise_seed = noise_seed
         self.last_request = request  # what the backend was given (tests and diagnostics re-render from it)
         frame = self.backend.render(request)
+        bound = None
+        if self.layout is not None:
+            bound = self.layout.render(scene_index, c2w, self.K_inv)
+            if frame.depth is not None:  # generated depth (> 0 in the anchor's holes) no farther than the layout
+                capped = (~request.anchor.mask) & (bound > 0) & (frame.depth > bound)
+                frame.depth.copy_(torch.where(capped, bound, frame.depth))
         if self.memory is not None:
             self.memory.write(
                 frame.rgb,
@@ -189,6 +238,7 @@ class ObservationPipeline:
                 self.pool.floor_y[scene_index.long()],
                 write_mask=write_mask,
                 encoder=getattr(self.backend, "encode_reference", None),
+                depth_bound=bound,
             )
         depth = frame.depth if frame.depth is not None else (request.anchor.depth if request.anchor else None)
         return Observation(frame.rgb, depth, request.anchor, request.reference_index)

@@ -47,6 +47,8 @@ __all__ = [
     "UNREACHABLE",
     "estimate_floor_y",
     "navigation_grid_from_points",
+    "obstacle_cores",
+    "pool_obstacles",
     "NavigationData",
     "CAPTURE_START_RADIUS",
     "SEEN_FLOOR_BAND",
@@ -105,10 +107,10 @@ def estimate_floor_y(xyz: torch.Tensor, top_fraction: float = 0.3, bin_size: flo
     return float(top[inverse == counts.argmax()].mean())
 
 
-def _erode(free: torch.Tensor, radius: float, cell_size: float) -> torch.Tensor:
-    """Cells (Gz, Gx) of ``free`` whose centre is farther than ``radius`` from every blocked cell's square.
+def _erode(free: torch.Tensor, radius: float, cell_size: float, outside: bool = False) -> torch.Tensor:
+    """Cells (Gz, Gx) of ``free`` whose centre is farther than ``radius`` from the square of every cell not in it.
 
-    Outside the grid counts as blocked (padding value 1), so free space never touches the border.
+    Outside the grid counts as ``outside`` (default: not in ``free``, so free space never touches the border).
     """
     r = int(math.ceil(radius / cell_size))
     if r <= 0:
@@ -116,8 +118,33 @@ def _erode(free: torch.Tensor, radius: float, cell_size: float) -> torch.Tensor:
     d = torch.arange(-r, r + 1, dtype=torch.float32, device=free.device)
     gap = (d.abs() - 0.5).clamp(min=0.0) * cell_size  # per-axis distance from a cell centre to a neighbour's square
     kernel = ((gap[:, None] ** 2 + gap[None, :] ** 2) < radius**2).float()  # (2r+1, 2r+1) disk
-    blocked = F.pad((~free).float()[None, None], (r, r, r, r), value=1.0)
+    blocked = F.pad((~free).float()[None, None], (r, r, r, r), value=0.0 if outside else 1.0)
     return F.conv2d(blocked, kernel[None, None])[0, 0] < 0.5  # (Gz, Gx): no blocked cell under the disk
+
+
+def obstacle_cores(free: torch.Tensor, agent_radius: float, cell_size: float) -> torch.Tensor:
+    """The obstacles of a navigation grid with the agent's dilation undone: (Gz, Gx) bool.
+
+    ``free`` marks where the agent's centre may stand, obstacles grown by ``agent_radius``
+    (:class:`~worldfm_env.scenes.scene.NavigationGrid`). A blocked cell is a core cell when no free cell lies
+    within ``agent_radius`` of its centre (outside the grid counts as obstacle): an erosion of the blocked cells
+    by the disk that dilated them. What is left approximates the obstacles' own footprints (walls and furniture
+    at cell precision; the cell of an inner corner and a gap narrower than the agent's diameter, which the
+    dilation closed, stay closed).
+    """
+    return _erode(~free, agent_radius, cell_size, outside=True)
+
+
+def pool_obstacles(pool: ScenePool) -> torch.Tensor:
+    """(S, Gz, Gx) bool: :func:`obstacle_cores` of every scene of a pool, on the pool's padded grid shape (cells
+    outside a scene's own grid are obstacles), on its device; what :class:`~worldfm_env.render.layout.LayoutDepth`
+    casts rays against."""
+    S, Gz, Gx = pool.nav_free.shape
+    obstacles = torch.ones(S, Gz, Gx, dtype=torch.bool, device=pool.device)
+    for i, scene in enumerate(pool.scenes):
+        g = scene.navigation_grid
+        obstacles[i, : g.shape[0], : g.shape[1]] = obstacle_cores(g.free, g.agent_radius, g.cell_size).to(pool.device)
+    return obstacles
 
 
 def navigation_grid_from_points(
@@ -224,7 +251,9 @@ def navigation_grid_from_points(
             "The point cloud needs a visible floor (a dense layer at the largest y) with room to stand; "
             "pass floor_y explicitly or a smaller agent_radius/cell_size"
         )
-    return NavigationGrid(free=free, origin=(x0, z0), cell_size=float(cell_size), floor_y=floor_y)
+    return NavigationGrid(
+        free=free, origin=(x0, z0), cell_size=float(cell_size), floor_y=floor_y, agent_radius=float(agent_radius)
+    )
 
 
 # --------------------------------------------------------------------------------------------------

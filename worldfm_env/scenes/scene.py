@@ -8,6 +8,7 @@ Scenes are saved and loaded by :mod:`worldfm_env.scenes.scene_file`.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields, replace
 
 import torch
@@ -79,12 +80,15 @@ class NavigationGrid:
         origin: (x0, z0) world coordinates of the corner of cell (0, 0).
         cell_size: edge of one square cell in scene units.
         floor_y: world y of the floor (gravity is +y, so the floor has the largest y).
+        agent_radius: the radius the obstacles were dilated by (scene units; 0.18, the default of every built-in
+            source): :func:`~worldfm_env.scenes.navigation.obstacle_cores` undoes that dilation.
     """
 
     free: torch.Tensor
     origin: tuple[float, float]
     cell_size: float
     floor_y: float
+    agent_radius: float = 0.18
 
     def __post_init__(self) -> None:
         _check(
@@ -92,6 +96,10 @@ class NavigationGrid:
             f"navigation grid free must be a 2-D bool tensor, got {self.free.dtype} {tuple(self.free.shape)}",
         )
         _check(self.cell_size > 0, f"navigation grid cell_size must be positive, got {self.cell_size}")
+        _check(
+            math.isfinite(self.agent_radius) and self.agent_radius >= 0,
+            f"navigation grid agent_radius must be a finite number >= 0, got {self.agent_radius}",
+        )
         _check(bool(self.free.any()), "navigation grid has no free cell: the scene has no space to stand in")
 
     @property

@@ -50,6 +50,7 @@ def save_scene(scene: Scene, path: str | Path) -> Path:
             "origin": list(scene.navigation_grid.origin),
             "cell_size": scene.navigation_grid.cell_size,
             "floor_y": scene.navigation_grid.floor_y,
+            "agent_radius": scene.navigation_grid.agent_radius,
         },
         "info": scene.info,
     }
@@ -114,7 +115,11 @@ def _scene_from(header: dict, t: dict) -> Scene:
         points_rgb=t["points_rgb"],
         bank=ReferenceBank(t["bank.images"], t["bank.depth"], t["bank.K"], t["bank.c2w"]),
         navigation_grid=NavigationGrid(
-            t["navigation_grid.free"].bool(), tuple(nav["origin"]), float(nav["cell_size"]), float(nav["floor_y"])
+            t["navigation_grid.free"].bool(),
+            tuple(nav["origin"]),
+            float(nav["cell_size"]),
+            float(nav["floor_y"]),
+            float(nav.get("agent_radius", 0.18)),  # files written before the field: every source's default
         ),
         camera_height=float(header["camera_height"]),
         mesh=mesh,

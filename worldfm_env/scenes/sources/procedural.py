@@ -942,7 +942,7 @@ def generate_procedural_scene(
     inside = ((xs > ht) & (xs < W - ht))[None, :] & ((zs > ht) & (zs < D - ht))[:, None]
     free = inside & ~_blocked_mask(rects, xs, zs, cfg.agent_radius)  # (Gz, Gx)
     largest, n_comp = _largest_component(free)
-    nav = NavigationGrid(torch.from_numpy(free).to(dev), (0.0, 0.0), float(cs), 0.0)
+    nav = NavigationGrid(torch.from_numpy(free).to(dev), (0.0, 0.0), float(cs), 0.0, float(cfg.agent_radius))
 
     # ---- reference bank ----
     room_id = np.full((gz, gx), -1, dtype=np.int64)

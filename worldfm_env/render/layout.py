@@ -1,0 +1,172 @@
+"""Depth of a navigation layout: where the scene's physics says a pixel's ray must stop.
+
+The env's physics knows a scene as a top-down grid (:class:`~worldfm_env.scenes.scene.NavigationGrid`). Taken as
+floor-to-ceiling columns standing on the floor plane, the grid's obstacle cells (with the agent's dilation undone,
+:func:`~worldfm_env.scenes.navigation.obstacle_cores`) give every pixel ray a z-depth at which it meets the floor or
+an obstacle's face: :class:`LayoutDepth`, one warp launch for N cameras. Seen through a camera, nothing of the scene
+lies beyond that depth except where the ray passes over a low obstacle (a table, a bed) or through an opening the
+dilation closed. The pipeline's ``depth_bound="navigation"`` caps generated depth with it, so what the agent sees
+and what it collides with agree (:mod:`worldfm_env.renderers.pipeline`).
+
+The walk through the grid visits every cell the ray's top-down trace crosses (a 2-D digital differential analyser),
+so a face is found whatever the cell size; cells outside the grid count as obstacles.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from worldfm_env._device import init_warp, warp_device
+
+__all__ = ["LayoutDepth"]
+
+wp = init_warp()
+
+_NO_HIT = 1.0e30
+
+
+@wp.kernel
+def _layout_depth_kernel(
+    obstacles: wp.array3d(dtype=wp.uint8),  # (S, Gz, Gx)
+    origin: wp.array(dtype=wp.vec2),  # (S,) world (x0, z0) of cell (0, 0)
+    cell_size: wp.array(dtype=wp.float32),  # (S,)
+    floor_y: wp.array(dtype=wp.float32),  # (S,)
+    scene_index: wp.array(dtype=wp.int32),  # (N,)
+    c2w: wp.array(dtype=wp.mat44),  # (N,)
+    K_inv: wp.array(dtype=wp.mat33),  # (N,)
+    depth: wp.array3d(dtype=wp.float32),  # (N, H, W) out: z-depth, 0 where nothing bounds the ray
+):
+    n, v, u = wp.tid()
+    s = scene_index[n]
+    m = c2w[n]
+    p = K_inv[n] * wp.vec3(float(u) + 0.5, float(v) + 0.5, 1.0)  # camera ray with z = 1
+    # World direction per unit of z-depth, and the camera centre.
+    dx = m[0, 0] * p[0] + m[0, 1] * p[1] + m[0, 2] * p[2]
+    dy = m[1, 0] * p[0] + m[1, 1] * p[1] + m[1, 2] * p[2]
+    dz = m[2, 0] * p[0] + m[2, 1] * p[1] + m[2, 2] * p[2]
+    ox = m[0, 3]
+    oy = m[1, 3]
+    oz = m[2, 3]
+    best = float(_NO_HIT)
+    if dy > 1.0e-6:  # +y is down: the ray meets the floor plane
+        t_floor = (floor_y[s] - oy) / dy
+        if t_floor > 0.0:
+            best = t_floor
+    cs = cell_size[s]
+    o = origin[s]
+    gx = (ox - o[0]) / cs
+    gz = (oz - o[1]) / cs
+    col = int(wp.floor(gx))
+    row = int(wp.floor(gz))
+    rows = obstacles.shape[1]
+    cols = obstacles.shape[2]
+    step_c = int(1)
+    step_r = int(1)
+    next_c = float(_NO_HIT)  # z-depth at which the trace crosses the next column / row boundary
+    next_r = float(_NO_HIT)
+    delta_c = float(_NO_HIT)
+    delta_r = float(_NO_HIT)
+    if dx > 1.0e-9:
+        delta_c = cs / dx
+        next_c = (float(col + 1) - gx) * delta_c
+    elif dx < -1.0e-9:
+        step_c = -1
+        delta_c = -cs / dx
+        next_c = (gx - float(col)) * delta_c
+    if dz > 1.0e-9:
+        delta_r = cs / dz
+        next_r = (float(row + 1) - gz) * delta_r
+    elif dz < -1.0e-9:
+        step_r = -1
+        delta_r = -cs / dz
+        next_r = (gz - float(row)) * delta_r
+    t = float(0.0)
+    if delta_c < _NO_HIT or delta_r < _NO_HIT:  # a ray with a top-down trace (not straight up or down)
+        # Bounded walk: a non-finite pose must not spin forever on the GPU.
+        for _ in range(rows + cols + 2):
+            if t >= best:
+                break
+            if row < 0 or col < 0 or row >= rows or col >= cols or obstacles[s, row, col] != wp.uint8(0):
+                if t > 0.0:
+                    best = wp.min(best, t)
+                break
+            if next_c < next_r:
+                t = next_c
+                next_c = next_c + delta_c
+                col = col + step_c
+            else:
+                t = next_r
+                next_r = next_r + delta_r
+                row = row + step_r
+    if best >= _NO_HIT:
+        best = 0.0
+    depth[n, v, u] = best
+
+
+class LayoutDepth:
+    """The z-depth at which each pixel ray of N cameras meets a navigation layout (see the module docstring).
+
+    Args:
+        obstacles: (S, Gz, Gx) bool obstacle cells of every scene (``pool_obstacles`` of
+            :mod:`worldfm_env.scenes.navigation`; cells outside a scene's own grid are obstacles).
+        origin: (S, 2) world (x0, z0) of cell (0, 0). cell_size: (S,) cell edges. floor_y: (S,) floor heights.
+        num_envs, height, width: the output batch and frame size.
+    """
+
+    def __init__(
+        self,
+        obstacles: torch.Tensor,
+        origin: torch.Tensor,
+        cell_size: torch.Tensor,
+        floor_y: torch.Tensor,
+        num_envs: int,
+        height: int,
+        width: int,
+    ) -> None:
+        if obstacles.ndim != 3 or obstacles.dtype != torch.bool:
+            raise ValueError(
+                f"obstacles must be an (S, Gz, Gx) bool tensor, got {obstacles.dtype} {tuple(obstacles.shape)}"
+            )
+        S = obstacles.shape[0]
+        for name, t, shape in (("origin", origin, (S, 2)), ("cell_size", cell_size, (S,)), ("floor_y", floor_y, (S,))):
+            if tuple(t.shape) != shape:
+                raise ValueError(f"{name} must have shape {shape} (one per scene of obstacles), got {tuple(t.shape)}")
+        self.device = obstacles.device
+        self.wp_device = warp_device(self.device)
+        self.obstacles = obstacles.to(torch.uint8).contiguous()
+        self.origin = origin.float().contiguous()
+        self.cell_size = cell_size.float().contiguous()
+        self.floor_y = floor_y.float().contiguous()
+        self.num_envs, self.height, self.width = num_envs, height, width
+        self.depth = torch.zeros(num_envs, height, width, dtype=torch.float32, device=self.device)
+        self._wp = [
+            wp.from_torch(self.obstacles),
+            wp.from_torch(self.origin, dtype=wp.vec2),
+            wp.from_torch(self.cell_size),
+            wp.from_torch(self.floor_y),
+        ]
+        self._wp_depth = wp.from_torch(self.depth)
+
+    def render(self, scene_index: torch.Tensor, c2w: torch.Tensor, K_inv: torch.Tensor) -> torch.Tensor:
+        """(N, H, W) float32 z-depth of the layout at poses ``c2w`` (N, 4, 4) in scenes ``scene_index`` (N,), with
+        inverse intrinsics ``K_inv`` (N, 3, 3) or (3, 3); 0 where nothing bounds the ray (straight up). A view of a
+        buffer that the next call overwrites."""
+        N = self.num_envs
+        if tuple(c2w.shape) != (N, 4, 4) or tuple(scene_index.shape) != (N,):
+            raise ValueError(
+                f"need scene_index ({N},) and c2w ({N}, 4, 4), got {tuple(scene_index.shape)} and {tuple(c2w.shape)}"
+            )
+        K_inv = K_inv.float().expand(N, 3, 3).contiguous()
+        wp.launch(
+            _layout_depth_kernel,
+            dim=(N, self.height, self.width),
+            inputs=[
+                *self._wp,
+                wp.from_torch(scene_index.to(device=self.device, dtype=torch.int32).contiguous()),
+                wp.from_torch(c2w.to(device=self.device, dtype=torch.float32).contiguous(), dtype=wp.mat44),
+                wp.from_torch(K_inv.to(self.device), dtype=wp.mat33),
+                self._wp_depth,
+            ],
+            device=self.wp_device,
+        )
+        return self.depth
