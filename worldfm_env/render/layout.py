@@ -25,6 +25,17 @@ wp = init_warp()
 _NO_HIT = 1.0e30
 
 
+@wp.func
+def _dda_axis(d: float, g: float, cell: int, cs: float) -> wp.vec3:
+    # One axis of the cell walk for a trace moving d per unit of z-depth from grid coordinate g (in cell `cell`):
+    # (step, z-depth per cell, z-depth to the first boundary); a still axis never crosses one.
+    if d > 1.0e-9:
+        return wp.vec3(1.0, cs / d, (float(cell + 1) - g) * cs / d)
+    if d < -1.0e-9:
+        return wp.vec3(-1.0, -cs / d, (g - float(cell)) * -cs / d)
+    return wp.vec3(1.0, _NO_HIT, _NO_HIT)
+
+
 @wp.kernel
 def _layout_depth_kernel(
     obstacles: wp.array3d(dtype=wp.uint8),  # (S, Gz, Gx)
@@ -60,26 +71,14 @@ def _layout_depth_kernel(
     row = int(wp.floor(gz))
     rows = obstacles.shape[1]
     cols = obstacles.shape[2]
-    step_c = int(1)
-    step_r = int(1)
-    next_c = float(_NO_HIT)  # z-depth at which the trace crosses the next column / row boundary
-    next_r = float(_NO_HIT)
-    delta_c = float(_NO_HIT)
-    delta_r = float(_NO_HIT)
-    if dx > 1.0e-9:
-        delta_c = cs / dx
-        next_c = (float(col + 1) - gx) * delta_c
-    elif dx < -1.0e-9:
-        step_c = -1
-        delta_c = -cs / dx
-        next_c = (gx - float(col)) * delta_c
-    if dz > 1.0e-9:
-        delta_r = cs / dz
-        next_r = (float(row + 1) - gz) * delta_r
-    elif dz < -1.0e-9:
-        step_r = -1
-        delta_r = -cs / dz
-        next_r = (gz - float(row)) * delta_r
+    axis_c = _dda_axis(dx, gx, col, cs)
+    axis_r = _dda_axis(dz, gz, row, cs)
+    step_c = int(axis_c[0])
+    step_r = int(axis_r[0])
+    delta_c = axis_c[1]
+    delta_r = axis_r[1]
+    next_c = axis_c[2]  # z-depth at which the trace crosses the next column / row boundary
+    next_r = axis_r[2]
     t = float(0.0)
     if delta_c < _NO_HIT or delta_r < _NO_HIT:  # a ray with a top-down trace (not straight up or down)
         # Bounded walk: a non-finite pose must not spin forever on the GPU.
