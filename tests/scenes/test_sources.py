@@ -391,3 +391,18 @@ def test_ply_scene_bank_and_scene_file_round_trip(tmp_path):
         assert imported.navigation_grid.origin == loaded.navigation_grid.origin
         assert imported.navigation_grid.floor_y == loaded.navigation_grid.floor_y
         assert imported.camera_height == loaded.camera_height and imported.info == loaded.info
+
+
+def test_a_depth_file_with_a_damaged_header_names_the_file(tmp_path):
+    """numpy parses an .npy header as a Python literal: an unclosed bracket there raises a tokenizer error, which the
+    reader turns into a ValueError naming the field and the file (as for any other unreadable depth file)."""
+    import struct
+
+    from worldfm_env.scenes.sources._io import read_depth
+
+    header = "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3"
+    header += " " * (64 - 10 - len(header) - 1) + "\n"
+    path = tmp_path / "depth.npy"
+    path.write_bytes(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode("latin1") + bytes(24))
+    with pytest.raises(ValueError, match=r"depth: .*depth\.npy.* is not a readable \.npy array"):
+        read_depth(path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tokenize
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -69,7 +70,9 @@ def read_depth(src: PathLike | ArrayLike, field: str = "depth") -> np.ndarray:
         if suffix == ".npy":
             try:
                 arr = np.load(path, allow_pickle=False)
-            except (ValueError, OSError, EOFError) as err:  # EOFError: an empty or truncated file
+            # EOFError: an empty or truncated file; SyntaxError / TokenError: a damaged header, which numpy parses
+            # as a Python literal
+            except (ValueError, OSError, EOFError, SyntaxError, tokenize.TokenError) as err:
                 raise ValueError(f"{field}: {str(path)!r} is not a readable .npy array: {err}") from err
             if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
                 raise ValueError(f"{field}: {str(path)!r} must hold a numeric depth array, got dtype {arr.dtype}")
