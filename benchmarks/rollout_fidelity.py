@@ -106,8 +106,7 @@ from worldfm_env.model.weights import default_weights_path, shipped_weights  # n
 from worldfm_env.policies import RandomPolicy, ShortestPathPolicy  # noqa: E402
 from worldfm_env.render.anchor_config import splat_radius_arg  # noqa: E402
 from worldfm_env.render.fill import nearest_fill, pull_push_fill  # noqa: E402
-from worldfm_env.render.layout import LayoutDepth  # noqa: E402
-from worldfm_env.scenes.navigation import pool_obstacles  # noqa: E402
+from worldfm_env.scenes.navigation import pool_layout_depth  # noqa: E402
 
 __all__ = [
     "BASELINES",
@@ -434,9 +433,7 @@ def _render(args, capture: str, states: dict[str, torch.Tensor], renderer: str, 
     layout = None
     if renderer == "anchor" and bound == "navigation":  # the same layout depth the models' env caps with
         pool = env.pool
-        layout = LayoutDepth(
-            pool_obstacles(pool), pool.nav_origin, pool.nav_cell_size, pool.floor_y, E, env.height, env.width
-        )
+        layout = pool_layout_depth(pool, E, env.height, env.width)
     out: dict[str, list] = {
         k: [] for k in ("rgb", "depth", "anchor", "anchor_depth", "mask", "c2w", "floor_y", "layout_depth")
     }

@@ -11,7 +11,7 @@ from worldfm_env.render.anchor_config import AnchorConfig
 from worldfm_env.render.layout import LayoutDepth
 from worldfm_env.renderers.pipeline import ObservationPipeline
 from worldfm_env.scenes.catalog import resolve_scenes
-from worldfm_env.scenes.navigation import _erode, obstacle_cores, pool_obstacles
+from worldfm_env.scenes.navigation import _erode, obstacle_cores, pool_layout_depth
 from worldfm_env.scenes.pool import ScenePool
 from worldfm_env.scenes.scene import NavigationGrid
 
@@ -182,7 +182,7 @@ def test_depth_bound_caps_what_the_growing_memory_writes():
         )
         frame = pipeline.render(scene, c2w)
         hole = ~frame.anchor.mask
-        layout = LayoutDepth(pool_obstacles(pool), pool.nav_origin, pool.nav_cell_size, pool.floor_y, n, 64, 64)
+        layout = pool_layout_depth(pool, n, 64, 64)
         layout_depth = layout.render(scene, c2w, pipeline.K_inv)
         beyond[bound] = 0
         for env in range(n):

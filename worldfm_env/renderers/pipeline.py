@@ -28,12 +28,11 @@ import torch
 from worldfm_env.geometry import intrinsics_from_fov
 from worldfm_env.memory import GrowingMemory, check_memory_mode
 from worldfm_env.render.anchor_config import AnchorConfig
-from worldfm_env.render.layout import LayoutDepth
 from worldfm_env.render.splat import AnchorRender, Occluders, PointSplatter, ReferenceSelector
 from worldfm_env.renderers.anchor import AnchorRenderer
 from worldfm_env.renderers.base import Renderer, RenderRequest
 from worldfm_env.renderers.oracle import OracleRenderer
-from worldfm_env.scenes.navigation import pool_obstacles
+from worldfm_env.scenes.navigation import pool_layout_depth
 from worldfm_env.scenes.pool import ScenePool
 
 __all__ = [
@@ -180,13 +179,7 @@ class ObservationPipeline:
             else None
         )
         self.depth_bound = depth_bound
-        self.layout = (
-            LayoutDepth(
-                pool_obstacles(pool), pool.nav_origin, pool.nav_cell_size, pool.floor_y, num_envs, height, width
-            )
-            if depth_bound == "navigation"
-            else None
-        )
+        self.layout = pool_layout_depth(pool, num_envs, height, width) if depth_bound == "navigation" else None
         self.last_request: RenderRequest | None = None
 
     @property

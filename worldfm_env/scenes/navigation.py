@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from worldfm_env._device import init_warp, warp_device
+from worldfm_env.render.layout import LayoutDepth
 from worldfm_env.scenes.scene import NavigationGrid
 
 if TYPE_CHECKING:
@@ -48,6 +49,7 @@ __all__ = [
     "estimate_floor_y",
     "navigation_grid_from_points",
     "obstacle_cores",
+    "pool_layout_depth",
     "pool_obstacles",
     "NavigationData",
     "CAPTURE_START_RADIUS",
@@ -145,6 +147,12 @@ def pool_obstacles(pool: ScenePool) -> torch.Tensor:
         g = scene.navigation_grid
         obstacles[i, : g.shape[0], : g.shape[1]] = obstacle_cores(g.free, g.agent_radius, g.cell_size).to(pool.device)
     return obstacles
+
+
+def pool_layout_depth(pool: ScenePool, num_envs: int, height: int, width: int) -> LayoutDepth:
+    """The :class:`~worldfm_env.render.layout.LayoutDepth` of a pool's navigation layouts (:func:`pool_obstacles`,
+    grid origins and cell sizes, floor heights) for ``num_envs`` cameras of ``height`` x ``width`` pixels."""
+    return LayoutDepth(pool_obstacles(pool), pool.nav_origin, pool.nav_cell_size, pool.floor_y, num_envs, height, width)
 
 
 def navigation_grid_from_points(
