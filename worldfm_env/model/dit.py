@@ -481,6 +481,14 @@ class PixelRefiner(nn.Module):
     feature), so an added head starts by predicting the anchor's depth with its holes pull-push filled.
     ``depth_decoder`` (a base width, needs ``depth_head``) adds a :class:`DepthDecoder` whose correction is added to
     the head's.
+
+    With ``with_layout`` (needs ``depth_head``) it also reads the scene's navigation layout along each pixel's ray
+    (:class:`~worldfm_env.render.layout.LayoutDepth`: the depth of the first obstacle column or the floor, 0 where
+    nothing bounds the ray), as a relative log depth and a bounded-ray mask (:meth:`layout_feature`) through its own
+    zero-initialised input convolution, so an added layout input leaves the colour where it was. The depth head's
+    base is then the depth feature capped at the layout in the anchor's holes: an added layout input starts by
+    predicting what the env's ``depth_bound="navigation"`` cap gives, and learns where the layout's column over
+    low furniture is not the surface the camera sees.
     """
 
     def __init__(
@@ -491,6 +499,7 @@ class PixelRefiner(nn.Module):
         with_depth: bool = False,
         depth_head: bool = False,
         depth_decoder: int = 0,
+        with_layout: bool = False,
     ) -> None:
         super().__init__()
         c = channels
@@ -517,6 +526,9 @@ class PixelRefiner(nn.Module):
         if depth_decoder and not depth_head:
             raise ValueError("depth_decoder > 0 needs depth_head=True (the decoder corrects the head's depth)")
         self.depth_decoder = DepthDecoder(c, depth_decoder) if depth_decoder else None
+        if with_layout and not depth_head:
+            raise ValueError("with_layout=True needs depth_head=True (the layout caps the depth head's base)")
+        self.layout_in = nn.Conv2d(2, c, 3, padding=1) if with_layout else None
 
     def forward(
         self,
@@ -543,6 +555,8 @@ class PixelRefiner(nn.Module):
         h = self.inp(x) + self.t_proj(t)[:, :, None, None]
         if self.depth_in is not None:
             h = h + self.depth_in(prepared["depth_feature"].to(h.dtype))
+        if self.layout_in is not None:
+            h = h + self.layout_in(prepared["layout_feature"].to(h.dtype))
         h1 = self.enc1(h)
         h2 = self.enc2(self.down1(h1))
         h3 = self.enc3(self.down2(h2))
@@ -551,7 +565,7 @@ class PixelRefiner(nn.Module):
         u = self.dec1(self.up1(u) + h1)
         if self.depth_out is None:
             return self.out(u), None
-        depth = prepared["depth_feature"].to(u.dtype) + self.depth_out(u)
+        depth = prepared.get("depth_base", prepared["depth_feature"]).to(u.dtype) + self.depth_out(u)
         if self.depth_decoder is not None:
             depth = depth + self.depth_decoder(u, prepared["depth_feature"], covered)
         return self.out(u), depth
@@ -563,13 +577,22 @@ class PixelRefiner(nn.Module):
         return (relative_log_depth[:, 0].float() + log_depth_mean.float()[:, None, None]).exp()
 
     @torch.no_grad()
-    def prepare(self, anchor: torch.Tensor, anchor_depth: torch.Tensor | None = None) -> dict:
+    def prepare(
+        self, anchor: torch.Tensor, anchor_depth: torch.Tensor | None = None, layout_depth: torch.Tensor | None = None
+    ) -> dict:
         """What the refiner derives from the anchor alone, the same at every sampler step: the coverage (B, H, W)
-        bool, the pull-push filled anchor (B, C, H, W) float32 and, ``with_depth``, the depth feature (B, 1, H, W)."""
+        bool, the pull-push filled anchor (B, C, H, W) float32, ``with_depth`` the depth feature (B, 1, H, W), and
+        ``with_layout`` the layout feature (B, 2, H, W) and the depth head's capped base (B, 1, H, W), from
+        ``layout_depth`` (B, H, W) (the layout's depth along each pixel's ray, 0 where nothing bounds it)."""
         from worldfm_env.render.fill import pull_push_fill  # pure torch; imported here to keep the model module light
 
         if self.depth_in is not None and anchor_depth is None:
             raise ValueError("anchor_depth is None but this refiner reads the anchor's depth (with_depth=True)")
+        if self.layout_in is not None and layout_depth is None:
+            raise ValueError(
+                "layout_depth is None but this refiner reads the navigation layout (with_layout=True): pass the "
+                "layout's depth along each pixel's ray, (B, H, W), 0 where nothing bounds it"
+            )
         covered = (anchor > -1.0).any(dim=1)  # holes: black (-1 in every channel), as the transformer sees them
         filled = pull_push_fill(anchor.float().permute(0, 2, 3, 1), covered).permute(0, 3, 1, 2)
         prepared = {"covered": covered, "filled": filled}
@@ -577,7 +600,26 @@ class PixelRefiner(nn.Module):
             prepared["depth_feature"], prepared["log_depth_mean"] = self.depth_feature(
                 anchor_depth, covered, return_mean=True
             )
+        if self.layout_in is not None:
+            feature = self.layout_feature(layout_depth, prepared["log_depth_mean"])
+            bounded_hole = (~covered)[:, None] & (feature[:, 1:] > 0)
+            prepared["layout_feature"] = feature
+            prepared["depth_base"] = torch.where(
+                bounded_hole, torch.minimum(prepared["depth_feature"], feature[:, :1]), prepared["depth_feature"]
+            )
         return prepared
+
+    @staticmethod
+    @torch.no_grad()
+    def layout_feature(layout_depth: torch.Tensor, log_depth_mean: torch.Tensor) -> torch.Tensor:
+        """(B, 2, H, W) float32: the layout's log depth relative to the anchor's mean log depth (``log_depth_mean``
+        (B,), as :meth:`depth_feature`), 0 where the ray is unbounded, and the mask of bounded rays (1 / 0)."""
+        depth = layout_depth.float()
+        bounded = torch.isfinite(depth) & (depth > 0)
+        relative = torch.where(
+            bounded, depth.clamp_min(1e-6).log() - log_depth_mean.float()[:, None, None], torch.zeros_like(depth)
+        )
+        return torch.stack([relative, bounded.float()], 1)
 
     @staticmethod
     @torch.no_grad()
@@ -626,7 +668,9 @@ class DiTConfig:
     pixel (:class:`PixelRefiner`); with ``refiner_depth`` it also reads the anchor render's depth, which the forward
     pass then needs (``anchor_depth``). ``depth_head`` makes the refiner predict the frame's depth (an RGB-D model,
     one trailing output channel), and ``depth_decoder`` (0 or a positive multiple of 8, needs ``depth_head``) gives
-    that prediction a :class:`DepthDecoder` of that base width.
+    that prediction a :class:`DepthDecoder` of that base width. ``refiner_layout`` (needs ``depth_head``) makes the
+    refiner read the scene's navigation layout along each pixel's ray as well (:class:`PixelRefiner`), which the
+    caller then passes to :meth:`WorldFMDiT.prepare_conditions` (``layout_depth``).
     """
 
     input_size: int = 64
@@ -650,6 +694,7 @@ class DiTConfig:
     refiner_depth: bool = False
     depth_head: bool = False
     depth_decoder: int = 0
+    refiner_layout: bool = False
     description: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
@@ -705,6 +750,10 @@ class DiTConfig:
             raise ValueError(f"depth_decoder must be 0 (off) or a positive multiple of 8, got {dd!r}")
         if dd and not self.depth_head:
             raise ValueError("depth_decoder > 0 needs depth_head=True (the decoder corrects the depth head's output)")
+        if not isinstance(self.refiner_layout, bool):
+            raise ValueError(f"refiner_layout must be True or False, got {self.refiner_layout!r}")
+        if self.refiner_layout and not self.depth_head:
+            raise ValueError("refiner_layout=True needs depth_head=True (the layout caps the predicted depth's base)")
         if rc and self.in_channels != 3:
             raise ValueError(
                 f"refiner_channels={rc} needs a pixel-space model (in_channels=3, got {self.in_channels}): the "
@@ -773,6 +822,7 @@ class WorldFMDiT(nn.Module):
                 with_depth=c.refiner_depth,
                 depth_head=c.depth_head,
                 depth_decoder=c.depth_decoder,
+                with_layout=c.refiner_layout,
             )
             if c.refiner_channels
             else None
@@ -824,7 +874,13 @@ class WorldFMDiT(nn.Module):
             nn.init.zeros_(self.refiner.out.weight)
             nn.init.zeros_(self.refiner.out.bias)
             decoder = self.refiner.depth_decoder
-            for conv in (self.refiner.depth_in, self.refiner.depth_out, decoder.out if decoder is not None else None):
+            zero_convs = (
+                self.refiner.depth_in,
+                self.refiner.depth_out,
+                self.refiner.layout_in,
+                decoder.out if decoder is not None else None,
+            )
+            for conv in zero_convs:
                 if conv is not None:
                     nn.init.zeros_(conv.weight)
                     nn.init.zeros_(conv.bias)
@@ -891,12 +947,15 @@ class WorldFMDiT(nn.Module):
 
     # -- forward -------------------------------------------------------------------------------------------------------
     @torch.no_grad()
-    def prepare_conditions(self, anchor: torch.Tensor, anchor_depth: torch.Tensor | None = None) -> dict:
+    def prepare_conditions(
+        self, anchor: torch.Tensor, anchor_depth: torch.Tensor | None = None, layout_depth: torch.Tensor | None = None
+    ) -> dict:
         """Keyword arguments for :meth:`forward` that depend on the frame's conditions only, computed once per frame:
-        the refiner's filled anchor, coverage and depth feature (``{}`` for models without a refiner)."""
+        the refiner's filled anchor, coverage, depth feature and (``refiner_layout``, from ``layout_depth`` (B, H, W))
+        layout feature (``{}`` for models without a refiner)."""
         if self.refiner is None:
             return {}
-        return {"refiner_inputs": self.refiner.prepare(anchor.to(self.dtype), anchor_depth)}
+        return {"refiner_inputs": self.refiner.prepare(anchor.to(self.dtype), anchor_depth, layout_depth)}
 
     def forward(
         self,
@@ -921,7 +980,8 @@ class WorldFMDiT(nn.Module):
             anchor_depth: (B, H, W) camera z-depth of the anchor render at the panel's resolution (0 where no point
                 landed), read only by models with ``refiner_depth``; ignored otherwise.
             refiner_inputs: what the pixel refiner derives from the anchor (:meth:`prepare_conditions`), computed once
-                per frame by samplers that call the model several times; derived here when None.
+                per frame by samplers that call the model several times; derived here when None (not for
+                ``refiner_layout`` models, whose layout is not a forward argument).
 
         Returns:
             (B, output_channels, H, W); with ``learn_sigma`` the first ``in_channels`` are the prediction and the next
@@ -929,6 +989,11 @@ class WorldFMDiT(nn.Module):
             predicted relative log depth (:meth:`PixelRefiner.absolute_depth`; the samplers return it on request).
         """
         t_in = self._check_inputs(noisy, timesteps, anchor, reference, cameras, anchor_depth)
+        if self.config.refiner_layout and refiner_inputs is None:
+            raise ValueError(
+                "this model reads the navigation layout (refiner_layout=True): pass refiner_inputs="
+                "prepare_conditions(anchor, anchor_depth, layout_depth)"
+            )
         c = self.config
         dtype, p, D = self.dtype, c.patch_size, c.hidden_size
         B, _, H, W = noisy.shape

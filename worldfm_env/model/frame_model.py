@@ -214,6 +214,11 @@ class FrameModel:
         return bool(self.config.refiner_depth)
 
     @property
+    def needs_layout(self) -> bool:
+        """Whether the network reads the scene's navigation layout along each pixel's ray (``refiner_layout``)."""
+        return bool(getattr(self.config, "refiner_layout", False))
+
+    @property
     def has_depth(self) -> bool:
         """Whether the network predicts the frame's depth (an RGB-D model, ``DiTConfig.depth_head``)."""
         return bool(getattr(self.config, "depth_head", False))
@@ -250,6 +255,7 @@ class FrameModel:
         reference: torch.Tensor,
         anchor_depth: torch.Tensor | None = None,
         cameras: PanelCameras | None = None,
+        layout_depth: torch.Tensor | None = None,
     ) -> FrameConditions:
         """The conditions of N frames, computed once (not once per sampler step).
 
@@ -259,11 +265,19 @@ class FrameModel:
                 (:meth:`encode_images`, e.g. a bank encoded once at start-up).
             anchor_depth: (N, H, W) anchor depth (0 where empty); needed by models that read it.
             cameras: panel cameras; needed by camera-conditioned models.
+            layout_depth: (N, H, W) depth of the scene's navigation layout along each pixel's ray (0 where nothing
+                bounds it, :class:`~worldfm_env.render.layout.LayoutDepth`); needed by models that read it
+                (:attr:`needs_layout`), ignored by others.
         """
         if self.needs_cameras and cameras is None:
             raise ValueError(f"weights {self.name}: a camera-conditioned model needs cameras (PanelCameras)")
         if self.needs_depth and anchor_depth is None:
             raise ValueError(f"weights {self.name}: this model reads the anchor depth; pass anchor_depth (N, H, W)")
+        if self.needs_layout and layout_depth is None:
+            raise ValueError(
+                f"weights {self.name}: this model reads the navigation layout; pass layout_depth (N, H, W), the "
+                "layout's depth along each pixel's ray (worldfm_env.scenes.navigation.pool_layout_depth)"
+            )
         # Residual models: the base (the hole-filled anchor) is made from float32 pixels (bf16 would round the
         # covered pixels by up to a grey level) and goes through the autoencoder like a frame.
         pixels = images_to_model(anchor_rgb, torch.float32 if self.residual else self.dtype)
@@ -275,7 +289,11 @@ class FrameModel:
             reference = self.encode_images(reference)
         depth = panel_depth(anchor_depth, anchor.shape[-2:]) if self.needs_depth else None
         prepare = getattr(self.model, "prepare_conditions", None)
-        model_kwargs = prepare(anchor, depth) if prepare is not None else {}
+        if self.needs_layout:
+            layout = panel_depth(layout_depth, anchor.shape[-2:])
+            model_kwargs = prepare(anchor, depth, layout)
+        else:
+            model_kwargs = prepare(anchor, depth) if prepare is not None else {}
         return FrameConditions(
             anchor, reference.to(self.dtype), base, depth, cameras if self.needs_cameras else None, model_kwargs
         )

@@ -30,6 +30,8 @@ class RenderRequest:
         memory: the envs' growing memory (``memory="grow"``): a ``reference_index`` from ``B`` on (B = the pool's
             bank views) names its view ``reference_index - B``
             (:func:`~worldfm_env.memory.growing.select_reference` gathers either).
+        layout_depth: (N, H, W) depth of the scene's navigation layout along each pixel's ray (0 where unbounded),
+            when the backend reads it (``needs_layout``) or the pipeline bounds depth with it.
     """
 
     scene_index: torch.Tensor
@@ -39,6 +41,7 @@ class RenderRequest:
     reference_index: torch.Tensor | None = None
     noise_seed: torch.Tensor | None = None
     memory: GrowingMemory | None = None
+    layout_depth: torch.Tensor | None = None
 
 
 @dataclass
@@ -52,13 +55,15 @@ class RenderOutput:
 class Renderer:
     """Base class of renderer backends.
 
-    Subclasses set ``name``, ``needs_anchor`` and ``needs_reference`` and implement :meth:`render`.
+    Subclasses set ``name``, ``needs_anchor`` and ``needs_reference`` (and ``needs_layout`` when they read the
+    navigation layout's depth, ``RenderRequest.layout_depth``) and implement :meth:`render`.
     The returned tensors may be the backend's own buffers, valid until the next call.
     """
 
     name = "base"
     needs_anchor = False
     needs_reference = False
+    needs_layout = False
 
     def __init__(self, pool: ScenePool, num_envs: int, height: int, width: int, **options) -> None:
         self.pool = pool

@@ -16,7 +16,8 @@ back into it.
 With ``depth_bound="navigation"`` it casts every pixel's ray against the scene's navigation layout
 (:class:`~worldfm_env.render.layout.LayoutDepth`) and caps the frame's generated depth (the pixels the anchor left
 empty) at the layout's: where the physics has a wall, the depth observation and the grown memory put the generated
-surface no farther than that wall.
+surface no farther than that wall. A frame model that reads the layout itself (``DiTConfig.refiner_layout``) gets
+the same layout depth in every request (``RenderRequest.layout_depth``), whatever ``depth_bound`` says.
 """
 
 from __future__ import annotations
@@ -179,7 +180,8 @@ class ObservationPipeline:
             else None
         )
         self.depth_bound = depth_bound
-        self.layout = pool_layout_depth(pool, num_envs, height, width) if depth_bound == "navigation" else None
+        needs_layout = depth_bound == "navigation" or self.backend.needs_layout
+        self.layout = pool_layout_depth(pool, num_envs, height, width) if needs_layout else None
         self.last_request: RenderRequest | None = None
 
     @property
@@ -214,11 +216,13 @@ class ObservationPipeline:
             )
         if self.stochastic:
             request.noise_seed = noise_seed
+        if self.layout is not None:
+            request.layout_depth = self.layout.render(scene_index, c2w, self.K_inv)
         self.last_request = request  # what the backend was given (tests and diagnostics re-render from it)
         frame = self.backend.render(request)
         bound = None
-        if self.layout is not None:
-            bound = self.layout.render(scene_index, c2w, self.K_inv)
+        if self.depth_bound == "navigation":
+            bound = request.layout_depth
             if frame.depth is not None:  # generated depth (> 0 in the anchor's holes) no farther than the layout
                 capped = (~request.anchor.mask) & (bound > 0) & (frame.depth > bound)
                 frame.depth.copy_(torch.where(capped, bound, frame.depth))

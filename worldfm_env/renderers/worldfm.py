@@ -153,6 +153,11 @@ class WorldFMRenderer(Renderer):
         K = torch.stack([request.K, request.K, ref_K], dim=1).float()
         return PanelCameras(c2w, K, (self.height, self.width))
 
+    @property
+    def needs_layout(self) -> bool:
+        """Whether the loaded model reads the navigation layout (``RenderRequest.layout_depth``)."""
+        return self.frame_model.needs_layout
+
     @torch.no_grad()
     def render(self, request: RenderRequest) -> RenderOutput:
         """Generate every env's frame in one batched sampler call."""
@@ -168,6 +173,7 @@ class WorldFMRenderer(Renderer):
             ),
             anchor_depth=anchor.depth,
             cameras=self._cameras(request) if self.frame_model.needs_cameras else None,
+            layout_depth=request.layout_depth,
         )
         generators = noise_seeds = None
         if self.noise == "hash":

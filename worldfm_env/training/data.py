@@ -45,7 +45,7 @@ from worldfm_env.render.raycast import MeshRaycaster
 from worldfm_env.render.splat import AnchorRender
 from worldfm_env.renderers.pipeline import ObservationPipeline
 from worldfm_env.rng import hash_uniform
-from worldfm_env.scenes.navigation import geodesic_distance
+from worldfm_env.scenes.navigation import geodesic_distance, pool_layout_depth
 from worldfm_env.scenes.pointcloud import points_from_views
 from worldfm_env.scenes.pool import ScenePool
 from worldfm_env.scenes.scene import ReferenceBank, Scene
@@ -131,6 +131,9 @@ class ClipConfig:
     """(height, width) of the reference views, which build each clip's point cloud (one point per pixel, so this sets
     its density) and bank: the env's ``scene_options={"resolution": ...}``. None: ``resolution``. The references the
     model reads are resized to ``resolution`` as the env's frame model resizes its bank (bilinear, antialiased)."""
+    layout_depth: bool = False
+    """Also give each target the depth of its scene's navigation layout along every pixel's ray
+    (``ClipBatch.target_layout``), for frame models that read it (``DiTConfig.refiner_layout``)."""
 
     def __post_init__(self) -> None:
         if not (isinstance(self.views, int) and isinstance(self.references, int) and 1 <= self.references < self.views):
@@ -166,6 +169,8 @@ class ClipConfig:
         ):
             raise ValueError(f"close_range must be two floats (lo, hi) with 0 < lo <= hi (metres), got {lohi!r}")
         object.__setattr__(self, "close_range", (float(lohi[0]), float(lohi[1])))
+        if not isinstance(self.layout_depth, bool):
+            raise ValueError(f"layout_depth must be True or False, got {self.layout_depth!r}")
 
     @property
     def anchor(self) -> AnchorConfig:
@@ -195,6 +200,8 @@ class ClipBatch:
             it is 0). Each was moved forward (keeping its heading and pitch) to its drawn distance from the surface
             its level centre ray hits; one that was already nearer than that distance, or whose level centre ray hit
             nothing, stayed where it was and is marked all the same.
+        target_layout (B, T, H, W) float32: with ``ClipConfig.layout_depth``, the depth of the scene's navigation
+            layout along each target pixel's ray (0 where nothing bounds it); else None.
 
     A sparse-capture clip (``ClipConfig.sparse_fraction``) has the same shapes: its ``reference_c2w`` are the R
     panorama poses at the walk's first position and its targets are the walk's poses 1..T.
@@ -212,6 +219,7 @@ class ClipBatch:
     K: torch.Tensor
     scene_seed: torch.Tensor
     target_close: torch.Tensor
+    target_layout: torch.Tensor | None = None
 
     def panel_cameras(self) -> PanelCameras:
         """Cameras of the B*T targets (flattened clip-major, as the training batches are) for camera-conditioned
@@ -442,6 +450,11 @@ class ClipGenerator:
         clip_index = torch.arange(B, dtype=torch.int32, device=self.device).repeat_interleave(T)
         anchor, ref_global = target_anchors(pool, clip_index, tgt_c2w.reshape(N, 4, 4), self.K, H, W, cfg.anchor)
         slot = ref_global - pool.scene_bank_start.long()[clip_index.long()]
+        layout = None
+        if cfg.layout_depth:  # the clip scenes keep their scene's navigation grid
+            K_inv = torch.linalg.inv(self.K).expand(N, 3, 3).contiguous()
+            layout = pool_layout_depth(pool, N, H, W).render(clip_index, tgt_c2w.reshape(N, 4, 4), K_inv)
+            layout = layout.reshape(B, T, H, W).clone()
         return ClipBatch(
             anchor_rgb=anchor.rgb.reshape(B, T, H, W, 3).clone(),
             anchor_depth=anchor.depth.reshape(B, T, H, W).clone(),
@@ -455,4 +468,5 @@ class ClipGenerator:
             K=self.K,
             scene_seed=torch.tensor([int(self.scenes[s].info.get("seed", -1)) for s in scene_ids], device=self.device),
             target_close=target_close,
+            target_layout=layout,
         )
