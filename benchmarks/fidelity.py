@@ -194,7 +194,12 @@ def _generate(method: dict, frames: dict, seeds: list[int], batch: int, device: 
         if frame_model.needs_cameras:
             cameras = PanelCameras(frames["camera_c2w"][sl], frames["camera_K"][sl], (H, W))
         cond = frame_model.conditions(
-            frames["anchor"][sl], frames["mask"][sl], frames["reference"][sl], frames["depth"][sl], cameras
+            frames["anchor"][sl],
+            frames["mask"][sl],
+            frames["reference"][sl],
+            frames["depth"][sl],
+            cameras,
+            layout_depth=frames["layout"][sl],
         )
         out.append(
             frame_model.generate(
@@ -218,7 +223,8 @@ def _clip_frames(
     from worldfm_env.training.data import ClipConfig, ClipGenerator
 
     spec = scenes if isinstance(scenes, str) else f"procedural:test:{int(scenes)}"
-    config = ClipConfig(resolution=tuple(resolution), splat_radius=splat_radius)
+    # The layout depth goes to models that read it (refiner_layout); it changes nothing else in the clips.
+    config = ClipConfig(resolution=tuple(resolution), splat_radius=splat_radius, layout_depth=True)
     generator = ClipGenerator(resolve_scenes(spec, device, tuple(resolution), config.hfov_deg), config, device)
     per_call = max(1, batch // config.targets)
     parts = []
@@ -230,6 +236,7 @@ def _clip_frames(
                 anchor=clip.anchor_rgb.flatten(0, 1),
                 mask=clip.anchor_mask.flatten(0, 1),
                 depth=clip.anchor_depth.flatten(0, 1),
+                layout=clip.target_layout.flatten(0, 1),
                 reference=clip.reference_rgb.flatten(0, 1),
                 target=clip.target_rgb.flatten(0, 1),
                 camera_c2w=cameras.c2w,

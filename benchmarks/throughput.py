@@ -4,6 +4,8 @@ vector env against ``gymnasium.vector.SyncVectorEnv`` over single envs, measured
     python benchmarks/throughput.py                      # the full grid on every device present
     python benchmarks/throughput.py --num-envs 16 64 --renderers anchor --steps 20
     python benchmarks/throughput.py --renderers anchor --splat-radius auto --out runs/throughput-auto
+    python benchmarks/throughput.py --renderers worldfm --weights worldfm-srgbd-auto-64x64 --splat-radius auto \
+        --depth-bounds none navigation --num-envs 16 --sync-num-envs   # the cost of the layout depth bound
 
 Writes ``benchmarks/results/throughput.csv`` and ``throughput.png`` and prints a table. Timing:
 random actions (never STOP, so episodes end by truncation at 500 steps), a few warm-up steps,
@@ -28,6 +30,7 @@ import torch
 import worldfm_env  # noqa: F401  (registers the ids)
 from worldfm_env.envs.vector import WorldFMVectorEnv
 from worldfm_env.render.anchor_config import splat_radius_arg
+from worldfm_env.renderers.pipeline import DEPTH_BOUNDS
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -97,7 +100,9 @@ def main(argv: list[str] | None = None) -> None:
     """Run the grid, write CSV + plot, print the table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--num-envs", type=int, nargs="+", default=[1, 4, 16, 64, 256])
-    parser.add_argument("--sync-num-envs", type=int, nargs="+", default=[1, 4, 16, 64])
+    parser.add_argument(
+        "--sync-num-envs", type=int, nargs="*", default=[1, 4, 16, 64], help="none given: no SyncVectorEnv rows"
+    )
     parser.add_argument("--renderers", nargs="+", default=["anchor", "oracle"])
     parser.add_argument("--devices", nargs="+", default=None, help="default: cpu and cuda when present")
     parser.add_argument("--steps", type=int, default=20)
@@ -107,6 +112,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--weights", default=None, help="checkpoint for renderer worldfm (default: random 's')")
     parser.add_argument(
         "--splat-radius", type=splat_radius_arg, default=0, help="the env's splat_radius: an int in [0, 8] or auto"
+    )
+    parser.add_argument(
+        "--depth-bounds",
+        nargs="+",
+        default=["none"],
+        choices=DEPTH_BOUNDS,
+        help="the worldfm renderer's depth_bound settings, each timed in the same run (other renderers: none)",
     )
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args(argv)
@@ -124,28 +136,33 @@ def main(argv: list[str] | None = None) -> None:
 
     rows = []
 
-    def record(kind: str, device: str, renderer: str, n: int, rate: float) -> None:
+    def record(kind: str, device: str, renderer: str, n: int, rate: float, depth_bound: str = "none") -> None:
         rows.append(
             dict(
                 kind=kind,
                 device=device,
                 machine=machine_name(device),
                 renderer=renderer,
+                depth_bound=depth_bound,
                 num_envs=n,
                 resolution=args.resolution,
                 splat_radius=args.splat_radius,
                 env_steps_per_s=round(rate, 1),
             )
         )
-        print(f"{kind:6s} {device:5s} {renderer:7s} num_envs={n:5d}: {rate:12,.0f} env-steps/s", flush=True)
+        label = renderer if depth_bound == "none" else f"{renderer}+{depth_bound}"
+        print(f"{kind:6s} {device:5s} {label:18s} num_envs={n:5d}: {rate:12,.0f} env-steps/s", flush=True)
 
     common = dict(scenes=args.scenes, resolution=args.resolution, splat_radius=args.splat_radius)
     for device in devices:
         for renderer in args.renderers:
             extra = {"weights": args.weights} if renderer == "worldfm" else {}
-            for n in args.num_envs:
-                rate = time_native(n, args.steps, args.repeats, renderer=renderer, device=device, **common, **extra)
-                record("native", device, renderer, n, rate)
+            for bound in args.depth_bounds if renderer == "worldfm" else ["none"]:
+                if renderer == "worldfm":
+                    extra["depth_bound"] = bound
+                for n in args.num_envs:
+                    rate = time_native(n, args.steps, args.repeats, renderer=renderer, device=device, **common, **extra)
+                    record("native", device, renderer, n, rate, bound)
         for n in args.sync_num_envs:
             rate = time_sync(n, max(5, args.steps // 2), args.repeats, renderer="anchor", device=device, **common)
             record("sync", device, "anchor", n, rate)
@@ -161,16 +178,17 @@ def main(argv: list[str] | None = None) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    series = sorted({(r["kind"], r["device"], r["renderer"]) for r in rows})
-    for kind, device, renderer in series:
+    series = sorted({(r["kind"], r["device"], r["renderer"], r["depth_bound"]) for r in rows})
+    for kind, device, renderer, bound in series:
         pts = [
             (r["num_envs"], r["env_steps_per_s"])
             for r in rows
-            if (r["kind"], r["device"], r["renderer"]) == (kind, device, renderer)
+            if (r["kind"], r["device"], r["renderer"], r["depth_bound"]) == (kind, device, renderer, bound)
         ]
         xs, ys = zip(*sorted(pts), strict=True)
         style = "-o" if kind == "native" else "--s"
-        ax.plot(xs, ys, style, label=f"{kind} {renderer} ({device})")
+        label = renderer if bound == "none" else f"{renderer}, depth_bound={bound}"
+        ax.plot(xs, ys, style, label=f"{kind} {label} ({device})")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("num_envs")
@@ -182,10 +200,13 @@ def main(argv: list[str] | None = None) -> None:
     fig.savefig(out / "throughput.png", dpi=120)
 
     print()
-    print(f"| kind | device | renderer | num_envs | env-steps/s |  ({args.resolution}x{args.resolution})")
-    print("|---|---|---|---:|---:|")
+    print(f"| kind | device | renderer | depth_bound | num_envs | env-steps/s |  ({args.resolution}x{args.resolution})")
+    print("|---|---|---|---|---:|---:|")
     for r in rows:
-        print(f"| {r['kind']} | {r['machine']} | {r['renderer']} | {r['num_envs']} | {r['env_steps_per_s']:,.0f} |")
+        print(
+            f"| {r['kind']} | {r['machine']} | {r['renderer']} | {r['depth_bound']} | {r['num_envs']} "
+            f"| {r['env_steps_per_s']:,.0f} |"
+        )
     native64 = [r for r in rows if r["kind"] == "native" and r["renderer"] == "anchor" and r["num_envs"] == 64]
     sync64 = [r for r in rows if r["kind"] == "sync" and r["num_envs"] == 64]
     for nat in native64:

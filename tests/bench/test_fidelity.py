@@ -300,3 +300,18 @@ def test_camera_conditioned_models_get_the_clip_cameras(tmp_path):
     save_checkpoint(build_model("tiny", input_size=RES, prediction="v", camera_encoding="plucker"), path)
     rows = evaluate_fidelity(**TINY, student1=path)
     assert rows[-1]["method"] == "student_1step" and rows[-1]["psnr"] == rows[-1]["psnr"]
+
+
+def test_layout_reading_models_get_the_clip_layout(tmp_path):
+    """A student that reads the navigation layout (refiner_layout) is fed each target's layout depth (it raises
+    without it)."""
+    from worldfm_env.model import build_model, save_checkpoint
+
+    path = tmp_path / "layout.safetensors"
+    model = build_model(
+        "tiny", input_size=RES, prediction="v", refiner_channels=8, refiner_depth=True, depth_head=True,
+        refiner_layout=True,
+    )  # fmt: skip
+    save_checkpoint(model, path)
+    rows = evaluate_fidelity(**TINY, student1=path)
+    assert rows[-1]["method"] == "student_1step" and math.isfinite(rows[-1]["psnr"])

@@ -31,6 +31,23 @@ def test_tiny_throughput_run_records_the_splat_radius(tmp_path):
     assert (tmp_path / "throughput.png").stat().st_size > 0
 
 
+def test_worldfm_rows_are_timed_for_each_depth_bound_in_one_run(tmp_path):
+    throughput.main(
+        [
+            *["--renderers", "worldfm", "--num-envs", "2", "--sync-num-envs", "--steps", "1", "--repeats", "1"],
+            *["--scenes", "procedural:train:1", "--resolution", "16", "--devices", "cpu"],
+            *["--depth-bounds", "none", "navigation", "--out", str(tmp_path)],
+        ]
+    )
+    with open(tmp_path / "throughput.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["kind"], r["renderer"], r["depth_bound"]) for r in rows] == [
+        ("native", "worldfm", "none"),
+        ("native", "worldfm", "navigation"),
+    ]
+    assert all(float(r["env_steps_per_s"]) > 0 for r in rows)
+
+
 def test_before_after_comparison_runs_both_trees(tmp_path):
     from benchmarks import throughput_compare
 

@@ -5,7 +5,7 @@ import json
 
 import pytest
 import torch
-from test_rgbd import TINY_RGBD, _synthetic_anchor
+from test_rgbd import TINY_RGBD, _synthetic_anchor, assert_resumes_exactly
 
 from worldfm_env.envs.vector import WorldFMVectorEnv
 from worldfm_env.model import build_model, load_checkpoint, save_checkpoint
@@ -111,14 +111,7 @@ def test_a_layout_fine_tune_trains_the_layout_input_and_resumes_exactly(tmp_path
     assert sum(terms[-8:]) / 8 < 0.85 * sum(terms[:8]) / 8, terms
     model = load_checkpoint(None, tmp_path / "fit" / "model.safetensors")
     assert model.config.refiner_layout and float(model.refiner.layout_in.weight.detach().abs().sum()) > 0
-    resume = {**kw, "save_every": 1}
-    train(TrainConfig(steps=4, out=str(tmp_path / "a"), **resume))
-    train(TrainConfig(steps=2, out=str(tmp_path / "b"), **resume))
-    train(TrainConfig(steps=4, out=str(tmp_path / "b"), **resume))
-    a = torch.load(tmp_path / "a" / "state.pt", weights_only=True)
-    b = torch.load(tmp_path / "b" / "state.pt", weights_only=True)
-    for part in ("model", "ema"):
-        assert all(torch.equal(a[part][k], b[part][k]) for k in a[part]), part
+    assert_resumes_exactly(tmp_path, {**kw, "save_every": 1})
 
 
 def test_the_env_feeds_a_layout_model_the_layout_without_a_depth_bound(tmp_path):

@@ -246,6 +246,18 @@ def _log(out) -> list[dict]:
     return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
 
 
+def assert_resumes_exactly(tmp_path, kw: dict, parts=("model", "ema")) -> None:
+    """4 steps of ``TrainConfig(**kw)`` at once equal 2 + 2 resumed: every tensor of the state's ``parts`` is
+    bit-exact (``kw`` needs ``save_every=1``)."""
+    train(TrainConfig(steps=4, out=str(tmp_path / "a"), **kw))
+    train(TrainConfig(steps=2, out=str(tmp_path / "b"), **kw))
+    train(TrainConfig(steps=4, out=str(tmp_path / "b"), **kw))
+    a = torch.load(tmp_path / "a" / "state.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "state.pt", weights_only=True)
+    for part in parts:
+        assert all(torch.equal(a[part][k], b[part][k]) for k in a[part]), part
+
+
 def _synthetic_anchor(n: int = 2, size: int = 64, seed: int = 3):
     g = torch.Generator().manual_seed(seed)
     rgb = torch.randint(0, 256, (n, size, size, 3), generator=g, dtype=torch.uint8)
@@ -489,13 +501,7 @@ def test_adversarial_run_resumes_exactly(tmp_path, design):
         **design,
         **TINY_RGBD,
     )
-    train(TrainConfig(steps=4, out=str(tmp_path / "a"), **kw))
-    train(TrainConfig(steps=2, out=str(tmp_path / "b"), **kw))
-    train(TrainConfig(steps=4, out=str(tmp_path / "b"), **kw))
-    a = torch.load(tmp_path / "a" / "state.pt", weights_only=True)
-    b = torch.load(tmp_path / "b" / "state.pt", weights_only=True)
-    for part in ("model", "ema", "disc"):
-        assert all(torch.equal(a[part][k], b[part][k]) for k in a[part]), part
+    assert_resumes_exactly(tmp_path, kw, parts=("model", "ema", "disc"))
     entries = _log(tmp_path / "a")
     assert all("discriminator" in e for e in entries)
     assert ["adversarial" in e for e in entries] == [False, False, True, True]
@@ -624,14 +630,7 @@ def test_train_only_depth_keeps_the_frame_trains_the_depth_and_resumes_exactly(t
         cond = fm.conditions(rgb, mask, reference, anchor_depth=depth)
         frames.append(fm.generate_rgbd(cond, noise_seeds=torch.tensor([5, 9])))
     assert torch.equal(frames[0][0], frames[1][0]) and not torch.equal(frames[0][1], frames[1][1])
-    resume = {**kw, "save_every": 1}
-    train(TrainConfig(steps=4, out=str(tmp_path / "a"), **resume))
-    train(TrainConfig(steps=2, out=str(tmp_path / "b"), **resume))
-    train(TrainConfig(steps=4, out=str(tmp_path / "b"), **resume))
-    a = torch.load(tmp_path / "a" / "state.pt", weights_only=True)
-    b = torch.load(tmp_path / "b" / "state.pt", weights_only=True)
-    for part in ("model", "ema"):
-        assert all(torch.equal(a[part][k], b[part][k]) for k in a[part]), part
+    assert_resumes_exactly(tmp_path, {**kw, "save_every": 1})
 
 
 def test_train_only_validation(tmp_path):
