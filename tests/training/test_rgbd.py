@@ -513,7 +513,12 @@ def test_adversarial_run_resumes_exactly(tmp_path, design):
 
 @pytest.mark.parametrize(
     "name, radius",
-    [("worldfm-srgbd-64x64", 0), ("worldfm-srgbd-auto-64x64", "auto"), ("worldfm-srgbd-auto-detail-64x64", "auto")],
+    [
+        ("worldfm-srgbd-64x64", 0),
+        ("worldfm-srgbd-auto-64x64", "auto"),
+        ("worldfm-srgbd-auto-detail-64x64", "auto"),
+        ("worldfm-srgbd-layout-64x64", "auto"),
+    ],
 )
 def test_the_shipped_rgbd_models_load_by_name_and_are_not_the_default(name, radius):
     """The RGB-D models ship in weights/other/: loadable by name, RGB-D, never picked as a default; each header
