@@ -156,10 +156,8 @@ def main(argv: list[str] | None = None) -> None:
     common = dict(scenes=args.scenes, resolution=args.resolution, splat_radius=args.splat_radius)
     for device in devices:
         for renderer in args.renderers:
-            extra = {"weights": args.weights} if renderer == "worldfm" else {}
             for bound in args.depth_bounds if renderer == "worldfm" else ["none"]:
-                if renderer == "worldfm":
-                    extra["depth_bound"] = bound
+                extra = {"weights": args.weights, "depth_bound": bound} if renderer == "worldfm" else {}
                 for n in args.num_envs:
                     rate = time_native(n, args.steps, args.repeats, renderer=renderer, device=device, **common, **extra)
                     record("native", device, renderer, n, rate, bound)

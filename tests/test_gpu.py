@@ -74,9 +74,8 @@ def test_cuda_nearest_fill_matches_cpu():
 def test_cuda_layout_depth_matches_cpu():
     """The navigation layout's depth (``depth_bound="navigation"``) on CUDA: the same cell walk as on the CPU."""
     from worldfm_env.geometry import intrinsics_from_fov, pose_from_yaw_pitch
-    from worldfm_env.render.layout import LayoutDepth
     from worldfm_env.scenes.catalog import resolve_scenes
-    from worldfm_env.scenes.navigation import pool_obstacles
+    from worldfm_env.scenes.navigation import pool_layout_depth
     from worldfm_env.scenes.pool import ScenePool
 
     out = {}
@@ -84,7 +83,7 @@ def test_cuda_layout_depth_matches_cpu():
         pool = ScenePool(resolve_scenes("procedural:train:1", torch.device(device), (32, 32), 90.0), device)
         c2w = pool.bank_c2w[:8].clone()
         c2w = pose_from_yaw_pitch(c2w[:, :3, 3], torch.linspace(0, 6, 8, device=device), torch.zeros(8, device=device))
-        layout = LayoutDepth(pool_obstacles(pool), pool.nav_origin, pool.nav_cell_size, pool.floor_y, 8, 32, 32)
+        layout = pool_layout_depth(pool, 8, 32, 32)
         K_inv = torch.linalg.inv(intrinsics_from_fov(32, 32, 90.0, device=device))
         out[device] = layout.render(torch.zeros(8, dtype=torch.long, device=device), c2w, K_inv).cpu()
     assert (out["cpu"] > 0).all()

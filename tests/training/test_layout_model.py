@@ -1,11 +1,9 @@
 """A frame model that reads the navigation layout (``DiTConfig.refiner_layout``): it starts where the env's depth cap
 is, it is fed the layout by the clips and by the env, it trains and resumes exactly, and it refuses to run blind."""
 
-import json
-
 import pytest
 import torch
-from test_rgbd import TINY_RGBD, _synthetic_anchor, assert_resumes_exactly
+from test_rgbd import TINY_RGBD, _log, _synthetic_anchor, assert_resumes_exactly
 
 from worldfm_env.envs.vector import WorldFMVectorEnv
 from worldfm_env.model import build_model, load_checkpoint, save_checkpoint
@@ -59,6 +57,10 @@ def test_a_layout_model_refuses_to_run_without_the_layout():
     rgb, mask, depth, reference = _synthetic_anchor(size=32)
     with pytest.raises(ValueError, match="reads the navigation layout; pass layout_depth"):
         FrameModel(model, sampler_steps=1).conditions(rgb, mask, reference, anchor_depth=depth)
+    with pytest.raises(ValueError, match=r"layout_depth must be a \(2, 32, 32\) tensor .*got \(2, 16, 16\)"):
+        FrameModel(model, sampler_steps=1).conditions(
+            rgb, mask, reference, anchor_depth=depth, layout_depth=torch.ones(2, 16, 16)
+        )
     x = torch.randn(2, 3, 32, 32)
     with pytest.raises(ValueError, match="refiner_layout=True.*pass refiner_inputs"):
         model(x, torch.tensor([999, 999]), x, x, anchor_depth=depth)
@@ -94,10 +96,6 @@ def test_clips_give_each_target_the_layout_of_its_scene():
     seen = (batch.target_layout > 0) & (batch.target_depth > 0)
     ratio = (batch.target_layout[seen] / batch.target_depth[seen]).median()
     assert 0.9 < float(ratio) < 1.1
-
-
-def _log(out):
-    return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
 
 
 def test_a_layout_fine_tune_trains_the_layout_input_and_resumes_exactly(tmp_path):

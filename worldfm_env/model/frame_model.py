@@ -278,6 +278,11 @@ class FrameModel:
                 f"weights {self.name}: this model reads the navigation layout; pass layout_depth (N, H, W), the "
                 "layout's depth along each pixel's ray (worldfm_env.scenes.navigation.pool_layout_depth)"
             )
+        if self.needs_layout and tuple(getattr(layout_depth, "shape", ())) != tuple(anchor_mask.shape):
+            raise ValueError(
+                f"weights {self.name}: layout_depth must be a {tuple(anchor_mask.shape)} tensor (the anchor's frames), "
+                f"got {tuple(getattr(layout_depth, 'shape', ())) or type(layout_depth).__name__}"
+            )
         # Residual models: the base (the hole-filled anchor) is made from float32 pixels (bf16 would round the
         # covered pixels by up to a grey level) and goes through the autoencoder like a frame.
         pixels = images_to_model(anchor_rgb, torch.float32 if self.residual else self.dtype)
@@ -289,11 +294,8 @@ class FrameModel:
             reference = self.encode_images(reference)
         depth = panel_depth(anchor_depth, anchor.shape[-2:]) if self.needs_depth else None
         prepare = getattr(self.model, "prepare_conditions", None)
-        if self.needs_layout:
-            layout = panel_depth(layout_depth, anchor.shape[-2:])
-            model_kwargs = prepare(anchor, depth, layout)
-        else:
-            model_kwargs = prepare(anchor, depth) if prepare is not None else {}
+        layout = panel_depth(layout_depth, anchor.shape[-2:]) if self.needs_layout else None
+        model_kwargs = prepare(anchor, depth, layout) if prepare is not None else {}
         return FrameConditions(
             anchor, reference.to(self.dtype), base, depth, cameras if self.needs_cameras else None, model_kwargs
         )

@@ -49,6 +49,8 @@ __all__ = [
     "estimate_floor_y",
     "navigation_grid_from_points",
     "obstacle_cores",
+    "grid_layout_depth",
+    "grid_obstacles",
     "pool_layout_depth",
     "pool_obstacles",
     "NavigationData",
@@ -137,22 +139,44 @@ def obstacle_cores(free: torch.Tensor, agent_radius: float, cell_size: float) ->
     return _erode(~free, agent_radius, cell_size, outside=True)
 
 
-def pool_obstacles(pool: ScenePool) -> torch.Tensor:
-    """(S, Gz, Gx) bool: :func:`obstacle_cores` of every scene of a pool, on the pool's padded grid shape (cells
-    outside a scene's own grid are obstacles), on its device; what :class:`~worldfm_env.render.layout.LayoutDepth`
-    casts rays against."""
-    S, Gz, Gx = pool.nav_free.shape
-    obstacles = torch.ones(S, Gz, Gx, dtype=torch.bool, device=pool.device)
-    for i, scene in enumerate(pool.scenes):
-        g = scene.navigation_grid
-        obstacles[i, : g.shape[0], : g.shape[1]] = obstacle_cores(g.free, g.agent_radius, g.cell_size).to(pool.device)
+def grid_obstacles(grids: list[NavigationGrid], device: torch.device | str) -> torch.Tensor:
+    """(S, Gz, Gx) bool: :func:`obstacle_cores` of every grid, padded to the largest grid (cells outside a grid's
+    own extent are obstacles), on ``device``; what :class:`~worldfm_env.render.layout.LayoutDepth` casts rays
+    against. The padding is a :class:`~worldfm_env.scenes.pool.ScenePool`'s, so scene ``i`` of a pool is row ``i``."""
+    Gz = max(g.shape[0] for g in grids)
+    Gx = max(g.shape[1] for g in grids)
+    obstacles = torch.ones(len(grids), Gz, Gx, dtype=torch.bool, device=device)
+    for i, g in enumerate(grids):
+        obstacles[i, : g.shape[0], : g.shape[1]] = obstacle_cores(g.free, g.agent_radius, g.cell_size).to(device)
     return obstacles
 
 
+def pool_obstacles(pool: ScenePool) -> torch.Tensor:
+    """:func:`grid_obstacles` of every scene of a pool, on its device."""
+    return grid_obstacles([scene.navigation_grid for scene in pool.scenes], pool.device)
+
+
+def grid_layout_depth(
+    grids: list[NavigationGrid], device: torch.device | str, num_envs: int, height: int, width: int
+) -> LayoutDepth:
+    """The :class:`~worldfm_env.render.layout.LayoutDepth` of navigation grids (:func:`grid_obstacles`, their
+    origins, cell sizes and floor heights) for ``num_envs`` cameras of ``height`` x ``width`` pixels; scene index
+    ``i`` of a render is ``grids[i]``."""
+    f32 = dict(dtype=torch.float32, device=device)
+    return LayoutDepth(
+        grid_obstacles(grids, device),
+        torch.tensor([list(g.origin) for g in grids], **f32),
+        torch.tensor([g.cell_size for g in grids], **f32),
+        torch.tensor([g.floor_y for g in grids], **f32),
+        num_envs,
+        height,
+        width,
+    )
+
+
 def pool_layout_depth(pool: ScenePool, num_envs: int, height: int, width: int) -> LayoutDepth:
-    """The :class:`~worldfm_env.render.layout.LayoutDepth` of a pool's navigation layouts (:func:`pool_obstacles`,
-    grid origins and cell sizes, floor heights) for ``num_envs`` cameras of ``height`` x ``width`` pixels."""
-    return LayoutDepth(pool_obstacles(pool), pool.nav_origin, pool.nav_cell_size, pool.floor_y, num_envs, height, width)
+    """:func:`grid_layout_depth` of a pool's scenes (scene index ``i`` is the pool's scene ``i``)."""
+    return grid_layout_depth([scene.navigation_grid for scene in pool.scenes], pool.device, num_envs, height, width)
 
 
 def navigation_grid_from_points(

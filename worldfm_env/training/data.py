@@ -41,11 +41,12 @@ import torch.nn.functional as F
 from worldfm_env.geometry import intrinsics_from_fov, pose_from_yaw_pitch
 from worldfm_env.model.dit import PanelCameras
 from worldfm_env.render.anchor_config import AnchorConfig
+from worldfm_env.render.layout import LayoutDepth
 from worldfm_env.render.raycast import MeshRaycaster
 from worldfm_env.render.splat import AnchorRender
 from worldfm_env.renderers.pipeline import ObservationPipeline
 from worldfm_env.rng import hash_uniform
-from worldfm_env.scenes.navigation import geodesic_distance, pool_layout_depth
+from worldfm_env.scenes.navigation import geodesic_distance, grid_layout_depth
 from worldfm_env.scenes.pointcloud import points_from_views
 from worldfm_env.scenes.pool import ScenePool
 from worldfm_env.scenes.scene import ReferenceBank, Scene
@@ -261,9 +262,11 @@ class ClipGenerator:
         self.raycaster = MeshRaycaster([s.mesh for s in self.scenes], self.device)
         H, W = self.config.resolution
         self.K = intrinsics_from_fov(W, H, self.config.hfov_deg, device=self.device)
+        self.K_inv = torch.linalg.inv(self.K)  # the targets' cameras are constant
         self.capture_hw = self.config.capture_resolution or (H, W)
         Hc, Wc = self.capture_hw
         self.capture_K = intrinsics_from_fov(Wc, Hc, self.config.hfov_deg, device=self.device)
+        self._layouts: dict[int, LayoutDepth] = {}  # ClipConfig.layout_depth: one per target count, built once
         # One free-cell list per scene for start draws, and a fixed set of goals per scene with their
         # geodesic fields solved once (a clip walks towards one of them).
         self.free_cells = [torch.nonzero(s.navigation_grid.free.flatten()).flatten() for s in self.scenes]
@@ -380,6 +383,14 @@ class ClipGenerator:
         return flat.reshape(B, T, 4, 4), moved.reshape(B, T)
 
     @torch.no_grad()
+    def _layout(self, num_targets: int) -> LayoutDepth:
+        """The navigation layouts of the generator's scenes for ``num_targets`` cameras (built on first use)."""
+        if num_targets not in self._layouts:
+            grids = [scene.navigation_grid for scene in self.scenes]
+            H, W = self.config.resolution
+            self._layouts[num_targets] = grid_layout_depth(grids, self.device, num_targets, H, W)
+        return self._layouts[num_targets]
+
     def batch(self, batch_size: int, seed: int, start_index: int = 0) -> ClipBatch:
         """Clips ``start_index .. start_index + batch_size - 1`` of the stream seeded by ``seed``."""
         if not isinstance(batch_size, int) or batch_size <= 0:
@@ -451,9 +462,8 @@ class ClipGenerator:
         anchor, ref_global = target_anchors(pool, clip_index, tgt_c2w.reshape(N, 4, 4), self.K, H, W, cfg.anchor)
         slot = ref_global - pool.scene_bank_start.long()[clip_index.long()]
         layout = None
-        if cfg.layout_depth:  # the clip scenes keep their scene's navigation grid
-            K_inv = torch.linalg.inv(self.K).expand(N, 3, 3).contiguous()
-            layout = pool_layout_depth(pool, N, H, W).render(clip_index, tgt_c2w.reshape(N, 4, 4), K_inv)
+        if cfg.layout_depth:  # each target in its clip's base scene, whose navigation grid the clip keeps
+            layout = self._layout(N).render(si.repeat_interleave(T), tgt_c2w.reshape(N, 4, 4), self.K_inv)
             layout = layout.reshape(B, T, H, W).clone()
         return ClipBatch(
             anchor_rgb=anchor.rgb.reshape(B, T, H, W, 3).clone(),
