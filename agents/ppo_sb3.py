@@ -64,7 +64,8 @@ class Args:
     it and evaluate.py uses the same)."""
     include_depth: bool = False
     """Also observe the renderer's depth, as a fourth CNN channel (exact in the oracle world, the anchor's
-    z-buffer with 0 in its holes in the anchor and worldfm worlds); evaluate.py sees it in the policy's space."""
+    z-buffer with 0 in its holes in the anchor world and with an RGB frame model, the model's depth in the holes with
+    an RGB-D one); evaluate.py sees it in the policy's space."""
     splat_radius: str = "0"
     """Anchor splat half-size of the anchor and worldfm worlds (the env's splat_radius): an int in [0, 8] or
     auto (the zip records it; evaluate.py renders the same)."""

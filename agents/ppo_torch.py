@@ -113,7 +113,8 @@ class Args:
     """Blocked moves slide along obstacles instead of being cancelled (the env's allow_sliding)."""
     include_depth: bool = False
     """Also observe the renderer's depth (the env's include_depth: exact in the oracle world, the anchor's
-    z-buffer with 0 in its holes in the anchor and worldfm worlds), as a fourth channel of the CNN."""
+    z-buffer with 0 in its holes in the anchor world and with an RGB frame model, the model's depth in the holes with
+    an RGB-D one), as a fourth channel of the CNN."""
     splat_radius: str = "0"
     """Anchor splat half-size in pixels of the anchor and worldfm worlds (the env's splat_radius): an int in
     [0, 8] (0: one pixel per point, as published) or auto (each point covers its sample spacing)."""

@@ -23,7 +23,8 @@ world (with the first of ``--eval-actions``): learning curves in ``transfer_curv
 ``transfer_curve.png``. ``--worlds`` picks the
 train worlds (the oracle reference always among them). ``--include-depth`` gives every policy the
 renderer's depth as well: exact in the oracle world, the anchor's z-buffer (0 in its holes) in the
-anchor and worldfm worlds. ``--splat-radius`` sets the splats of the anchor and worldfm worlds (the
+anchor world, and in the worldfm world too with an RGB frame model (an RGB-D one fills the holes with its own depth).
+``--splat-radius`` sets the splats of the anchor and worldfm worlds (the
 oracle world has no anchor). ``--capture`` (full, panorama or walk:K) sets how much of each procedural scene the
 anchors' point cloud was captured from, in every world's training and evaluation: it also places the episodes'
 starts near a capture camera, so the oracle world takes it too (it renders the true mesh whatever the capture).
