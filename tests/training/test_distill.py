@@ -27,19 +27,19 @@ def test_distill_runs_and_student_loads(tmp_path, teacher, sampler_steps):
         resolution=32,
         scenes="procedural:train:1",
         clips_per_step=1,
-        steps=40,
+        steps=24,  # the regression term's last-5 mean measured at 0.45 / 0.57 of its first-5 (1 / 2 steps)
         lr=1e-3,
         fake_lr=1e-3,
         regression_pairs=8,
         regression_weight=1.0,
-        dmd_start=10,
+        dmd_start=6,
         teacher_steps=4,
         device="cpu",
         out=str(tmp_path),
     )
     summary = distill(cfg)
     log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
-    assert len(log) == 40 and all(v == v for v in summary.values() if isinstance(v, float))  # no NaN
+    assert len(log) == 24 and all(v == v for v in summary.values() if isinstance(v, float))  # no NaN
     first = sum(r["regression"] for r in log[:5]) / 5
     last = sum(r["regression"] for r in log[-5:]) / 5
     assert last < 0.7 * first, (first, last)
