@@ -16,6 +16,7 @@ from gymnasium.utils.env_checker import check_env
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
 import worldfm_env
+from worldfm_env import EnvConfig
 from worldfm_env.envs.single import WorldFMEnv
 from worldfm_env.envs.vector import WorldFMVectorEnv
 from worldfm_env.policies import ShortestPathPolicy
@@ -749,6 +750,13 @@ def test_worldfm_renderer_without_weights_says_so():
         )
     with pytest.raises(ValueError, match="no such checkpoint"):
         WorldFMVectorEnv(num_envs=1, **small(renderer="worldfm"), weights="missing.safetensors")
+
+
+def test_unknown_weights_fail_in_the_config_naming_the_shipped_models():
+    """The config resolves ``weights=`` itself, so a typo fails before any scene is built or model loaded."""
+    with pytest.raises(ValueError, match=r"weights='worldfm-srd-64': no such checkpoint file.*'worldfm-srd-64x64'"):
+        EnvConfig(weights="worldfm-srd-64")
+    assert EnvConfig(weights="worldfm-srd-64x64").weights == "worldfm-srd-64x64"  # a shipped name is kept as given
 
 
 def test_stop_on_the_last_step_is_terminated_and_truncated():

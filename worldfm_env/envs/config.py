@@ -10,6 +10,7 @@ import numpy as np
 
 from worldfm_env._config import check_one_of, strict_kwargs
 from worldfm_env.memory import MEMORY_MODES, check_memory_mode
+from worldfm_env.model.weights import resolve_weights
 from worldfm_env.render.anchor_config import (
     SPLAT_RADIUS_VALUES,
     AnchorConfig,
@@ -254,6 +255,8 @@ class EnvConfig:
             used = [n for n in ("weights", "vae") if getattr(self, n) is not None]
             if used:
                 raise ValueError(f"{used} apply to renderer='worldfm' only; renderer is {self.renderer!r}")
+        elif self.weights is not None:
+            resolve_weights(self.weights)  # an unknown file or name fails here, before any scene is built
         if not isinstance(self.scene_options, dict):
             fail("scene_options", "a dict of scene generator/importer options")
         if not isinstance(self.scenes, (str, list, tuple)) or (
