@@ -382,7 +382,6 @@ class ClipGenerator:
         moved[idx] = go
         return flat.reshape(B, T, 4, 4), moved.reshape(B, T)
 
-    @torch.no_grad()
     def _layout(self, num_targets: int) -> LayoutDepth:
         """The navigation layouts of the generator's scenes for ``num_targets`` cameras (built on first use)."""
         if num_targets not in self._layouts:
@@ -391,6 +390,7 @@ class ClipGenerator:
             self._layouts[num_targets] = grid_layout_depth(grids, self.device, num_targets, H, W)
         return self._layouts[num_targets]
 
+    @torch.no_grad()
     def batch(self, batch_size: int, seed: int, start_index: int = 0) -> ClipBatch:
         """Clips ``start_index .. start_index + batch_size - 1`` of the stream seeded by ``seed``."""
         if not isinstance(batch_size, int) or batch_size <= 0:
