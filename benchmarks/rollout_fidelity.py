@@ -61,7 +61,9 @@ Metrics (uint8 frames; ``psnr`` and ``ssim`` from ``benchmarks/fidelity.py``: PS
   the share of those pixels whose depth is more than 10 % beyond / short of the true depth, then the mean over
   frames: where what the agent sees is farther than what it would collide with (a missed wall), or nearer (an
   invented surface).
-* ``below_nearest_fill``: the share of frames whose PSNR is below the nearest fill's PSNR on the same frame.
+* ``below_nearest_fill``: the share of frames whose PSNR is below the nearest fill's PSNR on the same frame;
+  ``worst_vs_nearest_fill``: the lowest of those per-frame differences (method's PSNR minus the nearest fill's, dB),
+  so a share above 0 says by how much the worst frame misses.
 * ``uncaptured_fraction``: mean share of uncaptured pixels; ``empty_anchor_fraction``: share of frames whose anchor
   covers no pixel at all (the fills return them black); ``ms_per_frame``: render time of the method's env (the
   fills: the anchor's plus the fill's).
@@ -81,7 +83,9 @@ env's ``depth_bound`` option, the fills' filled anchor depth with the same layou
 
 Writes ``rollout_fidelity.csv``, ``rollout_fidelity.png`` (bars), ``rollout_fidelity_samples.png`` (anchor | nearest
 fill | each model | oracle for a few frames, close-range ones included) and ``verdict.csv`` to
-``benchmarks/results/rollout-fidelity/``, and prints markdown tables and the wall time.
+``benchmarks/results/rollout-fidelity/``, and prints markdown tables and the wall time. ``--per-frame`` also writes
+``rollout_fidelity_frames.csv``: one row per capture, frame and method (:data:`FRAME_FIELDS`), to find the worst
+frames and what they have in common.
 """
 
 from __future__ import annotations
@@ -471,6 +475,24 @@ def _render(args, capture: str, states: dict[str, torch.Tensor], renderer: str, 
 # ------------------------------------------------------------------------------------------------------ evaluation
 
 
+FRAME_FIELDS = {
+    "capture": "capture setting",
+    "rollout": "rollout index within the capture (policies in --policies order, then scenes, then episodes)",
+    "frame": "frame index within the rollout",
+    "policy": "the policy that produced the frame",
+    "close": "true centre depth below the close-range limit",
+    "centre_depth": "true centre depth (m)",
+    "uncaptured_fraction": "share of the frame's pixels the anchor leaves empty",
+    "method": "the method that rendered the frame",
+    "psnr": "PSNR over all pixels (dB)",
+    "ssim": "SSIM",
+    "psnr_uncaptured": "PSNR over the uncaptured pixels (dB; NaN without any)",
+    "vs_nearest_fill": "psnr minus the nearest fill's on the same frame (dB)",
+    "depth_absrel": "depth AbsRel over uncaptured pixels with a true depth (NaN where the method has no depth)",
+}
+"""The columns of ``rollout_fidelity_frames.csv`` (``--per-frame``), one row per capture, frame and method."""
+
+
 def _frame_metrics(
     img: torch.Tensor, truth: torch.Tensor, captured: torch.Tensor, chunk: int = 256, is_truth: bool = False
 ) -> dict:
@@ -597,6 +619,11 @@ def evaluate_capture(args, capture: str, methods: list[str], verbose: bool = Tru
                 if fill_psnr is not None and int(sel.sum()) > 0
                 else float("nan")
             )
+            row["worst_vs_nearest_fill"] = (
+                float((mt["psnr"][sel] - fill_psnr[sel]).min())
+                if fill_psnr is not None and int(sel.sum()) > 0
+                else float("nan")
+            )
             row["uncaptured_fraction"] = float((~captured[sel]).float().mean()) if int(sel.sum()) else float("nan")
             row["empty_anchor_fraction"] = float(empty[sel].float().mean()) if int(sel.sum()) else float("nan")
             row["ms_per_frame"] = timing[m]
@@ -607,6 +634,31 @@ def evaluate_capture(args, capture: str, methods: list[str], verbose: bool = Tru
             row["device"] = args.device
             rows.append(row)
     grid = {"frames": frames, "close": close, "policy": policy, "centre": centre}
+    if getattr(args, "per_frame", False):
+        uncaptured = (~captured).flatten(1).double().mean(dim=1)
+        grid["per_frame"] = [
+            {
+                "capture": capture,
+                "rollout": i // T,
+                "frame": i % T,
+                "policy": str(policy[i]),
+                "close": bool(close[i]),
+                "centre_depth": round(float(centre[i]), 4),
+                "uncaptured_fraction": round(float(uncaptured[i]), 4),
+                "method": m,
+                "psnr": round(float(metrics[m]["psnr"][i]), 3),
+                "ssim": round(float(metrics[m]["ssim"][i]), 4),
+                "psnr_uncaptured": round(float(metrics[m]["psnr_uncaptured"][i]), 3),
+                "vs_nearest_fill": round(float(metrics[m]["psnr"][i] - fill_psnr[i]), 3)
+                if fill_psnr is not None
+                else float("nan"),
+                "depth_absrel": round(float(depth_errors[m]["absrel"][i]), 4)
+                if depth_errors[m] is not None
+                else float("nan"),
+            }
+            for m in order
+            for i in range(truth.shape[0])
+        ]
     return rows, grid
 
 
@@ -701,6 +753,8 @@ def markdown_table(rows: list[dict]) -> str:
         c = _row(rows, r["capture"], "close", r["method"])
         close = f"{_fmt(_num(c, 'psnr'))} ({_fmt(_num(c, 'psnr_p5'))})" if c and c["frames"] else ""
         below = f"{100 * _num(c, 'below_nearest_fill'):.0f} %" if c and c["frames"] else ""
+        if below and _num(c, "below_nearest_fill") > 0:  # by how much the worst close-range frame misses
+            below += f" (worst {_num(c, 'worst_vs_nearest_fill'):+.2f} dB)"
         far, near = _num(r, "depth_far"), _num(r, "depth_near")
         far_near = f"{100 * far:.0f} / {100 * near:.0f} %" if math.isfinite(far) and math.isfinite(near) else ""
         lines.append(
@@ -762,6 +816,12 @@ def run(args, verbose: bool = True) -> tuple[list[dict], dict[str, dict] | None]
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+    if getattr(args, "per_frame", False):
+        with open(out / "rollout_fidelity_frames.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(FRAME_FIELDS))
+            writer.writeheader()
+            for capture in args.captures:
+                writer.writerows(grids[capture]["per_frame"])
     used_models = [m for m in methods if m in models]
     plot(rows, out / "rollout_fidelity.png")
     sample_grid(grids, used_models, out / "rollout_fidelity_samples.png", args.samples)
@@ -852,6 +912,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="rollout seed (default: %(default)s)")
     parser.add_argument("--samples", type=int, default=8, help="rows of the sample grid (default: %(default)s)")
     parser.add_argument("--quick", action="store_true", help="2 scenes, 1 rollout each, 16 frames")
+    parser.add_argument(
+        "--per-frame", action="store_true", help="also write rollout_fidelity_frames.csv: every frame's metrics"
+    )
     parser.add_argument("--out", default=str(RESULTS), help="output folder (default: benchmarks/results/...)")
     args = parser.parse_args(argv)
     if args.quick:

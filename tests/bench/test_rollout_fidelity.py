@@ -175,7 +175,7 @@ def test_tiny_run_writes_the_csv(tmp_path, capsys):
     model = "worldfm-s-64x64"  # the quickest shipped model (the earlier one)
     assert model in rollout_fidelity.model_methods(64)
     argv = ["--scenes", "1", "--episodes", "1", "--frames", "3", "--captures", "full", "--samples", "2"]
-    argv += ["--methods", "anchor", "nearest_fill", model, "--out", str(tmp_path)]
+    argv += ["--methods", "anchor", "nearest_fill", model, "--per-frame", "--out", str(tmp_path)]
     rows = rollout_fidelity.main(argv)
     printed = capsys.readouterr().out
     assert "| capture | method | PSNR |" in printed and "wall time" in printed
@@ -201,6 +201,23 @@ def test_tiny_run_writes_the_csv(tmp_path, capsys):
     assert {r["capture_resolution"] for r in table} == {"64"}  # the env's: captured views at the frame size
     assert 0.0 < float(by[model]["psnr"]) < 100.0
     assert str(tmp_path) not in (tmp_path / "rollout_fidelity.csv").read_text()
+    # --per-frame: one row per frame and method, whose means and extremes are the summary rows'
+    with open(tmp_path / "rollout_fidelity_frames.csv") as f:
+        frames = list(csv.DictReader(f))
+    assert list(frames[0]) == list(rollout_fidelity.FRAME_FIELDS)
+    assert len(frames) == 9 * len(methods)
+    for method in methods:
+        mine = [r for r in frames if r["method"] == method]
+        assert sorted((int(r["rollout"]), int(r["frame"])) for r in mine) == [
+            (e, t) for e in range(3) for t in range(3)
+        ]
+        assert sum(float(r["psnr"]) for r in mine) / 9 == pytest.approx(float(by[method]["psnr"]), abs=2e-3)
+        worst = min(float(r["vs_nearest_fill"]) for r in mine)
+        assert worst == pytest.approx(float(by[method]["worst_vs_nearest_fill"]), abs=2e-3)
+    assert {float(r["vs_nearest_fill"]) for r in frames if r["method"] == "nearest_fill"} == {0.0}
+    assert [r["policy"] for r in frames if r["method"] == "oracle"] == [
+        p for p in ("random", "shortest_path", "close_range") for _ in range(3)
+    ]
     for name in ("rollout_fidelity.png", "rollout_fidelity_samples.png"):
         assert (tmp_path / name).stat().st_size > 1000
 
