@@ -599,6 +599,8 @@ def evaluate_capture(args, capture: str, methods: list[str], verbose: bool = Tru
         m: _depth_errors(depths[m], true_depth, ~captured) if depths[m] is not None else None for m in order
     }
     fill_psnr = metrics["nearest_fill"]["psnr"] if "nearest_fill" in metrics else None
+    # per frame: the method's PSNR minus the nearest fill's on the same frame (None without the fill)
+    margin = {m: metrics[m]["psnr"] - fill_psnr if fill_psnr is not None else None for m in order}
     rows = []
     for subset, sel in subsets.items():
         for m in order:
@@ -614,16 +616,11 @@ def evaluate_capture(args, capture: str, methods: list[str], verbose: bool = Tru
                 errors = depth_errors[m]
                 row[f"depth_{key}"] = _stats(errors[key][sel])[0] if errors is not None else float("nan")
             row["depth_source"] = depth_source[m]
-            row["below_nearest_fill"] = (
-                float((mt["psnr"][sel] < fill_psnr[sel]).double().mean())
-                if fill_psnr is not None and int(sel.sum()) > 0
-                else float("nan")
-            )
-            row["worst_vs_nearest_fill"] = (
-                float((mt["psnr"][sel] - fill_psnr[sel]).min())
-                if fill_psnr is not None and int(sel.sum()) > 0
-                else float("nan")
-            )
+            if margin[m] is not None and int(sel.sum()) > 0:
+                row["below_nearest_fill"] = float((margin[m][sel] < 0).double().mean())
+                row["worst_vs_nearest_fill"] = float(margin[m][sel].min())
+            else:
+                row["below_nearest_fill"] = row["worst_vs_nearest_fill"] = float("nan")
             row["uncaptured_fraction"] = float((~captured[sel]).float().mean()) if int(sel.sum()) else float("nan")
             row["empty_anchor_fraction"] = float(empty[sel].float().mean()) if int(sel.sum()) else float("nan")
             row["ms_per_frame"] = timing[m]
@@ -635,30 +632,36 @@ def evaluate_capture(args, capture: str, methods: list[str], verbose: bool = Tru
             rows.append(row)
     grid = {"frames": frames, "close": close, "policy": policy, "centre": centre}
     if getattr(args, "per_frame", False):
-        uncaptured = (~captured).flatten(1).double().mean(dim=1)
-        grid["per_frame"] = [
-            {
-                "capture": capture,
-                "rollout": i // T,
-                "frame": i % T,
-                "policy": str(policy[i]),
-                "close": bool(close[i]),
-                "centre_depth": round(float(centre[i]), 4),
-                "uncaptured_fraction": round(float(uncaptured[i]), 4),
-                "method": m,
-                "psnr": round(float(metrics[m]["psnr"][i]), 3),
-                "ssim": round(float(metrics[m]["ssim"][i]), 4),
-                "psnr_uncaptured": round(float(metrics[m]["psnr_uncaptured"][i]), 3),
-                "vs_nearest_fill": round(float(metrics[m]["psnr"][i] - fill_psnr[i]), 3)
-                if fill_psnr is not None
-                else float("nan"),
-                "depth_absrel": round(float(depth_errors[m]["absrel"][i]), 4)
-                if depth_errors[m] is not None
-                else float("nan"),
+        F = truth.shape[0]
+        nan = [float("nan")] * F
+        frame = {
+            "close": close.tolist(),
+            "centre_depth": centre.double().tolist(),
+            "uncaptured_fraction": (~captured).flatten(1).double().mean(dim=1).tolist(),
+        }
+        grid["per_frame"] = []
+        for m in order:
+            per_method = {
+                "psnr": metrics[m]["psnr"].tolist(),
+                "ssim": metrics[m]["ssim"].tolist(),
+                "psnr_uncaptured": metrics[m]["psnr_uncaptured"].tolist(),
+                "vs_nearest_fill": margin[m].tolist() if margin[m] is not None else nan,
+                "depth_absrel": depth_errors[m]["absrel"].tolist() if depth_errors[m] is not None else nan,
             }
-            for m in order
-            for i in range(truth.shape[0])
-        ]
+            grid["per_frame"] += [
+                {
+                    "capture": capture,
+                    "rollout": i // T,
+                    "frame": i % T,
+                    "policy": str(policy[i]),
+                    "close": frame["close"][i],
+                    "centre_depth": round(frame["centre_depth"][i], 4),
+                    "uncaptured_fraction": round(frame["uncaptured_fraction"][i], 4),
+                    "method": m,
+                    **{k: round(v[i], 4 if k in ("ssim", "depth_absrel") else 3) for k, v in per_method.items()},
+                }
+                for i in range(F)
+            ]
     return rows, grid
 
 

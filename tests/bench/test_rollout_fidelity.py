@@ -216,7 +216,7 @@ def test_tiny_run_writes_the_csv(tmp_path, capsys):
         assert worst == pytest.approx(float(by[method]["worst_vs_nearest_fill"]), abs=2e-3)
     assert {float(r["vs_nearest_fill"]) for r in frames if r["method"] == "nearest_fill"} == {0.0}
     assert [r["policy"] for r in frames if r["method"] == "oracle"] == [
-        p for p in ("random", "shortest_path", "close_range") for _ in range(3)
+        p for p in rollout_fidelity.POLICIES for _ in range(3)
     ]
     for name in ("rollout_fidelity.png", "rollout_fidelity_samples.png"):
         assert (tmp_path / name).stat().st_size > 1000
