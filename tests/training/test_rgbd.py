@@ -658,3 +658,55 @@ def test_train_only_validation(tmp_path):
                 out=str(tmp_path / "d"), **{k: v for k, v in TINY_RGBD.items() if k != "model_overrides"},
             )
         )  # fmt: skip
+
+
+def test_anchor_agrees_keeps_points_on_the_models_surface_only():
+    """A point within the tolerance of the model's depth passes; one behind it (seen through a gap) or a hole does
+    not; the tolerance is relative to the model's depth."""
+    from worldfm_env.renderers.worldfm import anchor_agrees
+
+    mask = torch.tensor([[[True, True, True, False]]])
+    anchor_depth = torch.tensor([[[2.0, 2.09, 4.0, 0.0]]])
+    model_depth = torch.tensor([[[2.05, 2.0, 2.0, 2.0]]])
+    assert anchor_agrees(mask, anchor_depth, model_depth, 0.05).tolist() == [[[True, True, False, False]]]
+    assert anchor_agrees(mask, anchor_depth, model_depth, 0.04).tolist() == [[[True, False, False, False]]]
+
+
+def test_anchor_passthrough_shows_the_anchor_where_the_model_sees_the_same_surface():
+    """With anchor_passthrough the frame is the model's own frame except at anchor pixels, which show the anchor's
+    colour exactly; most anchor pixels of a densely captured scene pass; depth is unchanged."""
+    frames = {}
+    for tol in (None, 0.05):
+        env = WorldFMVectorEnv(
+            num_envs=2,
+            scenes="procedural:test:1",
+            device="cpu",
+            weights="worldfm-srgbd-layout-64x64",
+            splat_radius="auto",
+            include_depth=True,
+            anchor_passthrough=tol,
+        )
+        obs, _ = env.reset(seed=4)
+        frames[tol] = (torch.as_tensor(obs["rgb"]), torch.as_tensor(obs["depth"]), env.pipeline.last_request.anchor)
+        env.close()
+    (plain, plain_depth, anchor), (passed, passed_depth, _) = frames[None], frames[0.05]
+    changed = (plain != passed).any(dim=-1)
+    assert changed.any()
+    assert not (changed & ~anchor.mask).any()  # holes keep the model's colour
+    shows_anchor = (passed == anchor.rgb).all(dim=-1) & anchor.mask
+    assert torch.equal(shows_anchor | ~changed, torch.ones_like(changed))  # every changed pixel is the anchor's
+    assert shows_anchor.sum() > 0.5 * anchor.mask.sum()
+    assert torch.equal(plain_depth, passed_depth)
+
+
+@pytest.mark.parametrize("value", [0, 1.5, -0.1, float("nan"), True, "0.05"])
+def test_anchor_passthrough_is_validated(value):
+    with pytest.raises(ValueError, match=r"anchor_passthrough must be None \(off\) or a relative depth tolerance"):
+        WorldFMVectorEnv(num_envs=1, scenes="procedural:test:1", device="cpu", anchor_passthrough=value)
+
+
+def test_anchor_passthrough_needs_an_rgbd_worldfm_model():
+    with pytest.raises(ValueError, match=r"\['anchor_passthrough'\] apply to renderer='worldfm' only"):
+        WorldFMVectorEnv(num_envs=1, scenes="procedural:test:1", renderer="anchor", anchor_passthrough=0.05)
+    with pytest.raises(ValueError, match="anchor_passthrough=0.05 compares .* has no depth head"):
+        WorldFMVectorEnv(num_envs=1, scenes="procedural:test:1", device="cpu", anchor_passthrough=0.05)
