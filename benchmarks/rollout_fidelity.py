@@ -38,8 +38,6 @@ Methods (``--methods``; the oracle always runs: it is the truth, ``renderer="ora
 * every shipped frame model for the resolution, by name (``worldfm_env.model.weights.shipped_weights``, e.g.
   ``worldfm-srd-64x64``, the default of ``renderer="worldfm"``, and ``worldfm-s-64x64``, the earlier one), each
   ``renderer="worldfm", weights=<name>`` with the env's default sampler and dtype.
-* ``<model>+passthrough:<tol>``: that model with the env's ``anchor_passthrough=<tol>`` (RGB-D models only): the
-  anchor's colour wherever the anchor's point lies within ``tol`` (relative) of the model's own depth.
 
 Metrics (uint8 frames; ``psnr`` and ``ssim`` from ``benchmarks/fidelity.py``: PSNR capped at 100 dB, Gaussian SSIM):
 
@@ -119,11 +117,9 @@ __all__ = [
     "CAPTURES",
     "CLOSE_RANGE_M",
     "CRITERIA",
-    "PASSTHROUGH",
     "POLICIES",
     "filled_anchor_depth",
     "gradient_energy",
-    "parse_passthrough",
     "main",
     "model_methods",
     "record_rollouts",
@@ -422,36 +418,7 @@ def model_methods(resolution: int) -> list[str]:
     return sorted(names, key=lambda n: (default is None or n != default.stem, n))
 
 
-PASSTHROUGH = "+passthrough:"
-"""Separates a model's name from an anchor-passthrough tolerance in a method name (``NAME+passthrough:0.05``)."""
-
-
-def parse_passthrough(method: str, models: list[str]) -> tuple[str, float] | None:
-    """(model, tolerance) of a method ``<model>+passthrough:<tol>`` whose model is in ``models``; None for a method
-    without the suffix. A bad model or tolerance is a ValueError naming the method."""
-    if PASSTHROUGH not in method:
-        return None
-    model, _, tol = method.partition(PASSTHROUGH)
-    try:
-        value = float(tol)
-    except ValueError:
-        value = math.nan
-    if model not in models or not 0 < value <= 1:
-        raise ValueError(
-            f"method {method!r}: give <model>{PASSTHROUGH}<tolerance> with a model in {models} and a tolerance in "
-            "(0, 1], e.g. 0.05"
-        )
-    return model, value
-
-
-def _render(
-    args,
-    capture: str,
-    states: dict[str, torch.Tensor],
-    renderer: str,
-    weights: str | None = None,
-    anchor_passthrough: float | None = None,
-) -> dict:
+def _render(args, capture: str, states: dict[str, torch.Tensor], renderer: str, weights: str | None = None) -> dict:
     """Frames of one env (``renderer``, ``weights``) at every recorded state: rgb (E, T, H, W, 3) uint8, depth,
     the anchor's rgb / depth / mask where the renderer splats, the poses (E, T, 4, 4), floor heights (E, T),
     the layout depth of ``--depth-bound navigation`` (anchor renderer) and the render time per frame in ms."""
@@ -461,8 +428,6 @@ def _render(
         kwargs["include_depth"] = True
     if weights is not None:
         kwargs["weights"] = weights
-    if anchor_passthrough is not None:
-        kwargs["anchor_passthrough"] = anchor_passthrough
     bound = getattr(args, "depth_bound", "none")
     if renderer == "worldfm":
         kwargs["depth_bound"] = bound
@@ -606,10 +571,7 @@ def evaluate_capture(args, capture: str, methods: list[str], verbose: bool = Tru
             timing[m] = anchor["ms_per_frame"] + 1000 * (time.perf_counter() - t0) / truth.shape[0]
         elif m != "anchor":
             t0 = time.perf_counter()
-            model, passthrough = getattr(args, "passthrough_of", {}).get(m, (m, None))
-            rendered = _render(
-                args, capture, states, "worldfm", weights=weights_of.get(model, model), anchor_passthrough=passthrough
-            )
+            rendered = _render(args, capture, states, "worldfm", weights=weights_of.get(m, m))
             frames[m] = rendered["rgb"].flatten(0, 1)
             if rendered["model_depth"]:  # an RGB-D model: the env's depth is the model's in the anchor's holes
                 depths[m], depth_source[m] = rendered["depth"].flatten(0, 1), "model"
@@ -836,13 +798,10 @@ def run(args, verbose: bool = True) -> tuple[list[dict], dict[str, dict] | None]
     methods = list(args.methods) if args.methods else [*BASELINES, *models]
     if getattr(args, "candidate", None) and models[0] not in methods:
         methods.append(models[0])  # the candidate is judged whatever --methods lists
-    args.passthrough_of = {m: v for m in methods if (v := parse_passthrough(m, models)) is not None}
-    valid = [*BASELINES, *models, *args.passthrough_of]
+    valid = [*BASELINES, *models]
     bad = [m for m in methods if m not in valid]
     if bad:
-        raise ValueError(
-            f"methods {bad} are not valid; valid: {valid} and <model>{PASSTHROUGH}<tolerance> (the oracle always runs)"
-        )
+        raise ValueError(f"methods {bad} are not valid; valid: {valid} (the oracle always runs)")
     if "nearest_fill" not in methods:
         methods.insert(0, "nearest_fill")
     methods = sorted(set(methods), key=valid.index)
@@ -868,8 +827,7 @@ def run(args, verbose: bool = True) -> tuple[list[dict], dict[str, dict] | None]
                 writer.writerows(grids[capture]["per_frame"])
     used_models = [m for m in methods if m in models]
     plot(rows, out / "rollout_fidelity.png")
-    grid_methods = [m for m in methods if m in models or m in args.passthrough_of]
-    sample_grid(grids, grid_methods, out / "rollout_fidelity_samples.png", args.samples)
+    sample_grid(grids, used_models, out / "rollout_fidelity_samples.png", args.samples)
     verdict = None
     if len(used_models) >= 2:
         verdict = shipping_verdict(rows, candidate=used_models[0], shipped=used_models[1])

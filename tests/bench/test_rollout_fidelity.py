@@ -288,30 +288,3 @@ def test_candidate_rgbd_model_is_scored_with_its_own_depth(tmp_path, capsys):
     with open(tmp_path / "out" / "verdict.csv") as f:
         assert {r["criterion"] for r in csv.DictReader(f)} >= {"p5_vs_shipped", "panorama_depth_absrel", "ship"}
     assert "Shipping verdict: candidate rgbd-candidate against shipped " + default.stem in capsys.readouterr().out
-
-
-def test_passthrough_methods_are_parsed_and_validated():
-    models = ["worldfm-srd-64x64", "worldfm-srgbd-layout-64x64"]
-    assert rollout_fidelity.parse_passthrough("worldfm-srd-64x64", models) is None
-    assert rollout_fidelity.parse_passthrough("worldfm-srgbd-layout-64x64+passthrough:0.05", models) == (
-        "worldfm-srgbd-layout-64x64",
-        0.05,
-    )
-    for bad in ("bogus+passthrough:0.05", "worldfm-srd-64x64+passthrough:x", "worldfm-srd-64x64+passthrough:2"):
-        with pytest.raises(ValueError, match=r"give <model>\+passthrough:<tolerance>"):
-            rollout_fidelity.parse_passthrough(bad, models)
-
-
-def test_a_passthrough_variant_changes_only_captured_pixels(tmp_path):
-    """A model and its anchor-passthrough variant rendered in one run: same uncaptured pixels (so the same
-    uncaptured PSNR and sharpness), different captured ones."""
-    name = "worldfm-srgbd-layout-64x64"
-    variant = name + rollout_fidelity.PASSTHROUGH + "0.05"
-    argv = ["--scenes", "1", "--episodes", "1", "--frames", "2", "--captures", "panorama", "--samples", "2"]
-    argv += ["--policies", "random", "--splat-radius", "auto", "--methods", "nearest_fill", name, variant]
-    rows = rollout_fidelity.main([*argv, "--out", str(tmp_path)])
-    by = {r["method"]: r for r in rows if r["subset"] == "all"}
-    assert by[variant]["psnr_uncaptured"] == by[name]["psnr_uncaptured"]
-    assert by[variant]["sharpness"] == by[name]["sharpness"]
-    assert by[variant]["depth_absrel"] == by[name]["depth_absrel"]
-    assert by[variant]["psnr_captured"] != by[name]["psnr_captured"]

@@ -18,7 +18,7 @@ from worldfm_env.render.anchor_config import (
     splat_radius_arg,
     valid_splat_radius,
 )
-from worldfm_env.renderers.pipeline import check_anchor_passthrough, check_depth_bound
+from worldfm_env.renderers.pipeline import check_depth_bound
 
 __all__ = [
     "EnvConfig",
@@ -138,11 +138,6 @@ class EnvConfig:
     per env and step; a host sync and N small launches per draw), ``"hash"`` (one batched counter-based draw on
     the device, no host sync) or ``"auto"`` (``"hash"`` on CUDA, ``"generator"`` on CPU). Both keep a fixed seed
     and pose giving the same frame whatever the batch; they draw different noise for the same seed."""
-    anchor_passthrough: float | None = None
-    """``renderer="worldfm"`` with an RGB-D model: a relative depth tolerance in (0, 1]. Where the anchor has a point
-    lying on the surface the model sees (their depths agree within this fraction), the frame shows the anchor's
-    colour instead of redrawing it; anchor points the model puts behind its surface (seen through a gap) keep the
-    model's colour. None (the default): the model's colour everywhere."""
     noise_key: str = "pose"
     """``renderer="worldfm"``: what an env's per-frame noise seed hashes besides the env seed and episode number:
     ``"pose"`` (the camera pose, quantised to 1 mm and 2*pi/8192 rad: coming back to a pose in the static world
@@ -256,9 +251,8 @@ class EnvConfig:
         for name, valid in (("weights", "a path, a shipped model's name or None"), ("vae", "a path or None")):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), (str, os.PathLike)):
                 fail(name, valid)
-        check_anchor_passthrough(self.anchor_passthrough)
         if self.renderer != "worldfm":
-            used = [n for n in ("weights", "vae", "anchor_passthrough") if getattr(self, n) is not None]
+            used = [n for n in ("weights", "vae") if getattr(self, n) is not None]
             if used:
                 raise ValueError(f"{used} apply to renderer='worldfm' only; renderer is {self.renderer!r}")
         elif self.weights is not None:
@@ -305,8 +299,8 @@ class EnvConfig:
 
     @property
     def model_options(self) -> dict:
-        """The ``worldfm`` backend's options of this env (weights, sampler, dtype, compilation, noise, anchor
-        passthrough), as keyword arguments of :class:`~worldfm_env.renderers.pipeline.ObservationPipeline`."""
+        """The ``worldfm`` backend's options of this env (weights, sampler, dtype, compilation, noise), as keyword
+        arguments of :class:`~worldfm_env.renderers.pipeline.ObservationPipeline`."""
         return dict(
             weights=self.weights,
             sampler_steps=self.sampler_steps,
@@ -315,7 +309,6 @@ class EnvConfig:
             model_dtype=self.model_dtype,
             compile_model=self.compile_model,
             noise=self.noise,
-            anchor_passthrough=self.anchor_passthrough,
         )
 
     def to_dict(self) -> dict:

@@ -22,8 +22,6 @@ the same layout depth in every request (``RenderRequest.layout_depth``), whateve
 
 from __future__ import annotations
 
-import math
-import numbers
 from dataclasses import dataclass
 
 import torch
@@ -43,7 +41,6 @@ __all__ = [
     "Observation",
     "ObservationPipeline",
     "RENDERER_BACKENDS",
-    "check_anchor_passthrough",
     "check_depth_bound",
     "make_renderer",
 ]
@@ -62,17 +59,6 @@ def check_depth_bound(depth_bound: str, renderer: str) -> None:
         raise ValueError(
             f"depth_bound={depth_bound!r} bounds generated depth, which only renderer='worldfm' gives; renderer is "
             f"{renderer!r} (use depth_bound='none')"
-        )
-
-
-def check_anchor_passthrough(value) -> None:
-    """Raise ValueError naming ``anchor_passthrough`` unless it is None or a number in (0, 1]."""
-    ok = value is None or (
-        isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) and 0 < value <= 1
-    )
-    if not ok:
-        raise ValueError(
-            f"anchor_passthrough must be None (off) or a relative depth tolerance in (0, 1], e.g. 0.05; got {value!r}"
         )
 
 

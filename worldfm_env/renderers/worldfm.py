@@ -7,9 +7,6 @@ through its own ``torch.Generator`` (``noise="generator"``) or as a batched coun
 (``noise="hash"``: no host sync, no per-env launches), so a fixed seed and pose give the same frame whatever the
 batch. An RGB-D model (``DiTConfig.depth_head``) also gives each frame's depth from the same sample: the frame's depth
 is the anchor's where a point landed and the model's elsewhere (other models return the anchor's depth, 0 in holes).
-With ``anchor_passthrough`` an RGB-D model's frame keeps the anchor's colour wherever the anchor's point lies on the
-surface the model itself sees there (their depths agree within the tolerance), so what the anchor already shows
-exactly is not redrawn; anchor points the model puts behind its surface (seen through a gap) keep the model's colour.
 """
 
 from __future__ import annotations
@@ -23,10 +20,9 @@ from worldfm_env.model.frame_model import FrameModel
 from worldfm_env.model.samplers import make_generators
 from worldfm_env.model.weights import default_weights_path, resolve_weights, shipped_resolutions
 from worldfm_env.renderers.base import Renderer, RenderOutput, RenderRequest
-from worldfm_env.renderers.pipeline import check_anchor_passthrough
 from worldfm_env.scenes.pool import ScenePool
 
-__all__ = ["WorldFMRenderer", "NOISE_MODES", "anchor_agrees"]
+__all__ = ["WorldFMRenderer", "NOISE_MODES"]
 
 NOISE_MODES = ("auto", "generator", "hash")
 
@@ -53,9 +49,6 @@ class WorldFMRenderer(Renderer):
             re-seeded every step: a host sync plus N small launches per draw), ``"hash"`` (one batched
             counter-based draw on the device, :func:`~worldfm_env.rng.hash_normal`; no host sync) or
             ``"auto"`` (``"hash"`` on CUDA, ``"generator"`` on CPU). The two modes give different frames for a seed.
-        anchor_passthrough: RGB-D models only: a relative depth tolerance in (0, 1]. Where the anchor has a point
-            whose depth is within this fraction of the model's own depth at that pixel, the frame shows the anchor's
-            colour; elsewhere the model's. None (the default) shows the model's colour everywhere.
     """
 
     name = "worldfm"
@@ -75,13 +68,11 @@ class WorldFMRenderer(Renderer):
         model_dtype: str = "auto",
         compile_model: bool = False,
         noise: str = "auto",
-        anchor_passthrough: float | None = None,
         **options,
     ) -> None:
         super().__init__(pool, num_envs, height, width)
         if noise not in NOISE_MODES:
             raise ValueError(f"noise={noise!r} is not valid; choose one of {list(NOISE_MODES)}")
-        check_anchor_passthrough(anchor_passthrough)
         if sampler_steps is not None and sampler_steps not in (1, 2):
             raise ValueError(
                 f"sampler_steps must be 1, 2 (the distilled samplers) or None (the checkpoint's), got {sampler_steps!r}"
@@ -105,14 +96,6 @@ class WorldFMRenderer(Renderer):
             compile_model=compile_model,
         )
         self.frame_model.check_resolution(height, width)
-        if anchor_passthrough is not None and not self.frame_model.has_depth:
-            raise ValueError(
-                f"anchor_passthrough={anchor_passthrough!r} compares the anchor's depth with the model's, but "
-                f"the model {path.stem!r} has no depth head; use an RGB-D model "
-                "(e.g. weights='worldfm-srgbd-layout-64x64') or anchor_passthrough=None"
-            )
-        #: Relative depth tolerance of the anchor passthrough (None: off).
-        self.anchor_passthrough = None if anchor_passthrough is None else float(anchor_passthrough)
         self.weights_path = path
         #: The anchor splat_radius the checkpoint's header says it was trained on (None: it names none).
         self.trained_splat_radius = trained_splat_radius(path)
@@ -212,16 +195,5 @@ class WorldFMRenderer(Renderer):
         self.rgb.copy_(rgb)
         if depth is None:  # an eps-prediction RGB-D model read with DDIM returns no depth: the anchor's, as for RGB
             return RenderOutput(self.rgb, anchor.depth)
-        if self.anchor_passthrough is not None:
-            keep = anchor_agrees(anchor.mask, anchor.depth, depth, self.anchor_passthrough)
-            torch.where(keep[..., None], anchor.rgb, self.rgb, out=self.rgb)
         torch.where(anchor.mask, anchor.depth, depth, out=self.depth)
         return RenderOutput(self.rgb, self.depth)
-
-
-def anchor_agrees(
-    mask: torch.Tensor, anchor_depth: torch.Tensor, depth: torch.Tensor, tolerance: float
-) -> torch.Tensor:
-    """(N, H, W) bool: the anchor has a point (``mask``) whose depth is within ``tolerance`` (relative) of the model's
-    ``depth`` at that pixel, i.e. the point lies on the surface the model sees there, not behind it."""
-    return mask & ((anchor_depth - depth).abs() <= tolerance * depth.abs())
