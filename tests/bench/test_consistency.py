@@ -17,15 +17,16 @@ if str(ROOT) not in sys.path:
 from benchmarks import consistency  # noqa: E402
 
 TINY = ["--scenes", "1", "--trajectories", "1", "--time-envs", "2", "--time-steps", "1"]
+UNTIMED = ["--scenes", "1", "--trajectories", "1", "--time-envs"]  # no step timing: only the one-pixel run checks it
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """One tiny run with one-pixel splats and one with footprint splats, same trajectory."""
     out = {}
-    for radius in ("0", "auto"):
+    for radius, size in (("0", TINY), ("auto", UNTIMED)):
         folder = tmp_path_factory.mktemp(f"consistency-{radius}")
-        out[radius] = (consistency.main([*TINY, "--splat-radius", radius, "--out", str(folder)]), folder)
+        out[radius] = (consistency.main([*size, "--splat-radius", radius, "--out", str(folder)]), folder)
     return out
 
 
@@ -70,7 +71,7 @@ def test_bad_splat_radius_is_refused_by_name(capsys):
 def test_depth_bound_reaches_the_worldfm_envs_and_leaves_static_frames_alone(runs, tmp_path):
     """--depth-bound navigation: recorded on the worldfm rows; with a static memory the frames do not depend on the
     depth, so every static figure is the same as without the bound."""
-    rows = consistency.main([*TINY, "--depth-bound", "navigation", "--out", str(tmp_path)])
+    rows = consistency.main([*UNTIMED, "--depth-bound", "navigation", "--out", str(tmp_path)])
     bounded = {r["method"]: r for r in rows}
     free = {r["method"]: r for r in runs["0"][0]}
     assert bounded["worldfm_grow"]["depth_bound"] == "navigation" and bounded["oracle"]["depth_bound"] == ""
