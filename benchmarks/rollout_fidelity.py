@@ -75,6 +75,7 @@ of the 2x2 central pixels) is below 0.6 m, whichever policy produced them.
 figures exist. ``--candidate WEIGHTS`` (a checkpoint path or a shipped name) adds a model and judges it against the
 default shipped one; without it the script judges the default model against the earlier shipped one. ``--splat-radius``
 sets the anchor splats of every splatting method (the anchor, the fills and the models; default 0, the env's);
+``--anchor-colour bank`` their covered pixels' colours resampled from the captured views (the env's ``anchor_colour``);
 ``--capture-resolution`` the side of the scenes' captured views, hence the density of the point clouds every method
 starts from (default: the frame size, as the env's ``scene_options`` default). ``--depth-bound navigation`` caps the
 depth of every method's uncaptured pixels at the scene's navigation layout along each ray: the models' through the
@@ -110,6 +111,7 @@ from worldfm_env.model.weights import default_weights_path, shipped_weights  # n
 from worldfm_env.policies import RandomPolicy, ShortestPathPolicy  # noqa: E402
 from worldfm_env.render.anchor_config import splat_radius_arg  # noqa: E402
 from worldfm_env.render.fill import nearest_fill, pull_push_fill  # noqa: E402
+from worldfm_env.render.resample import ANCHOR_COLOUR_VALUES  # noqa: E402
 from worldfm_env.scenes.navigation import pool_layout_depth  # noqa: E402
 
 __all__ = [
@@ -303,6 +305,7 @@ def _env_kwargs(args, capture: str) -> dict:
         resolution=args.resolution,
         device=args.device,
         splat_radius=getattr(args, "splat_radius", 0),
+        anchor_colour=getattr(args, "anchor_colour", "splat"),
     )
     side = getattr(args, "capture_resolution", None)
     if side is not None:  # the scenes' captured views (and so their point clouds) at side x side pixels
@@ -626,6 +629,7 @@ def evaluate_capture(args, capture: str, methods: list[str], verbose: bool = Tru
             row["ms_per_frame"] = timing[m]
             row["resolution"] = args.resolution
             row["splat_radius"] = getattr(args, "splat_radius", 0)
+            row["anchor_colour"] = getattr(args, "anchor_colour", "splat")
             row["capture_resolution"] = getattr(args, "capture_resolution", None) or args.resolution
             row["depth_bound"] = getattr(args, "depth_bound", "none")
             row["device"] = args.device
@@ -895,6 +899,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=0,
         help="anchor splat half-size of every splatting method: an int in [0, 8] or auto (default: %(default)s, the "
         "env's)",
+    )
+    parser.add_argument(
+        "--anchor-colour",
+        choices=list(ANCHOR_COLOUR_VALUES),
+        default="splat",
+        help="colour of covered anchor pixels for every splatting method: each point's own (splat) or resampled from "
+        "the captured views (bank) (default: %(default)s, the env's)",
     )
     parser.add_argument("--resolution", type=int, default=64, help="frame size (default: %(default)s)")
     parser.add_argument(

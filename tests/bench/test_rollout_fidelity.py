@@ -288,3 +288,23 @@ def test_candidate_rgbd_model_is_scored_with_its_own_depth(tmp_path, capsys):
     with open(tmp_path / "out" / "verdict.csv") as f:
         assert {r["criterion"] for r in csv.DictReader(f)} >= {"p5_vs_shipped", "panorama_depth_absrel", "ship"}
     assert "Shipping verdict: candidate rgbd-candidate against shipped " + default.stem in capsys.readouterr().out
+
+
+def test_anchor_colour_reaches_every_splatting_method(tmp_path):
+    """--anchor-colour bank: the anchor's covered pixels take resampled colours (its PSNR changes, its coverage
+    does not) and the rows record the option; a bad value is refused by name."""
+    argv = ["--scenes", "1", "--episodes", "1", "--frames", "2", "--captures", "full", "--samples", "1"]
+    argv += ["--methods", "anchor"]
+    rows = {
+        colour: next(
+            r
+            for r in rollout_fidelity.main([*argv, "--anchor-colour", colour, "--out", str(tmp_path / colour)])
+            if r["method"] == "anchor" and r["subset"] == "all"
+        )
+        for colour in ("splat", "bank")
+    }
+    assert [rows[c]["anchor_colour"] for c in ("splat", "bank")] == ["splat", "bank"]
+    assert rows["bank"]["uncaptured_fraction"] == rows["splat"]["uncaptured_fraction"]
+    assert rows["bank"]["psnr_captured"] != rows["splat"]["psnr_captured"]
+    with pytest.raises(SystemExit):
+        rollout_fidelity.parse_args(["--anchor-colour", "nearest"])

@@ -107,6 +107,9 @@ class EnvConfig:
     """Target pixels voting in reference selection (published: ~300)."""
     reference_tolerance: float = AnchorConfig.reference_tolerance
     """Relative depth tolerance of a reference hit (published: 2 %)."""
+    anchor_colour: str = AnchorConfig.anchor_colour
+    """Colour of a covered anchor pixel: ``"splat"``, its winning point's colour (as published), or ``"bank"``,
+    resampled bilinearly from the captured view that sampled that surface most finely (the splat's geometry kept)."""
     goal_candidates: int = 32
     """Goal cells per scene with a precomputed geodesic field."""
     num_scenes: int | None = None
@@ -295,6 +298,7 @@ class EnvConfig:
             occlusion_culling=self.occlusion_culling,
             reference_samples=self.reference_samples,
             reference_tolerance=self.reference_tolerance,
+            anchor_colour=self.anchor_colour,
         )
 
     @property

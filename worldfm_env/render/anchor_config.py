@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from worldfm_env.render.resample import ANCHOR_COLOUR_VALUES
+
 __all__ = [
     "AnchorConfig",
     "SPLAT_RADIUS_VALUES",
@@ -78,6 +80,10 @@ class AnchorConfig:
     """Target pixels voting in reference selection (published: ~300)."""
     reference_tolerance: float = 0.02
     """Relative depth tolerance of a reference hit (published: 2 %)."""
+    anchor_colour: str = "splat"
+    """Colour of a covered anchor pixel: ``"splat"``, its winning point's colour (as published), or ``"bank"``,
+    resampled bilinearly from the captured view that sampled that surface most finely (the splat's geometry kept;
+    :mod:`worldfm_env.render.resample`)."""
 
     def __post_init__(self) -> None:
         if not valid_splat_radius(self.splat_radius):
@@ -93,3 +99,5 @@ class AnchorConfig:
         tol = self.reference_tolerance
         if not (isinstance(tol, (int, float, np.integer, np.floating)) and not isinstance(tol, bool) and 0 < tol < 1):
             raise ValueError(f"reference_tolerance must be a number in (0, 1), got {tol!r}")
+        if self.anchor_colour not in ANCHOR_COLOUR_VALUES:
+            raise ValueError(f"anchor_colour must be one of {list(ANCHOR_COLOUR_VALUES)}, got {self.anchor_colour!r}")
