@@ -71,6 +71,7 @@ def test_every_path_uses_the_env_anchor_defaults():
     assert ClipConfig().anchor.splat_radius == AnchorConfig().splat_radius
     assert ClipConfig().anchor.anchor_lod == AnchorConfig().anchor_lod
     assert ClipConfig().anchor.occlusion_culling == AnchorConfig().occlusion_culling
+    assert ClipConfig().anchor.anchor_colour == AnchorConfig().anchor_colour
 
 
 def test_pipeline_inverts_the_intrinsics_once():

@@ -67,6 +67,30 @@ def test_auto_splats_cover_more_of_the_target_with_the_right_surface(generator):
     assert float(same.sum() / m.sum()) > 0.8
 
 
+def test_clips_carry_the_envs_resampled_anchor_colours(generator):
+    """anchor_colour="bank" in the clips: the same clips and anchor geometry, the covered colours resampled from the
+    clip's reference views (nearer the target's own colours in squared error: a bilinear value splits the difference
+    where a nearest sample is all right or all wrong), as the env renders them; bad values named."""
+    bank = ClipGenerator(generator.scenes, ClipConfig(resolution=(32, 32), anchor_colour="bank"))
+    splat, resampled = generator.batch(2, seed=3), bank.batch(2, seed=3)
+    assert torch.equal(splat.target_rgb, resampled.target_rgb)
+    assert torch.equal(splat.anchor_mask, resampled.anchor_mask)
+    assert torch.equal(splat.anchor_depth, resampled.anchor_depth)
+    m = splat.anchor_mask
+    assert bool((splat.anchor_rgb[m] != resampled.anchor_rgb[m]).any())
+
+    def error(batch):
+        return float((batch.anchor_rgb.float() - batch.target_rgb.float())[m].square().mean())
+
+    assert error(resampled) < error(splat)
+    with pytest.raises(ValueError, match="anchor_colour must be one of"):
+        ClipConfig(anchor_colour="nearest")
+    from worldfm_env.training.stages import TrainConfig
+
+    with pytest.raises(ValueError, match="anchor_colour must be one of"):
+        TrainConfig(anchor_colour="nearest")
+
+
 def test_denser_captures_cover_more_of_the_target_and_references_keep_the_frame_size(generator):
     # capture_resolution renders the references at 64x64 for 32x32 targets: a point cloud four times as dense, so
     # one-pixel splats cover more of each target; the same clips otherwise, and the references the model reads are

@@ -121,6 +121,9 @@ class ClipConfig:
     """2.5-D occlusion culling of the anchor splat (the env's ``occlusion_culling``)."""
     splat_radius: int | str = AnchorConfig.splat_radius
     """Anchor splat half-size (the env's ``splat_radius``): 0 = one pixel per point, as published, or ``"auto"``."""
+    anchor_colour: str = AnchorConfig.anchor_colour
+    """Colour of covered anchor pixels (the env's ``anchor_colour``): ``"splat"`` or ``"bank"`` (resampled from the
+    clip's reference views)."""
     sparse_fraction: float = 0.0
     """Share of clips (in [0, 1]) that are sparse captures: all references at the walk's first position, spread over
     360 degrees, and the targets walk away from it (0 = none, the published clips)."""
@@ -177,7 +180,10 @@ class ClipConfig:
     def anchor(self) -> AnchorConfig:
         """The anchor settings of the clips' targets (the env's reference vote, this config's splat)."""
         return AnchorConfig(
-            splat_radius=self.splat_radius, anchor_lod=self.anchor_lod, occlusion_culling=self.occlusion_culling
+            splat_radius=self.splat_radius,
+            anchor_lod=self.anchor_lod,
+            occlusion_culling=self.occlusion_culling,
+            anchor_colour=self.anchor_colour,
         )
 
     @property

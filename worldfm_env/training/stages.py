@@ -114,6 +114,9 @@ class TrainConfig:
     on the anchors the env will render (stage II; stage I sees no anchors). ``--splat-radius auto`` on the command
     line. The stage II checkpoint's header records it; pass the same ``splat_radius`` to the env (it warns
     otherwise)."""
+    anchor_colour: str = "splat"
+    """Colour of the training clips' covered anchor pixels (``ClipConfig.anchor_colour``, the env's
+    ``anchor_colour``): ``"splat"`` (as published) or ``"bank"``; train on the anchors the env will render."""
     capture_resolution: int | None = None
     """Side of the clips' reference views, which build their point clouds (``ClipConfig.capture_resolution``; the
     env's ``scene_options={"resolution": (side, side)}``); None: ``resolution``."""
@@ -231,9 +234,10 @@ class TrainConfig:
     the adversarial term has more say; 1 is the plain MSE."""
 
     def __post_init__(self) -> None:
-        # Raises on a bad splat_radius, sparse_fraction or close_fraction, naming it.
+        # Raises on a bad splat_radius, anchor_colour, sparse_fraction or close_fraction, naming it.
         ClipConfig(
             splat_radius=self.splat_radius,
+            anchor_colour=self.anchor_colour,
             sparse_fraction=self.sparse_fraction,
             close_fraction=self.close_fraction,
             capture_resolution=self._capture_hw(),
@@ -659,6 +663,7 @@ def train(cfg: TrainConfig) -> dict:
     clip_config = ClipConfig(
         resolution=(cfg.resolution, cfg.resolution),
         splat_radius=cfg.splat_radius,
+        anchor_colour=cfg.anchor_colour,
         sparse_fraction=cfg.sparse_fraction,
         close_fraction=cfg.close_fraction,
         capture_resolution=cfg._capture_hw(),
