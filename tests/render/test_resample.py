@@ -145,3 +145,12 @@ def test_anchor_colour_is_validated_by_name():
         resample_anchor_colours(
             rgb, depth, depth > 0, torch.tensor([0]), c2w, K_inv, _banks([(_pose(0.0), _linear_image(), depth[0])]), 0
         )
+
+
+def test_backends_without_an_anchor_do_not_splat_for_it():
+    """The oracle shows no anchor: with anchor_colour="bank" it neither splats nor resamples."""
+    env = WorldFMVectorEnv(num_envs=1, **small(renderer="oracle"), anchor_colour="bank")
+    assert env.pipeline.splatter is None and env.pipeline.selector is None
+    obs, _ = env.reset(seed=0)
+    assert obs["rgb"].shape == (1, 32, 32, 3)
+    env.close()

@@ -162,10 +162,9 @@ class ObservationPipeline:
             GrowingMemory(num_envs, height, width, self.K, capacity=memory_capacity) if memory == "grow" else None
         )
         views = self.memory.views if self.memory is not None else None
-        # Resampled anchor colours try the views the reference vote counted most hits in.
-        needs_reference = (
-            self.backend.needs_reference or with_anchor or self.memory is not None or anchor.anchor_colour == "bank"
-        )
+        # Resampled anchor colours try the views the reference vote counted most hits in (backends that show an anchor).
+        resample = anchor.anchor_colour == "bank" and (self.backend.needs_anchor or with_anchor)
+        needs_reference = self.backend.needs_reference or with_anchor or self.memory is not None or resample
         self.splatter = None
         if self.backend.needs_anchor or needs_reference:  # (a growing memory needs both)
             occluders = (
@@ -237,7 +236,7 @@ class ObservationPipeline:
             request.reference_index = self.selector.select(
                 request.anchor.depth, scene_index, c2w, self.K, K_inv=self.K_inv
             )
-        if self.anchor_config.anchor_colour == "bank":
+        if self.anchor_config.anchor_colour == "bank" and request.anchor is not None and self.selector is not None:
             self._resample_colours(request.anchor, scene_index, c2w)
         if self.stochastic:
             request.noise_seed = noise_seed
