@@ -52,9 +52,8 @@ def _linear_image() -> torch.Tensor:
 def _target():
     """A camera 1 m in front of the bank camera, looking at the wall 2 m from the bank camera (1 m from it)."""
     c2w = _pose(1.0)[None]
-    K_inv = torch.linalg.inv(_K())[None]
     depth = torch.ones(1, S, S)
-    return c2w, K_inv, depth
+    return c2w, _K()[None], depth
 
 
 def test_a_magnified_linear_texture_is_resampled_exactly_from_the_finest_view():
@@ -63,10 +62,10 @@ def test_a_magnified_linear_texture_is_resampled_exactly_from_the_finest_view():
     A second, coarser view of the same wall (farther, a flat grey) loses to the finer one everywhere."""
     near = (_pose(0.0), _linear_image(), torch.full((S, S), 2.0))
     far = (_pose(-2.0), torch.full((S, S, 3), 200, dtype=torch.uint8), torch.full((S, S), 4.0))
-    c2w, K_inv, depth = _target()
+    c2w, K, depth = _target()
     rgb = torch.zeros(1, S, S, 3, dtype=torch.uint8)
     mask = torch.ones(1, S, S, dtype=torch.bool)
-    found = resample_anchor_colours(rgb, depth, mask, torch.tensor([0]), c2w, K_inv, _banks([far, near]))
+    found = resample_anchor_colours(rgb, depth, mask, torch.tensor([0]), c2w, K, _banks([far, near]))
     assert bool(found.all())
     u = torch.arange(S, dtype=torch.float32) + 0.5
     u_bank = (u - S / 2) / 2 + S / 2  # where each target pixel centre lands in the bank view (pixels)
@@ -82,14 +81,14 @@ def test_no_colour_is_mixed_across_a_depth_edge_and_kept_pixels_stay():
     the splat's colour, as do pixels marked ``keep`` (grown points)."""
     depth_edge = torch.full((S, S), 2.0)
     depth_edge[:, S // 2 :] = 3.0
-    c2w, K_inv, depth = _target()
+    c2w, K, depth = _target()
     rgb = torch.full((1, S, S, 3), 7, dtype=torch.uint8)
     mask = torch.ones(1, S, S, dtype=torch.bool)
     mask[0, 0, 0] = False  # an uncovered pixel is never written
     keep = torch.zeros(1, S, S, dtype=torch.bool)
     keep[0, 5, 5] = True
     banks = _banks([(_pose(0.0), _linear_image(), depth_edge)])
-    found = resample_anchor_colours(rgb, depth, mask, torch.tensor([0]), c2w, K_inv, banks, keep=keep)
+    found = resample_anchor_colours(rgb, depth, mask, torch.tensor([0]), c2w, K, banks, keep=keep)
     # Target column i lands at bank u = i / 2 + 8.25; its right neighbour centre is at floor(u - 0.5) + 1.5, which
     # stays on the near surface (bank column <= 15) for i <= 14.
     columns = torch.arange(S)
@@ -121,10 +120,8 @@ def test_env_anchor_at_a_captured_pose_is_the_captured_image_and_keeps_its_geome
         assert bool((rgb_b[~mask_b] == 0).all())
     # Resampled from that view alone, at its own pose, a pixel is exactly the view's pixel (bilinear weights 1, 0).
     rgb, depth, mask = (t.clone() for t in renders["splat", "at"])
-    K_inv = torch.linalg.inv(envs["splat"].K)
-    found = resample_anchor_colours(
-        rgb, depth, mask, torch.tensor([0]), at_view, K_inv, pool, views=torch.tensor([[b]])
-    )
+    K = envs["splat"].K
+    found = resample_anchor_colours(rgb, depth, mask, torch.tensor([0]), at_view, K, pool, views=torch.tensor([[b]]))
     assert float(found.sum()) > 0.9 * float(mask.sum())
     assert torch.equal(rgb[0][found[0]], pool.bank_images[b][found[0]])
     # Half a metre nearer, the bilinear colours differ from the splat's nearest samples on many pixels.
@@ -140,10 +137,10 @@ def test_anchor_colour_is_validated_by_name():
             EnvConfig(anchor_colour=bad)
     assert EnvConfig(anchor_colour="bank").anchor.anchor_colour == "bank"
     with pytest.raises(ValueError, match="tolerance must be a number in \\(0, 1\\)"):
-        c2w, K_inv, depth = _target()
+        c2w, K, depth = _target()
         rgb = torch.zeros(1, S, S, 3, dtype=torch.uint8)
         resample_anchor_colours(
-            rgb, depth, depth > 0, torch.tensor([0]), c2w, K_inv, _banks([(_pose(0.0), _linear_image(), depth[0])]), 0
+            rgb, depth, depth > 0, torch.tensor([0]), c2w, K, _banks([(_pose(0.0), _linear_image(), depth[0])]), 0
         )
 
 

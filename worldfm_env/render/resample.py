@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import torch
 
+from worldfm_env.geometry import project_points, unproject_depth
+
 __all__ = ["ANCHOR_COLOUR_VALUES", "resample_anchor_colours"]
 
 ANCHOR_COLOUR_VALUES = ("splat", "bank")
@@ -36,7 +38,7 @@ def resample_anchor_colours(
     mask: torch.Tensor,
     scene_index: torch.Tensor,
     c2w: torch.Tensor,
-    K_inv: torch.Tensor,
+    K: torch.Tensor,
     banks,
     tolerance: float = 0.02,
     keep: torch.Tensor | None = None,
@@ -49,11 +51,12 @@ def resample_anchor_colours(
         depth: (N, H, W) anchor depth (camera z), > 0 where ``mask``.
         mask: (N, H, W) bool, the pixels a point covers.
         scene_index: (N,) scene of each env (rows of the banks' per-scene tensors).
-        c2w: (N, 4, 4) camera-to-world poses; K_inv: (N, 3, 3) inverse intrinsics of the anchor cameras.
+        c2w: (N, 4, 4) camera-to-world poses; K: (N, 3, 3) intrinsics of the anchor cameras.
         banks: the packed reference banks (a :class:`~worldfm_env.scenes.pool.ScenePool` has them):
             ``bank_images`` (B, Hb, Wb, 3) uint8, ``bank_depth`` (B, Hb, Wb), ``bank_K`` (B, 3, 3), ``bank_w2c``
             (B, 4, 4), ``scene_bank_start``, ``scene_bank_count`` (S,), ``max_bank``.
-        tolerance: relative depth agreement asked of all four captured pixels around a projection.
+        tolerance: relative agreement asked between the point's depth and the bilinear mix of the inverse depths
+            of the four captured pixels around its projection.
         keep: (N, H, W) bool, covered pixels whose colour stays (grown points), or None.
         views: (N, k) int64 bank rows to try per env (-1: none), e.g. the views the reference vote counted most
             hits in; None tries every view of the env's scene (cost grows with the bank).
@@ -67,15 +70,7 @@ def resample_anchor_colours(
     todo = mask & (depth > 0)
     if keep is not None:
         todo = todo & ~keep
-    ys, xs = torch.meshgrid(
-        torch.arange(H, device=device, dtype=torch.float32) + 0.5,
-        torch.arange(W, device=device, dtype=torch.float32) + 0.5,
-        indexing="ij",
-    )
-    pix = torch.stack([xs, ys, torch.ones_like(xs)], dim=-1).reshape(1, H * W, 3)  # (1, HW, 3)
-    rays = pix @ K_inv.float().transpose(1, 2)  # (N, HW, 3) camera rays with z = 1
-    cam = rays * depth.reshape(N, H * W, 1).float()
-    world = cam @ c2w[:, :3, :3].float().transpose(1, 2) + c2w[:, None, :3, 3].float()  # (N, HW, 3)
+    world = unproject_depth(depth.float(), K.float(), c2w.float()).reshape(N, H * W, 3)
 
     Hb, Wb = banks.bank_depth.shape[1:]
     sidx = scene_index.long()
@@ -90,13 +85,8 @@ def resample_anchor_colours(
     for slot in range(views.shape[1]):
         has = views[:, slot] >= 0  # (N,) envs with a view to try in this slot
         b = views[:, slot].clamp_min(0)  # (N,) a valid row everywhere; masked below
-        w2c = banks.bank_w2c[b].float()
-        Kb = banks.bank_K[b].float()
-        q = world @ w2c[:, :3, :3].transpose(1, 2) + w2c[:, None, :3, 3]  # (N, HW, 3)
-        z = q[..., 2]
-        z_safe = z.clamp_min(1e-6)
-        u = Kb[:, None, 0, 0] * q[..., 0] / z_safe + Kb[:, None, 0, 2]
-        v = Kb[:, None, 1, 1] * q[..., 1] / z_safe + Kb[:, None, 1, 2]
+        uv, z = project_points(world, banks.bank_K[b].float(), banks.bank_w2c[b].float())  # (N, HW, 2), (N, HW)
+        u, v = uv[..., 0], uv[..., 1]
         # Bilinear footprint: the 2x2 pixel centres around (u, v), clamped at the image border (edge replicate).
         x0f, y0f = torch.floor(u - 0.5), torch.floor(v - 0.5)
         fx, fy = (u - 0.5 - x0f), (v - 0.5 - y0f)
@@ -118,7 +108,9 @@ def resample_anchor_colours(
         # wherever the four samples lie on one (slanted) surface; across an occlusion edge it lands between the two
         # and misses the point's depth unless the far side's weight is too small to tint the colour.
         agree = all_valid & ((inv_interp * z - 1.0).abs() < tolerance)
-        fineness = z / Kb[:, None, 0, 0]  # scene units per captured pixel at this point: smaller is finer
+        fineness = (
+            z / banks.bank_K[b, None, 0, 0].float()
+        )  # scene units per captured pixel at this point: smaller is finer
         better = agree & (fineness < best_fineness)
         best_fineness = torch.where(better, fineness, best_fineness)
         best_rgb = torch.where(better[..., None], colour, best_rgb)

@@ -212,7 +212,7 @@ class ObservationPipeline:
         rows = selector.scene_bank_start[scene_index.long()][:, None] + slots
         views = torch.where(counted > 0, rows, torch.full_like(rows, -1))
         resample_anchor_colours(
-            anchor.rgb, anchor.depth, anchor.mask, scene_index, c2w, self.K_inv, self.pool,
+            anchor.rgb, anchor.depth, anchor.mask, scene_index, c2w, self.K, self.pool,
             tolerance=self.anchor_config.reference_tolerance, keep=anchor.grown, views=views,
         )  # fmt: skip
 
