@@ -1,5 +1,7 @@
 """The ``worldfm`` renderer backend with a small random checkpoint (untrained: tests the plumbing)."""
 
+import warnings
+
 import gymnasium as gym
 import pytest
 import torch
@@ -145,8 +147,6 @@ def test_noise_key_is_validated():
 
 
 def test_env_warns_when_its_anchors_differ_from_the_frame_models(tmp_path, tiny_weights):
-    import warnings
-
     import numpy as np
 
     from worldfm_env.model.checkpoint import SPLAT_RADIUS_METADATA_KEY, trained_splat_radius
@@ -175,6 +175,46 @@ def test_env_warns_when_its_anchors_differ_from_the_frame_models(tmp_path, tiny_
     save_checkpoint(build_model("tiny", input_size=32), bad, metadata={SPLAT_RADIUS_METADATA_KEY: "wide"})
     with pytest.raises(ValueError, match="worldfm_env.splat_radius: splat_radius must be"):
         WorldFMVectorEnv(num_envs=1, **small(renderer="worldfm"), weights=str(bad))
+
+
+def test_env_warns_when_the_model_learned_from_other_anchor_colours(tmp_path, tiny_weights):
+    """The header's worldfm_env.anchor_colour (a header with a splat_radius but no colour: "splat", written before
+    colours could be resampled) against the env's anchor_colour; a bad value is named."""
+    from worldfm_env.model.checkpoint import (
+        ANCHOR_COLOUR_METADATA_KEY,
+        SPLAT_RADIUS_METADATA_KEY,
+        trained_anchor_colour,
+    )
+    from worldfm_env.model.weights import WEIGHTS_DIR
+
+    torch.manual_seed(0)
+    bank = tmp_path / "bank.safetensors"
+    header = {SPLAT_RADIUS_METADATA_KEY: "1", ANCHOR_COLOUR_METADATA_KEY: "bank"}
+    save_checkpoint(build_model("tiny", input_size=32), bank, metadata=header)
+    older = tmp_path / "older.safetensors"
+    save_checkpoint(build_model("tiny", input_size=32), older, metadata={SPLAT_RADIUS_METADATA_KEY: "1"})
+    assert trained_anchor_colour(bank) == "bank" and trained_anchor_colour(older) == "splat"
+    assert trained_anchor_colour(tiny_weights) is None
+    with pytest.warns(UserWarning, match=r"anchor_colour='bank' but this env renders anchor_colour='splat'"):
+        WorldFMVectorEnv(num_envs=1, **small(renderer="worldfm"), weights=str(bank), splat_radius=1)
+    with pytest.warns(UserWarning, match=r"anchor_colour='splat' but this env renders anchor_colour='bank'"):
+        WorldFMVectorEnv(
+            num_envs=1, **small(renderer="worldfm"), weights=str(older), splat_radius=1, anchor_colour="bank"
+        )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="the frame model")
+        WorldFMVectorEnv(
+            num_envs=1, **small(renderer="worldfm"), weights=str(bank), splat_radius=1, anchor_colour="bank"
+        )
+        WorldFMVectorEnv(num_envs=1, **small(renderer="worldfm"), weights=str(older), splat_radius=1)
+        WorldFMVectorEnv(num_envs=1, **small(renderer="worldfm"), weights=tiny_weights, anchor_colour="bank")
+    # Every shipped model learned from the splat's colours, the env's default.
+    shipped = sorted(WEIGHTS_DIR.rglob("*.safetensors"))
+    assert len(shipped) >= 2 and {trained_anchor_colour(p) for p in shipped} == {"splat"}
+    wrong = tmp_path / "wrong.safetensors"
+    save_checkpoint(build_model("tiny", input_size=32), wrong, metadata={ANCHOR_COLOUR_METADATA_KEY: "mean"})
+    with pytest.raises(ValueError, match=r"worldfm_env.anchor_colour='mean'; valid values are 'splat', 'bank'"):
+        WorldFMVectorEnv(num_envs=1, **small(renderer="worldfm"), weights=str(wrong))
 
 
 def test_sampler_steps_default_to_the_checkpoints_recommendation(tmp_path, tiny_weights):

@@ -361,7 +361,12 @@ def test_clip_panel_cameras_follow_the_selected_reference():
 
 def test_fine_tune_keeps_the_inits_recommended_sampler_and_records_its_anchors(tmp_path):
     from worldfm_env.model import build_model, save_checkpoint
-    from worldfm_env.model.checkpoint import SAMPLER_STEPS_METADATA_KEY, recommended_sampler_steps, trained_splat_radius
+    from worldfm_env.model.checkpoint import (
+        SAMPLER_STEPS_METADATA_KEY,
+        recommended_sampler_steps,
+        trained_anchor_colour,
+        trained_splat_radius,
+    )
 
     init = tmp_path / "init.safetensors"
     save_checkpoint(
@@ -370,10 +375,13 @@ def test_fine_tune_keeps_the_inits_recommended_sampler_and_records_its_anchors(t
     args = {k: v for k, v in TINY.items() if k != "model"}
     assert "splat_radius" not in args
     out = str(tmp_path / "ft")
-    train(TrainConfig(stage="stage2", prediction="v", init=str(init), steps=1, out=out, splat_radius=1, **args))
+    anchors = dict(splat_radius=1, anchor_colour="bank")
+    train(TrainConfig(stage="stage2", prediction="v", init=str(init), steps=1, out=out, **anchors, **args))
     assert recommended_sampler_steps(tmp_path / "ft" / "model.safetensors") == 1
-    assert trained_splat_radius(tmp_path / "ft" / "model.safetensors") == 1  # the anchors it learned from
-    assert trained_splat_radius(init) is None
+    # The anchors it learned from; the init (no stage II header) tells neither.
+    assert trained_splat_radius(tmp_path / "ft" / "model.safetensors") == 1
+    assert trained_anchor_colour(tmp_path / "ft" / "model.safetensors") == "bank"
+    assert trained_splat_radius(init) is None and trained_anchor_colour(init) is None
 
 
 def test_splat_radius_on_the_command_line(monkeypatch, capsys):

@@ -148,6 +148,14 @@ class WorldFMVectorEnv(VectorEnv):
                 f"splat_radius={trained_radius!r} to give it the anchors it learned from",
                 stacklevel=2,
             )
+        trained_colour = getattr(self.renderer, "trained_anchor_colour", None)
+        if trained_colour is not None and trained_colour != cfg.anchor_colour:
+            warnings.warn(
+                f"the frame model {self.renderer.weights_path.name} was trained on anchors with "
+                f"anchor_colour={trained_colour!r} but this env renders anchor_colour={cfg.anchor_colour!r}; pass "
+                f"anchor_colour={trained_colour!r} to give it the anchors it learned from",
+                stacklevel=2,
+            )
 
         # Batched state, (N, ...) on the device; ``self.position`` etc. forward to it.
         self.state = EnvState.zeros(N, dev)

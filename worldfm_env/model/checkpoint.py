@@ -33,6 +33,7 @@ from safetensors.torch import save_file
 from worldfm_env.model.dit import MODEL_CONFIGS, DiTConfig, WorldFMDiT
 
 __all__ = [
+    "ANCHOR_COLOUR_METADATA_KEY",
     "CONFIG_METADATA_KEY",
     "SAMPLER_STEPS_METADATA_KEY",
     "SPLAT_RADIUS_METADATA_KEY",
@@ -42,6 +43,7 @@ __all__ = [
     "read_state_dict",
     "recommended_sampler_steps",
     "save_checkpoint",
+    "trained_anchor_colour",
     "trained_splat_radius",
 ]
 
@@ -52,6 +54,9 @@ renderer uses it when ``sampler_steps`` is not given."""
 SPLAT_RADIUS_METADATA_KEY = "worldfm_env.splat_radius"
 """Header entry naming the anchor ``splat_radius`` a frame model was trained on (stage II and distillation write
 it); the env warns when it renders anchors with another."""
+ANCHOR_COLOUR_METADATA_KEY = "worldfm_env.anchor_colour"
+"""Header entry naming the ``anchor_colour`` of the anchors a frame model was trained on (stage II and distillation
+write it beside ``worldfm_env.splat_radius``); the env warns when it renders the other."""
 DROPPED_KEYS = ("pos_embed",)  # recomputed at run time for the concatenated grid
 _LOG = logging.getLogger(__name__)
 TEXT_BRANCH_PATTERN = re.compile(r"^(y_embedder\.|plucker_proj\.|blocks\.\d+\.cross_attn\.)")
@@ -121,6 +126,27 @@ def trained_splat_radius(path: str | os.PathLike) -> int | str | None:
         return parse_splat_radius(value)
     except ValueError as error:
         raise ValueError(f"{os.fspath(path)!r}: header {SPLAT_RADIUS_METADATA_KEY}: {error}") from None
+
+
+def trained_anchor_colour(path: str | os.PathLike) -> str | None:
+    """The ``anchor_colour`` a checkpoint was trained on, or None when its header does not tell.
+
+    The header's ``worldfm_env.anchor_colour`` when it has one. A header that names a ``splat_radius`` but no anchor
+    colour was written before anchor colours could be resampled, so by a run on the splat's colours: ``"splat"``.
+    A checkpoint that names neither (stage I, ``.pth`` files) gives None.
+    """
+    from worldfm_env.render.resample import ANCHOR_COLOUR_VALUES
+
+    metadata = read_metadata(path)
+    value = metadata.get(ANCHOR_COLOUR_METADATA_KEY)
+    if value is None:
+        return "splat" if SPLAT_RADIUS_METADATA_KEY in metadata else None
+    if value not in ANCHOR_COLOUR_VALUES:
+        raise ValueError(
+            f"{os.fspath(path)!r}: header {ANCHOR_COLOUR_METADATA_KEY}={value!r}; valid values are "
+            f"{', '.join(map(repr, ANCHOR_COLOUR_VALUES))}"
+        )
+    return value
 
 
 def _is_safetensors(path: str) -> bool:

@@ -34,7 +34,13 @@ import torch.nn.functional as F
 from worldfm_env._config import add_dataclass_arguments, strict_kwargs
 from worldfm_env._device import resolve_device
 from worldfm_env.model import iddpm_linear_schedule, load_checkpoint, sample_ddim, save_checkpoint
-from worldfm_env.model.checkpoint import SAMPLER_STEPS_METADATA_KEY, SPLAT_RADIUS_METADATA_KEY, trained_splat_radius
+from worldfm_env.model.checkpoint import (
+    ANCHOR_COLOUR_METADATA_KEY,
+    SAMPLER_STEPS_METADATA_KEY,
+    SPLAT_RADIUS_METADATA_KEY,
+    trained_anchor_colour,
+    trained_splat_radius,
+)
 from worldfm_env.model.dit import PanelCameras
 from worldfm_env.model.samplers import DISTILLED_TIMESTEPS, distilled_trajectory, eps_to_x0, v_to_x0
 from worldfm_env.model.targets import clip_scale
@@ -72,6 +78,10 @@ class DistillConfig:
     """Anchor splat half-size of the training clips (``ClipConfig.splat_radius``, the env's ``splat_radius``): train
     on the anchors the env will render. None: the teacher's (its header's ``worldfm_env.splat_radius``, else 0).
     The student's header records it and the env warns when it renders others."""
+    anchor_colour: str | None = None
+    """Colour of the training clips' covered anchor pixels (``ClipConfig.anchor_colour``, the env's
+    ``anchor_colour``): ``"splat"`` or ``"bank"``. None: the teacher's (its header's, else ``"splat"``). The student's
+    header records it and the env warns when it renders the other."""
     clips_per_step: int = 2
     """Clips per step (12 targets each)."""
     steps: int = 1000
@@ -113,6 +123,8 @@ class DistillConfig:
     def __post_init__(self) -> None:
         if self.splat_radius is not None:
             ClipConfig(splat_radius=self.splat_radius)  # raises on a bad splat_radius, naming it
+        if self.anchor_colour is not None:
+            ClipConfig(anchor_colour=self.anchor_colour)  # raises on a bad anchor_colour, naming it
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision={self.precision!r} is not valid; choose one of {list(PRECISIONS)}")
         if self.sampler_steps not in DISTILLED_TIMESTEPS:
@@ -247,9 +259,11 @@ def distill(cfg: DistillConfig) -> dict:
     scenes = resolve_scenes(cfg.scenes, device, (cfg.resolution, cfg.resolution), 90.0)
     teacher_radius = trained_splat_radius(cfg.teacher)
     splat_radius = cfg.splat_radius if cfg.splat_radius is not None else 0 if teacher_radius is None else teacher_radius
-    clips = ClipGenerator(
-        scenes, ClipConfig(resolution=(cfg.resolution, cfg.resolution), splat_radius=splat_radius), device
+    anchor_colour = cfg.anchor_colour or trained_anchor_colour(cfg.teacher) or "splat"
+    clip_config = ClipConfig(
+        resolution=(cfg.resolution, cfg.resolution), splat_radius=splat_radius, anchor_colour=anchor_colour
     )
+    clips = ClipGenerator(scenes, clip_config, device)
     cond_cfg = TrainConfig(stage="stage2", anchor_start=0.0, anchor_full=0.0, anchor_drop=0.0, anchor_hole_prob=0.0)
     C = teacher.config.in_channels
     to_x0 = eps_to_x0 if teacher.config.prediction == "eps" else v_to_x0
@@ -343,6 +357,7 @@ def distill(cfg: DistillConfig) -> dict:
                 metadata = {
                     SAMPLER_STEPS_METADATA_KEY: str(cfg.sampler_steps),
                     SPLAT_RADIUS_METADATA_KEY: str(splat_radius),
+                    ANCHOR_COLOUR_METADATA_KEY: anchor_colour,
                 }
                 save_checkpoint(student, out / "model.safetensors", metadata=metadata)
                 torch.save(

@@ -38,7 +38,12 @@ import torch.nn.functional as F
 from worldfm_env._config import add_dataclass_arguments, strict_kwargs
 from worldfm_env._device import resolve_device
 from worldfm_env.model import build_model, iddpm_linear_schedule, load_checkpoint, save_checkpoint
-from worldfm_env.model.checkpoint import SAMPLER_STEPS_METADATA_KEY, SPLAT_RADIUS_METADATA_KEY, read_metadata
+from worldfm_env.model.checkpoint import (
+    ANCHOR_COLOUR_METADATA_KEY,
+    SAMPLER_STEPS_METADATA_KEY,
+    SPLAT_RADIUS_METADATA_KEY,
+    read_metadata,
+)
 from worldfm_env.model.dit import PanelCameras, WorldFMDiT
 from worldfm_env.model.frame_model import FrameModel, images_to_model
 from worldfm_env.model.samplers import distilled_trajectory, split_depth
@@ -615,6 +620,7 @@ def train(cfg: TrainConfig) -> dict:
     carried = {k: v for k, v in init_meta.items() if k == SAMPLER_STEPS_METADATA_KEY}
     if cfg.stage == "stage2":  # the anchors it learns from: the env warns when it renders others
         carried[SPLAT_RADIUS_METADATA_KEY] = str(cfg.splat_radius)
+        carried[ANCHOR_COLOUR_METADATA_KEY] = cfg.anchor_colour
     if model.config.prediction != cfg.prediction:
         raise ValueError(
             f"init={cfg.init!r} predicts {model.config.prediction!r} but prediction={cfg.prediction!r}; "
