@@ -99,6 +99,28 @@ def test_no_colour_is_mixed_across_a_depth_edge_and_kept_pixels_stay():
     assert bool((rgb[found][:, 2] == 50).all())
 
 
+def test_each_env_uses_only_its_own_views_and_strided_colours_are_written():
+    """Two envs in one call: the first may use the fine view only, the second the coarse one only, a third has no
+    view to try (-1) and keeps every colour. Colours given as a non-contiguous view are written through it; one
+    (3, 3) K serves every env."""
+    near = (_pose(0.0), _linear_image(), torch.full((S, S), 2.0))
+    far = (_pose(-2.0), torch.full((S, S, 3), 200, dtype=torch.uint8), torch.full((S, S), 4.0))
+    c2w, K, depth = _target()
+    storage = torch.full((3, S, S, 4), 7, dtype=torch.uint8)
+    rgb = storage[..., :3]  # strided: every pixel's fourth byte is skipped
+    assert not rgb.is_contiguous()
+    mask = torch.ones(3, S, S, dtype=torch.bool)
+    views = torch.tensor([[1, -1], [-1, 0], [-1, -1]])
+    found = resample_anchor_colours(
+        rgb, depth.expand(3, S, S), mask, torch.zeros(3, dtype=torch.long), c2w.expand(3, 4, 4), K[0],
+        _banks([far, near]), views=views,
+    )  # fmt: skip
+    assert bool(found[:2].all()) and not bool(found[2].any())
+    assert bool((rgb[0, ..., 2] == 50).all())  # the fine view's blue
+    assert bool((rgb[1] == 200).all())  # the coarse view's grey
+    assert bool((rgb[2] == 7).all()) and bool((storage[..., 3] == 7).all())
+
+
 def test_env_anchor_at_a_captured_pose_is_the_captured_image_and_keeps_its_geometry():
     """The env option reaches the anchor: mask and depth stay the splat's, colours change where a view is nearer
     than its capture; resampled at a captured view's own pose from that view, the anchor is the captured image."""

@@ -16,20 +16,115 @@ Of the usable views the one that sampled the surface most finely (smallest depth
 colour, bilinearly. Pixels no view can explain (a depth edge in every view) and pixels of grown (generated) points
 keep the splat's colour.
 
-Plain torch over (N, H, W) pixels, one view slot of all envs at a time: memory stays O(N H W) whatever the bank.
+One Warp kernel, a thread per pixel trying the env's views in turn: no (N, H, W) temporaries per view, one launch
+per call whatever the number of views.
 """
 
 from __future__ import annotations
 
 import torch
 
-from worldfm_env.geometry import project_points, unproject_depth
+from worldfm_env._device import init_warp, warp_device
 
 __all__ = ["ANCHOR_COLOUR_VALUES", "resample_anchor_colours"]
+
+wp = init_warp()
 
 ANCHOR_COLOUR_VALUES = ("splat", "bank")
 """The valid values of ``anchor_colour``: ``"splat"`` (each covered pixel shows its winning point's colour, as
 published) and ``"bank"`` (colours resampled bilinearly from the finest captured view, see the module)."""
+
+
+@wp.kernel
+def _resample_kernel(
+    depth: wp.array3d(dtype=wp.float32),
+    todo: wp.array3d(dtype=wp.uint8),
+    c2w: wp.array(dtype=wp.mat44),
+    K: wp.array(dtype=wp.mat33),
+    views: wp.array2d(dtype=wp.int32),
+    bank_images: wp.array4d(dtype=wp.uint8),
+    bank_depth: wp.array3d(dtype=wp.float32),
+    bank_K: wp.array(dtype=wp.mat33),
+    bank_w2c: wp.array(dtype=wp.mat44),
+    tolerance: float,
+    rgb: wp.array4d(dtype=wp.uint8),
+    found: wp.array3d(dtype=wp.uint8),
+):
+    """Pixel (y, x) of env n: lift it with the anchor depth, try each of the env's views, keep the finest agreeing
+    one's bilinear colour (see the module)."""
+    n, y, x = wp.tid()
+    found[n, y, x] = wp.uint8(0)
+    if todo[n, y, x] == wp.uint8(0):
+        return
+    d = depth[n, y, x]
+    Ka = K[n]
+    cam = wp.vec3((float(x) + 0.5 - Ka[0, 2]) / Ka[0, 0] * d, (float(y) + 0.5 - Ka[1, 2]) / Ka[1, 1] * d, d)
+    world = wp.transform_point(c2w[n], cam)
+    Hb = bank_depth.shape[1]
+    Wb = bank_depth.shape[2]
+    best = float(1.0e30)
+    r = float(0.0)
+    g = float(0.0)
+    bl = float(0.0)
+    for slot in range(views.shape[1]):
+        b = views[n, slot]
+        if b < 0:
+            continue
+        p = wp.transform_point(bank_w2c[b], world)
+        z = p[2]
+        if z <= 1.0e-6:
+            continue
+        Kb = bank_K[b]
+        u = Kb[0, 0] * p[0] / z + Kb[0, 2]
+        v = Kb[1, 1] * p[1] / z + Kb[1, 2]
+        if u < 0.0 or v < 0.0 or u >= float(Wb) or v >= float(Hb):
+            continue
+        fineness = z / Kb[0, 0]  # scene units per captured pixel at this point: smaller is finer
+        if fineness >= best:
+            continue
+        # Bilinear footprint: the 2x2 pixel centres around (u, v), clamped at the image border (edge replicate).
+        x0f = wp.floor(u - 0.5)
+        y0f = wp.floor(v - 0.5)
+        fx = u - 0.5 - x0f
+        fy = v - 0.5 - y0f
+        x0 = int(x0f)
+        y0 = int(y0f)
+        inv = float(0.0)
+        cr = float(0.0)
+        cg = float(0.0)
+        cb = float(0.0)
+        valid = True
+        for dy in range(2):
+            for dx in range(2):
+                xi = wp.clamp(x0 + dx, 0, Wb - 1)
+                yi = wp.clamp(y0 + dy, 0, Hb - 1)
+                ref = bank_depth[b, yi, xi]
+                if ref <= 0.0:
+                    valid = False
+                wx = 1.0 - fx
+                if dx == 1:
+                    wx = fx
+                wy = 1.0 - fy
+                if dy == 1:
+                    wy = fy
+                w = wx * wy
+                inv += w / wp.max(ref, 1.0e-6)
+                cr += w * float(bank_images[b, yi, xi, 0])
+                cg += w * float(bank_images[b, yi, xi, 1])
+                cb += w * float(bank_images[b, yi, xi, 2])
+        # Inverse depth is affine in the pixel coordinates over a plane, so its bilinear value is the surface's own
+        # wherever the four samples lie on one (slanted) surface; across an occlusion edge it lands between the two
+        # and misses the point's depth unless the far side's weight is too small to tint the colour.
+        if valid and wp.abs(inv * z - 1.0) < tolerance:
+            best = fineness
+            r = cr
+            g = cg
+            bl = cb
+    if best < 1.0e30:
+        rgb[n, y, x, 0] = wp.uint8(wp.clamp(wp.rint(r), 0.0, 255.0))
+        rgb[n, y, x, 1] = wp.uint8(wp.clamp(wp.rint(g), 0.0, 255.0))
+        rgb[n, y, x, 2] = wp.uint8(wp.clamp(wp.rint(bl), 0.0, 255.0))
+        found[n, y, x] = wp.uint8(1)
 
 
 def resample_anchor_colours(
@@ -70,9 +165,6 @@ def resample_anchor_colours(
     todo = mask & (depth > 0)
     if keep is not None:
         todo = todo & ~keep
-    world = unproject_depth(depth.float(), K.float(), c2w.float()).reshape(N, H * W, 3)
-
-    Hb, Wb = banks.bank_depth.shape[1:]
     sidx = scene_index.long()
     if views is None:
         start = banks.scene_bank_start.long()[sidx]
@@ -80,42 +172,29 @@ def resample_anchor_colours(
         views = torch.where(
             slots[None, :] < banks.scene_bank_count.long()[sidx][:, None], start[:, None] + slots[None, :], -1
         )
-    best_fineness = torch.full((N, H * W), float("inf"), device=device)
-    best_rgb = torch.zeros(N, H * W, 3, device=device)
-    for slot in range(views.shape[1]):
-        has = views[:, slot] >= 0  # (N,) envs with a view to try in this slot
-        b = views[:, slot].clamp_min(0)  # (N,) a valid row everywhere; masked below
-        uv, z = project_points(world, banks.bank_K[b].float(), banks.bank_w2c[b].float())  # (N, HW, 2), (N, HW)
-        u, v = uv[..., 0], uv[..., 1]
-        # Bilinear footprint: the 2x2 pixel centres around (u, v), clamped at the image border (edge replicate).
-        x0f, y0f = torch.floor(u - 0.5), torch.floor(v - 0.5)
-        fx, fy = (u - 0.5 - x0f), (v - 0.5 - y0f)
-        inside = (z > 1e-6) & (u >= 0) & (v >= 0) & (u < Wb) & (v < Hb) & has[:, None]
-        x0, y0 = x0f.long(), y0f.long()
-        bb = b[:, None].expand(-1, H * W)
-        inv_interp = torch.zeros(N, H * W, device=device)
-        all_valid = inside
-        colour = torch.zeros(N, H * W, 3, device=device)
-        for dy in (0, 1):
-            for dx in (0, 1):
-                xi, yi = (x0 + dx).clamp(0, Wb - 1), (y0 + dy).clamp(0, Hb - 1)
-                ref = banks.bank_depth[bb, yi, xi]
-                all_valid = all_valid & (ref > 0)
-                weight = (fx if dx else 1 - fx) * (fy if dy else 1 - fy)
-                inv_interp = inv_interp + weight / ref.clamp_min(1e-6)
-                colour = colour + weight[..., None] * banks.bank_images[bb, yi, xi].float()
-        # Inverse depth is affine in the pixel coordinates over a plane, so its bilinear value is the surface's own
-        # wherever the four samples lie on one (slanted) surface; across an occlusion edge it lands between the two
-        # and misses the point's depth unless the far side's weight is too small to tint the colour.
-        agree = all_valid & ((inv_interp * z - 1.0).abs() < tolerance)
-        fineness = (
-            z / banks.bank_K[b, None, 0, 0].float()
-        )  # scene units per captured pixel at this point: smaller is finer
-        better = agree & (fineness < best_fineness)
-        best_fineness = torch.where(better, fineness, best_fineness)
-        best_rgb = torch.where(better[..., None], colour, best_rgb)
-    found = todo.reshape(N, H * W) & torch.isfinite(best_fineness)
-    found = found.reshape(N, H, W)
-    new = best_rgb.round().clamp(0, 255).to(torch.uint8).reshape(N, H, W, 3)
-    rgb.copy_(torch.where(found[..., None], new, rgb))
-    return found
+    found = torch.zeros(N, H, W, dtype=torch.uint8, device=device)
+    if views.shape[1] == 0 or not bool(todo.any()):
+        return found.bool()
+    colours = rgb if rgb.is_contiguous() else rgb.contiguous()
+    wp.launch(
+        _resample_kernel,
+        dim=(N, H, W),
+        inputs=[
+            wp.from_torch(depth.float().contiguous()),
+            wp.from_torch(todo.to(torch.uint8).contiguous()),
+            wp.from_torch(c2w.float().contiguous(), dtype=wp.mat44),
+            wp.from_torch(K.float().expand(N, 3, 3).contiguous(), dtype=wp.mat33),
+            wp.from_torch(views.to(torch.int32).contiguous()),
+            wp.from_torch(banks.bank_images.contiguous()),
+            wp.from_torch(banks.bank_depth.float().contiguous()),
+            wp.from_torch(banks.bank_K.float().contiguous(), dtype=wp.mat33),
+            wp.from_torch(banks.bank_w2c.float().contiguous(), dtype=wp.mat44),
+            float(tolerance),
+            wp.from_torch(colours),
+            wp.from_torch(found),
+        ],
+        device=warp_device(device),
+    )
+    if colours is not rgb:
+        rgb.copy_(colours)
+    return found.bool()
