@@ -224,6 +224,12 @@ class TrainConfig:
     of detail where the truth has detail and for flatness where it is flat, and, unlike the MSE, not for where in
     the patch an edge falls, so an edge the model is unsure of no longer costs less blurred. Needs
     ``sampler_unroll``."""
+    fill_margin_weight: float = 0.0
+    """Weight of the fill margin term (:func:`fill_margin_loss`) on the frame the sampler returns: per frame, how far
+    its log MSE against the truth lies above that of the nearest-pixel fill of the anchor as the model sees it (0
+    where the frame is the better one). The regression pays for the mean error over frames; this pays, frame by
+    frame, for doing worse than a classical fill of the same anchor, near-exact anchors included. Needs
+    ``sampler_unroll``."""
     depth_covered_weight: float = 1.0
     """Weight of the depth loss on pixels the anchor (as the model sees it) covers, relative to 1 on the others. The
     env's depth observation takes the anchor's depth where a point landed and the model's only elsewhere, so 0 spends
@@ -274,18 +280,25 @@ class TrainConfig:
                 "train_only='depth' trains the depth branch of a trained RGB-D model alone: it needs init (that "
                 f"model) and depth_weight > 0; got init={self.init!r}, depth_weight={self.depth_weight!r}"
             )
-        if self.train_only == "depth" and (self.adversarial_weight or self.detail_weight):
+        if self.train_only == "depth" and (self.adversarial_weight or self.detail_weight or self.fill_margin_weight):
             raise ValueError(
                 "train_only='depth' leaves the frame as the init renders it, so the frame terms cannot train anything: "
-                f"set adversarial_weight and detail_weight to 0 (got {self.adversarial_weight!r}, "
-                f"{self.detail_weight!r})"
+                f"set adversarial_weight, detail_weight and fill_margin_weight to 0 (got {self.adversarial_weight!r}, "
+                f"{self.detail_weight!r}, {self.fill_margin_weight!r})"
             )
-        names = ("depth_weight", "adversarial_weight", "disc_r1", "uncaptured_regression_weight", "detail_weight")
+        names = (
+            "depth_weight",
+            "adversarial_weight",
+            "disc_r1",
+            "uncaptured_regression_weight",
+            "detail_weight",
+            "fill_margin_weight",
+        )
         for name in (*names, "depth_covered_weight"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
                 raise ValueError(f"{name} must be a number >= 0 (0 disables the term), got {value!r}")
-        for name in ("adversarial_weight", "detail_weight"):
+        for name in ("adversarial_weight", "detail_weight", "fill_margin_weight"):
             if getattr(self, name) and not self.sampler_unroll:
                 raise ValueError(f"{name} > 0 needs sampler_unroll 1 or 2 (the term judges the sampler's frames)")
         if not isinstance(self.adversarial_start, int) or self.adversarial_start < 0:
@@ -575,6 +588,38 @@ def detail_loss(
     return (error * weight).sum() / weight.sum().clamp_min(1e-6)
 
 
+def fill_margin_loss(
+    frame: torch.Tensor, truth: torch.Tensor, anchor: torch.Tensor, covered: torch.Tensor, floor: float = 1e-6
+) -> torch.Tensor:
+    """Fill margin: per frame, ``max(0, log(MSE(frame) + floor) - log(MSE(fill) + floor))`` with ``fill`` the
+    nearest-pixel fill of ``anchor`` over the pixels ``covered`` marks, averaged over the frames whose anchor covers
+    any pixel (0 when none does). Frames (N, C, H, W) in [-1, 1], ``covered`` (N, H, W) bool. The log makes a frame
+    that loses 1 dB to the fill cost the same whether the fill is at 20 or at 45 dB; ``floor`` (1e-6, about 66 dB)
+    bounds the weight of exact anchors. The fill carries no gradient."""
+    if (
+        frame.shape != truth.shape
+        or frame.shape != anchor.shape
+        or tuple(covered.shape)
+        != (
+            frame.shape[0],
+            *frame.shape[2:],
+        )
+    ):
+        raise ValueError(
+            f"need frame, truth and anchor (N, C, H, W) of one shape and covered (N, H, W); got {tuple(frame.shape)}, "
+            f"{tuple(truth.shape)}, {tuple(anchor.shape)}, {tuple(covered.shape)}"
+        )
+    from worldfm_env.render.fill import nearest_fill
+
+    with torch.no_grad():
+        fill = nearest_fill(anchor.float().permute(0, 2, 3, 1), covered).permute(0, 3, 1, 2)
+        fill_error = (fill - truth.float()).square().mean((1, 2, 3))
+    error = (frame.float() - truth.float()).square().mean((1, 2, 3))
+    margin = (torch.log(error + floor) - torch.log(fill_error + floor)).clamp_min(0.0)
+    counted = covered.flatten(1).any(1).to(margin.dtype)
+    return (margin * counted).sum() / counted.sum().clamp_min(1.0)
+
+
 def _patch_weights(cfg: TrainConfig, covered: torch.Tensor, logits: torch.Tensor) -> torch.Tensor | None:
     """The adversarial losses' per-patch weights (None: plain means, as before ``adversarial_focus``)."""
     return patch_weights(covered, tuple(logits.shape[-2:]), cfg.adversarial_focus) if cfg.adversarial_focus else None
@@ -747,12 +792,16 @@ def train(cfg: TrainConfig) -> dict:
             loss = loss + cfg.depth_weight * depth_term
             terms["depth"] = depth_term.detach()
         fake = None
-        if disc is not None or cfg.detail_weight:
+        if disc is not None or cfg.detail_weight or cfg.fill_margin_weight:
             fake = from_target(sample, base, model.config.target)  # the frame the sampler gives, in [-1, 1]
         if cfg.detail_weight:
             detail = detail_loss(fake, image, mask)
             loss = loss + cfg.detail_weight * detail
             terms["detail"] = detail.detach()
+        if cfg.fill_margin_weight:
+            margin = fill_margin_loss(fake, image, anchor, mask)
+            loss = loss + cfg.fill_margin_weight * margin
+            terms["fill_margin"] = margin.detach()
         if disc is not None:
             if step >= cfg.adversarial_start:
                 disc.requires_grad_(False)  # the generator's term does not train the discriminator
