@@ -140,22 +140,16 @@ class WorldFMVectorEnv(VectorEnv):
         N, dev = self.num_envs, self.device
 
         self._build_device_parts()
-        trained_radius = getattr(self.renderer, "trained_splat_radius", None)
-        if trained_radius is not None and trained_radius != cfg.splat_radius:
-            warnings.warn(
-                f"the frame model {self.renderer.weights_path.name} was trained on anchors with "
-                f"splat_radius={trained_radius!r} but this env renders splat_radius={cfg.splat_radius!r}; pass "
-                f"splat_radius={trained_radius!r} to give it the anchors it learned from",
-                stacklevel=2,
-            )
-        trained_colour = getattr(self.renderer, "trained_anchor_colour", None)
-        if trained_colour is not None and trained_colour != cfg.anchor_colour:
-            warnings.warn(
-                f"the frame model {self.renderer.weights_path.name} was trained on anchors with "
-                f"anchor_colour={trained_colour!r} but this env renders anchor_colour={cfg.anchor_colour!r}; pass "
-                f"anchor_colour={trained_colour!r} to give it the anchors it learned from",
-                stacklevel=2,
-            )
+        # The anchors the frame model's header says it learned from, against the ones this env renders.
+        for name in ("splat_radius", "anchor_colour"):
+            trained, rendered = getattr(self.renderer, f"trained_{name}", None), getattr(cfg, name)
+            if trained is not None and trained != rendered:
+                warnings.warn(
+                    f"the frame model {self.renderer.weights_path.name} was trained on anchors with "
+                    f"{name}={trained!r} but this env renders {name}={rendered!r}; pass {name}={trained!r} to give "
+                    "it the anchors it learned from",
+                    stacklevel=2,
+                )
 
         # Batched state, (N, ...) on the device; ``self.position`` etc. forward to it.
         self.state = EnvState.zeros(N, dev)
