@@ -173,7 +173,7 @@ def resample_anchor_colours(
             slots[None, :] < banks.scene_bank_count.long()[sidx][:, None], start[:, None] + slots[None, :], -1
         )
     found = torch.zeros(N, H, W, dtype=torch.uint8, device=device)
-    if views.shape[1] == 0 or not bool(todo.any()):
+    if views.shape[1] == 0 or todo.numel() == 0:  # shapes only: no host sync
         return found.bool()
     colours = rgb if rgb.is_contiguous() else rgb.contiguous()
     wp.launch(

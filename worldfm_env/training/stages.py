@@ -49,6 +49,7 @@ from worldfm_env.model.frame_model import FrameModel, images_to_model
 from worldfm_env.model.samplers import distilled_trajectory, split_depth
 from worldfm_env.model.targets import from_target, residual_base, to_target
 from worldfm_env.render.anchor_config import splat_radius_arg
+from worldfm_env.render.fill import nearest_fill
 from worldfm_env.scenes.catalog import resolve_scenes
 from worldfm_env.training.adversarial import (
     PatchDiscriminator,
@@ -596,21 +597,12 @@ def fill_margin_loss(
     any pixel (0 when none does). Frames (N, C, H, W) in [-1, 1], ``covered`` (N, H, W) bool. The log makes a frame
     that loses 1 dB to the fill cost the same whether the fill is at 20 or at 45 dB; ``floor`` (1e-6, about 66 dB)
     bounds the weight of exact anchors. The fill carries no gradient."""
-    if (
-        frame.shape != truth.shape
-        or frame.shape != anchor.shape
-        or tuple(covered.shape)
-        != (
-            frame.shape[0],
-            *frame.shape[2:],
-        )
-    ):
+    covered_shape = (frame.shape[0], *frame.shape[2:])
+    if frame.shape != truth.shape or frame.shape != anchor.shape or tuple(covered.shape) != covered_shape:
         raise ValueError(
             f"need frame, truth and anchor (N, C, H, W) of one shape and covered (N, H, W); got {tuple(frame.shape)}, "
             f"{tuple(truth.shape)}, {tuple(anchor.shape)}, {tuple(covered.shape)}"
         )
-    from worldfm_env.render.fill import nearest_fill
-
     with torch.no_grad():
         fill = nearest_fill(anchor.float().permute(0, 2, 3, 1), covered).permute(0, 3, 1, 2)
         fill_error = (fill - truth.float()).square().mean((1, 2, 3))
