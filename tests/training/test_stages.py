@@ -402,3 +402,58 @@ def test_splat_radius_on_the_command_line(monkeypatch, capsys):
     with pytest.raises(SystemExit):
         stages.main(["--stage", "stage2", "--splat-radius", "wide"])
     assert "splat_radius must be an int in [0, 8] or 'auto'" in capsys.readouterr().err
+
+
+def test_learning_rate_warms_up_then_holds_or_decays_by_cosine():
+    from worldfm_env.training.stages import learning_rate
+
+    const = TrainConfig(lr=1e-3, warmup=4, steps=20)
+    assert [learning_rate(const, s) for s in (0, 1, 3, 19)] == pytest.approx([2.5e-4, 5e-4, 1e-3, 1e-3])
+    cos = TrainConfig(lr=1e-3, warmup=4, steps=20, lr_schedule="cosine", decay_start=10)
+    assert learning_rate(cos, 9) == pytest.approx(1e-3)  # constant until the decay starts
+    assert learning_rate(cos, 10) == pytest.approx(1e-3)
+    assert learning_rate(cos, 15) == pytest.approx(0.5e-3)  # half way down the half cosine
+    assert 0 < learning_rate(cos, 19) < 0.03e-3  # one step before 0
+    rates = [learning_rate(cos, s) for s in range(10, 20)]
+    assert all(a > b for a, b in zip(rates, rates[1:], strict=False))
+    early = TrainConfig(lr=1e-3, warmup=4, steps=20, lr_schedule="cosine", decay_start=0)
+    assert [learning_rate(early, s) for s in (0, 3)] == pytest.approx([2.5e-4, 1e-3])  # the warm-up comes first
+    assert learning_rate(early, 12) == pytest.approx(0.5e-3)
+    with pytest.raises(ValueError, match=r"lr_schedule must be one of \['constant', 'cosine'\], got 'step'"):
+        TrainConfig(lr_schedule="step")
+    for bad in (-1, 20, 2.5, True):
+        with pytest.raises(ValueError, match=r"decay_start must be an int in \[0, steps=20\)"):
+            TrainConfig(steps=20, decay_start=bad)
+
+
+def test_a_constant_run_resumed_with_a_cosine_decay_equals_a_cosine_run(tmp_path):
+    """A run's last part can be annealed after the fact: 2 constant steps resumed as a 4-step run decaying from step 2
+    equal 4 steps of that schedule at once, bit for bit, and the decay changes the weights (the optimiser follows
+    it)."""
+    from safetensors.torch import load_file
+
+    kw = dict(stage="stage2", save_every=1, anchor_start=0.0, anchor_full=0.0, **TINY)
+    cosine = dict(lr_schedule="cosine", decay_start=2)
+    train(TrainConfig(steps=4, out=str(tmp_path / "a"), **cosine, **kw))
+    train(TrainConfig(steps=2, out=str(tmp_path / "b"), **kw))
+    train(TrainConfig(steps=4, out=str(tmp_path / "b"), **cosine, **kw))
+    train(TrainConfig(steps=4, out=str(tmp_path / "c"), **kw))
+    a, b, c = (load_file(str(tmp_path / run / "model.safetensors")) for run in "abc")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_every_packaged_training_config_is_valid():
+    """The recipes in ``worldfm_env/training/configs`` build their configs (stages I/II or distillation), so a
+    renamed or mistyped option fails here rather than at the start of a long run."""
+    from pathlib import Path
+
+    import worldfm_env.training
+    from worldfm_env.training.distill import DistillConfig
+
+    files = sorted((Path(worldfm_env.training.__file__).parent / "configs").glob("*.json"))
+    assert len(files) >= 20
+    for path in files:
+        values = json.loads(path.read_text())
+        config = TrainConfig.from_dict(values) if "stage" in values else DistillConfig.from_dict(values)
+        assert config.out == values["out"], path.name

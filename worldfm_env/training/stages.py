@@ -26,6 +26,7 @@ import argparse
 import copy
 import dataclasses
 import json
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -64,11 +65,13 @@ from worldfm_env.training.data import ClipConfig, ClipGenerator
 __all__ = [
     "DEPTH_PARAMETERS",
     "EXTENSION_FIELDS",
+    "LR_SCHEDULES",
     "TRAIN_ONLY",
     "TrainConfig",
     "autocast_context",
     "condition_batch",
     "extend_model",
+    "learning_rate",
     "log_depth_error",
     "main",
     "resolve_precision",
@@ -78,6 +81,7 @@ __all__ = [
 
 STAGES = ("stage1", "stage2")
 PRECISIONS = ("auto", "bf16", "fp32")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -134,6 +138,13 @@ class TrainConfig:
     """AdamW learning rate (after a linear warm-up of ``warmup`` steps)."""
     warmup: int = 100
     """Warm-up steps."""
+    lr_schedule: str = "constant"
+    """Learning rate after the warm-up: ``"constant"`` (``lr`` to the end) or ``"cosine"`` (``lr`` until
+    ``decay_start``, then a half cosine down to 0 at ``steps``). The rate is a function of the step alone, so a run
+    resumed from ``state.pt`` continues exactly, and a constant run can be resumed with a decay over its last part."""
+    decay_start: int = 0
+    """Step at which the cosine decay begins (``lr_schedule="cosine"``); the decay never starts before the warm-up
+    ends."""
     weight_decay: float = 0.0
     """AdamW weight decay."""
     grad_clip: float = 1.0
@@ -341,6 +352,11 @@ class TrainConfig:
             raise ValueError(f"warmup must be an int >= 0, got {self.warmup!r}")
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {list(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+        start = self.decay_start
+        if not isinstance(start, int) or isinstance(start, bool) or not 0 <= start < self.steps:
+            raise ValueError(f"decay_start must be an int in [0, steps={self.steps}), got {start!r}")
         from worldfm_env.model import MODEL_CONFIGS
 
         if self.init is None and self.model not in MODEL_CONFIGS:
@@ -355,6 +371,17 @@ class TrainConfig:
     def from_dict(cls, values: dict) -> TrainConfig:
         """Build from a dict; unknown keys raise ``ValueError`` naming them."""
         return cls(**strict_kwargs(cls, values, "training option"))
+
+
+def learning_rate(cfg: TrainConfig, step: int) -> float:
+    """The learning rate of optimiser step ``step`` (0-based): a linear warm-up to ``cfg.lr`` over ``cfg.warmup``
+    steps, then ``cfg.lr`` (``lr_schedule="constant"``) or, from ``max(decay_start, warmup)`` on, a half cosine that
+    reaches 0 at ``cfg.steps`` (``"cosine"``). A function of the step alone, so resumed runs follow it exactly."""
+    rate = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup))
+    start = max(cfg.decay_start, cfg.warmup)
+    if cfg.lr_schedule == "cosine" and step >= start:
+        rate *= 0.5 * (1.0 + math.cos(math.pi * (step - start) / max(1, cfg.steps - start)))
+    return rate
 
 
 def sample_timesteps(n: int, bias: float, generator: torch.Generator, device) -> torch.Tensor:
@@ -726,7 +753,7 @@ def train(cfg: TrainConfig) -> dict:
     loss_value, started, batch = float("nan"), time.perf_counter(), None
     for step in bar:
         for group in optimizer.param_groups:
-            group["lr"] = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup))
+            group["lr"] = learning_rate(cfg, step)
         # Noise and masks are drawn from (seed, rank, step): a resumed run continues exactly.
         noise_gen.manual_seed((cfg.seed * 1_000_003 + rank) * 10_000_019 + step)
         mask_gen.manual_seed((cfg.seed * 1_000_003 + rank) * 10_000_019 + step + 7_919)
