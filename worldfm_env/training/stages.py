@@ -909,7 +909,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         TrainConfig,
         skip=("model_overrides",),
         types={"splat_radius": splat_radius_arg},
-        choices={"stage": STAGES, "train_only": TRAIN_ONLY},
+        choices={"stage": STAGES, "train_only": TRAIN_ONLY, "lr_schedule": LR_SCHEDULES},
         defaults_none=True,  # None: not given, so a --config value stands
     )
     args = parser.parse_args(argv)
