@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 # `benchmarks/` is a top-level folder of scripts, not part of the installed package.
 ROOT = Path(__file__).resolve().parents[2]
@@ -15,16 +16,27 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks import consistency  # noqa: E402
+from worldfm_env.model import build_model, save_checkpoint  # noqa: E402
 
 TINY = ["--scenes", "1", "--trajectories", "1", "--time-envs", "2", "--time-steps", "1"]
 UNTIMED = ["--scenes", "1", "--trajectories", "1", "--time-envs"]  # no step timing: only the one-pixel run checks it
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """One tiny run with one-pixel splats and one with footprint splats, same trajectory."""
+def small_model(tmp_path_factory):
+    """An untrained 64x64 model with 64 tokens a panel: the runs that only check how an option reaches the envs use
+    it instead of the shipped model (a third of the time), since nothing they check depends on the frames' quality."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("small-model") / "small.safetensors"
+    save_checkpoint(build_model("tiny", input_size=64, patch_size=8, target="anchor_residual", prediction="v"), path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, small_model):
+    """A tiny run of the shipped model with one-pixel splats, and one of the small model with footprint splats."""
     out = {}
-    for radius, size in (("0", TINY), ("auto", UNTIMED)):
+    for radius, size in (("0", TINY), ("auto", [*UNTIMED, "--weights", small_model])):
         folder = tmp_path_factory.mktemp(f"consistency-{radius}")
         out[radius] = (consistency.main([*size, "--splat-radius", radius, "--out", str(folder)]), folder)
     return out
@@ -68,12 +80,12 @@ def test_bad_splat_radius_is_refused_by_name(capsys):
     assert "--splat-radius" in capsys.readouterr().err
 
 
-def test_depth_bound_reaches_the_worldfm_envs_and_leaves_static_frames_alone(runs, tmp_path):
+def test_depth_bound_reaches_the_worldfm_envs_and_leaves_static_frames_alone(runs, small_model, tmp_path):
     """--depth-bound navigation: recorded on the worldfm rows; with a static memory the frames do not depend on the
-    depth, so every static figure is the same as without the bound."""
-    rows = consistency.main([*UNTIMED, "--depth-bound", "navigation", "--out", str(tmp_path)])
-    bounded = {r["method"]: r for r in rows}
-    free = {r["method"]: r for r in runs["0"][0]}
+    depth, so every static figure is the same as without the bound (the footprint-splat run of the same model)."""
+    argv = [*UNTIMED, "--weights", small_model, "--splat-radius", "auto", "--depth-bound", "navigation"]
+    bounded = {r["method"]: r for r in consistency.main([*argv, "--out", str(tmp_path)])}
+    free = {r["method"]: r for r in runs["auto"][0]}
     assert bounded["worldfm_grow"]["depth_bound"] == "navigation" and bounded["oracle"]["depth_bound"] == ""
     for key in ("psnr", "ssim", "revisit_psnr", "reproj_uncaptured"):
         assert bounded["worldfm_static"][key] == free["worldfm_static"][key]
