@@ -30,6 +30,11 @@ Bound: ``nearest_fill, one-pixel composite`` takes, where the footprint splat is
 splat holds a point on the right surface, the one-pixel splat's pixel, then fills as before: what a renderer that
 knew which footprint pixels overrun a silhouette could give (it uses the true depth, so it is not a method).
 
+Learned choice (``--learned-choice STEPS``): a :class:`~worldfm_env.render.silhouette.SilhouetteResolver` trained for
+that many steps on the same rollouts recorded in the procedural *train* scenes (seed ``--seed`` + 7), then used on
+the judged frames: ``nearest_fill, learned composite`` takes the pixels it picks from the one-pixel splat (no true
+depth involved); ``learned_choice.csv`` has its precision and recall against the truth's choice.
+
 Writes ``error_budget.csv`` and ``error_budget.png`` (stacked error shares per method) to
 ``benchmarks/results/error-budget/`` and prints a markdown table and the wall time.
 """
@@ -53,8 +58,14 @@ from benchmarks import rollout_fidelity as rf  # noqa: E402
 from worldfm_env.render.anchor_config import splat_radius_arg  # noqa: E402
 from worldfm_env.render.fill import nearest_fill  # noqa: E402
 from worldfm_env.render.resample import ANCHOR_COLOUR_VALUES  # noqa: E402
+from worldfm_env.render.silhouette import (  # noqa: E402
+    composite,
+    silhouette_features,
+    silhouette_labels,
+    train_resolver,
+)
 
-__all__ = ["CLASSES", "SURFACE_TOLERANCE", "budget_rows", "classify", "main", "parse_args"]
+__all__ = ["CLASSES", "SURFACE_TOLERANCE", "budget_rows", "classify", "learned_choice", "main", "parse_args"]
 
 RESULTS = ROOT / "benchmarks" / "results" / "error-budget"
 SURFACE_TOLERANCE = 0.05
@@ -202,6 +213,64 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _both_splats(rf_args: argparse.Namespace, capture: str, states: dict, radius) -> tuple[dict, dict]:
+    """The anchor renders of the recorded states with footprint (``radius``) and one-pixel splats."""
+    rf_args.splat_radius = radius
+    footprint = rf._render(rf_args, capture, states, "anchor")
+    rf_args.splat_radius = 0
+    one_pixel = rf._render(rf_args, capture, states, "anchor")
+    rf_args.splat_radius = radius
+    return footprint, one_pixel
+
+
+def _features(footprint: dict, one_pixel: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    flat = [r[k].flatten(0, 1) for r in (footprint, one_pixel) for k in ("anchor", "anchor_depth", "mask")]
+    return silhouette_features(*flat)
+
+
+def learned_choice(
+    args: argparse.Namespace, rf_args: argparse.Namespace, footprint: dict, one_pixel: dict, truth_depth
+):
+    """Train a resolver on rollouts in the train scenes, pick the judged frames' pixels; returns (rgb, stats)."""
+    start = time.perf_counter()
+    train_args = argparse.Namespace(**vars(rf_args))
+    train_args.scene_split, train_args.seed = "train", args.seed + 7
+    states, _ = rf.record_rollouts(train_args, args.capture)
+    truth = rf._render(train_args, args.capture, states, "oracle")
+    train_footprint, train_one = _both_splats(train_args, args.capture, states, args.splat_radius)
+    features, candidates = _features(train_footprint, train_one)
+    labels = silhouette_labels(
+        train_one["anchor_depth"].flatten(0, 1), train_one["mask"].flatten(0, 1), truth["depth"].flatten(0, 1)
+    )
+    resolver, losses = train_resolver(features, candidates, labels, steps=args.learned_choice, seed=args.seed)
+    train_frames = int(features.shape[0])
+    features, candidates = _features(footprint, one_pixel)
+    take = resolver.take(features, candidates)
+    right = candidates & silhouette_labels(
+        one_pixel["anchor_depth"].flatten(0, 1), one_pixel["mask"].flatten(0, 1), truth_depth
+    )
+    rgb, _ = composite(
+        footprint["anchor"].flatten(0, 1),
+        footprint["anchor_depth"].flatten(0, 1),
+        one_pixel["anchor"].flatten(0, 1),
+        one_pixel["anchor_depth"].flatten(0, 1),
+        take,
+    )
+    k = max(1, len(losses) // 10)
+    stats = dict(
+        steps=args.learned_choice,
+        train_frames=train_frames,
+        first_loss=sum(losses[:k]) / k,
+        last_loss=sum(losses[-k:]) / k,
+        candidate_share=float(candidates.float().mean()),
+        taken_share=float(take.float().mean()),
+        precision=float((take & right).sum() / take.sum().clamp_min(1)),
+        recall=float((take & right).sum() / right.sum().clamp_min(1)),
+        seconds=time.perf_counter() - start,
+    )
+    return rgb, stats
+
+
 def run(args: argparse.Namespace, verbose: bool = True) -> list[dict]:
     """Rollouts, renders and the budget rows; writes the CSV and the plot."""
     start = time.perf_counter()
@@ -216,10 +285,7 @@ def run(args: argparse.Namespace, verbose: bool = True) -> list[dict]:
     )  # fmt: skip
     states, _ = rf.record_rollouts(rf_args, args.capture)
     oracle = rf._render(rf_args, args.capture, states, "oracle")
-    anchor = rf._render(rf_args, args.capture, states, "anchor")
-    rf_args.splat_radius = 0
-    one_pixel = rf._render(rf_args, args.capture, states, "anchor")
-    rf_args.splat_radius = args.splat_radius
+    anchor, one_pixel = _both_splats(rf_args, args.capture, states, args.splat_radius)
     truth, true_depth = oracle["rgb"].flatten(0, 1), oracle["depth"].flatten(0, 1)
     mask, depth = anchor["mask"].flatten(0, 1).bool(), anchor["anchor_depth"].flatten(0, 1)
     rgb = anchor["anchor"].flatten(0, 1)
@@ -235,8 +301,12 @@ def run(args: argparse.Namespace, verbose: bool = True) -> list[dict]:
     rows = budget_rows("nearest_fill", nearest_fill(rgb, mask), truth, classes)
     one = classify(one_pixel["mask"].flatten(0, 1), one_pixel["anchor_depth"].flatten(0, 1), true_depth)
     swap = base["wrong, nearer"] & one["right surface"]
-    composite = torch.where(swap[..., None], one_pixel["anchor"].flatten(0, 1), rgb)
-    rows += budget_rows("nearest_fill, one-pixel composite", nearest_fill(composite, mask), truth, classes)[:1]
+    bound = torch.where(swap[..., None], one_pixel["anchor"].flatten(0, 1), rgb)
+    rows += budget_rows("nearest_fill, one-pixel composite", nearest_fill(bound, mask), truth, classes)[:1]
+    stats = None
+    if args.learned_choice:
+        learned, stats = learned_choice(args, rf_args, anchor, one_pixel, true_depth)
+        rows += budget_rows("nearest_fill, learned composite", nearest_fill(learned, mask), truth, classes)[:1]
     if args.weights is not None:
         model = rf._render(rf_args, args.capture, states, "worldfm", weights=args.weights)
         rows += budget_rows(Path(str(args.weights)).stem, model["rgb"].flatten(0, 1), truth, classes)
@@ -255,12 +325,25 @@ def run(args: argparse.Namespace, verbose: bool = True) -> list[dict]:
         writer.writeheader()
         writer.writerows(rows)
     plot(rows, out / "error_budget.png")
+    if stats is not None:
+        with open(out / "learned_choice.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(stats))
+            writer.writeheader()
+            writer.writerow(stats)
     if verbose:
         print(markdown_table(rows))
         print(
             f"\n{int(mask.shape[0])} frames, capture={args.capture}; of the 'wrong, nearer' pixels the one-pixel splat "
             f"holds the right surface at {100 * share:.1f} %; wall time {time.perf_counter() - start:.0f} s"
         )
+        if stats is not None:
+            print(
+                f"learned choice: {stats['steps']} steps on {stats['train_frames']} train-scene frames "
+                f"(loss {stats['first_loss']:.3f} -> {stats['last_loss']:.3f}), took "
+                f"{100 * stats['taken_share']:.2f} % of the pixels ({100 * stats['candidate_share']:.1f} % "
+                f"candidates), precision {stats['precision']:.2f}, recall {stats['recall']:.2f}, "
+                f"{stats['seconds']:.0f} s"
+            )
     return rows
 
 
@@ -278,6 +361,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--anchor-colour", choices=list(ANCHOR_COLOUR_VALUES), default="bank", help="(default: %(default)s)"
     )
     parser.add_argument("--weights", default=None, help="a frame model to budget as well (path or shipped name)")
+    parser.add_argument(
+        "--learned-choice",
+        type=int,
+        default=0,
+        help="train a silhouette resolver for this many steps on train-scene rollouts and add its composite "
+        "(default: %(default)s, off)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="rollout seed (default: %(default)s)")
     parser.add_argument("--device", default="cpu", help="device (default: %(default)s)")
     parser.add_argument("--quick", action="store_true", help="2 scenes, 1 rollout each, 16 frames")
@@ -288,6 +378,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name in ("scenes", "episodes", "frames"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be a positive integer, got {getattr(args, name)}")
+    if args.learned_choice < 0:
+        parser.error(f"--learned-choice must be 0 (off) or a positive number of steps, got {args.learned_choice}")
     return args
 
 

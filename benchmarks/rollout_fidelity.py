@@ -300,7 +300,7 @@ def shipping_verdict(rows: list[dict], candidate: str, shipped: str) -> dict[str
 
 def _env_kwargs(args, capture: str) -> dict:
     kwargs = dict(
-        scenes=f"procedural:test:{args.scenes}",
+        scenes=f"procedural:{getattr(args, 'scene_split', 'test')}:{args.scenes}",
         capture=capture,
         resolution=args.resolution,
         device=args.device,

@@ -78,3 +78,21 @@ def test_tiny_run_writes_the_csv_and_the_plot(tmp_path, capsys):
     assert (tmp_path / "error_budget.png").stat().st_size > 1000
     with pytest.raises(SystemExit):
         error_budget.parse_args(["--frames", "0"])
+
+
+def test_learned_choice_trains_on_train_scenes_and_adds_its_composite(tmp_path, capsys):
+    argv = ["--scenes", "1", "--episodes", "1", "--frames", "2", "--learned-choice", "3", "--out", str(tmp_path)]
+    rows = error_budget.main(argv)
+    assert [r["method"] for r in rows if r["pixels"] == "all"] == [
+        "nearest_fill",
+        "nearest_fill, one-pixel composite",
+        "nearest_fill, learned composite",
+    ]
+    with open(tmp_path / "learned_choice.csv") as f:
+        (stats,) = list(csv.DictReader(f))
+    assert int(stats["steps"]) == 3 and int(stats["train_frames"]) == 6
+    assert 0.0 <= float(stats["precision"]) <= 1.0 and 0.0 <= float(stats["recall"]) <= 1.0
+    assert float(stats["taken_share"]) <= float(stats["candidate_share"])
+    assert "learned choice: 3 steps on 6 train-scene frames" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        error_budget.parse_args(["--learned-choice", "-1"])
