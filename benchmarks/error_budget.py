@@ -60,6 +60,7 @@ from worldfm_env.render.fill import nearest_fill  # noqa: E402
 from worldfm_env.render.resample import ANCHOR_COLOUR_VALUES  # noqa: E402
 from worldfm_env.render.silhouette import (  # noqa: E402
     composite,
+    save_resolver,
     silhouette_features,
     silhouette_labels,
     train_resolver,
@@ -257,6 +258,20 @@ def learned_choice(
         take,
     )
     k = max(1, len(losses) // 10)
+    if args.save_resolver:
+        save_resolver(
+            resolver,
+            args.save_resolver,
+            dict(
+                steps=args.learned_choice,
+                train_scenes=f"procedural:train:{args.scenes}",
+                rollout_seed=args.seed + 7,
+                seed=args.seed,
+                splat_radius=str(args.splat_radius),
+                anchor_colour=args.anchor_colour,
+                capture=args.capture,
+            ),
+        )
     stats = dict(
         steps=args.learned_choice,
         train_frames=train_frames,
@@ -368,6 +383,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="train a silhouette resolver for this many steps on train-scene rollouts and add its composite "
         "(default: %(default)s, off)",
     )
+    parser.add_argument(
+        "--save-resolver", default=None, help="with --learned-choice: write the trained resolver to this file"
+    )
     parser.add_argument("--seed", type=int, default=0, help="rollout seed (default: %(default)s)")
     parser.add_argument("--device", default="cpu", help="device (default: %(default)s)")
     parser.add_argument("--quick", action="store_true", help="2 scenes, 1 rollout each, 16 frames")
@@ -378,6 +396,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name in ("scenes", "episodes", "frames"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be a positive integer, got {getattr(args, name)}")
+    if args.save_resolver and not args.learned_choice:
+        parser.error("--save-resolver needs --learned-choice STEPS (the resolver it trains)")
     if args.learned_choice < 0:
         parser.error(f"--learned-choice must be 0 (off) or a positive number of steps, got {args.learned_choice}")
     return args

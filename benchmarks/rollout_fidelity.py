@@ -76,6 +76,7 @@ figures exist. ``--candidate WEIGHTS`` (a checkpoint path or a shipped name) add
 default shipped one; without it the script judges the default model against the earlier shipped one. ``--splat-radius``
 sets the anchor splats of every splatting method (the anchor, the fills and the models; default 0, the env's);
 ``--anchor-colour bank`` their covered pixels' colours resampled from the captured views (the env's ``anchor_colour``);
+``--silhouettes learned`` the learned choice between footprint and one-pixel splats (the env's ``silhouettes``);
 ``--capture-resolution`` the side of the scenes' captured views, hence the density of the point clouds every method
 starts from (default: the frame size, as the env's ``scene_options`` default). ``--depth-bound navigation`` caps the
 depth of every method's uncaptured pixels at the scene's navigation layout along each ray: the models' through the
@@ -112,6 +113,7 @@ from worldfm_env.policies import RandomPolicy, ShortestPathPolicy  # noqa: E402
 from worldfm_env.render.anchor_config import splat_radius_arg  # noqa: E402
 from worldfm_env.render.fill import nearest_fill, pull_push_fill  # noqa: E402
 from worldfm_env.render.resample import ANCHOR_COLOUR_VALUES  # noqa: E402
+from worldfm_env.render.silhouette import SILHOUETTE_VALUES  # noqa: E402
 from worldfm_env.scenes.navigation import pool_layout_depth  # noqa: E402
 
 __all__ = [
@@ -306,6 +308,7 @@ def _env_kwargs(args, capture: str) -> dict:
         device=args.device,
         splat_radius=getattr(args, "splat_radius", 0),
         anchor_colour=getattr(args, "anchor_colour", "splat"),
+        silhouettes=getattr(args, "silhouettes", "splat"),
     )
     side = getattr(args, "capture_resolution", None)
     if side is not None:  # the scenes' captured views (and so their point clouds) at side x side pixels
@@ -630,6 +633,7 @@ def evaluate_capture(args, capture: str, methods: list[str], verbose: bool = Tru
             row["resolution"] = args.resolution
             row["splat_radius"] = getattr(args, "splat_radius", 0)
             row["anchor_colour"] = getattr(args, "anchor_colour", "splat")
+            row["silhouettes"] = getattr(args, "silhouettes", "splat")
             row["capture_resolution"] = getattr(args, "capture_resolution", None) or args.resolution
             row["depth_bound"] = getattr(args, "depth_bound", "none")
             row["device"] = args.device
@@ -906,6 +910,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="splat",
         help="colour of covered anchor pixels for every splatting method: each point's own (splat) or resampled from "
         "the captured views (bank) (default: %(default)s, the env's)",
+    )
+    parser.add_argument(
+        "--silhouettes",
+        choices=list(SILHOUETTE_VALUES),
+        default="splat",
+        help="where footprint and one-pixel splats disagree, keep the footprint (splat) or take the learned choice "
+        "(learned), for every splatting method (default: %(default)s, the env's)",
     )
     parser.add_argument("--resolution", type=int, default=64, help="frame size (default: %(default)s)")
     parser.add_argument(

@@ -87,3 +87,51 @@ def test_bad_arguments_are_named():
         train_resolver(features, none, none)
     with pytest.raises(ValueError, match="steps must be a positive int"):
         train_resolver(features, ~none, none, steps=0)
+
+
+def _anchor_envs(**settings):
+    """Anchor envs of one training scene at 64x64 (the resolver's resolution), footprint splats, by silhouettes."""
+    from conftest import small
+
+    from worldfm_env.envs.vector import WorldFMVectorEnv
+
+    kw = small(resolution=(64, 64), **{"splat_radius": "auto", **settings})
+    return {s: WorldFMVectorEnv(num_envs=1, silhouettes=s, **kw) for s in ("splat", "learned")}
+
+
+def test_env_option_takes_the_resolvers_pixels_from_the_one_pixel_splat():
+    """silhouettes="learned": the anchor is the footprint splat except at candidate pixels the shipped resolver
+    picks, which are the one-pixel splat's; coverage is unchanged, and some pixels are taken along a walk."""
+    envs = _anchor_envs()
+    one = _anchor_envs(splat_radius=0)["splat"]
+    pool = envs["splat"].pool
+    taken = 0
+    for b in range(0, int(pool.bank_c2w.shape[0]), 7):
+        c2w = pool.bank_c2w[b : b + 1].clone()
+        c2w[0, :3, 3] += 0.6 * c2w[0, :3, 2]  # closer than the captured view: footprints grow
+        scene = torch.tensor([0])
+        out = {s: env.pipeline.render(scene, c2w).anchor for s, env in envs.items()}
+        a, b_ = out["splat"], out["learned"]
+        p = one.pipeline.render(scene, c2w).anchor
+        assert torch.equal(a.mask, b_.mask)
+        _, candidates = silhouette_features(a.rgb, a.depth, a.mask, p.rgb, p.depth, p.mask)
+        changed = (a.depth != b_.depth) | (a.rgb != b_.rgb).any(-1)
+        assert not (changed & ~candidates).any()  # only candidates change ...
+        assert torch.equal(b_.depth[changed], p.depth[changed])  # ... to the one-pixel splat's point
+        assert torch.equal(b_.rgb[changed], p.rgb[changed])
+        taken += int(changed.sum())
+    assert taken > 0
+    assert envs["learned"].pipeline.resolver is not None and envs["splat"].pipeline.resolver is None
+    for env in (*envs.values(), one):
+        env.close()
+
+
+def test_the_option_is_validated_and_idle_with_one_pixel_splats():
+    from worldfm_env.render.anchor_config import AnchorConfig
+
+    with pytest.raises(ValueError, match=r"silhouettes must be one of \['splat', 'learned'\], got 'maybe'"):
+        AnchorConfig(silhouettes="maybe")
+    envs = _anchor_envs(splat_radius=0)
+    assert envs["learned"].pipeline.resolver is None  # one-pixel splats: nothing to choose between
+    for env in envs.values():
+        env.close()

@@ -110,6 +110,9 @@ class EnvConfig:
     anchor_colour: str = AnchorConfig.anchor_colour
     """Colour of a covered anchor pixel: ``"splat"``, its winning point's colour (as published), or ``"bank"``,
     resampled bilinearly from the captured view that sampled that surface most finely (the splat's geometry kept)."""
+    silhouettes: str = AnchorConfig.silhouettes
+    """``"splat"`` or ``"learned"``: where footprint splats reach past a silhouette, take the surface they hid from
+    the one-pixel splat where a small learned network says so (``worldfm_env.render.silhouette``)."""
     goal_candidates: int = 32
     """Goal cells per scene with a precomputed geodesic field."""
     num_scenes: int | None = None
@@ -299,6 +302,7 @@ class EnvConfig:
             reference_samples=self.reference_samples,
             reference_tolerance=self.reference_tolerance,
             anchor_colour=self.anchor_colour,
+            silhouettes=self.silhouettes,
         )
 
     @property

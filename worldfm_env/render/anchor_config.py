@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from worldfm_env.render.resample import ANCHOR_COLOUR_VALUES
+from worldfm_env.render.silhouette import SILHOUETTE_VALUES
 
 __all__ = [
     "AnchorConfig",
@@ -84,6 +85,11 @@ class AnchorConfig:
     """Colour of a covered anchor pixel: ``"splat"``, its winning point's colour (as published), or ``"bank"``,
     resampled bilinearly from the captured view that sampled that surface most finely (the splat's geometry kept;
     :mod:`worldfm_env.render.resample`)."""
+    silhouettes: str = "splat"
+    """Where a footprint splat and the one-pixel splat of the same points disagree: ``"splat"`` keeps the footprint
+    splat as it is; ``"learned"`` also splats one pixel per point and takes the pixels the package's
+    :class:`~worldfm_env.render.silhouette.SilhouetteResolver` scores as a surface the footprint hid past a
+    silhouette (no effect with ``splat_radius=0``)."""
 
     def __post_init__(self) -> None:
         if not valid_splat_radius(self.splat_radius):
@@ -101,3 +107,5 @@ class AnchorConfig:
             raise ValueError(f"reference_tolerance must be a number in (0, 1), got {tol!r}")
         if self.anchor_colour not in ANCHOR_COLOUR_VALUES:
             raise ValueError(f"anchor_colour must be one of {list(ANCHOR_COLOUR_VALUES)}, got {self.anchor_colour!r}")
+        if self.silhouettes not in SILHOUETTE_VALUES:
+            raise ValueError(f"silhouettes must be one of {list(SILHOUETTE_VALUES)}, got {self.silhouettes!r}")

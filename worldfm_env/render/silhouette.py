@@ -14,6 +14,10 @@ depth (:func:`silhouette_labels`) on rollouts of scenes other than the ones it i
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -21,8 +25,12 @@ import torch.nn.functional as F
 __all__ = [
     "CANDIDATE_GAP",
     "FEATURES",
+    "RESOLVER_PATH",
+    "SILHOUETTE_VALUES",
     "SilhouetteResolver",
     "composite",
+    "load_resolver",
+    "save_resolver",
     "silhouette_features",
     "silhouette_labels",
     "train_resolver",
@@ -32,6 +40,10 @@ CANDIDATE_GAP = 0.05
 """A pixel is a candidate when the one-pixel point is more than this fraction farther than the footprint splat's."""
 FEATURES = 11
 """Input channels of :class:`SilhouetteResolver` (see :func:`silhouette_features`)."""
+SILHOUETTE_VALUES = ("splat", "learned")
+"""Values of the anchor's ``silhouettes`` setting: the footprint splat as it is, or the learned choice applied."""
+RESOLVER_PATH = Path(__file__).resolve().parent / "weights" / "silhouette-resolver.safetensors"
+"""The resolver shipped in the package (trained by ``benchmarks/error_budget.py --save-resolver``)."""
 
 
 def _check(name: str, value: torch.Tensor, shape: tuple, channels: int | None = None) -> None:
@@ -190,3 +202,27 @@ def train_resolver(
         opt.step()
         losses.append(float(loss.detach()))
     return resolver.eval(), losses
+
+
+def save_resolver(resolver: SilhouetteResolver, path: str | os.PathLike, metadata: dict | None = None) -> None:
+    """Write ``resolver`` to a safetensors file: its weights, its width and ``metadata`` (JSON) in the header."""
+    from safetensors.torch import save_file
+
+    header = {"width": str(resolver.width), "metadata": json.dumps(metadata or {}, sort_keys=True)}
+    state = {k: v.detach().float().cpu().contiguous() for k, v in resolver.state_dict().items()}
+    save_file(state, str(path), metadata=header)
+
+
+def load_resolver(path: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> SilhouetteResolver:
+    """The resolver in ``path`` (default: the package's, :data:`RESOLVER_PATH`) on ``device``, in eval mode."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    path = Path(path) if path is not None else RESOLVER_PATH
+    if not path.is_file():
+        raise FileNotFoundError(f"no silhouette resolver at {path} (write one with save_resolver)")
+    with safe_open(str(path), framework="pt") as f:
+        width = int((f.metadata() or {}).get("width", 32))
+    resolver = SilhouetteResolver(width)
+    resolver.load_state_dict(load_file(str(path)))
+    return resolver.to(device).eval()

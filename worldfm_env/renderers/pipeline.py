@@ -30,6 +30,7 @@ from worldfm_env.geometry import intrinsics_from_fov
 from worldfm_env.memory import GrowingMemory, check_memory_mode
 from worldfm_env.render.anchor_config import AnchorConfig
 from worldfm_env.render.resample import resample_anchor_colours
+from worldfm_env.render.silhouette import composite, load_resolver, silhouette_features
 from worldfm_env.render.splat import AnchorRender, Occluders, PointSplatter, ReferenceSelector
 from worldfm_env.renderers.anchor import AnchorRenderer
 from worldfm_env.renderers.base import Renderer, RenderRequest
@@ -180,6 +181,21 @@ class ObservationPipeline:
                 occluders=occluders,
                 memory=views,
             )
+        # silhouettes="learned": the one-pixel splat of the same points beside the footprint one, and the resolver
+        # that picks, where they disagree, the surface the footprint hid (nothing to pick with one-pixel splats).
+        self.one_pixel_splatter = self.resolver = None
+        if anchor.silhouettes == "learned" and anchor.splat_radius != 0 and self.splatter is not None:
+            self.one_pixel_splatter = PointSplatter(
+                pool.points,
+                num_envs,
+                height,
+                width,
+                radius=0,
+                lod_scale=anchor.anchor_lod,
+                occluders=occluders,
+                memory=views,
+            )
+            self.resolver = load_resolver(device=self.device)
         self.selector = (
             ReferenceSelector(
                 pool, num_envs, height, width, anchor.reference_samples, anchor.reference_tolerance, memory=views
@@ -216,6 +232,20 @@ class ObservationPipeline:
             tolerance=self.anchor_config.reference_tolerance, keep=anchor.grown, views=views,
         )  # fmt: skip
 
+    def _resolve_silhouettes(self, anchor, scene_index: torch.Tensor, c2w: torch.Tensor) -> None:
+        """``silhouettes="learned"``: the pixels the resolver picks, in place, from the one-pixel splat (its colours
+        resampled like the anchor's); coverage is unchanged (a picked pixel is covered by both splats)."""
+        one = self.one_pixel_splatter.render(scene_index, c2w, self.K)
+        if self.anchor_config.anchor_colour == "bank":
+            self._resample_colours(one, scene_index, c2w)
+        features, candidates = silhouette_features(anchor.rgb, anchor.depth, anchor.mask, one.rgb, one.depth, one.mask)
+        take = self.resolver.take(features, candidates)
+        rgb, depth = composite(anchor.rgb, anchor.depth, one.rgb, one.depth, take)
+        anchor.rgb.copy_(rgb)
+        anchor.depth.copy_(depth)
+        if anchor.grown is not None and one.grown is not None:
+            anchor.grown.copy_(torch.where(take, one.grown, anchor.grown))
+
     def render(
         self,
         scene_index: torch.Tensor,
@@ -238,6 +268,8 @@ class ObservationPipeline:
             )
         if self.anchor_config.anchor_colour == "bank" and request.anchor is not None and self.selector is not None:
             self._resample_colours(request.anchor, scene_index, c2w)
+        if self.resolver is not None:
+            self._resolve_silhouettes(request.anchor, scene_index, c2w)
         if self.stochastic:
             request.noise_seed = noise_seed
         if self.layout is not None:
