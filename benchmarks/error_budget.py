@@ -33,7 +33,9 @@ knew which footprint pixels overrun a silhouette could give (it uses the true de
 Learned choice (``--learned-choice STEPS``): a :class:`~worldfm_env.render.silhouette.SilhouetteResolver` trained for
 that many steps on the same rollouts recorded in the procedural *train* scenes (seed ``--seed`` + 7), then used on
 the judged frames: ``nearest_fill, learned composite`` takes the pixels it picks from the one-pixel splat (no true
-depth involved); ``learned_choice.csv`` has its precision and recall against the truth's choice.
+depth involved); ``learned_choice.csv`` has its precision and recall against the truth's choice, and
+``--save-resolver PATH`` writes the trained network (the package's, behind ``silhouettes="learned"``, was written
+so).
 
 Writes ``error_budget.csv`` and ``error_budget.png`` (stacked error shares per method) to
 ``benchmarks/results/error-budget/`` and prints a markdown table and the wall time.

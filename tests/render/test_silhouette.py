@@ -135,3 +135,18 @@ def test_the_option_is_validated_and_idle_with_one_pixel_splats():
     assert envs["learned"].pipeline.resolver is None  # one-pixel splats: nothing to choose between
     for env in envs.values():
         env.close()
+
+
+def test_a_saved_resolver_loads_with_its_width_and_the_packaged_one_is_shared(tmp_path):
+    from worldfm_env.render.silhouette import load_resolver, packaged_resolver, save_resolver
+
+    torch.manual_seed(0)
+    resolver = SilhouetteResolver(6).eval()
+    save_resolver(resolver, tmp_path / "r.safetensors", {"steps": 1})
+    loaded = load_resolver(tmp_path / "r.safetensors")
+    x = torch.randn(2, FEATURES, 8, 8)
+    assert loaded.width == 6 and torch.equal(loaded(x), resolver(x))
+    assert packaged_resolver("cpu") is packaged_resolver(torch.device("cpu"))  # loaded once per device
+    assert packaged_resolver().width == 32
+    with pytest.raises(FileNotFoundError, match="no silhouette resolver at"):
+        load_resolver(tmp_path / "missing.safetensors")

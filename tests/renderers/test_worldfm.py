@@ -177,6 +177,32 @@ def test_env_warns_when_its_anchors_differ_from_the_frame_models(tmp_path, tiny_
         WorldFMVectorEnv(num_envs=1, **small(renderer="worldfm"), weights=str(bad))
 
 
+def test_env_warns_when_the_model_learned_from_other_silhouettes(tmp_path):
+    """The header's worldfm_env.silhouettes against the env's; headers with a splat_radius but no such entry were
+    written before the option and mean "splat"; a bad value is named."""
+    from worldfm_env.model.checkpoint import SILHOUETTES_METADATA_KEY, SPLAT_RADIUS_METADATA_KEY, trained_silhouettes
+    from worldfm_env.model.weights import WEIGHTS_DIR
+
+    torch.manual_seed(0)
+    learned = tmp_path / "learned.safetensors"
+    header = {SPLAT_RADIUS_METADATA_KEY: "1", SILHOUETTES_METADATA_KEY: "learned"}
+    save_checkpoint(build_model("tiny", input_size=32), learned, metadata=header)
+    assert trained_silhouettes(learned) == "learned"
+    with pytest.warns(UserWarning, match=r"silhouettes='learned' but this env renders silhouettes='splat'"):
+        WorldFMVectorEnv(num_envs=1, **small(renderer="worldfm"), weights=str(learned), splat_radius=1)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="the frame model")
+        WorldFMVectorEnv(
+            num_envs=1, **small(renderer="worldfm"), weights=str(learned), splat_radius=1, silhouettes="learned"
+        )
+    shipped = sorted(WEIGHTS_DIR.rglob("*.safetensors"))
+    assert {trained_silhouettes(p) for p in shipped} == {"splat"}  # every shipped model: plain splats
+    wrong = tmp_path / "wrong.safetensors"
+    save_checkpoint(build_model("tiny", input_size=32), wrong, metadata={SILHOUETTES_METADATA_KEY: "maybe"})
+    with pytest.raises(ValueError, match=r"header worldfm_env.silhouettes='maybe'; valid values are 'splat', 'l"):
+        trained_silhouettes(wrong)
+
+
 def test_env_warns_when_the_model_learned_from_other_anchor_colours(tmp_path, tiny_weights):
     """The header's worldfm_env.anchor_colour (a header with a splat_radius but no colour: "splat", written before
     colours could be resampled) against the env's anchor_colour; a bad value is named."""

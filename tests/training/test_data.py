@@ -91,6 +91,25 @@ def test_clips_carry_the_envs_resampled_anchor_colours(generator):
         TrainConfig(anchor_colour="nearest")
 
 
+def test_clips_carry_the_envs_learned_silhouettes(generator):
+    """silhouettes="learned" with footprint splats in the clips: the same clips, targets and coverage; only pixels
+    where the one-pixel point lies behind the footprint splat's may change (as the env renders them); bad values
+    named."""
+    from worldfm_env.training.stages import TrainConfig
+
+    configs = {s: ClipConfig(resolution=(32, 32), splat_radius="auto", silhouettes=s) for s in ("splat", "learned")}
+    plain, learned = (ClipGenerator(generator.scenes, c).batch(2, seed=3) for c in configs.values())
+    assert torch.equal(plain.target_rgb, learned.target_rgb)
+    assert torch.equal(plain.anchor_mask, learned.anchor_mask)
+    changed = plain.anchor_depth != learned.anchor_depth
+    assert bool(changed.any())  # the resolver took some pixels
+    assert bool((learned.anchor_depth[changed] > plain.anchor_depth[changed]).all())  # the farther, hidden surface
+    with pytest.raises(ValueError, match="silhouettes must be one of"):
+        ClipConfig(silhouettes="maybe")
+    with pytest.raises(ValueError, match="silhouettes must be one of"):
+        TrainConfig(silhouettes="maybe")
+
+
 def test_denser_captures_cover_more_of_the_target_and_references_keep_the_frame_size(generator):
     # capture_resolution renders the references at 64x64 for 32x32 targets: a point cloud four times as dense, so
     # one-pixel splats cover more of each target; the same clips otherwise, and the references the model reads are

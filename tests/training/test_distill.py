@@ -154,8 +154,10 @@ def test_dmd_timestep_range_is_validated():
 def test_distillation_trains_on_the_teachers_anchors_unless_told(tmp_path, monkeypatch):
     from worldfm_env.model.checkpoint import (
         ANCHOR_COLOUR_METADATA_KEY,
+        SILHOUETTES_METADATA_KEY,
         SPLAT_RADIUS_METADATA_KEY,
         trained_anchor_colour,
+        trained_silhouettes,
         trained_splat_radius,
     )
     from worldfm_env.training import distill as distill_module
@@ -163,22 +165,33 @@ def test_distillation_trains_on_the_teachers_anchors_unless_told(tmp_path, monke
     used = record_clip_configs(monkeypatch, distill_module)
     torch.manual_seed(0)
     auto_teacher = tmp_path / "auto-teacher.safetensors"
-    teacher_header = {SPLAT_RADIUS_METADATA_KEY: "auto", ANCHOR_COLOUR_METADATA_KEY: "bank"}
+    teacher_header = {
+        SPLAT_RADIUS_METADATA_KEY: "auto",
+        ANCHOR_COLOUR_METADATA_KEY: "bank",
+        SILHOUETTES_METADATA_KEY: "learned",
+    }
     save_checkpoint(build_model("tiny", input_size=32), auto_teacher, metadata=teacher_header)
     tiny = dict(
         teacher=str(auto_teacher), resolution=32, scenes="procedural:train:1", clips_per_step=1, steps=1,
         regression_pairs=2, teacher_steps=2, device="cpu",
     )  # fmt: skip
     distill(DistillConfig(**tiny, out=str(tmp_path / "a")))
-    distill(DistillConfig(**tiny, out=str(tmp_path / "b"), splat_radius=1, anchor_colour="splat"))
+    distill(DistillConfig(**tiny, out=str(tmp_path / "b"), splat_radius=1, anchor_colour="splat", silhouettes="splat"))
     # The teacher's anchors by default, an explicit setting otherwise.
-    assert [(c.splat_radius, c.anchor_colour) for c in used] == [("auto", "bank"), (1, "splat")]
+    assert [(c.splat_radius, c.anchor_colour, c.silhouettes) for c in used] == [
+        ("auto", "bank", "learned"),
+        (1, "splat", "splat"),
+    ]
+    assert trained_silhouettes(tmp_path / "a" / "model.safetensors") == "learned"
+    assert trained_silhouettes(tmp_path / "b" / "model.safetensors") == "splat"
     assert trained_splat_radius(tmp_path / "a" / "model.safetensors") == "auto"
     assert trained_splat_radius(tmp_path / "b" / "model.safetensors") == 1
     assert trained_anchor_colour(tmp_path / "a" / "model.safetensors") == "bank"
     assert trained_anchor_colour(tmp_path / "b" / "model.safetensors") == "splat"
     with pytest.raises(ValueError, match="anchor_colour"):
         DistillConfig(anchor_colour="mean")
+    with pytest.raises(ValueError, match="silhouettes must be one of"):
+        DistillConfig(silhouettes="maybe")
 
 
 def test_depth_refiner_teacher_distills(tmp_path):

@@ -372,6 +372,7 @@ def test_fine_tune_keeps_the_inits_recommended_sampler_and_records_its_anchors(t
         SAMPLER_STEPS_METADATA_KEY,
         recommended_sampler_steps,
         trained_anchor_colour,
+        trained_silhouettes,
         trained_splat_radius,
     )
 
@@ -382,13 +383,15 @@ def test_fine_tune_keeps_the_inits_recommended_sampler_and_records_its_anchors(t
     args = {k: v for k, v in TINY.items() if k != "model"}
     assert "splat_radius" not in args
     out = str(tmp_path / "ft")
-    anchors = dict(splat_radius=1, anchor_colour="bank")
+    anchors = dict(splat_radius=1, anchor_colour="bank", silhouettes="learned")
     train(TrainConfig(stage="stage2", prediction="v", init=str(init), steps=1, out=out, **anchors, **args))
     assert recommended_sampler_steps(tmp_path / "ft" / "model.safetensors") == 1
     # The anchors it learned from; the init (no stage II header) tells neither.
     assert trained_splat_radius(tmp_path / "ft" / "model.safetensors") == 1
     assert trained_anchor_colour(tmp_path / "ft" / "model.safetensors") == "bank"
+    assert trained_silhouettes(tmp_path / "ft" / "model.safetensors") == "learned"
     assert trained_splat_radius(init) is None and trained_anchor_colour(init) is None
+    assert trained_silhouettes(init) is None
 
 
 def test_splat_radius_on_the_command_line(monkeypatch, capsys):

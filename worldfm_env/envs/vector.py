@@ -141,7 +141,7 @@ class WorldFMVectorEnv(VectorEnv):
 
         self._build_device_parts()
         # The anchors the frame model's header says it learned from, against the ones this env renders.
-        for name in ("splat_radius", "anchor_colour"):
+        for name in ("splat_radius", "anchor_colour", "silhouettes"):
             trained, rendered = getattr(self.renderer, f"trained_{name}", None), getattr(cfg, name)
             if trained is not None and trained != rendered:
                 warnings.warn(

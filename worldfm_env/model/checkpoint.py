@@ -44,6 +44,7 @@ __all__ = [
     "recommended_sampler_steps",
     "save_checkpoint",
     "trained_anchor_colour",
+    "trained_silhouettes",
     "trained_splat_radius",
 ]
 
@@ -57,6 +58,9 @@ it); the env warns when it renders anchors with another."""
 ANCHOR_COLOUR_METADATA_KEY = "worldfm_env.anchor_colour"
 """Header entry naming the ``anchor_colour`` of the anchors a frame model was trained on (stage II and distillation
 write it beside ``worldfm_env.splat_radius``); the env warns when it renders the other."""
+SILHOUETTES_METADATA_KEY = "worldfm_env.silhouettes"
+"""Header entry naming the anchors' ``silhouettes`` setting a frame model was trained on (stage II and distillation
+write it beside ``worldfm_env.anchor_colour``); the env warns when it renders the other."""
 DROPPED_KEYS = ("pos_embed",)  # recomputed at run time for the concatenated grid
 _LOG = logging.getLogger(__name__)
 TEXT_BRANCH_PATTERN = re.compile(r"^(y_embedder\.|plucker_proj\.|blocks\.\d+\.cross_attn\.)")
@@ -128,6 +132,19 @@ def trained_splat_radius(path: str | os.PathLike) -> int | str | None:
         raise ValueError(f"{os.fspath(path)!r}: header {SPLAT_RADIUS_METADATA_KEY}: {error}") from None
 
 
+def _trained_choice(path: str | os.PathLike, key: str, values: tuple[str, ...]) -> str | None:
+    """The header's ``key`` (one of ``values``); ``"splat"`` when the header names a ``splat_radius`` but not ``key``
+    (written before that setting existed, so on plain splats); None when it names neither."""
+    metadata = read_metadata(path)
+    value = metadata.get(key)
+    if value is None:
+        return "splat" if SPLAT_RADIUS_METADATA_KEY in metadata else None
+    if value not in values:
+        valid = ", ".join(map(repr, values))
+        raise ValueError(f"{os.fspath(path)!r}: header {key}={value!r}; valid values are {valid}")
+    return value
+
+
 def trained_anchor_colour(path: str | os.PathLike) -> str | None:
     """The ``anchor_colour`` a checkpoint was trained on, or None when its header does not tell.
 
@@ -137,16 +154,19 @@ def trained_anchor_colour(path: str | os.PathLike) -> str | None:
     """
     from worldfm_env.render.resample import ANCHOR_COLOUR_VALUES
 
-    metadata = read_metadata(path)
-    value = metadata.get(ANCHOR_COLOUR_METADATA_KEY)
-    if value is None:
-        return "splat" if SPLAT_RADIUS_METADATA_KEY in metadata else None
-    if value not in ANCHOR_COLOUR_VALUES:
-        raise ValueError(
-            f"{os.fspath(path)!r}: header {ANCHOR_COLOUR_METADATA_KEY}={value!r}; valid values are "
-            f"{', '.join(map(repr, ANCHOR_COLOUR_VALUES))}"
-        )
-    return value
+    return _trained_choice(path, ANCHOR_COLOUR_METADATA_KEY, tuple(ANCHOR_COLOUR_VALUES))
+
+
+def trained_silhouettes(path: str | os.PathLike) -> str | None:
+    """The ``silhouettes`` setting a checkpoint was trained on, or None when its header does not tell.
+
+    The header's ``worldfm_env.silhouettes`` when it has one. A header that names a ``splat_radius`` but no
+    silhouettes setting was written before the learned choice existed, so by a run on plain splats: ``"splat"``.
+    A checkpoint that names neither (stage I, ``.pth`` files) gives None.
+    """
+    from worldfm_env.render.silhouette import SILHOUETTE_VALUES
+
+    return _trained_choice(path, SILHOUETTES_METADATA_KEY, SILHOUETTE_VALUES)
 
 
 def _is_safetensors(path: str) -> bool:

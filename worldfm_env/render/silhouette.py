@@ -14,6 +14,7 @@ depth (:func:`silhouette_labels`) on rollouts of scenes other than the ones it i
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
@@ -30,6 +31,7 @@ __all__ = [
     "SilhouetteResolver",
     "composite",
     "load_resolver",
+    "packaged_resolver",
     "save_resolver",
     "silhouette_features",
     "silhouette_labels",
@@ -175,7 +177,8 @@ def train_resolver(
         steps, batch, lr, seed, width: AdamW steps, frames a step, learning rate, seed of the weights and batches,
             the network's width.
 
-    Returns ``(resolver, losses)``: the network in eval mode and the loss of every step.
+    Returns ``(resolver, losses)``: the network in eval mode and the loss of every step (a step whose frames hold
+    no candidate pixel is skipped and logs none).
     """
     for name, value in (("steps", steps), ("batch", batch), ("width", width)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -226,3 +229,14 @@ def load_resolver(path: str | os.PathLike | None = None, device: str | torch.dev
     resolver = SilhouetteResolver(width)
     resolver.load_state_dict(load_file(str(path)))
     return resolver.to(device).eval()
+
+
+@functools.lru_cache(maxsize=8)
+def _packaged(device: str) -> SilhouetteResolver:
+    return load_resolver(RESOLVER_PATH, device)
+
+
+def packaged_resolver(device: str | torch.device = "cpu") -> SilhouetteResolver:
+    """The package's resolver on ``device``, loaded once per device and shared (eval mode, used without gradients:
+    every pipeline, e.g. one per batch of training clips, reads the same weights)."""
+    return _packaged(str(torch.device(device)))

@@ -30,7 +30,7 @@ from worldfm_env.geometry import intrinsics_from_fov
 from worldfm_env.memory import GrowingMemory, check_memory_mode
 from worldfm_env.render.anchor_config import AnchorConfig
 from worldfm_env.render.resample import resample_anchor_colours
-from worldfm_env.render.silhouette import composite, load_resolver, silhouette_features
+from worldfm_env.render.silhouette import composite, packaged_resolver, silhouette_features
 from worldfm_env.render.splat import AnchorRender, Occluders, PointSplatter, ReferenceSelector
 from worldfm_env.renderers.anchor import AnchorRenderer
 from worldfm_env.renderers.base import Renderer, RenderRequest
@@ -195,7 +195,7 @@ class ObservationPipeline:
                 occluders=occluders,
                 memory=views,
             )
-            self.resolver = load_resolver(device=self.device)
+            self.resolver = packaged_resolver(self.device)
         self.selector = (
             ReferenceSelector(
                 pool, num_envs, height, width, anchor.reference_samples, anchor.reference_tolerance, memory=views

@@ -124,6 +124,9 @@ class ClipConfig:
     anchor_colour: str = AnchorConfig.anchor_colour
     """Colour of covered anchor pixels (the env's ``anchor_colour``): ``"splat"`` or ``"bank"`` (resampled from the
     clip's reference views)."""
+    silhouettes: str = AnchorConfig.silhouettes
+    """The env's ``silhouettes``: ``"splat"`` or ``"learned"`` (the shipped resolver's choice between footprint and
+    one-pixel splats; needs footprint splats to change anything)."""
     sparse_fraction: float = 0.0
     """Share of clips (in [0, 1]) that are sparse captures: all references at the walk's first position, spread over
     360 degrees, and the targets walk away from it (0 = none, the published clips)."""
@@ -184,6 +187,7 @@ class ClipConfig:
             anchor_lod=self.anchor_lod,
             occlusion_culling=self.occlusion_culling,
             anchor_colour=self.anchor_colour,
+            silhouettes=self.silhouettes,
         )
 
     @property

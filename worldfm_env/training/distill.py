@@ -37,8 +37,10 @@ from worldfm_env.model import iddpm_linear_schedule, load_checkpoint, sample_ddi
 from worldfm_env.model.checkpoint import (
     ANCHOR_COLOUR_METADATA_KEY,
     SAMPLER_STEPS_METADATA_KEY,
+    SILHOUETTES_METADATA_KEY,
     SPLAT_RADIUS_METADATA_KEY,
     trained_anchor_colour,
+    trained_silhouettes,
     trained_splat_radius,
 )
 from worldfm_env.model.dit import PanelCameras
@@ -82,6 +84,9 @@ class DistillConfig:
     """Colour of the training clips' covered anchor pixels (``ClipConfig.anchor_colour``, the env's
     ``anchor_colour``): ``"splat"`` or ``"bank"``. None: the teacher's (its header's, else ``"splat"``). The student's
     header records it and the env warns when it renders the other."""
+    silhouettes: str | None = None
+    """The training clips' ``silhouettes`` (``ClipConfig.silhouettes``, the env's): ``"splat"`` or ``"learned"``.
+    None: the teacher's (its header's, else ``"splat"``). The student's header records it."""
     clips_per_step: int = 2
     """Clips per step (12 targets each)."""
     steps: int = 1000
@@ -125,6 +130,8 @@ class DistillConfig:
             ClipConfig(splat_radius=self.splat_radius)  # raises on a bad splat_radius, naming it
         if self.anchor_colour is not None:
             ClipConfig(anchor_colour=self.anchor_colour)  # raises on a bad anchor_colour, naming it
+        if self.silhouettes is not None:
+            ClipConfig(silhouettes=self.silhouettes)  # raises on a bad silhouettes, naming it
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision={self.precision!r} is not valid; choose one of {list(PRECISIONS)}")
         if self.sampler_steps not in DISTILLED_TIMESTEPS:
@@ -260,8 +267,12 @@ def distill(cfg: DistillConfig) -> dict:
     teacher_radius = trained_splat_radius(cfg.teacher)
     splat_radius = cfg.splat_radius if cfg.splat_radius is not None else 0 if teacher_radius is None else teacher_radius
     anchor_colour = cfg.anchor_colour or trained_anchor_colour(cfg.teacher) or "splat"
+    silhouettes = cfg.silhouettes or trained_silhouettes(cfg.teacher) or "splat"
     clip_config = ClipConfig(
-        resolution=(cfg.resolution, cfg.resolution), splat_radius=splat_radius, anchor_colour=anchor_colour
+        resolution=(cfg.resolution, cfg.resolution),
+        splat_radius=splat_radius,
+        anchor_colour=anchor_colour,
+        silhouettes=silhouettes,
     )
     clips = ClipGenerator(scenes, clip_config, device)
     cond_cfg = TrainConfig(stage="stage2", anchor_start=0.0, anchor_full=0.0, anchor_drop=0.0, anchor_hole_prob=0.0)
@@ -358,6 +369,7 @@ def distill(cfg: DistillConfig) -> dict:
                     SAMPLER_STEPS_METADATA_KEY: str(cfg.sampler_steps),
                     SPLAT_RADIUS_METADATA_KEY: str(splat_radius),
                     ANCHOR_COLOUR_METADATA_KEY: anchor_colour,
+                    SILHOUETTES_METADATA_KEY: silhouettes,
                 }
                 save_checkpoint(student, out / "model.safetensors", metadata=metadata)
                 torch.save(

@@ -42,6 +42,7 @@ from worldfm_env.model import build_model, iddpm_linear_schedule, load_checkpoin
 from worldfm_env.model.checkpoint import (
     ANCHOR_COLOUR_METADATA_KEY,
     SAMPLER_STEPS_METADATA_KEY,
+    SILHOUETTES_METADATA_KEY,
     SPLAT_RADIUS_METADATA_KEY,
     read_metadata,
 )
@@ -127,6 +128,10 @@ class TrainConfig:
     anchor_colour: str = "splat"
     """Colour of the training clips' covered anchor pixels (``ClipConfig.anchor_colour``, the env's
     ``anchor_colour``): ``"splat"`` (as published) or ``"bank"``; train on the anchors the env will render."""
+    silhouettes: str = "splat"
+    """The training clips' ``silhouettes`` (``ClipConfig.silhouettes``, the env's): ``"splat"`` or ``"learned"``
+    (the shipped resolver's choice between footprint and one-pixel splats); train on the anchors the env will
+    render."""
     capture_resolution: int | None = None
     """Side of the clips' reference views, which build their point clouds (``ClipConfig.capture_resolution``; the
     env's ``scene_options={"resolution": (side, side)}``); None: ``resolution``."""
@@ -257,10 +262,11 @@ class TrainConfig:
     the adversarial term has more say; 1 is the plain MSE."""
 
     def __post_init__(self) -> None:
-        # Raises on a bad splat_radius, anchor_colour, sparse_fraction or close_fraction, naming it.
+        # Raises on a bad splat_radius, anchor_colour, silhouettes, sparse_fraction or close_fraction, naming it.
         ClipConfig(
             splat_radius=self.splat_radius,
             anchor_colour=self.anchor_colour,
+            silhouettes=self.silhouettes,
             sparse_fraction=self.sparse_fraction,
             close_fraction=self.close_fraction,
             capture_resolution=self._capture_hw(),
@@ -685,6 +691,7 @@ def train(cfg: TrainConfig) -> dict:
     if cfg.stage == "stage2":  # the anchors it learns from: the env warns when it renders others
         carried[SPLAT_RADIUS_METADATA_KEY] = str(cfg.splat_radius)
         carried[ANCHOR_COLOUR_METADATA_KEY] = cfg.anchor_colour
+        carried[SILHOUETTES_METADATA_KEY] = cfg.silhouettes
     if model.config.prediction != cfg.prediction:
         raise ValueError(
             f"init={cfg.init!r} predicts {model.config.prediction!r} but prediction={cfg.prediction!r}; "
@@ -734,6 +741,7 @@ def train(cfg: TrainConfig) -> dict:
         resolution=(cfg.resolution, cfg.resolution),
         splat_radius=cfg.splat_radius,
         anchor_colour=cfg.anchor_colour,
+        silhouettes=cfg.silhouettes,
         sparse_fraction=cfg.sparse_fraction,
         close_fraction=cfg.close_fraction,
         capture_resolution=cfg._capture_hw(),
