@@ -56,6 +56,10 @@ def test_composite_takes_only_the_chosen_pixels():
     out_rgb, out_depth = composite(rgb, depth, one_rgb, one_depth, take)
     assert torch.equal(out_rgb[take], one_rgb[take]) and torch.equal(out_rgb[~take], rgb[~take])
     assert torch.equal(out_depth[take], one_depth[take]) and torch.equal(out_depth[~take], depth[~take])
+    with pytest.raises(ValueError, match=r"take must have shape \(2, 8, 8\)"):
+        composite(rgb, depth, one_rgb, one_depth, take[0])
+    with pytest.raises(ValueError, match=r"candidates must have shape \(1, 8, 8\)"):
+        SilhouetteResolver(4).take(torch.zeros(1, FEATURES, 8, 8), take)
 
 
 def test_training_learns_to_tell_a_silhouette_from_a_gap():

@@ -146,6 +146,9 @@ class SilhouetteResolver(nn.Module):
         """(N, H, W) bool: candidates whose one-pixel point the network scores above ``threshold`` (in (0, 1))."""
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"threshold must be in (0, 1), got {threshold!r}")
+        if features.ndim != 4:
+            raise ValueError(f"features must be (N, {FEATURES}, H, W), got {tuple(features.shape)}")
+        _check("candidates", candidates, (features.shape[0], *features.shape[2:]))
         param = next(self.parameters())
         parts = [self(features[s : s + chunk].to(param)).float() for s in range(0, features.shape[0], chunk)]
         logits = torch.cat(parts) if parts else torch.zeros(candidates.shape)
@@ -156,6 +159,10 @@ def composite(
     rgb: torch.Tensor, depth: torch.Tensor, one_rgb: torch.Tensor, one_depth: torch.Tensor, take: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The footprint splat with the ``take`` pixels (N, H, W) bool from the one-pixel splat: (rgb, depth)."""
+    shape = tuple(depth.shape)
+    for name, value, channels in (("rgb", rgb, 3), ("one_rgb", one_rgb, 3), ("one_depth", one_depth, None)):
+        _check(name, value, shape, channels)
+    _check("take", take, shape)
     return torch.where(take[..., None], one_rgb, rgb), torch.where(take, one_depth, depth)
 
 
