@@ -29,7 +29,6 @@ import argparse
 import contextlib
 import csv
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -39,8 +38,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from agents import evaluate as evaluate_script  # noqa: E402
+from benchmarks.policy_eval import evaluate_snapshot  # noqa: E402
 from benchmarks.throughput import machine_name  # noqa: E402
-from benchmarks.transfer import EVAL_ACTIONS, summarise  # noqa: E402
+from benchmarks.transfer import EVAL_ACTIONS  # noqa: E402
 from worldfm_env.envs.vector import WorldFMVectorEnv  # noqa: E402
 from worldfm_env.memory import MEMORY_MODES  # noqa: E402
 from worldfm_env.renderers.base import RenderOutput, RenderRequest  # noqa: E402
@@ -103,42 +103,15 @@ def evaluate_world(world: str, args: argparse.Namespace) -> dict:
     if world not in WORLDS:
         raise ValueError(f"world={world!r} is not valid; choose one of {list(WORLDS)}")
     renderer, swap = WORLDS[world]
-    model = renderer == "worldfm"
-    eval_args = evaluate_script.Args(
-        agent=f"ppo:{args.checkpoint}",
-        episodes=args.episodes,
-        seed=args.eval_seed,
-        num_envs=args.num_envs,
-        scenes=args.scenes,
-        renderer=renderer,
-        device=args.device,
-        max_episode_steps=args.max_episode_steps,
-        output_dir=None,
-        weights=args.weights if model else None,
-        compile_model=args.compile_model and model,
-        splat_radius=args.splat_radius if model else None,
-        deterministic=args.eval_actions == "argmax",
-        capture=args.capture,
-        memory=args.memory if model else "static",
-    )
+    memory = args.memory if renderer == "worldfm" else "static"
     patch = (
         contextlib.nullcontext()
         if swap is None
         else _patched(evaluate_script, "WorldFMVectorEnv", swapped_env_class(swap))
     )
-    start = time.perf_counter()
-    with patch:
-        result = evaluate_script.evaluate(eval_args)
-    wall = time.perf_counter() - start
-    return {
-        "world": world,
-        "renderer": renderer,
-        "swap": swap or "",
-        **summarise(result),
-        "mean_steps": round(result.summary["steps"], 1),
-        "collisions": round(result.summary["collisions"], 2),
-        "eval_wall_s": round(wall, 1),
-    }
+    with patch:  # the same evaluation as the policy-evaluation benchmark's, in this world
+        metrics = evaluate_snapshot(Path(args.checkpoint), renderer, memory, args)
+    return {"world": world, "renderer": renderer, "swap": swap or "", **metrics}
 
 
 @contextlib.contextmanager
