@@ -71,6 +71,8 @@ class SwappedBackend:
         self.inner, self.oracle, self.swap = inner, oracle, swap
 
     def __getattr__(self, name: str):
+        if name == "inner":  # not set yet (e.g. while unpickling): no delegation loop
+            raise AttributeError(name)
         return getattr(self.inner, name)
 
     def render(self, request: RenderRequest) -> RenderOutput:
