@@ -128,6 +128,7 @@ __all__ = [
     "model_methods",
     "record_rollouts",
     "run",
+    "settle_rollout_size",
     "sharpness_ratio",
     "shipping_verdict",
 ]
@@ -880,6 +881,16 @@ def run(args, verbose: bool = True) -> tuple[list[dict], dict[str, dict] | None]
     return rows, verdict
 
 
+def settle_rollout_size(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Apply ``--quick`` (2 scenes, 1 rollout each, 16 frames) and check ``--scenes``, ``--episodes`` and
+    ``--frames`` are positive, naming the bad one: shared by the benchmarks that replay these rollouts."""
+    if args.quick:
+        args.scenes, args.episodes, args.frames = 2, 1, 16
+    for name in ("scenes", "episodes", "frames"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be a positive integer, got {getattr(args, name)}")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options (see the module docstring)."""
     parser = argparse.ArgumentParser(prog="rollout_fidelity", description=__doc__.split("\n")[0])
@@ -942,11 +953,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--out", default=str(RESULTS), help="output folder (default: benchmarks/results/...)")
     args = parser.parse_args(argv)
-    if args.quick:
-        args.scenes, args.episodes, args.frames = 2, 1, 16
-    for name in ("scenes", "episodes", "frames"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} must be a positive integer, got {getattr(args, name)}")
+    settle_rollout_size(parser, args)
     if args.capture_resolution is not None and args.capture_resolution < 1:
         parser.error(f"--capture-resolution must be a positive integer, got {args.capture_resolution}")
     return args

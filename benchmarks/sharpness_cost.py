@@ -275,11 +275,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="2 scenes, 1 rollout each, 16 frames")
     parser.add_argument("--out", default=str(RESULTS), help="output folder (default: benchmarks/results/...)")
     args = parser.parse_args(argv)
-    if args.quick:
-        args.scenes, args.episodes, args.frames = 2, 1, 16
-    for name in ("scenes", "episodes", "frames"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} must be a positive integer, got {getattr(args, name)}")
+    rf.settle_rollout_size(parser, args)
     return args
 
 
