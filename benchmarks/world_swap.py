@@ -15,6 +15,15 @@ where a point landed, the model's elsewhere). This benchmark evaluates one ``age
 * ``model rgb + true depth``: the model world, its depth observation replaced by the ray-cast truth's;
 * ``true rgb + model depth``: the model world, its colour replaced by the truth's.
 
+and, asked for by ``--worlds``, three that split the depth's share:
+
+* ``model rgb + true depth at captured points``: the true depth only where a point of the scene's capture landed
+  (the anchor's own depth there, see-through points included);
+* ``model rgb + true depth where generated``: the true depth only in the pixels the model made, now (the anchor's
+  holes) or earlier (points of the growing memory);
+* ``model, depth capped at the layout``: the model world with the env's ``depth_bound="navigation"`` (generated depth
+  no farther than the first obstacle of the navigation layout along the ray).
+
 In a swapped world the frame model still renders every step (its frames condition the next through the growing
 memory), and what the memory lifts is the swapped frame: the world the policy sees is consistent with itself. Where a
 swap brings most of the lost success back, that half of the observation is what the generated world gets wrong for
@@ -46,18 +55,33 @@ from worldfm_env.memory import MEMORY_MODES  # noqa: E402
 from worldfm_env.renderers.base import RenderOutput, RenderRequest  # noqa: E402
 from worldfm_env.renderers.oracle import OracleRenderer  # noqa: E402
 
-__all__ = ["SWAPS", "WORLDS", "SwappedBackend", "evaluate_world", "main", "parse_args", "swapped_env_class"]
+__all__ = [
+    "DEFAULT_WORLDS",
+    "SWAPS",
+    "WORLDS",
+    "SwappedBackend",
+    "evaluate_world",
+    "main",
+    "parse_args",
+    "swapped_env_class",
+]
 
 RESULTS = ROOT / "benchmarks" / "results" / "world-swap"
-SWAPS = ("depth", "rgb")
-"""What a swapped model world takes from the truth."""
+SWAPS = ("depth", "rgb", "depth-captured", "depth-generated")
+"""What a swapped model world takes from the truth: all its depth, its colour, its depth where a captured point of the
+scene landed, or its depth in the pixels the model generated (the anchor's holes and the growing memory's points)."""
 WORLDS = {
-    "truth": ("oracle", None),
-    "model": ("worldfm", None),
-    "model rgb + true depth": ("worldfm", "depth"),
-    "true rgb + model depth": ("worldfm", "rgb"),
+    "truth": ("oracle", None, "none"),
+    "model": ("worldfm", None, "none"),
+    "model rgb + true depth": ("worldfm", "depth", "none"),
+    "true rgb + model depth": ("worldfm", "rgb", "none"),
+    "model rgb + true depth at captured points": ("worldfm", "depth-captured", "none"),
+    "model rgb + true depth where generated": ("worldfm", "depth-generated", "none"),
+    "model, depth capped at the layout": ("worldfm", None, "navigation"),
 }
-"""World name -> (renderer, swap)."""
+"""World name -> (renderer, swap, the env's ``depth_bound``)."""
+DEFAULT_WORLDS = ("truth", "model", "model rgb + true depth", "true rgb + model depth")
+"""The worlds evaluated unless ``--worlds`` says otherwise."""
 
 
 class SwappedBackend:
@@ -76,27 +100,37 @@ class SwappedBackend:
         return getattr(self.inner, name)
 
     def render(self, request: RenderRequest) -> RenderOutput:
-        """The inner backend's frame with one half replaced by the truth's at the same poses."""
+        """The inner backend's frame with one half (or the depth of some pixels) replaced by the truth's at the same
+        poses."""
         frame = self.inner.render(request)
         truth = self.oracle.render(request)
+        if self.swap == "rgb":
+            return RenderOutput(truth.rgb, frame.depth)
         if self.swap == "depth":
             return RenderOutput(frame.rgb, truth.depth)
-        return RenderOutput(truth.rgb, frame.depth)
+        anchor = request.anchor
+        captured = anchor.mask if anchor.grown is None else anchor.mask & ~anchor.grown
+        take = captured if self.swap == "depth-captured" else ~captured
+        return RenderOutput(frame.rgb, torch.where(take, truth.depth, frame.depth))
 
 
-def swapped_env_class(swap: str) -> type:
-    """A :class:`WorldFMVectorEnv` subclass whose observation pipeline renders through a :class:`SwappedBackend`."""
-    if swap not in SWAPS:
-        raise ValueError(f"swap={swap!r} is not valid; choose one of {list(SWAPS)}")
+def swapped_env_class(swap: str | None, depth_bound: str | None = None) -> type:
+    """A :class:`WorldFMVectorEnv` subclass whose observation pipeline renders through a :class:`SwappedBackend`
+    (``swap=None``: through its own backend), with the env's ``depth_bound`` set to ``depth_bound`` when given."""
+    if swap is not None and swap not in SWAPS:
+        raise ValueError(f"swap={swap!r} is not valid; choose one of {list(SWAPS)} or None")
 
     class SwappedEnv(WorldFMVectorEnv):
         def __init__(self, *args, **kwargs) -> None:
+            if depth_bound is not None:
+                kwargs["depth_bound"] = depth_bound
             super().__init__(*args, **kwargs)
-            pipeline = self.pipeline
-            oracle = OracleRenderer(pipeline.pool, self.num_envs, self.height, self.width)
-            pipeline.backend = SwappedBackend(pipeline.backend, oracle, swap)
+            if swap is not None:
+                pipeline = self.pipeline
+                oracle = OracleRenderer(pipeline.pool, self.num_envs, self.height, self.width)
+                pipeline.backend = SwappedBackend(pipeline.backend, oracle, swap)
 
-    SwappedEnv.__name__ = f"SwappedEnv_{swap}"
+    SwappedEnv.__name__ = f"SwappedEnv_{swap}_{depth_bound}"
     return SwappedEnv
 
 
@@ -104,16 +138,16 @@ def evaluate_world(world: str, args: argparse.Namespace) -> dict:
     """Evaluate ``args.checkpoint`` in ``world`` (a key of :data:`WORLDS`); its summary row."""
     if world not in WORLDS:
         raise ValueError(f"world={world!r} is not valid; choose one of {list(WORLDS)}")
-    renderer, swap = WORLDS[world]
+    renderer, swap, depth_bound = WORLDS[world]
     memory = args.memory if renderer == "worldfm" else "static"
     patch = (
         contextlib.nullcontext()
-        if swap is None
-        else _patched(evaluate_script, "WorldFMVectorEnv", swapped_env_class(swap))
+        if swap is None and depth_bound == "none"
+        else _patched(evaluate_script, "WorldFMVectorEnv", swapped_env_class(swap, depth_bound))
     )
     with patch:  # the same evaluation as the policy-evaluation benchmark's, in this world
         metrics = evaluate_snapshot(Path(args.checkpoint), renderer, memory, args)
-    return {"world": world, "renderer": renderer, "swap": swap or "", **metrics}
+    return {"world": world, "renderer": renderer, "swap": swap or "", "depth_bound": depth_bound, **metrics}
 
 
 @contextlib.contextmanager
@@ -134,7 +168,7 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7.5, 4))
+    fig, ax = plt.subplots(figsize=(max(7.5, 1.5 * len(rows) + 1.5), 4.6))
     x = range(len(rows))
     for k, (metric, colour) in enumerate((("success", "C0"), ("spl", "C1"))):
         ax.bar(
@@ -145,7 +179,7 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
             color=colour,
             label=metric,
         )
-    ax.set_xticks(list(x), [r["world"] for r in rows], fontsize=8)
+    ax.set_xticks(list(x), [r["world"] for r in rows], fontsize=7, rotation=20, ha="right")
     ax.set_ylim(0, 1)
     ax.set_title(title, fontsize=9)
     ax.legend()
@@ -172,7 +206,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--checkpoint", required=True, help="an agents/ppo_torch.py checkpoint (.pt)")
     parser.add_argument("--weights", default=None, help="frame model of the model worlds (path or shipped name)")
-    parser.add_argument("--worlds", nargs="+", default=list(WORLDS), choices=list(WORLDS), help="worlds to evaluate")
+    parser.add_argument(
+        "--worlds", nargs="+", default=list(DEFAULT_WORLDS), choices=list(WORLDS), help="worlds to evaluate"
+    )
     parser.add_argument("--episodes", type=int, default=100, help="held-out episodes per world")
     parser.add_argument("--num-envs", type=int, default=16, help="envs stepped together (not the episode set)")
     parser.add_argument("--eval-seed", type=int, default=0, help="env seed of held-out episode 0")
