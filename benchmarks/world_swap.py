@@ -15,12 +15,14 @@ where a point landed, the model's elsewhere). This benchmark evaluates one ``age
 * ``model rgb + true depth``: the model world, its depth observation replaced by the ray-cast truth's;
 * ``true rgb + model depth``: the model world, its colour replaced by the truth's.
 
-and, asked for by ``--worlds``, three that split the depth's share:
+and, asked for by ``--worlds``, five that split the depth's share and one that bounds it:
 
 * ``model rgb + true depth at captured points``: the true depth only where a point of the scene's capture landed
   (the anchor's own depth there, see-through points included);
 * ``model rgb + true depth where generated``: the true depth only in the pixels the model made, now (the anchor's
   holes) or earlier (points of the growing memory);
+* ``model rgb + true depth in the holes`` and ``... at grown points``: the last split in two, the frame model's depth
+  of this step and the depth it generated at earlier steps (the growing memory's points);
 * ``model, depth capped at the layout``: the model world with the env's ``depth_bound="navigation"`` (generated depth
   no farther than the first obstacle of the navigation layout along the ray).
 
@@ -67,9 +69,10 @@ __all__ = [
 ]
 
 RESULTS = ROOT / "benchmarks" / "results" / "world-swap"
-SWAPS = ("depth", "rgb", "depth-captured", "depth-generated")
-"""What a swapped model world takes from the truth: all its depth, its colour, its depth where a captured point of the
-scene landed, or its depth in the pixels the model generated (the anchor's holes and the growing memory's points)."""
+SWAPS = ("depth", "rgb", "depth-captured", "depth-generated", "depth-holes", "depth-grown")
+"""What a swapped model world takes from the truth: all its depth, its colour, or its depth in some pixels: where a
+captured point of the scene landed, where the model generated (the next two together), in the anchor's holes (the
+frame model's depth of this step), or where a point of the growing memory landed (depth generated at earlier steps)."""
 WORLDS = {
     "truth": ("oracle", None, "none"),
     "model": ("worldfm", None, "none"),
@@ -77,6 +80,8 @@ WORLDS = {
     "true rgb + model depth": ("worldfm", "rgb", "none"),
     "model rgb + true depth at captured points": ("worldfm", "depth-captured", "none"),
     "model rgb + true depth where generated": ("worldfm", "depth-generated", "none"),
+    "model rgb + true depth in the holes": ("worldfm", "depth-holes", "none"),
+    "model rgb + true depth at grown points": ("worldfm", "depth-grown", "none"),
     "model, depth capped at the layout": ("worldfm", None, "navigation"),
 }
 """World name -> (renderer, swap, the env's ``depth_bound``)."""
@@ -109,8 +114,13 @@ class SwappedBackend:
         if self.swap == "depth":
             return RenderOutput(frame.rgb, truth.depth)
         anchor = request.anchor
-        captured = anchor.mask if anchor.grown is None else anchor.mask & ~anchor.grown
-        take = captured if self.swap == "depth-captured" else ~captured
+        grown = anchor.grown if anchor.grown is not None else torch.zeros_like(anchor.mask)
+        take = {
+            "depth-captured": anchor.mask & ~grown,
+            "depth-generated": ~anchor.mask | grown,
+            "depth-holes": ~anchor.mask,
+            "depth-grown": grown,
+        }[self.swap]
         return RenderOutput(frame.rgb, torch.where(take, truth.depth, frame.depth))
 
 

@@ -42,6 +42,8 @@ def test_a_swapped_world_shows_the_truths_half_and_the_models_other_half(swap):
         assert torch.equal(swapped[taken], truth[taken])
         assert torch.equal(swapped[kept], model[kept])
         assert not torch.equal(model[taken], truth[taken])  # the swap changed something
+    elif swap == "depth-grown":  # a static memory grows no point: the model's frame, unchanged
+        assert torch.equal(swapped["rgb"], model["rgb"]) and torch.equal(swapped["depth"], model["depth"])
     else:  # the depth of some pixels: the captured ones (static memory: every covered pixel) or the rest
         captured = model["captured"]
         take = captured if swap == "depth-captured" else ~captured
@@ -76,10 +78,12 @@ def test_grown_points_count_as_generated_depth():
     request.anchor = anchor
     depth = {
         swap: world_swap.SwappedBackend(Fixed(1.0), Fixed(7.0), swap).render(request).depth[0]
-        for swap in ("depth-captured", "depth-generated")
+        for swap in ("depth-captured", "depth-generated", "depth-holes", "depth-grown")
     }
     assert depth["depth-captured"].tolist() == [[7.0, 1.0], [1.0, 1.0]]
     assert depth["depth-generated"].tolist() == [[1.0, 7.0], [7.0, 7.0]]
+    assert depth["depth-holes"].tolist() == [[1.0, 1.0], [7.0, 7.0]]
+    assert depth["depth-grown"].tolist() == [[1.0, 7.0], [1.0, 1.0]]
 
 
 def test_a_depth_bound_world_sets_the_envs_depth_bound():
