@@ -15,7 +15,7 @@ where a point landed, the model's elsewhere). This benchmark evaluates one ``age
 * ``model rgb + true depth``: the model world, its depth observation replaced by the ray-cast truth's;
 * ``true rgb + model depth``: the model world, its colour replaced by the truth's.
 
-and, asked for by ``--worlds``, five that split the depth's share and one that bounds it:
+and, asked for by ``--worlds``, five that split the depth's share and two that take it from the navigation layout:
 
 * ``model rgb + true depth at captured points``: the true depth only where a point of the scene's capture landed
   (the anchor's own depth there, see-through points included);
@@ -23,6 +23,8 @@ and, asked for by ``--worlds``, five that split the depth's share and one that b
   holes) or earlier (points of the growing memory);
 * ``model rgb + true depth in the holes`` and ``... at grown points``: the last split in two, the frame model's depth
   of this step and the depth it generated at earlier steps (the growing memory's points);
+* ``model, the layout's depth in the holes``: no truth taken, the holes' depth replaced by the navigation layout's
+  (needs a frame model that reads the layout, e.g. ``worldfm-srgbd-layout-64x64``);
 * ``model, depth capped at the layout``: the model world with the env's ``depth_bound="navigation"`` (generated depth
   no farther than the first obstacle of the navigation layout along the ray).
 
@@ -69,10 +71,12 @@ __all__ = [
 ]
 
 RESULTS = ROOT / "benchmarks" / "results" / "world-swap"
-SWAPS = ("depth", "rgb", "depth-captured", "depth-generated", "depth-holes", "depth-grown")
+SWAPS = ("depth", "rgb", "depth-captured", "depth-generated", "depth-holes", "depth-grown", "layout-holes")
 """What a swapped model world takes from the truth: all its depth, its colour, or its depth in some pixels: where a
 captured point of the scene landed, where the model generated (the next two together), in the anchor's holes (the
-frame model's depth of this step), or where a point of the growing memory landed (depth generated at earlier steps)."""
+frame model's depth of this step), or where a point of the growing memory landed (depth generated at earlier steps);
+``layout-holes`` takes no truth: the holes' depth is the navigation layout's (``RenderRequest.layout_depth``) where
+the pixel's ray meets the layout, the model's elsewhere."""
 WORLDS = {
     "truth": ("oracle", None, "none"),
     "model": ("worldfm", None, "none"),
@@ -83,6 +87,7 @@ WORLDS = {
     "model rgb + true depth in the holes": ("worldfm", "depth-holes", "none"),
     "model rgb + true depth at grown points": ("worldfm", "depth-grown", "none"),
     "model, depth capped at the layout": ("worldfm", None, "navigation"),
+    "model, the layout's depth in the holes": ("worldfm", "layout-holes", "none"),
 }
 """World name -> (renderer, swap, the env's ``depth_bound``)."""
 DEFAULT_WORLDS = ("truth", "model", "model rgb + true depth", "true rgb + model depth")
@@ -114,6 +119,11 @@ class SwappedBackend:
         if self.swap == "depth":
             return RenderOutput(frame.rgb, truth.depth)
         anchor = request.anchor
+        if self.swap == "layout-holes":
+            if request.layout_depth is None:
+                raise ValueError("swap='layout-holes' needs the navigation layout's depth: a frame model that reads it")
+            layout = request.layout_depth
+            return RenderOutput(frame.rgb, torch.where(~anchor.mask & (layout > 0), layout, frame.depth))
         grown = anchor.grown if anchor.grown is not None else torch.zeros_like(anchor.mask)
         take = {
             "depth-captured": anchor.mask & ~grown,

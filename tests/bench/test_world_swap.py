@@ -32,7 +32,7 @@ def _first_obs(env_class, renderer: str) -> dict:
     return out
 
 
-@pytest.mark.parametrize("swap", world_swap.SWAPS)
+@pytest.mark.parametrize("swap", [swap for swap in world_swap.SWAPS if swap != "layout-holes"])
 def test_a_swapped_world_shows_the_truths_half_and_the_models_other_half(swap):
     model = _first_obs(WorldFMVectorEnv, "worldfm")
     truth = _first_obs(WorldFMVectorEnv, "oracle")
@@ -43,6 +43,7 @@ def test_a_swapped_world_shows_the_truths_half_and_the_models_other_half(swap):
         assert torch.equal(swapped[kept], model[kept])
         assert not torch.equal(model[taken], truth[taken])  # the swap changed something
     elif swap == "depth-grown":  # a static memory grows no point: the model's frame, unchanged
+        assert torch.equal(swapped["rgb"], model["rgb"]) and torch.equal(swapped["depth"], model["depth"])
         assert torch.equal(swapped["rgb"], model["rgb"]) and torch.equal(swapped["depth"], model["depth"])
     else:  # the depth of some pixels: the captured ones (static memory: every covered pixel) or the rest
         captured = model["captured"]
@@ -84,6 +85,26 @@ def test_grown_points_count_as_generated_depth():
     assert depth["depth-generated"].tolist() == [[1.0, 7.0], [7.0, 7.0]]
     assert depth["depth-holes"].tolist() == [[1.0, 1.0], [7.0, 7.0]]
     assert depth["depth-grown"].tolist() == [[1.0, 7.0], [1.0, 1.0]]
+    # The layout's depth, where it bounds the ray, in the holes only; the truth is not read.
+    layout_world = world_swap.SwappedBackend(Fixed(1.0), Fixed(7.0), "layout-holes")
+    with pytest.raises(ValueError, match="layout-holes"):
+        layout_world.render(request)  # no layout depth in the request
+    request.layout_depth = torch.tensor([[[3.0, 3.0], [0.0, 3.0]]])
+    assert layout_world.render(request).depth[0].tolist() == [[1.0, 1.0], [1.0, 3.0]]
+
+
+def test_the_layout_world_shows_the_layouts_depth_in_the_holes():
+    """With a frame model that reads the layout, the holes' depth is the layout's where it bounds the ray."""
+    kwargs = dict(ENV, weights="worldfm-srgbd-layout-64x64", splat_radius="auto")
+    env = world_swap.swapped_env_class("layout-holes")(num_envs=2, renderer="worldfm", **kwargs)
+    obs, _ = env.reset(seed=[3, 4])
+    request = env.pipeline.last_request
+    take = ~request.anchor.mask & (request.layout_depth > 0)
+    assert take.any() and request.anchor.mask.any()
+    depth = obs["depth"][..., 0]
+    assert torch.equal(depth[take], request.layout_depth[take])
+    assert torch.equal(depth[request.anchor.mask], request.anchor.depth[request.anchor.mask])
+    env.close()
 
 
 def test_a_depth_bound_world_sets_the_envs_depth_bound():
