@@ -134,9 +134,10 @@ class SwappedBackend:
         return RenderOutput(frame.rgb, torch.where(take, truth.depth, frame.depth))
 
 
-def swapped_env_class(swap: str | None, depth_bound: str | None = None) -> type:
+def swapped_env_class(swap: str | None, depth_bound: str | None = None, **env_options) -> type:
     """A :class:`WorldFMVectorEnv` subclass whose observation pipeline renders through a :class:`SwappedBackend`
-    (``swap=None``: through its own backend), with the env's ``depth_bound`` set to ``depth_bound`` when given."""
+    (``swap=None``: through its own backend), with the env's ``depth_bound`` set to ``depth_bound`` when given and
+    ``env_options`` (e.g. ``memory_carve=True``) on top of the env's arguments."""
     if swap is not None and swap not in SWAPS:
         raise ValueError(f"swap={swap!r} is not valid; choose one of {list(SWAPS)} or None")
 
@@ -144,6 +145,7 @@ def swapped_env_class(swap: str | None, depth_bound: str | None = None) -> type:
         def __init__(self, *args, **kwargs) -> None:
             if depth_bound is not None:
                 kwargs["depth_bound"] = depth_bound
+            kwargs.update(env_options)
             super().__init__(*args, **kwargs)
             if swap is not None:
                 pipeline = self.pipeline
@@ -160,14 +162,23 @@ def evaluate_world(world: str, args: argparse.Namespace) -> dict:
         raise ValueError(f"world={world!r} is not valid; choose one of {list(WORLDS)}")
     renderer, swap, depth_bound = WORLDS[world]
     memory = args.memory if renderer == "worldfm" else "static"
+    carve = args.memory_carve and renderer == "worldfm" and memory == "grow"
+    options = {"memory_carve": True} if carve else {}
     patch = (
         contextlib.nullcontext()
-        if swap is None and depth_bound == "none"
-        else _patched(evaluate_script, "WorldFMVectorEnv", swapped_env_class(swap, depth_bound))
+        if swap is None and depth_bound == "none" and not options
+        else _patched(evaluate_script, "WorldFMVectorEnv", swapped_env_class(swap, depth_bound, **options))
     )
     with patch:  # the same evaluation as the policy-evaluation benchmark's, in this world
         metrics = evaluate_snapshot(Path(args.checkpoint), renderer, memory, args)
-    return {"world": world, "renderer": renderer, "swap": swap or "", "depth_bound": depth_bound, **metrics}
+    return {
+        "world": world,
+        "renderer": renderer,
+        "swap": swap or "",
+        "depth_bound": depth_bound,
+        "memory_carve": carve,
+        **metrics,
+    }
 
 
 @contextlib.contextmanager
@@ -238,6 +249,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--capture", default=None, help="capture of every world (full, panorama or walk:K; default: the policy's)"
     )
     parser.add_argument("--memory", default="grow", choices=MEMORY_MODES, help="memory of the model worlds")
+    parser.add_argument(
+        "--memory-carve", action="store_true", help="the env's memory_carve in the model worlds with a growing memory"
+    )
     parser.add_argument("--eval-actions", default="sample", choices=EVAL_ACTIONS, help="argmax or sample")
     parser.add_argument(
         "--splat-radius", default=None, help="anchor splats of the model worlds (default: as the policy was trained)"

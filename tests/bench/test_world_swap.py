@@ -128,7 +128,7 @@ def test_tiny_run_evaluates_every_world(tmp_path, capsys):
         [
             *["--checkpoint", str(checkpoint), "--episodes", "2", "--num-envs", "2", "--max-episode-steps", "4"],
             *["--scenes", "procedural:test:1", "--device", "cpu", "--out", str(out)],
-            *["--worlds", *world_swap.DEFAULT_WORLDS, "model, depth capped at the layout"],
+            *["--worlds", *world_swap.DEFAULT_WORLDS, "model, depth capped at the layout", "--memory-carve"],
         ]
     )
     printed = capsys.readouterr().out
@@ -141,6 +141,7 @@ def test_tiny_run_evaluates_every_world(tmp_path, capsys):
         ("true rgb + model depth", "worldfm", "rgb", "none"),
         ("model, depth capped at the layout", "worldfm", "", "navigation"),
     ]
+    assert [r["memory_carve"] for r in written] == ["False"] + ["True"] * 4  # the model worlds' growing memory
     for r in written:
         assert int(r["episodes"]) == 2 and 0.0 <= float(r["success"]) <= 1.0 and r["machine"]
     assert (out / "world_swap.png").stat().st_size > 1000

@@ -218,6 +218,11 @@ def test_growing_memory_is_refused_for_the_anchor_renderer_and_bad_capacity():
         WorldFMVectorEnv(num_envs=1, **small(renderer="oracle", memory="grow", memory_capacity=100))
     with pytest.raises(ValueError, match="memory"):
         WorldFMVectorEnv(num_envs=1, **small(memory="sometimes"))
+    with pytest.raises(ValueError, match="memory_carve must be True or False"):
+        WorldFMVectorEnv(num_envs=1, **small(renderer="oracle", memory="grow", memory_carve="yes"))
+    carving = WorldFMVectorEnv(num_envs=1, **small(renderer="oracle", memory="grow", memory_carve=True))
+    assert carving.pipeline.memory_carve and carving.pipeline.free_space is not None
+    carving.close()
 
 
 def test_frame_model_reads_a_grown_view_as_its_reference():

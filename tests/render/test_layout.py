@@ -9,9 +9,9 @@ from worldfm_env.envs.vector import WorldFMVectorEnv
 from worldfm_env.geometry import intrinsics_from_fov, pose_from_yaw_pitch
 from worldfm_env.render.anchor_config import AnchorConfig
 from worldfm_env.render.layout import LayoutDepth
-from worldfm_env.renderers.pipeline import ObservationPipeline
+from worldfm_env.renderers.pipeline import CARVE_HEIGHTS, ObservationPipeline
 from worldfm_env.scenes.catalog import resolve_scenes
-from worldfm_env.scenes.navigation import _erode, obstacle_cores, pool_layout_depth
+from worldfm_env.scenes.navigation import FreeSpace, _erode, obstacle_cores, pool_layout_depth
 from worldfm_env.scenes.pool import ScenePool
 from worldfm_env.scenes.scene import NavigationGrid
 
@@ -205,3 +205,70 @@ def test_depth_bound_is_validated_by_name():
         WorldFMVectorEnv(
             num_envs=1, scenes="procedural:test:1", device="cpu", renderer="anchor", depth_bound="navigation"
         )
+
+
+def test_free_space_is_where_the_agent_may_stand_between_the_heights():
+    """A point is in free space over a free cell whose eight neighbours are free too, strictly between the heights
+    above the floor; next to a blocked cell, in one, outside the grid, or at floor or ceiling height it is not."""
+    free = torch.ones(10, 10, dtype=torch.bool)
+    free[4, 7] = False
+    grid = NavigationGrid(free=free, origin=(0.0, 0.0), cell_size=0.1, floor_y=2.0)
+    space = FreeSpace([grid], "cpu")
+    # (x, y, z): cell column x / 0.1, row z / 0.1; height above the floor 2.0 - y (+y is down).
+    points = torch.tensor(
+        [
+            [0.25, 1.0, 0.25],  # clear cell, 1.0 up: free space
+            [0.25, 1.9, 0.25],  # clear cell, 0.1 up: the floor's band
+            [0.25, 0.3, 0.25],  # clear cell, 1.7 up: above the agent
+            [0.65, 1.0, 0.45],  # next to the blocked cell (diagonal neighbour)
+            [0.75, 1.0, 0.45],  # in the blocked cell
+            [-0.05, 1.0, 0.25],  # outside the grid
+            [0.05, 1.0, 0.05],  # at the grid's edge (its outside counts as blocked)
+        ]
+    )
+    inside = space.contains(points[None], torch.zeros(1, dtype=torch.long), 0.25, 1.45)
+    assert inside.tolist() == [[True, False, False, False, False, False, False]]
+
+
+def test_memory_carve_drops_floating_points_and_keeps_the_truths():
+    """With the ground truth written back (every point on a real surface) the carve drops nothing; a generated
+    square floating in the free middle of a room is not written with it, and is without it."""
+    from worldfm_env.render.splat import AnchorRender
+
+    scenes = resolve_scenes("procedural:test:1", torch.device("cpu"), (32, 32), 90.0, capture="panorama")
+    pool = ScenePool(scenes, torch.device("cpu"))
+    n = 2
+    c2w = pool.bank_c2w[torch.arange(n) * 5].clone()
+    yaw = torch.atan2(c2w[:, 0, 2], c2w[:, 2, 2]) + 2.0
+    c2w = pose_from_yaw_pitch(c2w[:, :3, 3], yaw, torch.zeros(n))
+    scene = torch.zeros(n, dtype=torch.int32)
+    pipes = {
+        carve: ObservationPipeline(pool, n, 32, 32, renderer="oracle", memory="grow", memory_carve=carve)
+        for carve in (False, True)
+    }
+    for pipe in pipes.values():
+        pipe.render(scene, c2w)
+    held = {carve: pipe.memory.stats()["memory_points"].tolist() for carve, pipe in pipes.items()}
+    assert held[True] == held[False] and min(held[False]) > 0
+    # A square a third of the way to the surface ahead (into free space, 0.25-1.45 m up at the camera's height).
+    quiet = torch.zeros(n, dtype=torch.bool)
+    frame = pipes[False].render(scene, c2w, write_mask=quiet)
+    block = torch.zeros(n, 32, 32, dtype=torch.bool)
+    block[:, 12:20, 12:20] = True
+    depth = frame.depth / 3
+    hole = AnchorRender(frame.rgb.clone(), frame.depth.clone(), ~block)
+    written = {}
+    for carve, pipe in pipes.items():
+        before = pipe.memory.stats()["memory_points"].clone()
+        pipe.memory.write(
+            frame.rgb.clone(), depth.clone(), hole, c2w, pool.floor_y[scene.long()],
+            carve=pipe._carve(scene) if pipe.memory_carve else None,
+        )  # fmt: skip
+        written[carve] = (pipe.memory.stats()["memory_points"] - before).tolist()
+    origin, rays = c2w[:, :3, 3], pipes[True].memory.rays @ c2w[:, :3, :3].transpose(1, 2)
+    points = origin[:, None] + rays * depth.reshape(n, -1, 1)
+    floating = pipes[True].free_space.contains(points, scene, *CARVE_HEIGHTS).reshape(n, 32, 32) & block
+    assert written[False] == [64, 64]
+    assert bool(floating.any())
+    kept = [64 - int(f.sum()) for f in floating]  # a frame with under 10 points to write writes none
+    assert written[True] == [k if k >= pipes[True].memory.min_write_pixels else 0 for k in kept]

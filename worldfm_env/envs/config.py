@@ -160,6 +160,11 @@ class EnvConfig:
     """``memory="grow"``: points per env's memory (about 16 frames' worth at 64x64; a frame writes only the pixels
     its anchor left empty, and only when at least 1 % were). When full, the oldest points are overwritten first.
     Each memory also keeps its 16 latest written frames as reference views (the oldest replaced first)."""
+    memory_carve: bool = False
+    """``memory="grow"``: do not write generated points that lie in the space the scene's navigation grid lets the
+    agent walk through (between 0.25 and 1.45 above the floor, over cells where the agent may stand). No surface of
+    the scene lies there, so a generated point there floats: seen later, it puts an obstacle in the depth observation
+    where the physics has none."""
     depth_bound: str = "none"
     """``renderer="worldfm"``: ``"none"`` (the frame's depth as the model generates it, the default) or
     ``"navigation"``: the depth of the pixels the anchor left empty is capped, in the ``depth`` observation and in
@@ -249,6 +254,7 @@ class EnvConfig:
             "compile_model",
             "allow_sliding",
             "keep_memory_on_reset",
+            "memory_carve",
         ):
             if not isinstance(getattr(self, name), bool):
                 fail(name, "True or False")

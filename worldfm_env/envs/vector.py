@@ -180,6 +180,7 @@ class WorldFMVectorEnv(VectorEnv):
             hfov_deg=cfg.hfov_deg,
             memory=cfg.memory,
             memory_capacity=cfg.memory_capacity,
+            memory_carve=cfg.memory_carve,
             depth_bound=cfg.depth_bound,
             **(cfg.model_options if cfg.renderer == "worldfm" else {}),
         )

@@ -167,6 +167,7 @@ class GrowingMemory:
         write_mask: torch.Tensor | None = None,
         encoder=None,
         depth_bound: torch.Tensor | None = None,
+        carve=None,
     ) -> None:
         """Write every env's frame into its memory.
 
@@ -178,6 +179,8 @@ class GrowingMemory:
             encoder: optional ``images (M, H, W, 3) uint8 -> latents (M, ...)``, the backend's reference encoder.
             depth_bound: optional (N, H, W) greatest depth of each pixel (0 = no bound; the pipeline's
                 ``depth_bound="navigation"``): a point is never written farther along its ray.
+            carve: optional ``world points (N, H * W, 3) -> (N, H * W) bool``: the points it marks are not written
+                (the pipeline's ``memory_carve``: points in space the navigation layout keeps free).
         """
         N, H, W, HW = self.num_envs, self.height, self.width, self.height * self.width
         P, C, V, M = self.capacity, self.views.chunks_per_memory, self.num_views, self.num_envs
@@ -200,6 +203,9 @@ class GrowingMemory:
             point_depth = torch.where(bound > 0, torch.minimum(point_depth, bound), point_depth)
         view_depth = torch.where(hole, point_depth, anchor_depth)  # (N, HW) the view's depth for the vote
         valid = hole & (point_depth > 0) & torch.isfinite(point_depth) & self.writers[:, None]
+        world = origin[:, None, :] + directions * point_depth[..., None]  # (N, HW, 3)
+        if carve is not None:
+            valid &= ~carve(world)
         if write_mask is not None:
             valid &= write_mask[:, None]
         count = valid.sum(dim=1)  # (N,)
@@ -218,7 +224,6 @@ class GrowingMemory:
         rank = valid.long().cumsum(dim=1) - 1  # (N, HW) index of each valid pixel among the frame's
         slot = group[:, None] * P + (start[:, None] + rank) % P
         slot = torch.where(valid, slot, torch.full_like(slot, self._point_sink)).reshape(-1)
-        world = origin[:, None, :] + directions * point_depth[..., None]  # (N, HW, 3)
         views = self.views
         views.xyz[slot] = world.reshape(-1, 3)
         views.rgb[slot] = rgb.reshape(-1, 3)

@@ -35,10 +35,11 @@ from worldfm_env.render.splat import AnchorRender, Occluders, PointSplatter, Ref
 from worldfm_env.renderers.anchor import AnchorRenderer
 from worldfm_env.renderers.base import Renderer, RenderRequest
 from worldfm_env.renderers.oracle import OracleRenderer
-from worldfm_env.scenes.navigation import pool_layout_depth
+from worldfm_env.scenes.navigation import FreeSpace, pool_layout_depth
 from worldfm_env.scenes.pool import ScenePool
 
 __all__ = [
+    "CARVE_HEIGHTS",
     "DEPTH_BOUNDS",
     "Observation",
     "ObservationPipeline",
@@ -51,6 +52,11 @@ RESAMPLE_VIEWS = 8
 """Captured views a resampled anchor colour (``anchor_colour="bank"``) is looked for in: the env's scene's views with
 the most reference-vote hits. All views of a full capture (over 100) cost about 10x as much for 0.4 dB more on the
 captured pixels (36 poses of a 64x64 test scene, footprint splats); 4 views 0.2 dB less than 8."""
+
+CARVE_HEIGHTS = (0.25, 1.45)
+"""Heights above the floor (scene units) between which ``memory_carve`` finds no surface over a free cell: the
+navigation grid blocks every cell holding a point from 0.2 (a step) to 1.5 (the agent's height) above the floor;
+0.05 of slack on each side."""
 
 #: How generated depth is bounded: ``"none"`` (as the frame model gives it) or ``"navigation"`` (never beyond the
 #: first obstacle of the scene's navigation layout, nor below the floor, along the pixel's ray).
@@ -123,6 +129,9 @@ class ObservationPipeline:
             into its own :class:`~worldfm_env.memory.GrowingMemory`; needs a backend that generates the empty
             pixels: ``worldfm`` or ``oracle``).
         memory_capacity: points per growing memory (the oldest are overwritten when full).
+        memory_carve: a growing memory does not write generated points that lie in the space the navigation grid
+            lets the agent walk through (:class:`~worldfm_env.scenes.navigation.FreeSpace`, :data:`CARVE_HEIGHTS`
+            above the floor): a surface there would float where the physics has none.
         depth_bound: ``"none"`` or ``"navigation"`` (:data:`DEPTH_BOUNDS`; ``worldfm`` backend only): cap the depth
             of the pixels the anchor left empty, in the observation and in what a growing memory writes, at the
             depth of the scene's navigation layout along each pixel's ray.
@@ -142,6 +151,7 @@ class ObservationPipeline:
         with_anchor: bool = False,
         memory: str = "static",
         memory_capacity: int = 65536,
+        memory_carve: bool = False,
         depth_bound: str = "none",
         **backend_options,
     ) -> None:
@@ -204,6 +214,10 @@ class ObservationPipeline:
             else None
         )
         self.depth_bound = depth_bound
+        self.memory_carve = bool(memory_carve) and self.memory is not None
+        self.free_space = (
+            FreeSpace([scene.navigation_grid for scene in pool.scenes], self.device) if self.memory_carve else None
+        )
         needs_layout = depth_bound == "navigation" or self.backend.needs_layout
         self.layout = pool_layout_depth(pool, num_envs, height, width) if needs_layout else None
         self.last_request: RenderRequest | None = None
@@ -245,6 +259,11 @@ class ObservationPipeline:
         anchor.depth.copy_(depth)
         if anchor.grown is not None and one.grown is not None:
             anchor.grown.copy_(torch.where(take, one.grown, anchor.grown))
+
+    def _carve(self, scene_index: torch.Tensor):
+        """The growing memory's ``carve``: world points in the free space of each env's layout."""
+        low, high = CARVE_HEIGHTS
+        return lambda points: self.free_space.contains(points, scene_index, low, high)
 
     def render(
         self,
@@ -292,6 +311,7 @@ class ObservationPipeline:
                 write_mask=write_mask,
                 encoder=getattr(self.backend, "encode_reference", None),
                 depth_bound=bound,
+                carve=self._carve(scene_index) if self.memory_carve else None,
             )
         depth = frame.depth if frame.depth is not None else (request.anchor.depth if request.anchor else None)
         return Observation(frame.rgb, depth, request.anchor, request.reference_index)

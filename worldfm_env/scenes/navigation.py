@@ -53,6 +53,7 @@ __all__ = [
     "grid_obstacles",
     "pool_layout_depth",
     "pool_obstacles",
+    "FreeSpace",
     "NavigationData",
     "CAPTURE_START_RADIUS",
     "SEEN_FLOOR_BAND",
@@ -149,6 +150,47 @@ def grid_obstacles(grids: list[NavigationGrid], device: torch.device | str) -> t
     for i, g in enumerate(grids):
         obstacles[i, : g.shape[0], : g.shape[1]] = obstacle_cores(g.free, g.agent_radius, g.cell_size).to(device)
     return obstacles
+
+
+class FreeSpace:
+    """The space a navigation grid lets the agent walk through, for every scene of a pool: over a cell where the
+    agent's centre may stand (``NavigationGrid.free``, whose obstacles are dilated by the agent's radius) and whose
+    eight neighbours are such cells too, between two heights above the floor. No surface of the scene lies there
+    (the grid blocks every cell that holds one within the body's height); a generated point there floats.
+
+    Args:
+        grids: the scenes' navigation grids (scene ``i`` is ``grids[i]``).
+        device: where the padded grids live.
+    """
+
+    def __init__(self, grids: list[NavigationGrid], device: torch.device | str) -> None:
+        Gz = max(g.shape[0] for g in grids)
+        Gx = max(g.shape[1] for g in grids)
+        free = torch.zeros(len(grids), 1, Gz, Gx, device=device)
+        for i, g in enumerate(grids):
+            free[i, 0, : g.shape[0], : g.shape[1]] = g.free.to(device=device, dtype=torch.float32)
+        # One cell of margin: a surface's cell may touch a free one after the grid's quantisation.
+        # Outside a grid counts as blocked.
+        padded = torch.nn.functional.pad(free, (1, 1, 1, 1), value=0.0)
+        self.clear = -torch.nn.functional.max_pool2d(-padded, 3, stride=1)[:, 0] > 0.5  # (S, Gz, Gx)
+        f32 = dict(dtype=torch.float32, device=device)
+        self.origin = torch.tensor([list(g.origin) for g in grids], **f32)  # (S, 2) world (x0, z0)
+        self.cell_size = torch.tensor([g.cell_size for g in grids], **f32)
+        self.floor_y = torch.tensor([g.floor_y for g in grids], **f32)
+
+    def contains(self, points: torch.Tensor, scene_index: torch.Tensor, low: float, high: float) -> torch.Tensor:
+        """(N, P) bool: which of the world points (N, P, 3) of env ``n`` (in scene ``scene_index[n]``) lie in the
+        free space, strictly between ``low`` and ``high`` above the floor (+y is down)."""
+        s = scene_index.long().to(points.device)
+        cell = self.cell_size[s][:, None]
+        origin = self.origin[s]
+        col = torch.floor((points[..., 0] - origin[:, None, 0]) / cell).long()
+        row = torch.floor((points[..., 2] - origin[:, None, 1]) / cell).long()
+        rows, cols = self.clear.shape[1:]
+        inside = (row >= 0) & (col >= 0) & (row < rows) & (col < cols)
+        clear = self.clear[s[:, None], row.clamp(0, rows - 1), col.clamp(0, cols - 1)]
+        height = self.floor_y[s][:, None] - points[..., 1]
+        return inside & clear & (height > low) & (height < high)
 
 
 def pool_obstacles(pool: ScenePool) -> torch.Tensor:
