@@ -180,7 +180,8 @@ class GrowingMemory:
             depth_bound: optional (N, H, W) greatest depth of each pixel (0 = no bound; the pipeline's
                 ``depth_bound="navigation"``): a point is never written farther along its ray.
             carve: optional ``world points (N, H * W, 3) -> (N, H * W) bool``: the points it marks are not written
-                (the pipeline's ``memory_carve``: points in space the navigation layout keeps free).
+                (the pipeline's ``memory_carve``: points in the space the navigation grid lets the agent walk
+                through).
         """
         N, H, W, HW = self.num_envs, self.height, self.width, self.height * self.width
         P, C, V, M = self.capacity, self.views.chunks_per_memory, self.num_views, self.num_envs

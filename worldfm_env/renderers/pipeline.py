@@ -261,7 +261,7 @@ class ObservationPipeline:
             anchor.grown.copy_(torch.where(take, one.grown, anchor.grown))
 
     def _carve(self, scene_index: torch.Tensor):
-        """The growing memory's ``carve``: world points in the free space of each env's layout."""
+        """The growing memory's ``carve``: world points in the free space of each env's navigation grid."""
         low, high = CARVE_HEIGHTS
         return lambda points: self.free_space.contains(points, scene_index, low, high)
 
