@@ -55,6 +55,16 @@ PUBLISHED_CORRELATION = 0.78
 point of the WorldFM issue)."""
 
 
+def add_held_out_arguments(parser: argparse.ArgumentParser, episodes: int, episodes_help: str) -> None:
+    """The held-out episode set that :func:`evaluate_snapshot` plays: ``--episodes`` (default ``episodes``),
+    ``--num-envs``, ``--eval-seed``, ``--scenes`` and ``--max-episode-steps``."""
+    parser.add_argument("--episodes", type=int, default=episodes, help=episodes_help)
+    parser.add_argument("--num-envs", type=int, default=16, help="envs stepped together (not the episode set)")
+    parser.add_argument("--eval-seed", type=int, default=0, help="env seed of held-out episode 0")
+    parser.add_argument("--scenes", default="procedural:test", help="held-out scene spec")
+    parser.add_argument("--max-episode-steps", type=int, default=500, help="steps after which an episode is truncated")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line arguments of the benchmark."""
     parser = argparse.ArgumentParser(
@@ -67,11 +77,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="agents/ppo_torch.py checkpoints: files, or folders whose *.pt are taken (resume states aside, and a "
         "final checkpoint X.pt aside where its snapshot X_step<its steps>.pt is there too); sorted by env steps",
     )
-    parser.add_argument("--episodes", type=int, default=50, help="held-out episodes per snapshot and world")
-    parser.add_argument("--num-envs", type=int, default=16, help="envs stepped together (not the episode set)")
-    parser.add_argument("--eval-seed", type=int, default=0, help="env seed of held-out episode 0")
-    parser.add_argument("--scenes", default="procedural:test", help="held-out scene spec")
-    parser.add_argument("--max-episode-steps", type=int, default=500, help="steps after which an episode is truncated")
+    add_held_out_arguments(parser, 50, "held-out episodes per snapshot and world")
     parser.add_argument(
         "--model-renderer",
         default="worldfm",

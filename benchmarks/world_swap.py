@@ -51,7 +51,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from agents import evaluate as evaluate_script  # noqa: E402
-from benchmarks.policy_eval import evaluate_snapshot  # noqa: E402
+from benchmarks.policy_eval import add_held_out_arguments, evaluate_snapshot  # noqa: E402
 from benchmarks.throughput import machine_name  # noqa: E402
 from benchmarks.transfer import EVAL_ACTIONS  # noqa: E402
 from worldfm_env.envs.vector import WorldFMVectorEnv  # noqa: E402
@@ -113,17 +113,17 @@ class SwappedBackend:
         """The inner backend's frame with one half (or the depth of some pixels) replaced by the truth's at the same
         poses."""
         frame = self.inner.render(request)
+        anchor = request.anchor
+        if self.swap == "layout-holes":  # reads no truth: no ray cast
+            if request.layout_depth is None:
+                raise ValueError("swap='layout-holes' needs the navigation layout's depth: a frame model that reads it")
+            layout = request.layout_depth
+            return RenderOutput(frame.rgb, torch.where(~anchor.mask & (layout > 0), layout, frame.depth))
         truth = self.oracle.render(request)
         if self.swap == "rgb":
             return RenderOutput(truth.rgb, frame.depth)
         if self.swap == "depth":
             return RenderOutput(frame.rgb, truth.depth)
-        anchor = request.anchor
-        if self.swap == "layout-holes":
-            if request.layout_depth is None:
-                raise ValueError("swap='layout-holes' needs the navigation layout's depth: a frame model that reads it")
-            layout = request.layout_depth
-            return RenderOutput(frame.rgb, torch.where(~anchor.mask & (layout > 0), layout, frame.depth))
         grown = anchor.grown if anchor.grown is not None else torch.zeros_like(anchor.mask)
         take = {
             "depth-captured": anchor.mask & ~grown,
@@ -240,11 +240,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--worlds", nargs="+", default=list(DEFAULT_WORLDS), choices=list(WORLDS), help="worlds to evaluate"
     )
-    parser.add_argument("--episodes", type=int, default=100, help="held-out episodes per world")
-    parser.add_argument("--num-envs", type=int, default=16, help="envs stepped together (not the episode set)")
-    parser.add_argument("--eval-seed", type=int, default=0, help="env seed of held-out episode 0")
-    parser.add_argument("--scenes", default="procedural:test", help="held-out scene spec")
-    parser.add_argument("--max-episode-steps", type=int, default=500, help="steps after which an episode is truncated")
+    add_held_out_arguments(parser, 100, "held-out episodes per world")
     parser.add_argument(
         "--capture", default=None, help="capture of every world (full, panorama or walk:K; default: the policy's)"
     )
