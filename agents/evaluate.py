@@ -14,7 +14,8 @@ Agents: ``random``, ``shortest-path``, ``frontier`` (see ``agents/scripted.py``)
 
 ``--capture`` (full, panorama, walk:K: how much of each procedural scene the anchor's point cloud was captured
 from; it also places the episodes' starts near a capture camera, in every world) and ``--memory`` (static, grow)
-are the env's options; for a ``ppo:`` agent they default to the checkpoint's (its memory in the worldfm world only).
+are the env's options; for a ``ppo:`` agent they default to the checkpoint's (its memory, and ``--memory-carve``, in
+the worldfm world only).
 
 Under ``torchrun --nproc_per_node W`` the episodes are sharded: rank r plays the contiguous block of episodes
 ``[r E / W, (r + 1) E / W)`` in batches of ``num_envs`` (on its local GPU, or on the CPU with gloo), the ranks'
@@ -109,6 +110,9 @@ class Args:
     """static or grow (the env's memory: each env's generated pixels are lifted into its own growing memory; needs
     renderer worldfm, or oracle with the ground truth written back; the anchor generates nothing to grow) (default:
     as the ppo checkpoint was trained when renderer is worldfm, else static)."""
+    memory_carve: bool | None = None
+    """With memory grow: do not write generated points in the space the navigation grid lets the agent walk through
+    (the env's memory_carve) (default: as the ppo checkpoint was trained when renderer is worldfm, else off)."""
 
 
 @dataclass
@@ -209,6 +213,7 @@ def _load_learned(spec: str) -> tuple[object, dict]:
             # Checkpoints from before the options were trained on fully captured, static worlds.
             "capture": trained.get("capture", "full"),
             "memory": trained.get("memory", "static"),
+            "memory_carve": trained.get("memory_carve", False),
         }
     if spec.startswith("sb3:"):
         from stable_baselines3 import PPO
@@ -280,6 +285,10 @@ def evaluate(args: Args) -> EvalResult:
         memory = args.memory
     else:
         memory = saved.get("memory", "static") if args.renderer == "worldfm" else "static"
+    if args.memory_carve is not None:
+        memory_carve = args.memory_carve
+    else:
+        memory_carve = saved.get("memory_carve", False) if args.renderer == "worldfm" else False
     # The env options of args by name (scenes, renderer, device, ...; weights, compile_model: worldfm only), with
     # those that default to the trained policy's settled here.
     options = env_kwargs(
@@ -291,6 +300,7 @@ def evaluate(args: Args) -> EvalResult:
         splat_radius=splat_radius,
         capture=capture,
         memory=memory,
+        memory_carve=memory_carve,
         device=rank_device(args.device, info),
     )
     out_dir = Path(args.output_dir) if args.output_dir else None

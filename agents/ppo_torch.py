@@ -20,7 +20,8 @@ so truncated episodes bootstrap from it and terminated ones do not.
 
 The checkpoint (``torch.save`` of ``{"state_dict", "model_kwargs", "action_ids", "args", "global_step",
 "wall_s"}``) is read by ``python agents/evaluate.py --agent ppo:PATH``, which by default builds its env with the
-env settings ``args`` records (resolution, task, depth, sliding, splat radius, ``--capture``, ``--memory``);
+env settings ``args`` records (resolution, task, depth, sliding, splat radius, ``--capture``, ``--memory``,
+``--memory-carve``);
 ``--save-every`` adds snapshots along the run. After every update the run also writes its resume state
 (``<save_path stem>.resume.pt``: the network, the optimizer and the position in the run; removed when the run
 finishes), so an interrupted run continues with ``--resume`` and the same arguments:
@@ -126,6 +127,10 @@ class Args:
     """static or grow (the env's memory: each env's generated pixels are lifted into its own growing memory, so
     revisits show the same content); grow needs renderer worldfm (or oracle: ground truth written back). Recorded
     in the checkpoint: evaluate.py uses it by default in the worldfm world."""
+    memory_carve: bool = False
+    """With ``--memory grow``: the growing memory does not write generated points in the space the scene's
+    navigation grid lets the agent walk through (the env's memory_carve). Recorded in the checkpoint: evaluate.py
+    uses it by default in the worldfm world."""
     total_timesteps: int = 1_000_000
     """Total env steps of the run (of all ranks together under torchrun)."""
     learning_rate: float = 2.5e-4
@@ -191,7 +196,7 @@ class Args:
 RESUME_UNCOMPARED = ("compile_model", "preempt_fraction", "resume", "save_path")
 """Arguments a resumed run may change: they change how fast it goes or how its path is spelt, not what it learns."""
 
-ARGS_ADDED_LATER = {"capture": "full", "memory": "static"}
+ARGS_ADDED_LATER = {"capture": "full", "memory": "static", "memory_carve": False}
 """Arguments newer than some saved runs, with the value those runs had (a fully captured, static world)."""
 
 

@@ -30,7 +30,9 @@ anchors' point cloud was captured from, in every world's training and evaluation
 starts near a capture camera, so the oracle world takes it too (it renders the true mesh whatever the capture).
 ``--memory grow`` gives the worldfm world a growing memory (its generated pixels lifted into each env's memory); the
 anchor world (which generates nothing; the env refuses it) and the oracle world (the true mesh) stay static. Both
-are ``transfer.csv`` columns (memory: the train world's) and are compared by ``--reuse`` and ``--reference-csv``.
+are ``transfer.csv`` columns (memory: the train world's) and are compared by ``--reuse`` and ``--reference-csv``;
+so is ``--memory-carve`` (with ``--memory grow``: the worldfm world's memory writes no generated point in the space
+the navigation grid lets the agent walk through).
 ``--reuse`` keeps a world's policy and snapshots already in the output
 folder when they were trained with the same arguments, so another world can join an earlier run
 without training its oracle reference again; where its checkpoint is gone, ``--reference-csv`` takes the
@@ -166,6 +168,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="the worldfm world's memory (the env's memory): grow lifts its generated pixels into a growing per-env "
         "memory; the anchor world generates nothing to grow and the oracle renders the true mesh, so both stay static",
     )
+    parser.add_argument(
+        "--memory-carve",
+        action="store_true",
+        help="with --memory grow: the worldfm world's growing memory writes no generated point in the space the "
+        "navigation grid lets the agent walk through (the env's memory_carve)",
+    )
     parser.add_argument("--episodes", type=int, default=50, help="held-out evaluation episodes per (policy, world)")
     parser.add_argument(
         "--eval-actions",
@@ -272,11 +280,21 @@ def _check_arguments(args: argparse.Namespace) -> None:
             f"--memory {args.memory} applies to the worldfm world only (the anchor world generates nothing to grow, "
             "the oracle renders the true mesh); add the worldfm world (--worldfm-weights) or use --memory static"
         )
+    if args.memory_carve and args.memory != "grow":
+        raise ValueError(
+            f"--memory-carve applies to a growing memory only; --memory is {args.memory!r}: add --memory grow"
+        )
     if args.snapshots < 0:
         raise ValueError(f"--snapshots must be >= 0 (0: no learning curves), got {args.snapshots}")
 
 
-CSV_COLUMNS_ADDED_LATER = {"goal_encoding": "log", "world_size": 1, "capture": "full", "memory": "static"}
+CSV_COLUMNS_ADDED_LATER = {
+    "goal_encoding": "log",
+    "world_size": 1,
+    "capture": "full",
+    "memory": "static",
+    "memory_carve": False,
+}
 """``transfer.csv`` columns newer than some results, with the value the runs before them had."""
 
 
@@ -299,6 +317,12 @@ def world_memory(args: argparse.Namespace, world: str) -> str:
     return args.memory if world == "worldfm" else "static"
 
 
+def world_memory_carve(args: argparse.Namespace, world: str) -> bool:
+    """Whether ``world``'s growing memory is carved (the env's memory_carve): ``--memory-carve`` in the worldfm
+    world, off elsewhere (their memory is static, see :func:`world_memory`)."""
+    return bool(args.memory_carve) and world == "worldfm"
+
+
 def run_settings(args: argparse.Namespace, world: str) -> dict:
     """The ``transfer.csv`` columns that record how the policy trained in ``world`` learned and was evaluated."""
     return dict(
@@ -314,6 +338,7 @@ def run_settings(args: argparse.Namespace, world: str) -> dict:
         splat_radius=0 if world == REFERENCE_WORLD else args.splat_radius,  # the oracle world has no anchor
         capture=args.capture,  # every world's (it places the episodes' starts)
         memory=world_memory(args, world),
+        memory_carve=world_memory_carve(args, world),
         train_scenes=args.train_scenes,
         eval_scenes=args.eval_scenes,
         seed=args.seed,
@@ -376,6 +401,7 @@ LATER_OPTIONS = (
     "goal_encoding",
     "include_depth",
     "memory",
+    "memory_carve",
     "preempt_fraction",
     "resume",
     "save_every",
@@ -434,6 +460,7 @@ def train_policy(world: str, args: argparse.Namespace, out: Path) -> dict:
         "--splat-radius", str(args.splat_radius if world != REFERENCE_WORLD else 0),  # the oracle has no anchor
         "--capture", args.capture,
         "--memory", world_memory(args, world),
+        "--memory-carve" if world_memory_carve(args, world) else "--no-memory-carve",
         "--save-every", str(snapshot_interval(args)),
         "--save-path", os.path.relpath(checkpoint),  # relative: the checkpoint and log store it
     ]  # fmt: skip
@@ -509,6 +536,7 @@ def evaluate_policy(
         compile_model=args.compile_model and world == "worldfm",
         capture=args.capture,
         memory=world_memory(args, world),
+        memory_carve=world_memory_carve(args, world),
     )
     start = time.perf_counter()
     result = evaluate_script.evaluate(eval_args)
@@ -738,7 +766,8 @@ def _main(args: argparse.Namespace, info) -> list[dict]:
         f"PPO ({rows[0]['policy']}, {args.actions} actions{', rgb+depth' if args.include_depth else ''}"
         f"{f', splat_radius {args.splat_radius}' if args.splat_radius else ''}"
         f"{f', capture {args.capture}' if args.capture != 'full' else ''}"
-        f"{f', worldfm memory {args.memory}' if args.memory != 'static' else ''}) "
+        f"{f', worldfm memory {args.memory}' if args.memory != 'static' else ''}"
+        f"{' (carved)' if args.memory_carve else ''}) "
         f"{rows[0]['train_env_steps']:,} env steps per world, "
         f"num_envs={args.num_envs}, "
         f"{args.resolution}x{args.resolution}, seed {args.seed}; {args.episodes} held-out episodes "

@@ -496,11 +496,11 @@ def test_capture_and_memory_travel_with_the_checkpoint(tmp_path, monkeypatch):
         [
             *["--total-timesteps", "32", "--num-envs", "2", "--num-steps", "16", "--hidden-size", "32"],
             *["--scenes", "procedural:train:1", "--resolution", "16", "--device", "cpu", "--renderer", "oracle"],
-            *["--capture", "panorama", "--memory", "grow", "--save-path", str(checkpoint)],
+            *["--capture", "panorama", "--memory", "grow", "--memory-carve", "--save-path", str(checkpoint)],
         ]
     )
     saved = torch.load(checkpoint, weights_only=True)["args"]
-    assert (saved["capture"], saved["memory"]) == ("panorama", "grow")
+    assert (saved["capture"], saved["memory"], saved["memory_carve"]) == ("panorama", "grow", True)
     torch.manual_seed(0)
     weights = tmp_path / "tiny.safetensors"
     save_checkpoint(build_model("tiny", input_size=16), weights)
@@ -509,21 +509,32 @@ def test_capture_and_memory_travel_with_the_checkpoint(tmp_path, monkeypatch):
     evaluate.evaluate(evaluate.Args(agent=f"ppo:{checkpoint}", renderer="oracle", **common))
     evaluate.evaluate(evaluate.Args(agent=f"ppo:{checkpoint}", renderer="worldfm", weights=str(weights), **common))
     evaluate.evaluate(
-        evaluate.Args(agent=f"ppo:{checkpoint}", renderer="oracle", capture="full", memory="grow", **common)
+        evaluate.Args(
+            agent=f"ppo:{checkpoint}", renderer="oracle", capture="full", memory="grow", memory_carve=True, **common
+        )
+    )
+    evaluate.evaluate(
+        evaluate.Args(agent=f"ppo:{checkpoint}", renderer="worldfm", weights=str(weights), memory_carve=False, **common)
     )
     evaluate.evaluate(evaluate.Args(agent="random", **common))
-    # The checkpoint's capture everywhere and its memory in the worldfm world, explicit overrides, the env defaults.
-    assert [(c.renderer, c.capture, c.memory) for c in made] == [
-        ("oracle", "panorama", "static"),
-        ("worldfm", "panorama", "grow"),
-        ("oracle", "full", "grow"),
-        ("anchor", "full", "static"),
+    # The checkpoint's capture everywhere and its memory (and carve) in the worldfm world, explicit overrides, the
+    # env defaults.
+    assert [(c.renderer, c.capture, c.memory, c.memory_carve) for c in made] == [
+        ("oracle", "panorama", "static", False),
+        ("worldfm", "panorama", "grow", True),
+        ("oracle", "full", "grow", True),
+        ("worldfm", "panorama", "grow", False),
+        ("anchor", "full", "static", False),
     ]
     with pytest.raises(ValueError, match="capture must be"):
         evaluate.evaluate(evaluate.Args(agent="random", capture="walk:0", **common))
     # Runs saved before the options had a full capture and a static memory: their resume states still fit.
-    older = {k: v for k, v in asdict(ppo_torch.Args()).items() if k not in ("capture", "memory")}
+    older = {k: v for k, v in asdict(ppo_torch.Args()).items() if k not in ("capture", "memory", "memory_carve")}
     assert ppo_torch._differing_args(older, ppo_torch.Args()) == []
+    assert ppo_torch._differing_args(older, ppo_torch.Args(memory="grow", memory_carve=True)) == [
+        "memory",
+        "memory_carve",
+    ]
     assert ppo_torch._differing_args(older, ppo_torch.Args(capture="panorama")) == ["capture"]
 
 

@@ -231,32 +231,44 @@ def test_capture_reaches_every_world_and_memory_the_worldfm_world(tmp_path, monk
         raise RuntimeError("not training in this test")
 
     def record_evaluation(eval_args):
-        evaluated.append((eval_args.renderer, eval_args.capture, eval_args.memory))
+        evaluated.append((eval_args.renderer, eval_args.capture, eval_args.memory, eval_args.memory_carve))
         raise RuntimeError("not evaluating in this test")
 
     monkeypatch.setattr(transfer.ppo_torch, "main", record_training)
     monkeypatch.setattr(transfer.evaluate_script, "evaluate", record_evaluation)
-    args = transfer.parse_args([*TINY, "--worldfm-weights", "w.safetensors", "--capture", "walk:8", "--memory", "grow"])
+    args = transfer.parse_args(
+        [*TINY, "--worldfm-weights", "w.safetensors", "--capture", "walk:8", "--memory", "grow", "--memory-carve"]
+    )
     for world in ("oracle", "anchor", "worldfm"):
         with pytest.raises(RuntimeError, match="not training"):
             transfer.train_policy(world, args, tmp_path)
         with pytest.raises(RuntimeError, match="not evaluating"):
             transfer.evaluate_policy(tmp_path / "policy.pt", world, args)
-        assert (transfer.run_settings(args, world)["capture"], transfer.run_settings(args, world)["memory"]) == (
-            "walk:8",
-            "grow" if world == "worldfm" else "static",
+        settings = transfer.run_settings(args, world)
+        assert (settings["capture"], settings["memory"], settings["memory_carve"]) == (
+            ("walk:8", "grow", True) if world == "worldfm" else ("walk:8", "static", False)
         )
-    options = [(argv[argv.index("--capture") + 1], argv[argv.index("--memory") + 1]) for argv in trained]
-    assert options == [("walk:8", "static"), ("walk:8", "static"), ("walk:8", "grow")]
-    assert evaluated == [("oracle", "walk:8", "static"), ("anchor", "walk:8", "static"), ("worldfm", "walk:8", "grow")]
+    options = [
+        (argv[argv.index("--capture") + 1], argv[argv.index("--memory") + 1], "--memory-carve" in argv)
+        for argv in trained
+    ]
+    assert options == [("walk:8", "static", False), ("walk:8", "static", False), ("walk:8", "grow", True)]
+    assert all(("--no-memory-carve" in argv) != ("--memory-carve" in argv) for argv in trained)
+    assert evaluated == [
+        ("oracle", "walk:8", "static", False),
+        ("anchor", "walk:8", "static", False),
+        ("worldfm", "walk:8", "grow", True),
+    ]
     defaults = transfer.parse_args(TINY)
-    assert (defaults.capture, defaults.memory) == ("full", "static")
+    assert (defaults.capture, defaults.memory, defaults.memory_carve) == ("full", "static", False)
     # Bad values fail before any training, naming the option.
     out = ["--out", str(tmp_path / "x")]
     with pytest.raises(ValueError, match=r"--capture: capture must be .*got 'walk:0'"):
         transfer.main([*TINY, *out, "--worlds", "oracle", "--capture", "walk:0"])
     with pytest.raises(ValueError, match="--memory grow applies to the worldfm world only"):
         transfer.main([*TINY, *out, "--memory", "grow"])
+    with pytest.raises(ValueError, match="--memory-carve applies to a growing memory only; --memory is 'static'"):
+        transfer.main([*TINY, *out, "--worlds", "oracle", "--memory-carve"])
     assert not (tmp_path / "x" / "checkpoints").exists()
 
 
