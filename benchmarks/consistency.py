@@ -33,7 +33,8 @@ Metrics (uint8 frames; PSNR capped at 100 dB):
 * ``--weights`` picks the frame model of the worldfm methods (default: the shipped default); ``--splat-radius``
   their anchor splats (default 0, the env's; pass the one the model was trained on, e.g. ``auto``);
   ``--depth-bound navigation`` their ``depth_bound`` (generated depth, and what the memory grows, capped at the
-  scene's navigation layout).
+  scene's navigation layout); ``--memory-carve`` ``worldfm_grow``'s ``memory_carve`` (no generated point written in
+  the space the navigation grid lets the agent walk through).
 * step time: ``env.step`` with random discrete actions at ``--time-envs`` envs, ``memory="static"`` against
   ``"grow"`` (A-B-B-A blocks of ``--time-steps`` steps, medians).
 
@@ -209,6 +210,7 @@ def _render(method: str, trajectories: np.ndarray, args, scene_of_env: list[int]
         renderer=renderer,
         memory="grow" if method == "worldfm_grow" else "static",
         memory_capacity=args.memory_capacity,
+        memory_carve=args.memory_carve and method == "worldfm_grow",
         noise_key="step" if method == "worldfm_static_step" else "pose",
     )
     if renderer == "worldfm":
@@ -301,7 +303,10 @@ def _step_time(args, num_envs: int) -> dict[str, float]:
     )
     if args.weights:
         kwargs["weights"] = args.weights
-    envs = {m: WorldFMVectorEnv(num_envs=num_envs, memory=m, **kwargs) for m in ("static", "grow")}
+    envs = {
+        m: WorldFMVectorEnv(num_envs=num_envs, memory=m, memory_carve=args.memory_carve and m == "grow", **kwargs)
+        for m in ("static", "grow")
+    }
     rng = np.random.default_rng(args.seed)
     times: dict[str, list[float]] = {"static": [], "grow": []}
     for env in envs.values():
@@ -387,6 +392,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
         help="the worldfm methods' depth_bound: navigation caps generated depth, and what the memory grows, at the "
         "scene's navigation layout (default: %(default)s)",
     )
+    parser.add_argument(
+        "--memory-carve",
+        action="store_true",
+        help="worldfm_grow's memory_carve: its memory writes no generated point in the space the navigation grid "
+        "lets the agent walk through",
+    )
     parser.add_argument("--seed", type=int, default=0, help="trajectory and env seed (default: %(default)s)")
     parser.add_argument(
         "--time-envs", type=int, nargs="*", default=[16, 64], help="env counts timed (default: %(default)s)"
@@ -449,6 +460,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         reproj = reprojection_psnr(img, true_depth, c2w, K, ~captured, moved)
         row = {"method": method, "splat_radius": args.splat_radius if method != "oracle" else ""}
         row["depth_bound"] = args.depth_bound if method != "oracle" else ""
+        row["memory_carve"] = args.memory_carve if method == "worldfm_grow" else ""
         row["psnr"], row["psnr_p5"] = _stats(p_all)
         row["ssim"], row["ssim_p5"] = _stats(s_all)
         row["psnr_captured"], row["psnr_captured_p5"] = _stats(p_cap)

@@ -89,3 +89,25 @@ def test_depth_bound_reaches_the_worldfm_envs_and_leaves_static_frames_alone(run
     assert bounded["worldfm_grow"]["depth_bound"] == "navigation" and bounded["oracle"]["depth_bound"] == ""
     for key in ("psnr", "ssim", "revisit_psnr", "reproj_uncaptured"):
         assert bounded["worldfm_static"][key] == free["worldfm_static"][key]
+
+
+def test_memory_carve_reaches_the_growing_envs_only(runs, small_model, tmp_path, monkeypatch):
+    """--memory-carve: every env built with memory="grow" (the worldfm_grow frames and the step timing) carves, no
+    other does; the static methods' frames are those of the same run without it."""
+    built = []
+
+    class Recording(consistency.WorldFMVectorEnv):
+        def __init__(self, *args, **kwargs):
+            built.append((kwargs.get("memory", "static"), kwargs.get("memory_carve", False)))
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(consistency, "WorldFMVectorEnv", Recording)
+    argv = ["--scenes", "1", "--trajectories", "1", "--time-envs", "2", "--time-steps", "1"]
+    argv += ["--weights", small_model, "--splat-radius", "auto", "--memory-carve", "--out", str(tmp_path)]
+    carved = {r["method"]: r for r in consistency.main(argv)}
+    assert ("grow", True) in built and ("grow", False) not in built
+    assert all(carve is False for memory, carve in built if memory != "grow")
+    assert carved["worldfm_grow"]["memory_carve"] is True and carved["worldfm_static"]["memory_carve"] == ""
+    free = {r["method"]: r for r in runs["auto"][0]}
+    for key in ("psnr", "ssim", "revisit_psnr", "reproj_uncaptured"):
+        assert carved["worldfm_static"][key] == free["worldfm_static"][key]
