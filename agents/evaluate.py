@@ -288,7 +288,8 @@ def evaluate(args: Args) -> EvalResult:
     if args.memory_carve is not None:
         memory_carve = args.memory_carve
     else:
-        memory_carve = saved.get("memory_carve", False) if args.renderer == "worldfm" else False
+        # The checkpoint's carve where its growing memory is used (a static memory writes nothing to carve).
+        memory_carve = saved.get("memory_carve", False) and args.renderer == "worldfm" and memory == "grow"
     # The env options of args by name (scenes, renderer, device, ...; weights, compile_model: worldfm only), with
     # those that default to the trained policy's settled here.
     options = env_kwargs(

@@ -516,14 +516,18 @@ def test_capture_and_memory_travel_with_the_checkpoint(tmp_path, monkeypatch):
     evaluate.evaluate(
         evaluate.Args(agent=f"ppo:{checkpoint}", renderer="worldfm", weights=str(weights), memory_carve=False, **common)
     )
+    evaluate.evaluate(
+        evaluate.Args(agent=f"ppo:{checkpoint}", renderer="worldfm", weights=str(weights), memory="static", **common)
+    )
     evaluate.evaluate(evaluate.Args(agent="random", **common))
-    # The checkpoint's capture everywhere and its memory (and carve) in the worldfm world, explicit overrides, the
-    # env defaults.
+    # The checkpoint's capture everywhere and its memory (and carve) in the worldfm world, explicit overrides (a
+    # static memory has nothing to carve), the env defaults.
     assert [(c.renderer, c.capture, c.memory, c.memory_carve) for c in made] == [
         ("oracle", "panorama", "static", False),
         ("worldfm", "panorama", "grow", True),
         ("oracle", "full", "grow", True),
         ("worldfm", "panorama", "grow", False),
+        ("worldfm", "panorama", "static", False),
         ("anchor", "full", "static", False),
     ]
     with pytest.raises(ValueError, match="capture must be"):

@@ -220,6 +220,8 @@ def test_growing_memory_is_refused_for_the_anchor_renderer_and_bad_capacity():
         WorldFMVectorEnv(num_envs=1, **small(memory="sometimes"))
     with pytest.raises(ValueError, match="memory_carve must be True or False"):
         WorldFMVectorEnv(num_envs=1, **small(renderer="oracle", memory="grow", memory_carve="yes"))
+    with pytest.raises(ValueError, match=r"memory_carve=True applies to memory='grow' only.*memory is 'static'"):
+        WorldFMVectorEnv(num_envs=1, **small(renderer="oracle", memory_carve=True))
     carving = WorldFMVectorEnv(num_envs=1, **small(renderer="oracle", memory="grow", memory_carve=True))
     assert carving.pipeline.memory_carve and carving.pipeline.free_space is not None
     carving.close()

@@ -258,6 +258,11 @@ class EnvConfig:
         ):
             if not isinstance(getattr(self, name), bool):
                 fail(name, "True or False")
+        if self.memory_carve and self.memory != "grow":
+            raise ValueError(
+                f"memory_carve=True applies to memory='grow' only (it chooses what a growing memory writes); memory "
+                f"is {self.memory!r}: use memory='grow' or leave memory_carve=False"
+            )
         if self.sampler_steps is not None and (self.sampler_steps not in (1, 2) or not is_int(self.sampler_steps)):
             fail("sampler_steps", "1, 2 or None (the checkpoint's recommendation)")
         for name, valid in (("weights", "a path, a shipped model's name or None"), ("vae", "a path or None")):
