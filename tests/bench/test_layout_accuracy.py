@@ -28,7 +28,7 @@ def test_a_quick_run_writes_its_results_and_the_footprints_follow_the_truth_clos
     # The cores lose one-cell walls, so their rays cross into the next room: farther and more often far off.
     assert by["footprints"]["absrel_mean"] < by["cores"]["absrel_mean"]
     assert by["footprints"]["beyond_1.25"] < by["cores"]["beyond_1.25"]
-    assert by["footprints"]["footprint_cells_missed"] == 0 < by["cores"]["footprint_cells_missed"]
+    assert by["cores"]["footprint_cells_missed"] > 0.02  # the reference row has none: it is the footprints
     assert "| footprints |" in capsys.readouterr().out
 
 

@@ -143,7 +143,9 @@ def test_covered_mask_keeps_a_wall_of_any_thickness(thickness, offset):
     assert set(rows) <= set(overlapped)
     if thickness <= cell:
         assert len(rows) == 1
-    assert abs(rows[0] * cell - z0) <= cell / 2 + 1e-6 or thickness < cell
+    if thickness >= cell:  # both faces within half a cell of the rows' faces
+        assert abs(rows[0] * cell - z0) <= cell / 2 + 1e-6
+        assert abs((rows[-1] + 1) * cell - (z0 + thickness)) <= cell / 2 + 1e-6
     assert covered[rows[0], 3:27].all() and not covered[rows[0], :3].any()
 
 
@@ -163,19 +165,20 @@ def test_layout_stops_at_a_thin_wall_the_cores_lose():
     cores = obstacle_cores(free, radius, cell)
     assert not cores[19:21, 5:35].any()  # the wall is gone from the cores
     assert occupied[19:21, 5:35].any(0).all()  # and kept, one row, by the footprints
-    grids = {
-        "cores": NavigationGrid(free, (0.0, 0.0), cell, 0.0, radius),
-        "occupied": NavigationGrid(free, (0.0, 0.0), cell, 0.0, radius, occupied=occupied),
-    }
+    grid = NavigationGrid(free, (0.0, 0.0), cell, 0.0, radius, occupied=occupied)
     K = intrinsics_from_fov(8, 8, 60.0)
     c2w = _pose(2.0, -1.2, 1.0, 0.0, 0.0)[None]  # 1.2 above the floor, looking along +z at the wall 0.95 away
     depth = {}
-    for name, grid in grids.items():
-        layout = grid_layout_depth([grid], "cpu", 1, 8, 8)
-        depth[name] = layout.render(torch.zeros(1, dtype=torch.long), c2w, torch.linalg.inv(K)).clone()
+    for kind in ("cores", "footprints"):
+        layout = grid_layout_depth([grid], "cpu", 1, 8, 8, kind)
+        depth[kind] = layout.render(torch.zeros(1, dtype=torch.long), c2w, torch.linalg.inv(K)).clone()
     centre = (slice(3, 5), slice(3, 5))
     assert (depth["cores"][0][centre] > 2.5).all()  # through the wall to the far one
-    assert ((depth["occupied"][0][centre] - 0.95).abs() <= cell / 2 + 1e-4).all()
+    assert ((depth["footprints"][0][centre] - 0.95).abs() <= cell / 2 + 1e-4).all()
+    # A grid that records no footprints (an old scene file) falls back to the cores, and says so.
+    with pytest.warns(UserWarning, match="without recorded obstacle footprints"):
+        bare = grid_layout_depth([NavigationGrid(free, (0.0, 0.0), cell, 0.0, radius)], "cpu", 1, 8, 8)
+    assert torch.equal(bare.obstacles[0].bool(), cores)
 
 
 def test_layout_follows_the_true_depth_of_procedural_scenes_closer_than_the_cores():
@@ -199,8 +202,8 @@ def test_layout_follows_the_true_depth_of_procedural_scenes_closer_than_the_core
     _, true = MeshRaycaster([scene.mesh], "cpu").render(torch.zeros(N, dtype=torch.int32), c2w, K, H, W)
     true = true.reshape(N, H, W)
     stats = {}
-    for name, g in (("cores", NavigationGrid(grid.free, grid.origin, grid.cell_size, grid.floor_y)), ("occ", grid)):
-        layout = grid_layout_depth([g], "cpu", N, H, W).render(
+    for name, kind in (("cores", "cores"), ("occ", "footprints")):
+        layout = grid_layout_depth([grid], "cpu", N, H, W, kind).render(
             torch.zeros(N, dtype=torch.long), c2w, torch.linalg.inv(K)
         )
         ok = (true > 0) & (layout > 0)

@@ -120,6 +120,12 @@ def test_a_layout_fine_tune_trains_the_layout_input_and_resumes_exactly(tmp_path
     model = load_checkpoint(None, tmp_path / "fit" / "model.safetensors")
     assert model.config.refiner_layout and float(model.refiner.layout_in.weight.detach().abs().sum()) > 0
     assert trained_layout_obstacles(tmp_path / "fit" / "model.safetensors") == "footprints"  # the header says so
+    # Told to, it trains on the cores' layout and records it; a fine-tune of that keeps it unless told otherwise.
+    train(TrainConfig(steps=1, out=str(tmp_path / "cores"), layout_obstacles="cores", **kw))
+    assert trained_layout_obstacles(tmp_path / "cores" / "model.safetensors") == "cores"
+    keep = {**kw, "init": str(tmp_path / "cores" / "model.safetensors")}
+    train(TrainConfig(steps=1, out=str(tmp_path / "keep"), **keep))
+    assert trained_layout_obstacles(tmp_path / "keep" / "model.safetensors") == "cores"
     assert_resumes_exactly(tmp_path, {**kw, "save_every": 1})
 
 

@@ -65,8 +65,8 @@ SILHOUETTES_METADATA_KEY = "worldfm_env.silhouettes"
 write it beside ``worldfm_env.anchor_colour``); the env warns when it renders the other."""
 LAYOUT_OBSTACLES_METADATA_KEY = "worldfm_env.layout_obstacles"
 """Header entry naming what the navigation layout a layout frame model (``DiTConfig.refiner_layout``) was trained
-on is cast against: ``"footprints"`` or ``"cores"`` (:data:`~worldfm_env.scenes.navigation.LAYOUT_OBSTACLES_VALUES`;
-stage II writes it); the env gives the model that layout."""
+on is cast against: ``"footprints"`` or ``"cores"`` (:data:`~worldfm_env.scenes.scene.LAYOUT_OBSTACLES_VALUES`;
+training writes it for every layout model); the env gives the model that layout."""
 DROPPED_KEYS = ("pos_embed",)  # recomputed at run time for the concatenated grid
 _LOG = logging.getLogger(__name__)
 TEXT_BRANCH_PATTERN = re.compile(r"^(y_embedder\.|plucker_proj\.|blocks\.\d+\.cross_attn\.)")
@@ -182,7 +182,7 @@ def trained_layout_obstacles(path: str | os.PathLike) -> str | None:
     whose header does not name it was trained before the grids recorded their obstacles' footprints, on layouts cast
     against the obstacle cores: ``"cores"``.
     """
-    from worldfm_env.scenes.navigation import LAYOUT_OBSTACLES_VALUES
+    from worldfm_env.scenes.scene import LAYOUT_OBSTACLES_VALUES
 
     metadata = read_metadata(path)
     value = metadata.get(LAYOUT_OBSTACLES_METADATA_KEY)

@@ -14,12 +14,7 @@ from __future__ import annotations
 import torch
 
 from worldfm_env.memory.growing import select_reference
-from worldfm_env.model.checkpoint import (
-    trained_anchor_colour,
-    trained_layout_obstacles,
-    trained_silhouettes,
-    trained_splat_radius,
-)
+from worldfm_env.model.checkpoint import trained_anchor_colour, trained_silhouettes, trained_splat_radius
 from worldfm_env.model.dit import PanelCameras
 from worldfm_env.model.frame_model import FrameModel
 from worldfm_env.model.samplers import make_generators
@@ -109,7 +104,7 @@ class WorldFMRenderer(Renderer):
         #: The silhouettes setting it was trained on (None: the header does not tell; see trained_silhouettes).
         self.trained_silhouettes = trained_silhouettes(path)
         #: What the layout it reads is cast against: the one it was trained on (a model that reads none: the default).
-        self.layout_obstacles = trained_layout_obstacles(path) or "footprints"
+        self.layout_obstacles = self.frame_model.layout_obstacles
         self.bank_latents = self._encode_bank()  # (B, C, h, w), once per scene pool
         self.rgb = torch.zeros(num_envs, height, width, 3, dtype=torch.uint8, device=self.device)
         # RGB-D models: the frame's depth, the anchor's where it has a point and the model's elsewhere.

@@ -3,7 +3,9 @@
 * Grid building: :func:`navigation_grid_from_points` (a height slice of a point cloud above the floor
   found by :func:`estimate_floor_y`, eroded by the agent radius) for imported scenes; obstacle
   footprints dilated by the agent's disc (``_blocked_mask``) and the largest 4-connected component
-  (``_largest_component``) for procedural scenes.
+  (``_largest_component``) for procedural scenes. Either way the grid also records the obstacles' own cells before
+  the dilation (``NavigationGrid.occupied``; procedural rectangles through ``_covered_mask``), which the layout casts
+  rays against (:func:`obstacle_footprints`, :func:`grid_layout_depth`).
 * Geodesics: :func:`geodesic_distance`.
 * Pools: :class:`NavigationData`, the navigation tensors of every scene of a
   :class:`~worldfm_env.scenes.pool.ScenePool` (main free component, the captured region where episodes start,
@@ -36,7 +38,7 @@ import torch.nn.functional as F
 
 from worldfm_env._device import init_warp, warp_device
 from worldfm_env.render.layout import LayoutDepth
-from worldfm_env.scenes.scene import NavigationGrid
+from worldfm_env.scenes.scene import LAYOUT_OBSTACLES_VALUES, NavigationGrid
 
 if TYPE_CHECKING:
     from worldfm_env.scenes.pool import ScenePool
@@ -62,10 +64,6 @@ __all__ = [
     "GOAL_MARGIN_FROM_SEEN",
 ]
 
-#: What a layout's rays are cast against (:func:`grid_obstacles`): ``"footprints"``, the obstacles' own cells
-#: (``NavigationGrid.occupied``), or ``"cores"``, the grid's obstacle cores (what layout frame models trained before
-#: the footprints were recorded read; they lose thin walls).
-LAYOUT_OBSTACLES_VALUES = ("footprints", "cores")
 #: Episodes in a sparsely captured scene start within this distance (scene units) of a capture camera centre.
 CAPTURE_START_RADIUS = 1.0
 #: A captured point within this height of the floor marks its navigation cell's floor as seen.
@@ -156,6 +154,12 @@ def obstacle_footprints(grid: NavigationGrid) -> torch.Tensor:
     """
     if grid.occupied is not None:
         return grid.occupied
+    warnings.warn(
+        "a navigation grid without recorded obstacle footprints (NavigationGrid.occupied: a scene file written before "
+        "the field): its layout falls back to the obstacle cores, which lose walls one cell thick; build or import "
+        "the scene again to record them",
+        stacklevel=2,
+    )
     return obstacle_cores(grid.free, grid.agent_radius, grid.cell_size)
 
 

@@ -18,6 +18,13 @@ from worldfm_env.render.mesh import TriangleMesh
 __all__ = ["ReferenceBank", "NavigationGrid", "TriangleMesh", "Scene"]
 
 
+#: What a navigation layout's rays are cast against: ``"footprints"``, the obstacles' own cells
+#: (:attr:`NavigationGrid.occupied`), or ``"cores"``, the grid's obstacle cores
+#: (:func:`~worldfm_env.scenes.navigation.obstacle_cores`; what layout frame models trained before the footprints were
+#: recorded read; they lose one-cell walls).
+LAYOUT_OBSTACLES_VALUES = ("footprints", "cores")
+
+
 def _check(cond: bool, message: str) -> None:
     if not cond:
         raise ValueError(message)
@@ -109,12 +116,19 @@ class NavigationGrid:
         _check(bool(self.free.any()), "navigation grid has no free cell: the scene has no space to stand in")
         if self.occupied is not None:
             _check(
-                self.occupied.dtype == torch.bool and tuple(self.occupied.shape) == tuple(self.free.shape),
+                isinstance(self.occupied, torch.Tensor)
+                and self.occupied.dtype == torch.bool
+                and tuple(self.occupied.shape) == tuple(self.free.shape),
                 f"navigation grid occupied must be None or a bool tensor shaped like free {tuple(self.free.shape)}, "
-                f"got {self.occupied.dtype} {tuple(self.occupied.shape)}",
+                f"got {getattr(self.occupied, 'dtype', type(self.occupied).__name__)} "
+                f"{tuple(getattr(self.occupied, 'shape', ()))}",
             )
             _check(
-                not bool((self.occupied & self.free.to(self.occupied.device)).any()),
+                self.occupied.device == self.free.device,
+                f"navigation grid occupied must be on free's device ({self.free.device}), got {self.occupied.device}",
+            )
+            _check(
+                not bool((self.occupied & self.free).any()),
                 "navigation grid occupied and free overlap: a cell an obstacle covers cannot be free to stand in",
             )
 

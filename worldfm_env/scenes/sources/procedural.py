@@ -940,10 +940,12 @@ def generate_procedural_scene(
     zs = (np.arange(gz) + 0.5) * cs  # (Gz,) cell-centre z
     rects = np.asarray(obstacles, dtype=np.float64).reshape(-1, 4)
     inside = ((xs > ht) & (xs < W - ht))[None, :] & ((zs > ht) & (zs < D - ht))[:, None]
-    free = inside & ~_blocked_mask(rects, xs, zs, cfg.agent_radius)  # (Gz, Gx)
+    # The obstacles' own cells (walls, furniture): never free, however small the agent (a thin wall's one cell can lie
+    # farther than agent_radius from the wall's rectangle).
+    covered = _covered_mask(rects, gx, gz, cs)
+    free = inside & ~_blocked_mask(rects, xs, zs, cfg.agent_radius) & ~covered  # (Gz, Gx)
     largest, n_comp = _largest_component(free)
-    # The obstacles' own cells (walls, furniture, and beyond the outer walls), never a cell the agent may stand in.
-    occupied = (~inside | _covered_mask(rects, gx, gz, cs)) & ~free
+    occupied = ~inside | covered  # and beyond the outer walls
     nav = NavigationGrid(
         torch.from_numpy(free).to(dev),
         (0.0, 0.0),
