@@ -442,7 +442,9 @@ def _render(args, capture: str, states: dict[str, torch.Tensor], renderer: str, 
     env.reset(seed=args.seed)
     dev = env.device
     layout = None
-    if renderer == "anchor" and bound == "navigation":  # the same layout depth the models' env caps with
+    # The layout the env caps with for a model that reads none (a layout model's env may cap with the cores it was
+    # trained on).
+    if renderer == "anchor" and bound == "navigation":
         pool = env.pool
         layout = pool_layout_depth(pool, E, env.height, env.width)
     out: dict[str, list] = {

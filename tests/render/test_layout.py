@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -11,7 +12,15 @@ from worldfm_env.render.anchor_config import AnchorConfig
 from worldfm_env.render.layout import LayoutDepth
 from worldfm_env.renderers.pipeline import CARVE_HEIGHTS, ObservationPipeline
 from worldfm_env.scenes.catalog import resolve_scenes
-from worldfm_env.scenes.navigation import FreeSpace, _erode, obstacle_cores, pool_layout_depth
+from worldfm_env.scenes.navigation import (
+    FreeSpace,
+    _blocked_mask,
+    _covered_mask,
+    _erode,
+    grid_layout_depth,
+    obstacle_cores,
+    pool_layout_depth,
+)
 from worldfm_env.scenes.pool import ScenePool
 from worldfm_env.scenes.scene import NavigationGrid
 
@@ -116,6 +125,105 @@ def test_obstacle_cores_undo_the_agent_dilation():
         assert len(extra) <= 6  # at most the 4 room corners and the 2 where the inner wall meets the outer one
         for r, c in extra:  # each at an inner corner: obstacle cells beside it along both axes
             assert bool(obstacles[r - 1, c] | obstacles[r + 1, c]) and bool(obstacles[r, c - 1] | obstacles[r, c + 1])
+
+
+@pytest.mark.parametrize("thickness", [0.02, 0.1, 0.13, 0.25])
+@pytest.mark.parametrize("offset", [0.0, 0.05, 0.031])
+def test_covered_mask_keeps_a_wall_of_any_thickness(thickness, offset):
+    """A wall's cells: at least one row whatever its thickness and however it sits on the grid, at most the rows it
+    overlaps, never more than one row for a wall no thicker than a cell, and its faces within half a cell of the
+    cells' faces."""
+    cell = 0.1
+    z0 = 1.0 + offset - thickness / 2
+    rects = np.array([[0.3, 2.7, z0, z0 + thickness]])
+    covered = _covered_mask(rects, 30, 30, cell)
+    rows = torch.from_numpy(covered).any(1).nonzero()[:, 0].tolist()
+    assert rows == list(range(rows[0], rows[-1] + 1)) and len(rows) >= 1
+    overlapped = [k for k in range(30) if k * cell < z0 + thickness - 1e-9 and (k + 1) * cell > z0 + 1e-9]
+    assert set(rows) <= set(overlapped)
+    if thickness <= cell:
+        assert len(rows) == 1
+    if thickness >= cell:  # both faces within half a cell of the rows' faces
+        assert abs(rows[0] * cell - z0) <= cell / 2 + 1e-6
+        assert abs((rows[-1] + 1) * cell - (z0 + thickness)) <= cell / 2 + 1e-6
+    assert covered[rows[0], 3:27].all() and not covered[rows[0], :3].any()
+
+
+def test_layout_stops_at_a_thin_wall_the_cores_lose():
+    """A room split by a one-cell wall sitting on a cell boundary: its dilated grid's obstacle cores lose the wall
+    (the erosion cannot tell it from the dilation), so the layout's rays cross it into the next room; the recorded
+    footprints keep it, and the layout meets it within half a cell of its true face."""
+    cell, radius = 0.1, 0.18
+    gx = gz = 40
+    xs = (np.arange(gx) + 0.5) * cell
+    zs = (np.arange(gz) + 0.5) * cell
+    walls = np.array([[0.0, 4.0, 0.0, 0.1], [0.0, 4.0, 3.9, 4.0], [0.0, 0.1, 0.0, 4.0], [3.9, 4.0, 0.0, 4.0]])
+    inner = np.array([[0.1, 3.9, 1.95, 2.05]])  # on the boundary between rows 19 and 20
+    rects = np.concatenate([walls, inner])
+    free = torch.from_numpy(~_blocked_mask(rects, xs, zs, radius))
+    occupied = torch.from_numpy(_covered_mask(rects, gx, gz, cell)) & ~free
+    cores = obstacle_cores(free, radius, cell)
+    assert not cores[19:21, 5:35].any()  # the wall is gone from the cores
+    assert occupied[19:21, 5:35].any(0).all()  # and kept, one row, by the footprints
+    grid = NavigationGrid(free, (0.0, 0.0), cell, 0.0, radius, occupied=occupied)
+    K = intrinsics_from_fov(8, 8, 60.0)
+    c2w = _pose(2.0, -1.2, 1.0, 0.0, 0.0)[None]  # 1.2 above the floor, looking along +z at the wall 0.95 away
+    depth = {}
+    for kind in ("cores", "footprints"):
+        layout = grid_layout_depth([grid], "cpu", 1, 8, 8, kind)
+        depth[kind] = layout.render(torch.zeros(1, dtype=torch.long), c2w, torch.linalg.inv(K)).clone()
+    centre = (slice(3, 5), slice(3, 5))
+    assert (depth["cores"][0][centre] > 2.5).all()  # through the wall to the far one
+    assert ((depth["footprints"][0][centre] - 0.95).abs() <= cell / 2 + 1e-4).all()
+    # A grid that records no footprints (an old scene file) falls back to the cores, and says so.
+    with pytest.warns(UserWarning, match="without recorded obstacle footprints"):
+        bare = grid_layout_depth([NavigationGrid(free, (0.0, 0.0), cell, 0.0, radius)], "cpu", 1, 8, 8)
+    assert torch.equal(bare.obstacles[0].bool(), cores)
+
+
+def test_layout_follows_the_true_depth_of_procedural_scenes_closer_than_the_cores():
+    """Level views from random free cells of a procedural scene, against the mesh's ray-cast depth: the layout cast
+    against the recorded footprints is much closer to the truth than the one cast against the obstacle cores (it
+    crosses no wall), and rarely farther than the truth by a quarter (what remains: the ceiling, the lintels over
+    doors)."""
+    from worldfm_env.render.raycast import MeshRaycaster
+    from worldfm_env.scenes.sources.procedural import generate_procedural_scene
+
+    scene = generate_procedural_scene(5)
+    grid = scene.navigation_grid
+    gen = torch.Generator().manual_seed(0)
+    rows, cols = torch.nonzero(grid.free, as_tuple=True)
+    pick = torch.randint(len(rows), (24,), generator=gen)
+    x, z = grid.cell_center(rows[pick], cols[pick])
+    N, H, W = 24, 24, 24
+    pos = torch.stack([x, torch.full((N,), grid.floor_y - scene.camera_height), z], 1)
+    c2w = pose_from_yaw_pitch(pos, torch.rand(N, generator=gen) * 2 * math.pi - math.pi, torch.zeros(N))
+    K = intrinsics_from_fov(W, H, 90.0)
+    _, true = MeshRaycaster([scene.mesh], "cpu").render(torch.zeros(N, dtype=torch.int32), c2w, K, H, W)
+    true = true.reshape(N, H, W)
+    stats = {}
+    for name, kind in (("cores", "cores"), ("occ", "footprints")):
+        layout = grid_layout_depth([grid], "cpu", N, H, W, kind).render(
+            torch.zeros(N, dtype=torch.long), c2w, torch.linalg.inv(K)
+        )
+        ok = (true > 0) & (layout > 0)
+        ratio = layout[ok] / true[ok]
+        stats[name] = (float((ratio - 1).abs().mean()), float((ratio > 1.25).float().mean()))
+    assert stats["occ"][0] < 0.5 * stats["cores"][0]
+    assert stats["occ"][1] < 0.5 * stats["cores"][1] and stats["occ"][1] < 0.15
+
+
+def test_navigation_grid_refuses_a_bad_occupied():
+    free = torch.zeros(4, 4, dtype=torch.bool)
+    free[1:3, 1:3] = True
+    with pytest.raises(ValueError, match="occupied must be None or a bool tensor shaped like free"):
+        NavigationGrid(free, (0.0, 0.0), 0.1, 0.0, occupied=torch.zeros(3, 4, dtype=torch.bool))
+    with pytest.raises(ValueError, match="occupied must be None or a bool tensor"):
+        NavigationGrid(free, (0.0, 0.0), 0.1, 0.0, occupied=torch.zeros(4, 4))
+    with pytest.raises(ValueError, match="occupied and free overlap"):
+        NavigationGrid(free, (0.0, 0.0), 0.1, 0.0, occupied=torch.ones(4, 4, dtype=torch.bool))
+    grid = NavigationGrid(free, (0.0, 0.0), 0.1, 0.0, occupied=~free)
+    assert torch.equal(grid.to("cpu").occupied, ~free)
 
 
 def test_navigation_grid_records_its_agent_radius():
@@ -272,3 +380,54 @@ def test_memory_carve_drops_floating_points_and_keeps_the_truths():
     assert bool(floating.any())
     kept = [64 - int(f.sum()) for f in floating]  # a frame with under 10 points to write writes none
     assert written[True] == [k if k >= pipes[True].memory.min_write_pixels else 0 for k in kept]
+
+
+def test_layout_models_read_the_layout_they_were_trained_on(tmp_path):
+    """The shipped layout model was trained on layouts cast against the obstacle cores (its header predates the
+    field): its env still gives it that layout, so it renders as before. A model whose header names the footprints
+    gets them, as does the depth bound of a model that reads no layout; a bad header value is refused by name."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from worldfm_env.model.checkpoint import LAYOUT_OBSTACLES_METADATA_KEY, trained_layout_obstacles
+    from worldfm_env.model.weights import resolve_weights
+    from worldfm_env.scenes.navigation import pool_obstacles
+
+    layout_model = resolve_weights("worldfm-srgbd-layout-64x64")
+    assert trained_layout_obstacles(layout_model) == "cores"
+    assert trained_layout_obstacles(resolve_weights("worldfm-srgbd-auto-64x64")) is None
+    with safe_open(str(layout_model), "pt") as f:
+        metadata = f.metadata()
+    tensors = load_file(str(layout_model))
+    written = {}
+    for value in ("footprints", "cores", "walls"):
+        written[value] = tmp_path / f"layout-{value}.safetensors"
+        save_file(tensors, str(written[value]), metadata={**metadata, LAYOUT_OBSTACLES_METADATA_KEY: value})
+    assert trained_layout_obstacles(written["footprints"]) == "footprints"
+    with pytest.raises(ValueError, match="layout_obstacles='walls'; valid values are 'footprints', 'cores'"):
+        trained_layout_obstacles(written["walls"])
+
+    kw = dict(num_envs=1, scenes="procedural:test:1", capture="panorama", device="cpu", splat_radius="auto")
+    cases = {
+        "cores": dict(weights="worldfm-srgbd-layout-64x64"),
+        "footprints": dict(weights=str(written["footprints"])),
+        "bound": dict(weights="worldfm-srgbd-auto-64x64", depth_bound="navigation"),
+    }
+    for name, extra in cases.items():
+        env = WorldFMVectorEnv(**kw, **extra)
+        expected = pool_obstacles(env.pool, "footprints" if name == "bound" else name)
+        assert torch.equal(env.pipeline.layout.obstacles.bool(), expected)
+        if name == "bound":
+            assert not torch.equal(pool_obstacles(env.pool, "cores"), expected)
+        env.close()
+
+
+def test_layout_obstacles_are_checked_by_name():
+    from worldfm_env.scenes.navigation import grid_obstacles
+    from worldfm_env.training.data import ClipConfig
+
+    free = torch.ones(4, 4, dtype=torch.bool)
+    with pytest.raises(ValueError, match="obstacles='walls' is not valid; choose one of"):
+        grid_obstacles([NavigationGrid(free, (0.0, 0.0), 0.1, 0.0)], "cpu", "walls")
+    with pytest.raises(ValueError, match="layout_obstacles='walls' is not valid"):
+        ClipConfig(layout_obstacles="walls")

@@ -112,3 +112,23 @@ def test_grid_from_points_with_absurd_extent_is_a_value_error():
     far = torch.tensor([[1.0e30, 1.5, 0.0]])
     with pytest.raises(ValueError, match="xyz: the points span"):
         navigation_grid_from_points(torch.cat([floor, far]), cell_size=0.1, floor_y=1.5)
+
+
+def test_grid_from_points_records_the_obstacles_own_cells():
+    """A floor split by a one-cell wall of points: the grid records the wall's cells (one a column) in ``occupied``,
+    before the agent's dilation. Here the dilation is of whole cells, so the obstacle cores recover every such cell
+    (a grid built from rectangles, dilated by the exact disk, loses thin walls in its cores: the procedural test)."""
+    from worldfm_env.scenes.navigation import navigation_grid_from_points, obstacle_cores, obstacle_footprints
+
+    xs, zs = torch.meshgrid(torch.arange(40) * 0.1 + 0.05, torch.arange(40) * 0.1 + 0.05, indexing="xy")
+    floor = torch.stack([xs.flatten(), torch.full((1600,), 1.5), zs.flatten()], 1)
+    wall_x = torch.arange(4, 36) * 0.1 + 0.05
+    wall = torch.stack([wall_x, torch.full_like(wall_x, 0.5), torch.full_like(wall_x, 2.05)], 1)  # row 20, 1 m up
+    corner = torch.tensor([[0.0, 1.5, 0.0]])  # puts the grid's origin at (0, 0): points at cell centres
+    grid = navigation_grid_from_points(torch.cat([corner, floor, wall]), cell_size=0.1, floor_y=1.5, agent_radius=0.18)
+    assert grid.origin == (0.0, 0.0)
+    assert grid.occupied is not None and not (grid.occupied & grid.free).any()
+    rows, cols = grid.world_to_cell(wall[:, 0], wall[:, 2])
+    assert grid.occupied[rows, cols].all() and bool((grid.occupied[:, 5:35].sum(0) == 1).all())  # the wall alone
+    assert not (grid.occupied & ~obstacle_cores(grid.free, grid.agent_radius, grid.cell_size)).any()
+    assert torch.equal(obstacle_footprints(grid), grid.occupied)

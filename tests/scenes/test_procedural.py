@@ -267,6 +267,53 @@ def test_scene_file_keeps_the_grid_agent_radius_and_reads_older_files(scenes, tm
     assert load_scene_file(old).navigation_grid.agent_radius == 0.18
 
 
+def test_scene_file_keeps_the_obstacle_footprints_and_reads_older_files(scenes, tmp_path):
+    """``NavigationGrid.occupied`` is written and read back; a file written before the field reads as None, and the
+    layout's obstacles then fall back to the grid's obstacle cores."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from worldfm_env.scenes.navigation import grid_obstacles, obstacle_cores
+
+    grid = scenes[0].navigation_grid
+    path = save_scene(scenes[0], tmp_path / "o.wfscene")
+    loaded = load_scene_file(path).navigation_grid
+    assert loaded.occupied is not None and torch.equal(loaded.occupied, grid.occupied)
+    tensors = load_file(str(path))
+    del tensors["navigation_grid.occupied"]
+    with safe_open(str(path), "pt") as f:
+        metadata = f.metadata()
+    old = tmp_path / "old.wfscene"
+    save_file(tensors, str(old), metadata=metadata)
+    old_grid = load_scene_file(old).navigation_grid
+    assert old_grid.occupied is None
+    cores = obstacle_cores(grid.free, grid.agent_radius, grid.cell_size)
+    with pytest.warns(UserWarning, match="falls back to the obstacle cores"):
+        assert torch.equal(grid_obstacles([old_grid], "cpu")[0], cores)
+    assert torch.equal(grid_obstacles([loaded], "cpu")[0], grid.occupied)
+    assert not torch.equal(cores, grid.occupied)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_grid_records_every_wall_and_piece_of_furniture(scenes, seed):
+    """The procedural grid's ``occupied`` holds every blocking footprint: each wall piece keeps a row of cells (a
+    wall one cell thick included, which the obstacle cores lose), no occupied cell is free, and every blocked cell
+    lies within the agent's radius (plus a cell's diagonal) of an occupied one."""
+    from worldfm_env.scenes.navigation import _erode, obstacle_cores
+
+    grid = scenes[seed].navigation_grid
+    occupied = grid.occupied
+    assert occupied is not None and occupied.shape == grid.free.shape
+    assert not (occupied & grid.free).any()
+    # the dilation of the footprints by the agent's disk covers every cell that is not free
+    reach = ~_erode(~occupied, grid.agent_radius + grid.cell_size * 0.75, grid.cell_size, outside=True)
+    assert not (~grid.free & ~reach).any()
+    # the default walls are one cell thick (wall_thickness = cell_size = 0.1): the cores lose a good share of them
+    cores = obstacle_cores(grid.free, grid.agent_radius, grid.cell_size)
+    lost = occupied & ~cores
+    assert int(lost.sum()) > 0.05 * int(occupied.sum())
+
+
 def test_save_load_roundtrip_and_overview(scenes, tmp_path):
     scene = scenes[0]
     path = save_scene(scene, tmp_path / "s.wfscene")

@@ -7,6 +7,7 @@ from test_rgbd import TINY_RGBD, _log, _synthetic_anchor, assert_resumes_exactly
 
 from worldfm_env.envs.vector import WorldFMVectorEnv
 from worldfm_env.model import build_model, load_checkpoint, save_checkpoint
+from worldfm_env.model.checkpoint import LAYOUT_OBSTACLES_METADATA_KEY, trained_layout_obstacles
 from worldfm_env.model.frame_model import FrameModel
 from worldfm_env.scenes.navigation import pool_layout_depth
 from worldfm_env.scenes.pool import ScenePool
@@ -96,6 +97,15 @@ def test_clips_give_each_target_the_layout_of_its_scene():
     seen = (batch.target_layout > 0) & (batch.target_depth > 0)
     ratio = (batch.target_layout[seen] / batch.target_depth[seen]).median()
     assert 0.9 < float(ratio) < 1.1
+    # Clips for the layout models trained on the obstacle cores give that layout instead.
+    cores = ClipGenerator(
+        scenes, ClipConfig(resolution=(32, 32), sparse_fraction=0.5, layout_depth=True, layout_obstacles="cores"), "cpu"
+    ).batch(3, seed=2)
+    truth = pool_layout_depth(pool, B * T, 32, 32, "cores").render(
+        scene_index.repeat_interleave(T), batch.target_c2w.reshape(-1, 4, 4), K_inv
+    )
+    assert torch.equal(cores.target_layout.reshape(-1, 32, 32), truth)
+    assert not torch.equal(cores.target_layout, batch.target_layout)
 
 
 def test_a_layout_fine_tune_trains_the_layout_input_and_resumes_exactly(tmp_path):
@@ -109,6 +119,13 @@ def test_a_layout_fine_tune_trains_the_layout_input_and_resumes_exactly(tmp_path
     assert sum(terms[-8:]) / 8 < 0.85 * sum(terms[:8]) / 8, terms
     model = load_checkpoint(None, tmp_path / "fit" / "model.safetensors")
     assert model.config.refiner_layout and float(model.refiner.layout_in.weight.detach().abs().sum()) > 0
+    assert trained_layout_obstacles(tmp_path / "fit" / "model.safetensors") == "footprints"  # the header says so
+    # Told to, it trains on the cores' layout and records it; a fine-tune of that keeps it unless told otherwise.
+    train(TrainConfig(steps=1, out=str(tmp_path / "cores"), layout_obstacles="cores", **kw))
+    assert trained_layout_obstacles(tmp_path / "cores" / "model.safetensors") == "cores"
+    keep = {**kw, "init": str(tmp_path / "cores" / "model.safetensors")}
+    train(TrainConfig(steps=1, out=str(tmp_path / "keep"), **keep))
+    assert trained_layout_obstacles(tmp_path / "keep" / "model.safetensors") == "cores"
     assert_resumes_exactly(tmp_path, {**kw, "save_every": 1})
 
 
@@ -123,7 +140,7 @@ def test_the_env_feeds_a_layout_model_the_layout_without_a_depth_bound(tmp_path)
         init.refiner.out.weight.normal_(0.0, 0.05)  # a refiner that does something to the colour
     extended = extend_model(init, {"refiner_layout": True})
     save_checkpoint(init, tmp_path / "init.safetensors")
-    save_checkpoint(extended, tmp_path / "layout.safetensors")
+    save_checkpoint(extended, tmp_path / "layout.safetensors", metadata={LAYOUT_OBSTACLES_METADATA_KEY: "footprints"})
     obs = {}
     for name, bound in (("init", "navigation"), ("layout", "none"), ("init", "none")):
         env = WorldFMVectorEnv(

@@ -35,6 +35,7 @@ from worldfm_env.model.dit import MODEL_CONFIGS, DiTConfig, WorldFMDiT
 __all__ = [
     "ANCHOR_COLOUR_METADATA_KEY",
     "CONFIG_METADATA_KEY",
+    "LAYOUT_OBSTACLES_METADATA_KEY",
     "SAMPLER_STEPS_METADATA_KEY",
     "SPLAT_RADIUS_METADATA_KEY",
     "TEXT_BRANCH_PATTERN",
@@ -44,6 +45,7 @@ __all__ = [
     "recommended_sampler_steps",
     "save_checkpoint",
     "trained_anchor_colour",
+    "trained_layout_obstacles",
     "trained_silhouettes",
     "trained_splat_radius",
 ]
@@ -61,6 +63,10 @@ write it beside ``worldfm_env.splat_radius``); the env warns when it renders the
 SILHOUETTES_METADATA_KEY = "worldfm_env.silhouettes"
 """Header entry naming the anchors' ``silhouettes`` setting a frame model was trained on (stage II and distillation
 write it beside ``worldfm_env.anchor_colour``); the env warns when it renders the other."""
+LAYOUT_OBSTACLES_METADATA_KEY = "worldfm_env.layout_obstacles"
+"""Header entry naming what the navigation layout a layout frame model (``DiTConfig.refiner_layout``) was trained
+on is cast against: ``"footprints"`` or ``"cores"`` (:data:`~worldfm_env.scenes.scene.LAYOUT_OBSTACLES_VALUES`;
+training writes it for every layout model); the env gives the model that layout."""
 DROPPED_KEYS = ("pos_embed",)  # recomputed at run time for the concatenated grid
 _LOG = logging.getLogger(__name__)
 TEXT_BRANCH_PATTERN = re.compile(r"^(y_embedder\.|plucker_proj\.|blocks\.\d+\.cross_attn\.)")
@@ -167,6 +173,30 @@ def trained_silhouettes(path: str | os.PathLike) -> str | None:
     from worldfm_env.render.silhouette import SILHOUETTE_VALUES
 
     return _trained_choice(path, SILHOUETTES_METADATA_KEY, SILHOUETTE_VALUES)
+
+
+def trained_layout_obstacles(path: str | os.PathLike) -> str | None:
+    """What the layout a layout frame model was trained on is cast against, or None for a model that reads no layout.
+
+    The header's ``worldfm_env.layout_obstacles`` when it has one. A layout model (its config's ``refiner_layout``)
+    whose header does not name it was trained before the grids recorded their obstacles' footprints, on layouts cast
+    against the obstacle cores: ``"cores"``.
+    """
+    from worldfm_env.scenes.scene import LAYOUT_OBSTACLES_VALUES
+
+    metadata = read_metadata(path)
+    value = metadata.get(LAYOUT_OBSTACLES_METADATA_KEY)
+    if value is not None:
+        if value not in LAYOUT_OBSTACLES_VALUES:
+            valid = ", ".join(map(repr, LAYOUT_OBSTACLES_VALUES))
+            key = LAYOUT_OBSTACLES_METADATA_KEY
+            raise ValueError(f"{os.fspath(path)!r}: header {key}={value!r}; valid values are {valid}")
+        return value
+    try:
+        config = json.loads(metadata.get(CONFIG_METADATA_KEY, "{}"))
+    except ValueError:
+        config = {}  # a bad config is reported by the loader, which reads it too
+    return "cores" if isinstance(config, dict) and config.get("refiner_layout") else None
 
 
 def _is_safetensors(path: str) -> bool:

@@ -19,10 +19,11 @@ import torch
 import torch.nn.functional as F
 
 from worldfm_env.model.autoencoders import Autoencoder, DiffusersAutoencoderKL, IdentityAutoencoder
-from worldfm_env.model.checkpoint import load_checkpoint, recommended_sampler_steps
+from worldfm_env.model.checkpoint import load_checkpoint, recommended_sampler_steps, trained_layout_obstacles
 from worldfm_env.model.dit import PanelCameras, PixelRefiner
 from worldfm_env.model.samplers import sample_ddim, sample_distilled
 from worldfm_env.model.targets import clip_scale, from_target, residual_base
+from worldfm_env.scenes.scene import LAYOUT_OBSTACLES_VALUES
 
 __all__ = [
     "DTYPES",
@@ -137,6 +138,9 @@ class FrameModel:
         teacher_steps: DDIM steps of eps-prediction models (stage I/II teachers).
         compile_model: run the network through ``torch.compile`` (slow start-up, faster steps).
         name: a label for messages (the checkpoint's file name).
+        layout_obstacles: for a model that reads the navigation layout, what the layout it was trained on is cast
+            against (``"footprints"`` or ``"cores"``; :meth:`from_checkpoint` reads it from the header,
+            :func:`~worldfm_env.model.checkpoint.trained_layout_obstacles`); build its ``layout_depth`` with it.
     """
 
     def __init__(
@@ -148,9 +152,17 @@ class FrameModel:
         teacher_steps: int = 20,
         compile_model: bool = False,
         name: str | None = None,
+        layout_obstacles: str = "footprints",
     ) -> None:
         if sampler_steps not in (1, 2):
             raise ValueError(f"sampler_steps must be 1 or 2 (the distilled samplers), got {sampler_steps!r}")
+        if layout_obstacles not in LAYOUT_OBSTACLES_VALUES:
+            raise ValueError(
+                f"layout_obstacles={layout_obstacles!r} is not valid; choose one of {list(LAYOUT_OBSTACLES_VALUES)}"
+            )
+        #: What the navigation layout a layout model reads must be cast against: the one it was trained on
+        #: (``obstacles`` of :func:`~worldfm_env.scenes.navigation.pool_layout_depth`).
+        self.layout_obstacles = layout_obstacles
         self.model = model
         self.autoencoder = autoencoder if autoencoder is not None else IdentityAutoencoder()
         self.config = model.config
@@ -200,6 +212,7 @@ class FrameModel:
             teacher_steps=teacher_steps,
             compile_model=compile_model,
             name=path.name,
+            layout_obstacles=trained_layout_obstacles(path) or "footprints",
         )
 
     # ------------------------------------------------------------------ properties

@@ -1,12 +1,12 @@
 """Depth of a navigation layout: where the scene's physics says a pixel's ray must stop.
 
 The env's physics knows a scene as a top-down grid (:class:`~worldfm_env.scenes.scene.NavigationGrid`). Taken as
-floor-to-ceiling columns standing on the floor plane, the grid's obstacle cells (with the agent's dilation undone,
-:func:`~worldfm_env.scenes.navigation.obstacle_cores`) give every pixel ray a z-depth at which it meets the floor or
-an obstacle's face: :class:`LayoutDepth`, one warp launch for N cameras. Seen through a camera, nothing of the scene
-lies beyond that depth except where the ray passes over a low obstacle (a table, a bed) or through an opening the
-dilation closed. The pipeline's ``depth_bound="navigation"`` caps generated depth with it, so what the agent sees
-and what it collides with agree (:mod:`worldfm_env.renderers.pipeline`).
+floor-to-ceiling columns standing on the floor plane, the grid's obstacle cells (the obstacles' own footprints,
+:func:`~worldfm_env.scenes.navigation.obstacle_footprints`) give every pixel ray a z-depth at which it meets the floor
+or an obstacle's face: :class:`LayoutDepth`, one warp launch for N cameras. Seen through a camera, nothing of the scene
+lies beyond that depth except where the ray passes over a low obstacle (a table, a bed), under a lintel or through a
+gap narrower than a cell. The pipeline's ``depth_bound="navigation"`` caps generated depth with it, so what the agent
+sees and what it collides with agree (:mod:`worldfm_env.renderers.pipeline`).
 
 The walk through the grid visits every cell the ray's top-down trace crosses (a 2-D digital differential analyser),
 so a face is found whatever the cell size; cells outside the grid count as obstacles.

@@ -56,7 +56,8 @@ class Renderer:
     """Base class of renderer backends.
 
     Subclasses set ``name``, ``needs_anchor`` and ``needs_reference`` (and ``needs_layout`` when they read the
-    navigation layout's depth, ``RenderRequest.layout_depth``) and implement :meth:`render`.
+    navigation layout's depth, ``RenderRequest.layout_depth``, with ``layout_obstacles`` naming what that layout is
+    cast against: :data:`~worldfm_env.scenes.navigation.LAYOUT_OBSTACLES_VALUES`) and implement :meth:`render`.
     The returned tensors may be the backend's own buffers, valid until the next call.
     """
 
@@ -64,6 +65,7 @@ class Renderer:
     needs_anchor = False
     needs_reference = False
     needs_layout = False
+    layout_obstacles = "footprints"
 
     def __init__(self, pool: ScenePool, num_envs: int, height: int, width: int, **options) -> None:
         self.pool = pool

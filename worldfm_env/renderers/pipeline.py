@@ -219,7 +219,10 @@ class ObservationPipeline:
             FreeSpace([scene.navigation_grid for scene in pool.scenes], self.device) if self.memory_carve else None
         )
         needs_layout = depth_bound == "navigation" or self.backend.needs_layout
-        self.layout = pool_layout_depth(pool, num_envs, height, width) if needs_layout else None
+        # One layout for the model and the depth bound: the one a layout model was trained on (footprints, or the
+        # obstacle cores for the models trained before the grids recorded footprints), else the footprints.
+        obstacles = self.backend.layout_obstacles if self.backend.needs_layout else "footprints"
+        self.layout = pool_layout_depth(pool, num_envs, height, width, obstacles) if needs_layout else None
         self.last_request: RenderRequest | None = None
 
     @property

@@ -3,7 +3,9 @@
 * Grid building: :func:`navigation_grid_from_points` (a height slice of a point cloud above the floor
   found by :func:`estimate_floor_y`, eroded by the agent radius) for imported scenes; obstacle
   footprints dilated by the agent's disc (``_blocked_mask``) and the largest 4-connected component
-  (``_largest_component``) for procedural scenes.
+  (``_largest_component``) for procedural scenes. Either way the grid also records the obstacles' own cells before
+  the dilation (``NavigationGrid.occupied``; procedural rectangles through ``_covered_mask``), which the layout casts
+  rays against (:func:`obstacle_footprints`, :func:`grid_layout_depth`).
 * Geodesics: :func:`geodesic_distance`.
 * Pools: :class:`NavigationData`, the navigation tensors of every scene of a
   :class:`~worldfm_env.scenes.pool.ScenePool` (main free component, the captured region where episodes start,
@@ -36,7 +38,7 @@ import torch.nn.functional as F
 
 from worldfm_env._device import init_warp, warp_device
 from worldfm_env.render.layout import LayoutDepth
-from worldfm_env.scenes.scene import NavigationGrid
+from worldfm_env.scenes.scene import LAYOUT_OBSTACLES_VALUES, NavigationGrid
 
 if TYPE_CHECKING:
     from worldfm_env.scenes.pool import ScenePool
@@ -49,6 +51,8 @@ __all__ = [
     "estimate_floor_y",
     "navigation_grid_from_points",
     "obstacle_cores",
+    "obstacle_footprints",
+    "LAYOUT_OBSTACLES_VALUES",
     "grid_layout_depth",
     "grid_obstacles",
     "pool_layout_depth",
@@ -140,16 +144,80 @@ def obstacle_cores(free: torch.Tensor, agent_radius: float, cell_size: float) ->
     return _erode(~free, agent_radius, cell_size, outside=True)
 
 
-def grid_obstacles(grids: list[NavigationGrid], device: torch.device | str) -> torch.Tensor:
-    """(S, Gz, Gx) bool: :func:`obstacle_cores` of every grid, padded to the largest grid (cells outside a grid's
-    own extent are obstacles), on ``device``; what :class:`~worldfm_env.render.layout.LayoutDepth` casts rays
-    against. The padding is a :class:`~worldfm_env.scenes.pool.ScenePool`'s, so scene ``i`` of a pool is row ``i``."""
+def obstacle_footprints(grid: NavigationGrid) -> torch.Tensor:
+    """(Gz, Gx) bool: the cells a grid's obstacles cover, before the agent's dilation.
+
+    The grid's own record (``NavigationGrid.occupied``, which every built-in source writes) where it has one;
+    otherwise (a scene file written before the field) :func:`obstacle_cores` of its free cells. The cores lose what
+    the erosion cannot tell from the dilation: a wall one cell thick whose cells all lie within ``agent_radius`` of
+    a free cell's square vanishes, and a ray cast against the cores passes through it.
+    """
+    if grid.occupied is not None:
+        return grid.occupied
+    warnings.warn(
+        "a navigation grid without recorded obstacle footprints (NavigationGrid.occupied: a scene file written before "
+        "the field): its layout falls back to the obstacle cores, which lose walls one cell thick; build or import "
+        "the scene again to record them",
+        stacklevel=2,
+    )
+    return obstacle_cores(grid.free, grid.agent_radius, grid.cell_size)
+
+
+def grid_obstacles(
+    grids: list[NavigationGrid], device: torch.device | str, obstacles: str = "footprints"
+) -> torch.Tensor:
+    """(S, Gz, Gx) bool: the obstacle cells of every grid, padded to the largest grid (cells outside a grid's own
+    extent are obstacles), on ``device``; what :class:`~worldfm_env.render.layout.LayoutDepth` casts rays against.
+    ``obstacles`` (:data:`LAYOUT_OBSTACLES_VALUES`): ``"footprints"`` (:func:`obstacle_footprints`) or ``"cores"``
+    (:func:`obstacle_cores`, what layout frame models trained before the footprints existed read). The padding is a
+    :class:`~worldfm_env.scenes.pool.ScenePool`'s, so scene ``i`` of a pool is row ``i``."""
+    if obstacles not in LAYOUT_OBSTACLES_VALUES:
+        raise ValueError(f"obstacles={obstacles!r} is not valid; choose one of {list(LAYOUT_OBSTACLES_VALUES)}")
     Gz = max(g.shape[0] for g in grids)
     Gx = max(g.shape[1] for g in grids)
-    obstacles = torch.ones(len(grids), Gz, Gx, dtype=torch.bool, device=device)
+    out = torch.ones(len(grids), Gz, Gx, dtype=torch.bool, device=device)
     for i, g in enumerate(grids):
-        obstacles[i, : g.shape[0], : g.shape[1]] = obstacle_cores(g.free, g.agent_radius, g.cell_size).to(device)
-    return obstacles
+        cells = (
+            obstacle_footprints(g) if obstacles == "footprints" else obstacle_cores(g.free, g.agent_radius, g.cell_size)
+        )
+        out[i, : g.shape[0], : g.shape[1]] = cells.to(device)
+    return out
+
+
+def pool_obstacles(pool: ScenePool, obstacles: str = "footprints") -> torch.Tensor:
+    """:func:`grid_obstacles` of every scene of a pool, on its device."""
+    return grid_obstacles([scene.navigation_grid for scene in pool.scenes], pool.device, obstacles)
+
+
+def grid_layout_depth(
+    grids: list[NavigationGrid],
+    device: torch.device | str,
+    num_envs: int,
+    height: int,
+    width: int,
+    obstacles: str = "footprints",
+) -> LayoutDepth:
+    """The :class:`~worldfm_env.render.layout.LayoutDepth` of navigation grids (:func:`grid_obstacles` of kind
+    ``obstacles``, their origins, cell sizes and floor heights) for ``num_envs`` cameras of ``height`` x ``width``
+    pixels; scene index ``i`` of a render is ``grids[i]``."""
+    f32 = dict(dtype=torch.float32, device=device)
+    return LayoutDepth(
+        grid_obstacles(grids, device, obstacles),
+        torch.tensor([list(g.origin) for g in grids], **f32),
+        torch.tensor([g.cell_size for g in grids], **f32),
+        torch.tensor([g.floor_y for g in grids], **f32),
+        num_envs,
+        height,
+        width,
+    )
+
+
+def pool_layout_depth(
+    pool: ScenePool, num_envs: int, height: int, width: int, obstacles: str = "footprints"
+) -> LayoutDepth:
+    """:func:`grid_layout_depth` of a pool's scenes (scene index ``i`` is the pool's scene ``i``)."""
+    grids = [scene.navigation_grid for scene in pool.scenes]
+    return grid_layout_depth(grids, pool.device, num_envs, height, width, obstacles)
 
 
 class FreeSpace:
@@ -191,34 +259,6 @@ class FreeSpace:
         clear = self.clear[s[:, None], row.clamp(0, rows - 1), col.clamp(0, cols - 1)]
         height = self.floor_y[s][:, None] - points[..., 1]
         return inside & clear & (height > low) & (height < high)
-
-
-def pool_obstacles(pool: ScenePool) -> torch.Tensor:
-    """:func:`grid_obstacles` of every scene of a pool, on its device."""
-    return grid_obstacles([scene.navigation_grid for scene in pool.scenes], pool.device)
-
-
-def grid_layout_depth(
-    grids: list[NavigationGrid], device: torch.device | str, num_envs: int, height: int, width: int
-) -> LayoutDepth:
-    """The :class:`~worldfm_env.render.layout.LayoutDepth` of navigation grids (:func:`grid_obstacles`, their
-    origins, cell sizes and floor heights) for ``num_envs`` cameras of ``height`` x ``width`` pixels; scene index
-    ``i`` of a render is ``grids[i]``."""
-    f32 = dict(dtype=torch.float32, device=device)
-    return LayoutDepth(
-        grid_obstacles(grids, device),
-        torch.tensor([list(g.origin) for g in grids], **f32),
-        torch.tensor([g.cell_size for g in grids], **f32),
-        torch.tensor([g.floor_y for g in grids], **f32),
-        num_envs,
-        height,
-        width,
-    )
-
-
-def pool_layout_depth(pool: ScenePool, num_envs: int, height: int, width: int) -> LayoutDepth:
-    """:func:`grid_layout_depth` of a pool's scenes (scene index ``i`` is the pool's scene ``i``)."""
-    return grid_layout_depth([scene.navigation_grid for scene in pool.scenes], pool.device, num_envs, height, width)
 
 
 def navigation_grid_from_points(
@@ -314,6 +354,7 @@ def navigation_grid_from_points(
     observed = torch.bincount(flat[is_floor], minlength=gz * gx).reshape(gz, gx) > 0
     occupied = torch.bincount(flat[is_obstacle], minlength=gz * gx).reshape(gz, gx) > 0
     free = ~occupied if unobserved_is_free else observed & ~occupied
+    blocked = ~free  # the obstacles' own cells, before the dilation (NavigationGrid.occupied)
 
     # Erode by the agent radius: a cell is blocked if the agent's disk (centred on the cell centre)
     # touches any blocked cell's square. Outside the grid counts as blocked (padding value 1).
@@ -326,13 +367,39 @@ def navigation_grid_from_points(
             "pass floor_y explicitly or a smaller agent_radius/cell_size"
         )
     return NavigationGrid(
-        free=free, origin=(x0, z0), cell_size=float(cell_size), floor_y=floor_y, agent_radius=float(agent_radius)
+        free=free,
+        origin=(x0, z0),
+        cell_size=float(cell_size),
+        floor_y=floor_y,
+        agent_radius=float(agent_radius),
+        occupied=blocked,
     )
 
 
 # --------------------------------------------------------------------------------------------------
 # grids from obstacle footprints (procedural scenes)
 # --------------------------------------------------------------------------------------------------
+
+
+def _covered_mask(rects: np.ndarray, gx: int, gz: int, cell_size: float) -> np.ndarray:
+    """(Gz, Gx) bool: the cells that stand for rects (R, 4) = (x0, x1, z0, z1) in a grid whose cell (0, 0) has its
+    corner at the origin: along each axis, the cells whose centre lies in ``[lo, hi)``, or, where a rect is too thin
+    to hold a centre, the one cell holding its middle. So a wall of any thickness keeps a row of cells, and a wall
+    on a cell boundary takes one row, not the two it touches (its faces stay within half a cell of the true ones).
+    """
+    out = np.zeros((gz, gx), dtype=bool)
+
+    def cells(lo: float, hi: float, n: int) -> slice:
+        # centre (k + 0.5) * cell_size in [lo, hi); rounded so that float noise on a boundary cannot drop a row
+        first = math.ceil(round(lo / cell_size - 0.5, 6))
+        last = math.ceil(round(hi / cell_size - 0.5, 6)) - 1
+        if last < first:
+            first = last = math.floor((lo + hi) / 2 / cell_size)
+        return slice(max(first, 0), max(min(last + 1, n), 0))
+
+    for x0, x1, z0, z1 in np.asarray(rects, dtype=np.float64).reshape(-1, 4):
+        out[cells(z0, z1, gz), cells(x0, x1, gx)] = True
+    return out
 
 
 def _blocked_mask(rects: np.ndarray, xs: np.ndarray, zs: np.ndarray, radius: float) -> np.ndarray:

@@ -18,6 +18,13 @@ from worldfm_env.render.mesh import TriangleMesh
 __all__ = ["ReferenceBank", "NavigationGrid", "TriangleMesh", "Scene"]
 
 
+#: What a navigation layout's rays are cast against: ``"footprints"``, the obstacles' own cells
+#: (:attr:`NavigationGrid.occupied`), or ``"cores"``, the grid's obstacle cores
+#: (:func:`~worldfm_env.scenes.navigation.obstacle_cores`; what layout frame models trained before the footprints were
+#: recorded read; they lose one-cell walls).
+LAYOUT_OBSTACLES_VALUES = ("footprints", "cores")
+
+
 def _check(cond: bool, message: str) -> None:
     if not cond:
         raise ValueError(message)
@@ -81,7 +88,12 @@ class NavigationGrid:
         cell_size: edge of one square cell in scene units.
         floor_y: world y of the floor (gravity is +y, so the floor has the largest y).
         agent_radius: the radius the obstacles were dilated by (scene units; 0.18, the default of every built-in
-            source): :func:`~worldfm_env.scenes.navigation.obstacle_cores` undoes that dilation.
+            source).
+        occupied: (Gz, Gx) bool or None; the cells the obstacles themselves cover, before the dilation by
+            ``agent_radius`` (walls, furniture, and for grids built from points the cells with no floor seen).
+            Every built-in source records it. Grids without it (scene files written before the field) fall back
+            to :func:`~worldfm_env.scenes.navigation.obstacle_cores`, which undoes the dilation only
+            approximately (:func:`~worldfm_env.scenes.navigation.obstacle_footprints`).
     """
 
     free: torch.Tensor
@@ -89,6 +101,7 @@ class NavigationGrid:
     cell_size: float
     floor_y: float
     agent_radius: float = 0.18
+    occupied: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         _check(
@@ -101,6 +114,23 @@ class NavigationGrid:
             f"navigation grid agent_radius must be a finite number >= 0, got {self.agent_radius}",
         )
         _check(bool(self.free.any()), "navigation grid has no free cell: the scene has no space to stand in")
+        if self.occupied is not None:
+            _check(
+                isinstance(self.occupied, torch.Tensor)
+                and self.occupied.dtype == torch.bool
+                and tuple(self.occupied.shape) == tuple(self.free.shape),
+                f"navigation grid occupied must be None or a bool tensor shaped like free {tuple(self.free.shape)}, "
+                f"got {getattr(self.occupied, 'dtype', type(self.occupied).__name__)} "
+                f"{tuple(getattr(self.occupied, 'shape', ()))}",
+            )
+            _check(
+                self.occupied.device == self.free.device,
+                f"navigation grid occupied must be on free's device ({self.free.device}), got {self.occupied.device}",
+            )
+            _check(
+                not bool((self.occupied & self.free).any()),
+                "navigation grid occupied and free overlap: a cell an obstacle covers cannot be free to stand in",
+            )
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -121,7 +151,8 @@ class NavigationGrid:
 
     def to(self, device: torch.device | str) -> NavigationGrid:
         """The same grid on ``device``."""
-        return replace(self, free=self.free.to(device))
+        occupied = None if self.occupied is None else self.occupied.to(device)
+        return replace(self, free=self.free.to(device), occupied=occupied)
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,8 @@ def save_scene(scene: Scene, path: str | Path) -> Path:
         "bank.c2w": scene.bank.c2w,
         "navigation_grid.free": scene.navigation_grid.free.to(torch.uint8),
     }
+    if scene.navigation_grid.occupied is not None:
+        tensors["navigation_grid.occupied"] = scene.navigation_grid.occupied.to(torch.uint8)
     if scene.points_normal is not None:
         tensors["points_normal"] = scene.points_normal.float()
     if scene.points_spacing is not None:
@@ -120,6 +122,8 @@ def _scene_from(header: dict, t: dict) -> Scene:
             float(nav["cell_size"]),
             float(nav["floor_y"]),
             float(nav.get("agent_radius", 0.18)),  # files written before the field: every source's default
+            # Files written before the field have none: the layout falls back to the grid's obstacle cores.
+            occupied=t["navigation_grid.occupied"].bool() if "navigation_grid.occupied" in t else None,
         ),
         camera_height=float(header["camera_height"]),
         mesh=mesh,

@@ -46,7 +46,7 @@ from worldfm_env.render.raycast import MeshRaycaster
 from worldfm_env.render.splat import AnchorRender
 from worldfm_env.renderers.pipeline import ObservationPipeline
 from worldfm_env.rng import hash_uniform
-from worldfm_env.scenes.navigation import geodesic_distance, grid_layout_depth
+from worldfm_env.scenes.navigation import LAYOUT_OBSTACLES_VALUES, geodesic_distance, grid_layout_depth
 from worldfm_env.scenes.pointcloud import points_from_views
 from worldfm_env.scenes.pool import ScenePool
 from worldfm_env.scenes.scene import ReferenceBank, Scene
@@ -141,6 +141,9 @@ class ClipConfig:
     layout_depth: bool = False
     """Also give each target the depth of its scene's navigation layout along every pixel's ray
     (``ClipBatch.target_layout``), for frame models that read it (``DiTConfig.refiner_layout``)."""
+    layout_obstacles: str = "footprints"
+    """What that layout is cast against (:data:`~worldfm_env.scenes.navigation.LAYOUT_OBSTACLES_VALUES`): the
+    obstacles' own ``"footprints"`` or the grid's obstacle ``"cores"``; train on the layout the env will give."""
 
     def __post_init__(self) -> None:
         if not (isinstance(self.views, int) and isinstance(self.references, int) and 1 <= self.references < self.views):
@@ -178,6 +181,9 @@ class ClipConfig:
         object.__setattr__(self, "close_range", (float(lohi[0]), float(lohi[1])))
         if not isinstance(self.layout_depth, bool):
             raise ValueError(f"layout_depth must be True or False, got {self.layout_depth!r}")
+        if self.layout_obstacles not in LAYOUT_OBSTACLES_VALUES:
+            valid = list(LAYOUT_OBSTACLES_VALUES)
+            raise ValueError(f"layout_obstacles={self.layout_obstacles!r} is not valid; choose one of {valid}")
 
     @property
     def anchor(self) -> AnchorConfig:
@@ -397,7 +403,8 @@ class ClipGenerator:
         if num_targets not in self._layouts:
             grids = [scene.navigation_grid for scene in self.scenes]
             H, W = self.config.resolution
-            self._layouts[num_targets] = grid_layout_depth(grids, self.device, num_targets, H, W)
+            obstacles = self.config.layout_obstacles
+            self._layouts[num_targets] = grid_layout_depth(grids, self.device, num_targets, H, W, obstacles)
         return self._layouts[num_targets]
 
     @torch.no_grad()

@@ -41,10 +41,12 @@ from worldfm_env._device import resolve_device
 from worldfm_env.model import build_model, iddpm_linear_schedule, load_checkpoint, save_checkpoint
 from worldfm_env.model.checkpoint import (
     ANCHOR_COLOUR_METADATA_KEY,
+    LAYOUT_OBSTACLES_METADATA_KEY,
     SAMPLER_STEPS_METADATA_KEY,
     SILHOUETTES_METADATA_KEY,
     SPLAT_RADIUS_METADATA_KEY,
     read_metadata,
+    trained_layout_obstacles,
 )
 from worldfm_env.model.dit import PanelCameras, WorldFMDiT
 from worldfm_env.model.frame_model import FrameModel, images_to_model
@@ -132,6 +134,11 @@ class TrainConfig:
     """The training clips' ``silhouettes`` (``ClipConfig.silhouettes``, the env's): ``"splat"`` or ``"learned"``
     (the shipped resolver's choice between footprint and one-pixel splats); train on the anchors the env will
     render."""
+    layout_obstacles: str | None = None
+    """What the navigation layout a layout model (``refiner_layout``) reads is cast against
+    (``ClipConfig.layout_obstacles``): the obstacles' own ``"footprints"`` or the grid's obstacle ``"cores"`` (the
+    layout models trained before the footprints were recorded). None: the init's (a fine-tune keeps the layout its
+    model learned), else ``"footprints"``. The checkpoint's header records it; the env gives the model that layout."""
     capture_resolution: int | None = None
     """Side of the clips' reference views, which build their point clouds (``ClipConfig.capture_resolution``; the
     env's ``scene_options={"resolution": (side, side)}``); None: ``resolution``."""
@@ -270,6 +277,7 @@ class TrainConfig:
             sparse_fraction=self.sparse_fraction,
             close_fraction=self.close_fraction,
             capture_resolution=self._capture_hw(),
+            layout_obstacles=self.layout_obstacles or "footprints",
         )
         if self.stage not in STAGES:
             raise ValueError(f"stage={self.stage!r} is not valid; choose one of {list(STAGES)}")
@@ -692,6 +700,12 @@ def train(cfg: TrainConfig) -> dict:
         carried[SPLAT_RADIUS_METADATA_KEY] = str(cfg.splat_radius)
         carried[ANCHOR_COLOUR_METADATA_KEY] = cfg.anchor_colour
         carried[SILHOUETTES_METADATA_KEY] = cfg.silhouettes
+    # The layout a layout model learns from (any stage): the env gives it the same.
+    layout_obstacles = (
+        cfg.layout_obstacles or (trained_layout_obstacles(cfg.init) if cfg.init else None) or "footprints"
+    )
+    if model.config.refiner_layout:
+        carried[LAYOUT_OBSTACLES_METADATA_KEY] = layout_obstacles
     if model.config.prediction != cfg.prediction:
         raise ValueError(
             f"init={cfg.init!r} predicts {model.config.prediction!r} but prediction={cfg.prediction!r}; "
@@ -746,6 +760,7 @@ def train(cfg: TrainConfig) -> dict:
         close_fraction=cfg.close_fraction,
         capture_resolution=cfg._capture_hw(),
         layout_depth=model.config.refiner_layout,
+        layout_obstacles=layout_obstacles,
     )
     clips = ClipGenerator(scenes, clip_config, device)
     schedule = iddpm_linear_schedule()

@@ -38,7 +38,7 @@ from worldfm_env.render.raycast import (
     MeshRaycaster,
     make_material,
 )
-from worldfm_env.scenes.navigation import _blocked_mask, _largest_component
+from worldfm_env.scenes.navigation import _blocked_mask, _covered_mask, _largest_component
 from worldfm_env.scenes.pointcloud import points_from_views
 from worldfm_env.scenes.scene import NavigationGrid, ReferenceBank, Scene, TriangleMesh
 
@@ -940,9 +940,20 @@ def generate_procedural_scene(
     zs = (np.arange(gz) + 0.5) * cs  # (Gz,) cell-centre z
     rects = np.asarray(obstacles, dtype=np.float64).reshape(-1, 4)
     inside = ((xs > ht) & (xs < W - ht))[None, :] & ((zs > ht) & (zs < D - ht))[:, None]
-    free = inside & ~_blocked_mask(rects, xs, zs, cfg.agent_radius)  # (Gz, Gx)
+    # The obstacles' own cells (walls, furniture): never free, however small the agent (a thin wall's one cell can lie
+    # farther than agent_radius from the wall's rectangle).
+    covered = _covered_mask(rects, gx, gz, cs)
+    free = inside & ~_blocked_mask(rects, xs, zs, cfg.agent_radius) & ~covered  # (Gz, Gx)
     largest, n_comp = _largest_component(free)
-    nav = NavigationGrid(torch.from_numpy(free).to(dev), (0.0, 0.0), float(cs), 0.0, float(cfg.agent_radius))
+    occupied = ~inside | covered  # and beyond the outer walls
+    nav = NavigationGrid(
+        torch.from_numpy(free).to(dev),
+        (0.0, 0.0),
+        float(cs),
+        0.0,
+        float(cfg.agent_radius),
+        occupied=torch.from_numpy(occupied).to(dev),
+    )
 
     # ---- reference bank ----
     room_id = np.full((gz, gx), -1, dtype=np.int64)

@@ -1,0 +1,37 @@
+"""Tests of ``benchmarks/layout_accuracy.py``: a tiny run writes its CSV and plot, and the footprints beat the cores."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+
+import pytest
+
+# `benchmarks/` is a top-level folder of scripts, not part of the installed package.
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import layout_accuracy  # noqa: E402
+
+
+def test_a_quick_run_writes_its_results_and_the_footprints_follow_the_truth_closer(tmp_path, capsys):
+    rows = layout_accuracy.main(["--quick", "--out", str(tmp_path)])
+    with open(tmp_path / "layout_accuracy.csv") as f:
+        written = list(csv.DictReader(f))
+    assert [r["obstacles"] for r in written] == ["footprints", "cores"]
+    assert tuple(written[0]) == layout_accuracy.COLUMNS
+    assert (tmp_path / "layout_accuracy.png").stat().st_size > 1000
+    by = {r["obstacles"]: r for r in rows}
+    assert by["footprints"]["pixels"] > 0.5 * 8 * 32 * 32  # most rays meet a face or the floor
+    # The cores lose one-cell walls, so their rays cross into the next room: farther and more often far off.
+    assert by["footprints"]["absrel_mean"] < by["cores"]["absrel_mean"]
+    assert by["footprints"]["beyond_1.25"] < by["cores"]["beyond_1.25"]
+    assert by["cores"]["footprint_cells_missed"] > 0.02  # the reference row has none: it is the footprints
+    assert "| footprints |" in capsys.readouterr().out
+
+
+def test_bad_counts_are_refused_by_name():
+    with pytest.raises(SystemExit):
+        layout_accuracy.parse_args(["--views", "0"])
