@@ -103,8 +103,6 @@ class WorldFMRenderer(Renderer):
         self.trained_anchor_colour = trained_anchor_colour(path)
         #: The silhouettes setting it was trained on (None: the header does not tell; see trained_silhouettes).
         self.trained_silhouettes = trained_silhouettes(path)
-        #: What the layout it reads is cast against: the one it was trained on (a model that reads none: the default).
-        self.layout_obstacles = self.frame_model.layout_obstacles
         self.bank_latents = self._encode_bank()  # (B, C, h, w), once per scene pool
         self.rgb = torch.zeros(num_envs, height, width, 3, dtype=torch.uint8, device=self.device)
         # RGB-D models: the frame's depth, the anchor's where it has a point and the model's elsewhere.
@@ -158,6 +156,12 @@ class WorldFMRenderer(Renderer):
         c2w = torch.stack([request.c2w, request.c2w, ref_c2w], dim=1).float()
         K = torch.stack([request.K, request.K, ref_K], dim=1).float()
         return PanelCameras(c2w, K, (self.height, self.width))
+
+    @property
+    def layout_obstacles(self) -> str:
+        """What the layout the model reads is cast against: the one it was trained on (``FrameModel.layout_obstacles``;
+        a model that reads none: ``"footprints"``)."""
+        return self.frame_model.layout_obstacles
 
     @property
     def needs_layout(self) -> bool:
