@@ -27,8 +27,10 @@ browser:
 	command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
 		(apt-get update && apt-get install -y chromium)
 
+# One pytest worker per core, each test file on one worker (its module fixtures built once); tests/conftest.py
+# gives each worker one torch thread.
 test: setup browser
-	$(BIN)/python -m pytest -q -m "not gpu"
+	$(BIN)/python -m pytest -q -m "not gpu" -n auto --dist loadfile
 
 test-gpu: setup
 	$(BIN)/python -m pytest -q -m gpu

@@ -3,11 +3,27 @@
 import os
 import tempfile
 
-import pytest
-import torch
+# Under pytest-xdist (make test: one worker per core) each worker computes on one thread, and so do the processes
+# its tests start: two workers with a thread per core each would oversubscribe the cores, and torch's threads then
+# wait on each other. Set before torch is imported, so its thread pools start at that size.
+_XDIST_RUN = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+if _XDIST_RUN:
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["MKL_NUM_THREADS"] = "1"
 
-# One scene cache per test session: each procedural scene is generated once, then memory-mapped.
-_CACHE = tempfile.mkdtemp(prefix="worldfm-test-scenes-")
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+if _XDIST_RUN:
+    torch.set_num_threads(1)
+
+# One scene cache per test run, shared by its workers: each procedural scene is generated once, then memory-mapped
+# (the cache writes each file to a temporary name and renames it, so workers never read a partial file).
+if _XDIST_RUN:
+    _CACHE = os.path.join(tempfile.gettempdir(), f"worldfm-test-scenes-{_XDIST_RUN}")
+    os.makedirs(_CACHE, exist_ok=True)
+else:
+    _CACHE = tempfile.mkdtemp(prefix="worldfm-test-scenes-")
 os.environ.setdefault("WORLDFM_ENV_SCENE_CACHE", _CACHE)
 
 # Small, fast scenes for tests: one procedural training scene at a low resolution, rendered by the raw anchor
