@@ -1,4 +1,5 @@
-"""How far the navigation layout's depth is from the true depth, for each kind of obstacle cells it is cast against.
+"""How far the navigation layout's depth is from the true depth: obstacle cores against footprints, with and without
+the ceiling.
 
     python benchmarks/layout_accuracy.py                 # 8 held-out procedural scenes, 64 views each, 64x64
     python benchmarks/layout_accuracy.py --quick         # 1 scene, 8 views, 32x32 (a smoke run)
@@ -7,14 +8,16 @@ The layout (:class:`worldfm_env.render.layout.LayoutDepth`) stands a scene's nav
 floor-to-ceiling columns; the env caps generated depth with it (``depth_bound="navigation"``) and layout frame
 models read it. This benchmark casts it from cameras at the eye height, standing on random free cells of held-out
 procedural scenes and looking in random directions (level, and pitched down by ``--pitch-deg``), and compares it
-per pixel with the depth of the scene's mesh, for each ``obstacles`` kind
-(:data:`worldfm_env.scenes.navigation.LAYOUT_OBSTACLES_VALUES`): ``footprints`` (the obstacles' own cells, which
-the grid records) and ``cores`` (the grid's dilated obstacles eroded back, which lose walls one cell thick).
+per pixel with the depth of the scene's mesh, for each layout of :data:`LAYOUTS`: the ``obstacles`` kind
+(:data:`worldfm_env.scenes.navigation.LAYOUT_OBSTACLES_VALUES`: ``footprints``, the obstacles' own cells, which the
+grid records, or ``cores``, the grid's dilated obstacles eroded back, which lose walls one cell thick) and whether
+upward rays stop at the ceiling plane (each kind's own layout: the footprints' has the ceiling, the cores' has none;
+the footprints without it show what the ceiling adds).
 
-Rows, per kind: pixels where both depths are defined, mean and median AbsRel (|layout - true| / true), the share of
-pixels whose layout is more than 25 % beyond the truth (a wall the ray crossed, the ceiling, a lintel) and more than
-20 % nearer (a ray over furniture, which the layout stands up to the ceiling), and the share of the grids' footprint
-cells that the kind's obstacle cells miss. Writes ``layout_accuracy.csv`` and
+Rows, per layout: pixels where both depths are defined, mean and median AbsRel (|layout - true| / true), the share
+of pixels whose layout is more than 25 % beyond the truth (a wall the ray crossed, the ceiling, a lintel) and more
+than 20 % nearer (a ray over furniture, which the layout stands up to the ceiling), and the share of the grids'
+footprint cells that the layout's obstacle cells miss. Writes ``layout_accuracy.csv`` and
 ``layout_accuracy.png`` (the distribution of layout / true depth) to ``benchmarks/results/layout-accuracy/`` and
 prints a markdown table and the wall time.
 """
@@ -36,14 +39,18 @@ if str(ROOT) not in sys.path:
 
 from worldfm_env.geometry import intrinsics_from_fov, pose_from_yaw_pitch  # noqa: E402
 from worldfm_env.render.raycast import MeshRaycaster  # noqa: E402
-from worldfm_env.scenes.navigation import LAYOUT_OBSTACLES_VALUES, grid_layout_depth  # noqa: E402
+from worldfm_env.scenes.navigation import grid_layout_depth  # noqa: E402
 from worldfm_env.scenes.sources.procedural import generate_procedural_scene, seeds_for_split  # noqa: E402
 
-__all__ = ["COLUMNS", "main", "parse_args", "ratios", "run", "summarise"]
+__all__ = ["COLUMNS", "LAYOUTS", "main", "parse_args", "ratios", "run", "summarise"]
 
 RESULTS = ROOT / "benchmarks" / "results" / "layout-accuracy"
+LAYOUTS = (("footprints", True), ("footprints", False), ("cores", False))
+"""The layouts compared, as (obstacles kind, ceiling): each kind's own layout, and the footprints without the
+ceiling."""
 COLUMNS = (
     "obstacles",
+    "ceiling",
     "scenes",
     "views",
     "pixels",
@@ -54,18 +61,20 @@ COLUMNS = (
     "footprint_cells_missed",
 )
 """The CSV's columns, in order. ``footprint_cells_missed`` is the share of the grids' recorded footprint cells that
-the kind's obstacle cells lack, so it is the cores' loss measured against the footprints (empty in their own row)."""
+the kind's obstacle cells lack, so it is the cores' loss measured against the footprints (empty in the footprints'
+rows)."""
 
 
-def ratios(args: argparse.Namespace) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
-    """Layout depth over true depth at every pixel where both are defined, for each obstacles kind: kind -> (P,);
-    and the share of the scenes' footprint cells that each kind's obstacle cells miss: kind -> share."""
+def ratios(args: argparse.Namespace) -> tuple[dict[tuple[str, bool], torch.Tensor], dict[str, float]]:
+    """Layout depth over true depth at every pixel where both are defined, for each layout of :data:`LAYOUTS`:
+    (kind, ceiling) -> (P,); and the share of the scenes' footprint cells that each kind's obstacle cells miss:
+    kind -> share."""
     gen = torch.Generator().manual_seed(args.seed)
     side = args.resolution
     K = intrinsics_from_fov(side, side, 90.0)
     K_inv = torch.linalg.inv(K)
-    out: dict[str, list[torch.Tensor]] = {kind: [] for kind in LAYOUT_OBSTACLES_VALUES}
-    missed = dict.fromkeys(LAYOUT_OBSTACLES_VALUES, 0)
+    out: dict[tuple[str, bool], list[torch.Tensor]] = {layout: [] for layout in LAYOUTS}
+    missed = dict.fromkeys((kind for kind, _ in LAYOUTS), 0)
     footprint_cells = 0
     for seed in seeds_for_split("test", args.scenes):
         scene = generate_procedural_scene(int(seed))
@@ -81,24 +90,30 @@ def ratios(args: argparse.Namespace) -> tuple[dict[str, torch.Tensor], dict[str,
         c2w = pose_from_yaw_pitch(pos, yaw, pitch)
         _, true = MeshRaycaster([scene.mesh], "cpu").render(torch.zeros(N, dtype=torch.int32), c2w, K, side, side)
         true = true.reshape(N, side, side)
-        for kind in LAYOUT_OBSTACLES_VALUES:
-            layout = grid_layout_depth([grid], "cpu", N, side, side, kind)
-            cells = layout.obstacles[0, : grid.shape[0], : grid.shape[1]].bool()
-            missed[kind] += int((grid.occupied & ~cells).sum())
+        counted = set()
+        for kind, ceiling in LAYOUTS:
+            layout = grid_layout_depth([grid], "cpu", N, side, side, kind, ceiling)
+            if kind not in counted:
+                cells = layout.obstacles[0, : grid.shape[0], : grid.shape[1]].bool()
+                missed[kind] += int((grid.occupied & ~cells).sum())
+                counted.add(kind)
             depth = layout.render(torch.zeros(N, dtype=torch.long), c2w, K_inv)
             both = (true > 0) & (depth > 0)
-            out[kind].append(depth[both] / true[both])
-    return {kind: torch.cat(v) for kind, v in out.items()}, {k: v / footprint_cells for k, v in missed.items()}
+            out[kind, ceiling].append(depth[both] / true[both])
+    return {layout: torch.cat(v) for layout, v in out.items()}, {k: v / footprint_cells for k, v in missed.items()}
 
 
-def summarise(by_kind: dict[str, torch.Tensor], missed: dict[str, float], args: argparse.Namespace) -> list[dict]:
-    """One CSV row per obstacles kind (:data:`COLUMNS`)."""
+def summarise(
+    by_layout: dict[tuple[str, bool], torch.Tensor], missed: dict[str, float], args: argparse.Namespace
+) -> list[dict]:
+    """One CSV row per layout (:data:`COLUMNS`)."""
     rows = []
-    for kind, ratio in by_kind.items():
+    for (kind, ceiling), ratio in by_layout.items():
         rel = (ratio - 1).abs()
         rows.append(
             {
                 "obstacles": kind,
+                "ceiling": ceiling,
                 "scenes": args.scenes,
                 "views": args.scenes * args.views,
                 "pixels": int(ratio.numel()),
@@ -112,7 +127,7 @@ def summarise(by_kind: dict[str, torch.Tensor], missed: dict[str, float], args: 
     return rows
 
 
-def _plot(by_kind: dict[str, torch.Tensor], path: Path) -> None:
+def _plot(by_layout: dict[tuple[str, bool], torch.Tensor], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -120,9 +135,10 @@ def _plot(by_kind: dict[str, torch.Tensor], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     bins = torch.linspace(-2.0, 2.0, 81)
-    for kind, ratio in by_kind.items():
+    for (kind, ceiling), ratio in by_layout.items():
         counts = torch.histc(torch.log2(ratio).clamp(-2.0, 2.0), bins=80, min=-2.0, max=2.0)
-        ax.step(bins[:-1].numpy(), (counts / counts.sum()).numpy(), where="post", label=kind)
+        label = f"{kind}, {'ceiling' if ceiling else 'no ceiling'}"
+        ax.step(bins[:-1].numpy(), (counts / counts.sum()).numpy(), where="post", label=label)
     ax.set_xlabel("log2(layout depth / true depth)  (clipped to +-2)")
     ax.set_ylabel("share of pixels")
     ax.set_yscale("log")
@@ -136,23 +152,25 @@ def _plot(by_kind: dict[str, torch.Tensor], path: Path) -> None:
 def run(args: argparse.Namespace, verbose: bool = True) -> list[dict]:
     """Measure, write the CSV and the plot, print the table; return the rows."""
     start = time.perf_counter()
-    by_kind, missed = ratios(args)
-    rows = summarise(by_kind, missed, args)
+    by_layout, missed = ratios(args)
+    rows = summarise(by_layout, missed, args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "layout_accuracy.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
-    _plot(by_kind, out / "layout_accuracy.png")
+    _plot(by_layout, out / "layout_accuracy.png")
     if verbose:
         print(
-            "| obstacles | pixels | AbsRel mean | AbsRel median | beyond 1.25x | nearer 0.8x | footprint cells missed |"
+            "| obstacles | ceiling | pixels | AbsRel mean | AbsRel median | beyond 1.25x | nearer 0.8x "
+            "| footprint cells missed |"
         )
-        print("|---|---:|---:|---:|---:|---:|---:|")
+        print("|---|---|---:|---:|---:|---:|---:|---:|")
         for r in rows:
             print(
-                f"| {r['obstacles']} | {r['pixels']} | {r['absrel_mean']:.3f} | {r['absrel_median']:.3f} | "
+                f"| {r['obstacles']} | {'yes' if r['ceiling'] else 'no'} | {r['pixels']} | {r['absrel_mean']:.3f} | "
+                f"{r['absrel_median']:.3f} | "
                 f"{r['beyond_1.25']:.3f} | {r['nearer_0.8']:.3f} | {r['footprint_cells_missed'] or '-'} |"
             )
         print(f"wall time {time.perf_counter() - start:.1f} s; wrote {out / 'layout_accuracy.csv'}")

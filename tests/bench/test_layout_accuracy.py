@@ -16,20 +16,28 @@ if str(ROOT) not in sys.path:
 from benchmarks import layout_accuracy  # noqa: E402
 
 
-def test_a_quick_run_writes_its_results_and_the_footprints_follow_the_truth_closer(tmp_path, capsys):
+def test_a_quick_run_writes_its_results_and_the_footprints_and_the_ceiling_follow_the_truth_closer(tmp_path, capsys):
     rows = layout_accuracy.main(["--quick", "--out", str(tmp_path)])
     with open(tmp_path / "layout_accuracy.csv") as f:
         written = list(csv.DictReader(f))
-    assert [r["obstacles"] for r in written] == ["footprints", "cores"]
+    assert [(r["obstacles"], r["ceiling"]) for r in written] == [
+        ("footprints", "True"),
+        ("footprints", "False"),
+        ("cores", "False"),
+    ]
     assert tuple(written[0]) == layout_accuracy.COLUMNS
     assert (tmp_path / "layout_accuracy.png").stat().st_size > 1000
-    by = {r["obstacles"]: r for r in rows}
-    assert by["footprints"]["pixels"] > 0.5 * 8 * 32 * 32  # most rays meet a face or the floor
+    by = {(r["obstacles"], r["ceiling"]): r for r in rows}
+    full, bare, cores = by["footprints", True], by["footprints", False], by["cores", False]
+    assert full["pixels"] > 0.5 * 8 * 32 * 32  # most rays meet a face or the floor
     # The cores lose one-cell walls, so their rays cross into the next room: farther and more often far off.
-    assert by["footprints"]["absrel_mean"] < by["cores"]["absrel_mean"]
-    assert by["footprints"]["beyond_1.25"] < by["cores"]["beyond_1.25"]
-    assert by["cores"]["footprint_cells_missed"] > 0.02  # the reference row has none: it is the footprints
-    assert "| footprints |" in capsys.readouterr().out
+    assert bare["absrel_mean"] < cores["absrel_mean"]
+    assert bare["beyond_1.25"] < cores["beyond_1.25"]
+    # Upward rays stop at the ceiling instead of running on to a wall: fewer pixels far beyond the truth.
+    assert full["beyond_1.25"] < bare["beyond_1.25"]
+    assert full["absrel_mean"] < bare["absrel_mean"]
+    assert cores["footprint_cells_missed"] > 0.02  # the reference rows have none: they are the footprints
+    assert "| footprints | yes |" in capsys.readouterr().out
 
 
 def test_bad_counts_are_refused_by_name():

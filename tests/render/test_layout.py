@@ -108,6 +108,89 @@ def test_layout_depth_validates_its_inputs():
         layout.render(torch.zeros(1, dtype=torch.long), torch.eye(4), torch.eye(3))
 
 
+def test_layout_depth_stops_upward_rays_at_the_ceiling_of_scenes_that_have_one():
+    """Two scenes, one with a ceiling 1.5 above the camera and one without: looking straight up, every pixel of the
+    first reads 1.5 (a plane facing the camera has one z-depth); the second's rays run on to the grid's edge or, with
+    no top-down trace to walk, meet nothing (0). A ceiling is never met looking down or from above it."""
+    obstacles = torch.zeros(2, 60, 60, dtype=torch.bool)  # 6 m empty rooms; the camera 3 m from every edge
+    N, H, W = 3, 8, 8
+    up = _pose(3.0, -1.0, 3.0, 0.0, math.pi / 2 - 1e-4)
+    down = _pose(3.0, -1.0, 3.0, 0.0, -math.pi / 2 + 1e-4)
+    c2w = torch.stack([up, up, down])
+    K_inv = torch.linalg.inv(intrinsics_from_fov(W, H, 60.0))
+    origin, cell, floor = torch.zeros(2, 2), torch.full((2,), 0.1), torch.zeros(2)
+    ceiling = torch.tensor([-2.5, -torch.inf])
+    layout = LayoutDepth(obstacles, origin, cell, floor, N, H, W, ceiling_y=ceiling)
+    depth = layout.render(torch.tensor([0, 1, 0]), c2w, K_inv).clone()
+    assert torch.allclose(depth[0], torch.full((H, W), 1.5), atol=1e-3)
+    assert ((depth[1] == 0) | (depth[1] > 1.6)).all() and (depth[1] > 1.6).any()
+    assert torch.allclose(depth[2], torch.full((H, W), 1.0), atol=1e-3)  # down: the floor, as before
+    bare = LayoutDepth(obstacles, origin, cell, floor, N, H, W).render(torch.tensor([0, 1, 0]), c2w, K_inv)
+    assert torch.equal(bare[0], depth[1]) and torch.equal(bare[2], depth[2])  # no ceiling_y: none anywhere
+    above = LayoutDepth(obstacles, origin, cell, floor, 1, H, W, ceiling_y=torch.tensor([-0.5, -0.5]))
+    seen = above.render(torch.tensor([0]), up[None], K_inv)  # the camera (y = -1) is above this ceiling (y = -0.5)
+    assert ((seen[0] == 0) | (seen[0] > 1.6)).all()
+    with pytest.raises(ValueError, match="ceiling_y"):
+        LayoutDepth(obstacles, origin, cell, floor, 1, H, W, ceiling_y=torch.tensor([float("nan"), -1.0]))
+    with pytest.raises(ValueError, match="ceiling_y"):
+        LayoutDepth(obstacles, origin, cell, floor, 1, H, W, ceiling_y=torch.zeros(3))
+
+
+def test_grid_layouts_take_the_ceiling_with_the_footprints_and_not_with_the_cores():
+    """A procedural scene's grid records its ceiling plane. Each obstacles kind's own layout: the footprints' stops
+    upward rays at the ceiling, the cores' (what older layout models were trained on) has none; ``ceiling`` chooses
+    explicitly."""
+    from worldfm_env.scenes.sources.procedural import ProceduralConfig, generate_procedural_scene
+
+    scene = generate_procedural_scene(5, ProceduralConfig(ceiling_height=3.0))
+    grid = scene.navigation_grid
+    assert grid.ceiling_y == -3.0 and grid.floor_y == 0.0
+    rows, cols = torch.nonzero(grid.free, as_tuple=True)
+    x, z = grid.cell_center(rows[:1], cols[:1])
+    c2w = _pose(float(x), grid.floor_y - scene.camera_height, float(z), 0.0, math.pi / 2 - 1e-4)[None]
+    K_inv = torch.linalg.inv(intrinsics_from_fov(8, 8, 60.0))
+    zero = torch.zeros(1, dtype=torch.long)
+    to_ceiling = 3.0 - scene.camera_height
+
+    def centre(kind, ceiling=None):
+        depth = grid_layout_depth([grid], "cpu", 1, 8, 8, kind, ceiling).render(zero, c2w, K_inv)
+        return depth[0, 3:5, 3:5]
+
+    assert torch.allclose(centre("footprints"), torch.full((2, 2), to_ceiling), atol=1e-3)
+    assert not torch.allclose(centre("cores"), torch.full((2, 2), to_ceiling), atol=1e-2)
+    assert not torch.allclose(centre("footprints", False), torch.full((2, 2), to_ceiling), atol=1e-2)
+    assert torch.allclose(centre("cores", True), torch.full((2, 2), to_ceiling), atol=1e-3)
+
+
+def test_the_ceiling_brings_pitched_up_layout_views_of_procedural_scenes_to_the_true_depth():
+    """Views pitched 35 degrees up from random free cells of a procedural scene, against the mesh: without the
+    ceiling the upper rays run on to the walls, far beyond the truth; with it few pixels lie beyond it by a quarter."""
+    from worldfm_env.render.raycast import MeshRaycaster
+    from worldfm_env.scenes.sources.procedural import generate_procedural_scene
+
+    scene = generate_procedural_scene(5)
+    grid = scene.navigation_grid
+    gen = torch.Generator().manual_seed(1)
+    rows, cols = torch.nonzero(grid.free, as_tuple=True)
+    N, H, W = 16, 24, 24
+    pick = torch.randint(len(rows), (N,), generator=gen)
+    x, z = grid.cell_center(rows[pick], cols[pick])
+    pos = torch.stack([x, torch.full((N,), grid.floor_y - scene.camera_height), z], 1)
+    pitch = torch.full((N,), math.radians(35.0))
+    c2w = pose_from_yaw_pitch(pos, torch.rand(N, generator=gen) * 2 * math.pi - math.pi, pitch)
+    K = intrinsics_from_fov(W, H, 90.0)
+    _, true = MeshRaycaster([scene.mesh], "cpu").render(torch.zeros(N, dtype=torch.int32), c2w, K, H, W)
+    true = true.reshape(N, H, W)
+    beyond = {}
+    for ceiling in (False, True):
+        layout = grid_layout_depth([grid], "cpu", N, H, W, "footprints", ceiling).render(
+            torch.zeros(N, dtype=torch.long), c2w, torch.linalg.inv(K)
+        )
+        ok = (true > 0) & (layout > 0)
+        beyond[ceiling] = float((layout[ok] / true[ok] > 1.25).float().mean())
+    assert beyond[True] < 0.5 * beyond[False] and beyond[True] < 0.1, beyond
+
+
 def test_obstacle_cores_undo_the_agent_dilation():
     """Walls and a block dilated by the agent's disk (as every grid source builds ``free``) come back as they were,
     but for the one cell of each inner (concave) corner, which the dilation's disk closed; the grid's border

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import deque
 
 import numpy as np
@@ -12,6 +13,7 @@ from worldfm_env._device import init_warp
 from worldfm_env.geometry import unproject_depth
 from worldfm_env.render.raycast import MeshRaycaster
 from worldfm_env.scenes.pointcloud import points_from_views
+from worldfm_env.scenes.scene import NavigationGrid
 from worldfm_env.scenes.scene_file import load_scene_file, save_scene
 from worldfm_env.scenes.sources.procedural import (
     SPLITS,
@@ -292,6 +294,32 @@ def test_scene_file_keeps_the_obstacle_footprints_and_reads_older_files(scenes, 
         assert torch.equal(grid_obstacles([old_grid], "cpu")[0], cores)
     assert torch.equal(grid_obstacles([loaded], "cpu")[0], grid.occupied)
     assert not torch.equal(cores, grid.occupied)
+
+
+def test_scene_file_keeps_the_ceiling_and_reads_older_files_without_one(scenes, tmp_path):
+    """``NavigationGrid.ceiling_y`` (the procedural ceiling plane, y = -ceiling_height) is written and read back; a file
+    written before the field reads as None (a layout without a ceiling)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    grid = scenes[0].navigation_grid
+    assert grid.ceiling_y == -ProceduralConfig().ceiling_height
+    path = save_scene(scenes[0], tmp_path / "c.wfscene")
+    assert load_scene_file(path).navigation_grid.ceiling_y == grid.ceiling_y
+    with safe_open(str(path), "pt") as f:
+        header = json.loads(f.metadata()["scene"])
+    del header["navigation_grid"]["ceiling_y"]
+    old = tmp_path / "old.wfscene"
+    save_file(load_file(str(path)), str(old), metadata={"scene": json.dumps(header)})
+    assert load_scene_file(old).navigation_grid.ceiling_y is None
+
+
+@pytest.mark.parametrize("bad", [0.0, 0.5, float("nan"), float("inf"), True, "high"])
+def test_navigation_grid_ceiling_must_be_a_finite_height_above_the_floor(bad):
+    free = torch.ones(4, 4, dtype=torch.bool)
+    with pytest.raises(ValueError, match="ceiling_y must be None or a finite number below the floor"):
+        NavigationGrid(free, (0.0, 0.0), 0.1, 0.0, ceiling_y=bad)
+    assert NavigationGrid(free, (0.0, 0.0), 0.1, 0.0, ceiling_y=-2.5).to("cpu").ceiling_y == -2.5
 
 
 @pytest.mark.parametrize("seed", SEEDS)

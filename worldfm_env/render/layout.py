@@ -2,11 +2,11 @@
 
 The env's physics knows a scene as a top-down grid (:class:`~worldfm_env.scenes.scene.NavigationGrid`). Taken as
 floor-to-ceiling columns standing on the floor plane, the grid's obstacle cells (the obstacles' own footprints,
-:func:`~worldfm_env.scenes.navigation.obstacle_footprints`) give every pixel ray a z-depth at which it meets the floor
-or an obstacle's face: :class:`LayoutDepth`, one warp launch for N cameras. Seen through a camera, nothing of the scene
-lies beyond that depth except where the ray passes over a low obstacle (a table, a bed), under a lintel or through a
-gap narrower than a cell. The pipeline's ``depth_bound="navigation"`` caps generated depth with it, so what the agent
-sees and what it collides with agree (:mod:`worldfm_env.renderers.pipeline`).
+:func:`~worldfm_env.scenes.navigation.obstacle_footprints`) give every pixel ray a z-depth at which it meets the floor,
+the ceiling plane (where the grid knows one) or an obstacle's face: :class:`LayoutDepth`, one warp launch for N cameras.
+Seen through a camera, nothing of the scene lies beyond that depth except where the ray passes over a low obstacle (a
+table, a bed), under a lintel or through a gap narrower than a cell. The pipeline's ``depth_bound="navigation"`` caps
+generated depth with it, so what the agent sees and what it collides with agree (:mod:`worldfm_env.renderers.pipeline`).
 
 The walk through the grid visits every cell the ray's top-down trace crosses (a 2-D digital differential analyser),
 so a face is found whatever the cell size; cells outside the grid count as obstacles.
@@ -42,6 +42,7 @@ def _layout_depth_kernel(
     origin: wp.array(dtype=wp.vec2),  # (S,) world (x0, z0) of cell (0, 0)
     cell_size: wp.array(dtype=wp.float32),  # (S,)
     floor_y: wp.array(dtype=wp.float32),  # (S,)
+    ceiling_y: wp.array(dtype=wp.float32),  # (S,) -inf: no ceiling
     scene_index: wp.array(dtype=wp.int32),  # (N,)
     c2w: wp.array(dtype=wp.mat44),  # (N,)
     K_inv: wp.array(dtype=wp.mat33),  # (N,)
@@ -63,6 +64,10 @@ def _layout_depth_kernel(
         t_floor = (floor_y[s] - oy) / dy
         if t_floor > 0.0:
             best = t_floor
+    if dy < -1.0e-6:  # the ray meets the ceiling plane (never one at -inf)
+        t_ceiling = (ceiling_y[s] - oy) / dy
+        if t_ceiling > 0.0:
+            best = wp.min(best, t_ceiling)
     cs = cell_size[s]
     o = origin[s]
     gx = (ox - o[0]) / cs
@@ -110,6 +115,7 @@ class LayoutDepth:
             :mod:`worldfm_env.scenes.navigation`; cells outside a scene's own grid are obstacles).
         origin: (S, 2) world (x0, z0) of cell (0, 0). cell_size: (S,) cell edges. floor_y: (S,) floor heights.
         num_envs, height, width: the output batch and frame size.
+        ceiling_y: (S,) ceiling heights, ``-inf`` for a scene without one; None: no scene has one.
     """
 
     def __init__(
@@ -121,13 +127,17 @@ class LayoutDepth:
         num_envs: int,
         height: int,
         width: int,
+        ceiling_y: torch.Tensor | None = None,
     ) -> None:
         if obstacles.ndim != 3 or obstacles.dtype != torch.bool:
             raise ValueError(
                 f"obstacles must be an (S, Gz, Gx) bool tensor, got {obstacles.dtype} {tuple(obstacles.shape)}"
             )
         S = obstacles.shape[0]
-        for name, t, shape in (("origin", origin, (S, 2)), ("cell_size", cell_size, (S,)), ("floor_y", floor_y, (S,))):
+        if ceiling_y is None:
+            ceiling_y = torch.full((S,), -torch.inf, device=obstacles.device)
+        named = (("origin", origin, (S, 2)), ("cell_size", cell_size, (S,)), ("floor_y", floor_y, (S,)))
+        for name, t, shape in (*named, ("ceiling_y", ceiling_y, (S,))):
             if tuple(t.shape) != shape:
                 raise ValueError(f"{name} must have shape {shape} (one per scene of obstacles), got {tuple(t.shape)}")
         self.device = obstacles.device
@@ -136,6 +146,9 @@ class LayoutDepth:
         self.origin = origin.float().contiguous()
         self.cell_size = cell_size.float().contiguous()
         self.floor_y = floor_y.float().contiguous()
+        self.ceiling_y = ceiling_y.to(device=self.device, dtype=torch.float32).contiguous()
+        if bool(torch.isnan(self.ceiling_y).any()) or bool((self.ceiling_y == torch.inf).any()):
+            raise ValueError("ceiling_y must hold finite heights or -inf (no ceiling), got NaN or +inf")
         self.num_envs, self.height, self.width = num_envs, height, width
         self.depth = torch.zeros(num_envs, height, width, dtype=torch.float32, device=self.device)
         self._wp = [
@@ -143,13 +156,14 @@ class LayoutDepth:
             wp.from_torch(self.origin, dtype=wp.vec2),
             wp.from_torch(self.cell_size),
             wp.from_torch(self.floor_y),
+            wp.from_torch(self.ceiling_y),
         ]
         self._wp_depth = wp.from_torch(self.depth)
 
     def render(self, scene_index: torch.Tensor, c2w: torch.Tensor, K_inv: torch.Tensor) -> torch.Tensor:
         """(N, H, W) float32 z-depth of the layout at poses ``c2w`` (N, 4, 4) in scenes ``scene_index`` (N,), with
-        inverse intrinsics ``K_inv`` (N, 3, 3) or (3, 3); 0 where nothing bounds the ray (straight up). A view of a
-        buffer that the next call overwrites."""
+        inverse intrinsics ``K_inv`` (N, 3, 3) or (3, 3); 0 where nothing bounds the ray (straight up, under no
+        ceiling). A view of a buffer that the next call overwrites."""
         N = self.num_envs
         if tuple(c2w.shape) != (N, 4, 4) or tuple(scene_index.shape) != (N,):
             raise ValueError(

@@ -196,11 +196,19 @@ def grid_layout_depth(
     height: int,
     width: int,
     obstacles: str = "footprints",
+    ceiling: bool | None = None,
 ) -> LayoutDepth:
     """The :class:`~worldfm_env.render.layout.LayoutDepth` of navigation grids (:func:`grid_obstacles` of kind
     ``obstacles``, their origins, cell sizes and floor heights) for ``num_envs`` cameras of ``height`` x ``width``
-    pixels; scene index ``i`` of a render is ``grids[i]``."""
+    pixels; scene index ``i`` of a render is ``grids[i]``.
+
+    ``ceiling``: whether upward rays stop at the grids' ceiling planes (:attr:`NavigationGrid.ceiling_y`, where a
+    grid records one). None: the kind's own layout (:data:`LAYOUT_OBSTACLES_VALUES`): ``"footprints"`` has the
+    ceiling, ``"cores"`` (the layout older layout models were trained on) has none."""
+    if ceiling is None:
+        ceiling = obstacles == "footprints"
     f32 = dict(dtype=torch.float32, device=device)
+    heights = [g.ceiling_y if ceiling and g.ceiling_y is not None else -math.inf for g in grids]
     return LayoutDepth(
         grid_obstacles(grids, device, obstacles),
         torch.tensor([list(g.origin) for g in grids], **f32),
@@ -209,15 +217,21 @@ def grid_layout_depth(
         num_envs,
         height,
         width,
+        ceiling_y=torch.tensor(heights, **f32),
     )
 
 
 def pool_layout_depth(
-    pool: ScenePool, num_envs: int, height: int, width: int, obstacles: str = "footprints"
+    pool: ScenePool,
+    num_envs: int,
+    height: int,
+    width: int,
+    obstacles: str = "footprints",
+    ceiling: bool | None = None,
 ) -> LayoutDepth:
     """:func:`grid_layout_depth` of a pool's scenes (scene index ``i`` is the pool's scene ``i``)."""
     grids = [scene.navigation_grid for scene in pool.scenes]
-    return grid_layout_depth(grids, pool.device, num_envs, height, width, obstacles)
+    return grid_layout_depth(grids, pool.device, num_envs, height, width, obstacles, ceiling)
 
 
 class FreeSpace:
@@ -273,6 +287,7 @@ def navigation_grid_from_points(
     top_fraction: float = 0.3,
     unobserved_is_free: bool = False,
     include_xz: torch.Tensor | Sequence[Sequence[float]] | None = None,
+    ceiling_y: float | None = None,
 ) -> NavigationGrid:
     """Top-down free space of a point cloud from a height slice above the floor.
 
@@ -298,6 +313,8 @@ def navigation_grid_from_points(
         unobserved_is_free: treat cells with no floor point as free (for single views whose floor
             near the camera is outside the image).
         include_xz: (M, 2) world (x, z) positions the grid must cover (e.g. camera centres).
+        ceiling_y: world y of a flat ceiling, when known (kept as :attr:`NavigationGrid.ceiling_y`; not estimated:
+            a cloud's highest points need not be a ceiling).
 
     Returns:
         The :class:`NavigationGrid`.
@@ -373,6 +390,7 @@ def navigation_grid_from_points(
         floor_y=floor_y,
         agent_radius=float(agent_radius),
         occupied=blocked,
+        ceiling_y=None if ceiling_y is None else float(ceiling_y),
     )
 
 

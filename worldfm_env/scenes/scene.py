@@ -19,9 +19,10 @@ __all__ = ["ReferenceBank", "NavigationGrid", "TriangleMesh", "Scene"]
 
 
 #: What a navigation layout's rays are cast against: ``"footprints"``, the obstacles' own cells
-#: (:attr:`NavigationGrid.occupied`), or ``"cores"``, the grid's obstacle cores
-#: (:func:`~worldfm_env.scenes.navigation.obstacle_cores`; what layout frame models trained before the footprints were
-#: recorded read; they lose one-cell walls).
+#: (:attr:`NavigationGrid.occupied`) and the ceiling plane where the grid records one
+#: (:attr:`NavigationGrid.ceiling_y`), or ``"cores"``, the grid's obstacle cores
+#: (:func:`~worldfm_env.scenes.navigation.obstacle_cores`) and no ceiling: the layout that layout frame models trained
+#: before the footprints were recorded read (it loses one-cell walls).
 LAYOUT_OBSTACLES_VALUES = ("footprints", "cores")
 
 
@@ -94,6 +95,9 @@ class NavigationGrid:
             Every built-in source records it. Grids without it (scene files written before the field) fall back
             to :func:`~worldfm_env.scenes.navigation.obstacle_cores`, which undoes the dilation only
             approximately (:func:`~worldfm_env.scenes.navigation.obstacle_footprints`).
+        ceiling_y: world y of a flat ceiling over the whole grid (smaller than ``floor_y``: +y is down), or None
+            where the source does not know one. Procedural scenes record theirs; the navigation layout stops
+            upward rays there (:func:`~worldfm_env.scenes.navigation.grid_layout_depth`).
     """
 
     free: torch.Tensor
@@ -102,6 +106,7 @@ class NavigationGrid:
     floor_y: float
     agent_radius: float = 0.18
     occupied: torch.Tensor | None = None
+    ceiling_y: float | None = None
 
     def __post_init__(self) -> None:
         _check(
@@ -130,6 +135,15 @@ class NavigationGrid:
             _check(
                 not bool((self.occupied & self.free).any()),
                 "navigation grid occupied and free overlap: a cell an obstacle covers cannot be free to stand in",
+            )
+        if self.ceiling_y is not None:
+            _check(
+                isinstance(self.ceiling_y, (int, float))
+                and not isinstance(self.ceiling_y, bool)
+                and math.isfinite(self.ceiling_y)
+                and self.ceiling_y < self.floor_y,
+                f"navigation grid ceiling_y must be None or a finite number below the floor (< floor_y = "
+                f"{self.floor_y}; +y is down), got {self.ceiling_y!r}",
             )
 
     @property

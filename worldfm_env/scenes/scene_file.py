@@ -53,6 +53,7 @@ def save_scene(scene: Scene, path: str | Path) -> Path:
             "cell_size": scene.navigation_grid.cell_size,
             "floor_y": scene.navigation_grid.floor_y,
             "agent_radius": scene.navigation_grid.agent_radius,
+            "ceiling_y": scene.navigation_grid.ceiling_y,
         },
         "info": scene.info,
     }
@@ -124,6 +125,7 @@ def _scene_from(header: dict, t: dict) -> Scene:
             float(nav.get("agent_radius", 0.18)),  # files written before the field: every source's default
             # Files written before the field have none: the layout falls back to the grid's obstacle cores.
             occupied=t["navigation_grid.occupied"].bool() if "navigation_grid.occupied" in t else None,
+            ceiling_y=None if nav.get("ceiling_y") is None else float(nav["ceiling_y"]),  # older files: none
         ),
         camera_height=float(header["camera_height"]),
         mesh=mesh,

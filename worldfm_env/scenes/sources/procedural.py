@@ -953,6 +953,7 @@ def generate_procedural_scene(
         0.0,
         float(cfg.agent_radius),
         occupied=torch.from_numpy(occupied).to(dev),
+        ceiling_y=-float(cfg.ceiling_height),
     )
 
     # ---- reference bank ----
