@@ -160,6 +160,8 @@ def test_grid_layouts_take_the_ceiling_with_the_footprints_and_not_with_the_core
     assert not torch.allclose(centre("cores"), torch.full((2, 2), to_ceiling), atol=1e-2)
     assert not torch.allclose(centre("footprints", False), torch.full((2, 2), to_ceiling), atol=1e-2)
     assert torch.allclose(centre("cores", True), torch.full((2, 2), to_ceiling), atol=1e-3)
+    with pytest.raises(ValueError, match="ceiling='yes' is not valid"):
+        grid_layout_depth([grid], "cpu", 1, 8, 8, "footprints", "yes")
 
 
 def test_the_ceiling_brings_pitched_up_layout_views_of_procedural_scenes_to_the_true_depth():

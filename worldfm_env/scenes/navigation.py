@@ -205,6 +205,8 @@ def grid_layout_depth(
     ``ceiling``: whether upward rays stop at the grids' ceiling planes (:attr:`NavigationGrid.ceiling_y`, where a
     grid records one). None: the kind's own layout (:data:`LAYOUT_OBSTACLES_VALUES`): ``"footprints"`` has the
     ceiling, ``"cores"`` (the layout older layout models were trained on) has none."""
+    if ceiling is not None and not isinstance(ceiling, bool):
+        raise ValueError(f"ceiling={ceiling!r} is not valid; choose True, False or None (the obstacles kind's own)")
     if ceiling is None:
         ceiling = obstacles == "footprints"
     f32 = dict(dtype=torch.float32, device=device)
