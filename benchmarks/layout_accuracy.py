@@ -1,23 +1,24 @@
 """How far the navigation layout's depth is from the true depth: obstacle cores against footprints, with and without
-the ceiling.
+the ceiling and the obstacles' heights.
 
     python benchmarks/layout_accuracy.py                 # 8 held-out procedural scenes, 64 views each, 64x64
     python benchmarks/layout_accuracy.py --quick         # 1 scene, 8 views, 32x32 (a smoke run)
 
-The layout (:class:`worldfm_env.render.layout.LayoutDepth`) stands a scene's navigation-grid obstacles up as
-floor-to-ceiling columns; the env caps generated depth with it (``depth_bound="navigation"``) and layout frame
-models read it. This benchmark casts it from cameras at the eye height, standing on random free cells of held-out
-procedural scenes and looking in random directions (level, and pitched down by ``--pitch-deg``), and compares it
-per pixel with the depth of the scene's mesh, for each layout of :data:`LAYOUTS`: the ``obstacles`` kind
-(:data:`worldfm_env.scenes.navigation.LAYOUT_OBSTACLES_VALUES`: ``footprints``, the obstacles' own cells, which the
-grid records, or ``cores``, the grid's dilated obstacles eroded back, which lose walls one cell thick) and whether
-upward rays stop at the ceiling plane (each kind's own layout: the footprints' has the ceiling, the cores' has none;
-the footprints without it show what the ceiling adds).
+The layout (:class:`worldfm_env.render.layout.LayoutDepth`) stands a scene's navigation-grid obstacles up as columns
+(floor to ceiling, or as high as the grid records); the env caps generated depth with it
+(``depth_bound="navigation"``) and layout frame models read it. This benchmark casts it from cameras at the eye
+height, standing on random free cells of held-out procedural scenes and looking in random directions (level, and
+pitched down by ``--pitch-deg``), and compares it per pixel with the depth of the scene's mesh, for each layout of
+:data:`LAYOUTS`: the ``obstacles`` kind (:data:`worldfm_env.scenes.navigation.LAYOUT_OBSTACLES_VALUES`:
+``footprints``, the obstacles' own cells, which the grid records, or ``cores``, the grid's dilated obstacles eroded
+back, which lose walls one cell thick) and whether upward rays stop at the ceiling plane, and whether obstacles stand
+only as high as the grid records (furniture) or floor to ceiling (each kind's own layout: the footprints' has the
+ceiling and the heights, the cores' neither; the footprints without them show what each adds).
 
 Rows, per layout: pixels where both depths are defined, mean and median AbsRel (|layout - true| / true), the share
 of pixels whose layout is more than 25 % beyond the truth (a wall the ray crossed, the ceiling, a lintel) and more
-than 20 % nearer (a ray over furniture, which the layout stands up to the ceiling), and the share of the grids'
-footprint cells that the layout's obstacle cells miss. Writes ``layout_accuracy.csv`` and
+than 20 % nearer (a ray over furniture stood up to the ceiling, or under a table taken as a solid block), and the
+share of the grids' footprint cells that the layout's obstacle cells miss. Writes ``layout_accuracy.csv`` and
 ``layout_accuracy.png`` (the distribution of layout / true depth) to ``benchmarks/results/layout-accuracy/`` and
 prints a markdown table and the wall time.
 """
@@ -45,12 +46,18 @@ from worldfm_env.scenes.sources.procedural import generate_procedural_scene, see
 __all__ = ["COLUMNS", "LAYOUTS", "main", "parse_args", "ratios", "run", "summarise"]
 
 RESULTS = ROOT / "benchmarks" / "results" / "layout-accuracy"
-LAYOUTS = (("footprints", True), ("footprints", False), ("cores", False))
-"""The layouts compared, as (obstacles kind, ceiling): each kind's own layout, and the footprints without the
-ceiling."""
+LAYOUTS = (
+    ("footprints", True, True),
+    ("footprints", True, False),
+    ("footprints", False, False),
+    ("cores", False, False),
+)
+"""The layouts compared, as (obstacles kind, ceiling, heights): each kind's own layout, and the footprints without the
+heights and without the ceiling."""
 COLUMNS = (
     "obstacles",
     "ceiling",
+    "heights",
     "scenes",
     "views",
     "pixels",
@@ -65,16 +72,16 @@ the kind's obstacle cells lack, so it is the cores' loss measured against the fo
 rows)."""
 
 
-def ratios(args: argparse.Namespace) -> tuple[dict[tuple[str, bool], torch.Tensor], dict[str, float]]:
+def ratios(args: argparse.Namespace) -> tuple[dict[tuple[str, bool, bool], torch.Tensor], dict[str, float]]:
     """Layout depth over true depth at every pixel where both are defined, for each layout of :data:`LAYOUTS`:
-    (kind, ceiling) -> (P,); and the share of the scenes' footprint cells that each kind's obstacle cells miss:
+    (kind, ceiling, heights) -> (P,); and the share of the scenes' footprint cells that each kind's obstacle cells miss:
     kind -> share."""
     gen = torch.Generator().manual_seed(args.seed)
     side = args.resolution
     K = intrinsics_from_fov(side, side, 90.0)
     K_inv = torch.linalg.inv(K)
-    out: dict[tuple[str, bool], list[torch.Tensor]] = {layout: [] for layout in LAYOUTS}
-    missed = dict.fromkeys((kind for kind, _ in LAYOUTS), 0)
+    out: dict[tuple[str, bool, bool], list[torch.Tensor]] = {layout: [] for layout in LAYOUTS}
+    missed = dict.fromkeys((kind for kind, _, _ in LAYOUTS), 0)
     footprint_cells = 0
     for seed in seeds_for_split("test", args.scenes):
         scene = generate_procedural_scene(int(seed))
@@ -91,29 +98,30 @@ def ratios(args: argparse.Namespace) -> tuple[dict[tuple[str, bool], torch.Tenso
         _, true = MeshRaycaster([scene.mesh], "cpu").render(torch.zeros(N, dtype=torch.int32), c2w, K, side, side)
         true = true.reshape(N, side, side)
         counted = set()
-        for kind, ceiling in LAYOUTS:
-            layout = grid_layout_depth([grid], "cpu", N, side, side, kind, ceiling)
+        for kind, ceiling, heights in LAYOUTS:
+            layout = grid_layout_depth([grid], "cpu", N, side, side, kind, ceiling, heights)
             if kind not in counted:
                 cells = layout.obstacles[0, : grid.shape[0], : grid.shape[1]].bool()
                 missed[kind] += int((grid.occupied & ~cells).sum())
                 counted.add(kind)
             depth = layout.render(torch.zeros(N, dtype=torch.long), c2w, K_inv)
             both = (true > 0) & (depth > 0)
-            out[kind, ceiling].append(depth[both] / true[both])
+            out[kind, ceiling, heights].append(depth[both] / true[both])
     return {layout: torch.cat(v) for layout, v in out.items()}, {k: v / footprint_cells for k, v in missed.items()}
 
 
 def summarise(
-    by_layout: dict[tuple[str, bool], torch.Tensor], missed: dict[str, float], args: argparse.Namespace
+    by_layout: dict[tuple[str, bool, bool], torch.Tensor], missed: dict[str, float], args: argparse.Namespace
 ) -> list[dict]:
     """One CSV row per layout (:data:`COLUMNS`)."""
     rows = []
-    for (kind, ceiling), ratio in by_layout.items():
+    for (kind, ceiling, heights), ratio in by_layout.items():
         rel = (ratio - 1).abs()
         rows.append(
             {
                 "obstacles": kind,
                 "ceiling": ceiling,
+                "heights": heights,
                 "scenes": args.scenes,
                 "views": args.scenes * args.views,
                 "pixels": int(ratio.numel()),
@@ -127,7 +135,7 @@ def summarise(
     return rows
 
 
-def _plot(by_layout: dict[tuple[str, bool], torch.Tensor], path: Path) -> None:
+def _plot(by_layout: dict[tuple[str, bool, bool], torch.Tensor], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -135,9 +143,9 @@ def _plot(by_layout: dict[tuple[str, bool], torch.Tensor], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     bins = torch.linspace(-2.0, 2.0, 81)
-    for (kind, ceiling), ratio in by_layout.items():
+    for (kind, ceiling, heights), ratio in by_layout.items():
         counts = torch.histc(torch.log2(ratio).clamp(-2.0, 2.0), bins=80, min=-2.0, max=2.0)
-        label = f"{kind}, {'ceiling' if ceiling else 'no ceiling'}"
+        label = f"{kind}, {'ceiling' if ceiling else 'no ceiling'}, {'heights' if heights else 'full height'}"
         ax.step(bins[:-1].numpy(), (counts / counts.sum()).numpy(), where="post", label=label)
     ax.set_xlabel("log2(layout depth / true depth)  (clipped to +-2)")
     ax.set_ylabel("share of pixels")
@@ -163,13 +171,14 @@ def run(args: argparse.Namespace, verbose: bool = True) -> list[dict]:
     _plot(by_layout, out / "layout_accuracy.png")
     if verbose:
         print(
-            "| obstacles | ceiling | pixels | AbsRel mean | AbsRel median | beyond 1.25x | nearer 0.8x "
+            "| obstacles | ceiling | heights | pixels | AbsRel mean | AbsRel median | beyond 1.25x | nearer 0.8x "
             "| footprint cells missed |"
         )
-        print("|---|---|---:|---:|---:|---:|---:|---:|")
+        print("|---|---|---|---:|---:|---:|---:|---:|---:|")
         for r in rows:
             print(
-                f"| {r['obstacles']} | {'yes' if r['ceiling'] else 'no'} | {r['pixels']} | {r['absrel_mean']:.3f} | "
+                f"| {r['obstacles']} | {'yes' if r['ceiling'] else 'no'} | {'yes' if r['heights'] else 'no'} | "
+                f"{r['pixels']} | {r['absrel_mean']:.3f} | "
                 f"{r['absrel_median']:.3f} | "
                 f"{r['beyond_1.25']:.3f} | {r['nearer_0.8']:.3f} | {r['footprint_cells_missed'] or '-'} |"
             )

@@ -82,6 +82,66 @@ def test_layout_depth_matches_a_brute_force_march():
     assert float((depth - truth).abs().max()) < 2e-3
 
 
+def _march_heights(top, origin, cell, c2w, K_inv, H, W, step=5e-4, far=6.0):
+    """Brute force with heights: a ray sample stops where it lies in an obstacle cell at or below the cell's top
+    (``top``: world y of each cell's top, +inf where nothing stands, +y down), outside the grid, or under the floor
+    (the top of an empty cell is the floor: pass ``floor_y`` there)."""
+    ys, xs = torch.meshgrid(torch.arange(H) + 0.5, torch.arange(W) + 0.5, indexing="ij")
+    rays = torch.stack([xs, ys, torch.ones_like(xs)], -1).reshape(-1, 3) @ K_inv.T
+    ts = torch.arange(1, int(far / step)) * step
+    out = torch.zeros(c2w.shape[0], H * W)
+    Gz, Gx = top.shape
+    for i in range(c2w.shape[0]):
+        pts = c2w[i, :3, 3] + ts[:, None, None] * (rays @ c2w[i, :3, :3].T)[None]  # (T, HW, 3)
+        col = torch.floor((pts[..., 0] - origin[0]) / cell).long()
+        row = torch.floor((pts[..., 2] - origin[1]) / cell).long()
+        outside = (col < 0) | (row < 0) | (col >= Gx) | (row >= Gz)
+        hit = outside | (pts[..., 1] >= top[row.clamp(0, Gz - 1), col.clamp(0, Gx - 1)])
+        first = hit.float().argmax(0)
+        out[i] = torch.where(hit.any(0), ts[first], torch.zeros(()))
+    return out.reshape(-1, H, W)
+
+
+def test_layout_depth_with_obstacle_heights_matches_a_brute_force_march():
+    """Obstacle blocks of random heights (some floor to ceiling) in a 3 m x 2.4 m grid, cameras at eye height looking
+    every way, mostly down: rays pass over the low blocks and meet their side or top faces where a fine march does."""
+    gen = torch.Generator().manual_seed(7)
+    Gz, Gx, cell = 24, 30, 0.1
+    obstacles = torch.zeros(Gz, Gx, dtype=torch.bool)
+    heights = torch.zeros(Gz, Gx)
+    for k in range(8):
+        r, c = int(torch.randint(0, Gz - 3, (1,), generator=gen)), int(torch.randint(0, Gx - 3, (1,), generator=gen))
+        obstacles[r : r + 3, c : c + 2] = True
+        h = math.inf if k % 4 == 0 else 0.3 + 0.6 * float(torch.rand(1, generator=gen))
+        heights[r : r + 3, c : c + 2] = torch.maximum(heights[r : r + 3, c : c + 2], torch.tensor(h))
+    free_cells = torch.nonzero(~obstacles)
+    N, H, W = 6, 12, 16
+    origin, floor_y = (-1.0, 0.5), 0.2
+    c2w = torch.empty(N, 4, 4)
+    for i in range(N):
+        r, c = free_cells[int(torch.randint(len(free_cells), (1,), generator=gen))].tolist()
+        yaw = float(torch.rand(1, generator=gen)) * 2 * math.pi
+        pitch = -0.2 - 0.6 * float(torch.rand(1, generator=gen))  # looking down onto the blocks
+        c2w[i] = _pose(origin[0] + (c + 0.37) * cell, floor_y - 1.2, origin[1] + (r + 0.61) * cell, yaw, pitch)
+    K_inv = torch.linalg.inv(intrinsics_from_fov(W, H, 90.0))
+    args = (obstacles[None], torch.tensor([origin]), torch.tensor([cell]), torch.tensor([floor_y]), N, H, W)
+    zero = torch.zeros(N, dtype=torch.long)
+    depth = LayoutDepth(*args, obstacle_height=heights[None]).render(zero, c2w, K_inv).clone()
+    top = torch.where(obstacles, floor_y - heights, torch.tensor(floor_y))
+    truth = _march_heights(top, origin, cell, c2w, K_inv, H, W)
+    assert (depth > 0).all()
+    assert float((depth - truth).abs().max()) < 2e-3
+    columns = LayoutDepth(*args).render(zero, c2w, K_inv)
+    assert (columns < depth - 0.05).float().mean() > 0.05  # full columns stop rays the heights let pass
+    assert torch.equal(
+        columns, LayoutDepth(*args, obstacle_height=torch.full((1, Gz, Gx), math.inf)).render(zero, c2w, K_inv)
+    )  # None: every obstacle floor to ceiling
+    with pytest.raises(ValueError, match="obstacle_height must have obstacles' shape"):
+        LayoutDepth(*args, obstacle_height=heights)
+    with pytest.raises(ValueError, match="obstacle_height must be >= 0"):
+        LayoutDepth(*args, obstacle_height=torch.where(obstacles, -1.0, 0.0)[None])
+
+
 def test_layout_depth_of_a_wall_ahead_and_a_floor_below():
     """A camera 0.95 m in front of a wall, level: every pixel that does not see the floor first reads 0.95 (a plane
     facing the camera has one z-depth); looking straight down it reads its height above the floor."""
@@ -191,6 +251,47 @@ def test_the_ceiling_brings_pitched_up_layout_views_of_procedural_scenes_to_the_
         ok = (true > 0) & (layout > 0)
         beyond[ceiling] = float((layout[ok] / true[ok] > 1.25).float().mean())
     assert beyond[True] < 0.5 * beyond[False] and beyond[True] < 0.1, beyond
+
+
+def test_grid_layouts_stand_furniture_only_as_high_as_it_is_and_follow_the_truth_closer():
+    """A procedural grid records what stands on each obstacle cell: walls and the outside floor to ceiling, furniture
+    its own height. The footprints' layout lets rays pass over furniture (``heights``), so views pitched down from
+    random free cells see far fewer pixels nearer than the mesh's depth; the cores' layout keeps full columns."""
+    from worldfm_env.render.raycast import MeshRaycaster
+    from worldfm_env.scenes.sources.procedural import generate_procedural_scene
+
+    scene = generate_procedural_scene(5)
+    grid = scene.navigation_grid
+    height = grid.occupied_height
+    assert height is not None and height.dtype == torch.float32
+    assert torch.isinf(height[0]).all() and torch.isinf(height[:, 0]).all()  # beyond the outer walls
+    low = grid.occupied & torch.isfinite(height)
+    assert low.any() and bool((height[low] > 0.2).all()) and bool((height[low] < -grid.ceiling_y).all())
+    assert bool((height[~grid.occupied] == 0).all())
+    gen = torch.Generator().manual_seed(2)
+    rows, cols = torch.nonzero(grid.free, as_tuple=True)
+    N, H, W = 24, 24, 24
+    pick = torch.randint(len(rows), (N,), generator=gen)
+    x, z = grid.cell_center(rows[pick], cols[pick])
+    pos = torch.stack([x, torch.full((N,), grid.floor_y - scene.camera_height), z], 1)
+    c2w = pose_from_yaw_pitch(pos, torch.rand(N, generator=gen) * 2 * math.pi - math.pi, torch.full((N,), -0.4))
+    K = intrinsics_from_fov(W, H, 90.0)
+    _, true = MeshRaycaster([scene.mesh], "cpu").render(torch.zeros(N, dtype=torch.int32), c2w, K, H, W)
+    true = true.reshape(N, H, W)
+    zero = torch.zeros(N, dtype=torch.long)
+    nearer, depths = {}, {}
+    for heights in (None, False):
+        depth = grid_layout_depth([grid], "cpu", N, H, W, "footprints", None, heights).render(zero, c2w, K.inverse())
+        depths[heights] = depth.clone()
+        ok = (true > 0) & (depth > 0)
+        nearer[heights] = float((depth[ok] / true[ok] < 0.8).float().mean())
+    assert nearer[None] < 0.5 * nearer[False], nearer
+    assert (depths[None] > depths[False] + 0.1).any()  # over the furniture
+    cores = grid_layout_depth([grid], "cpu", N, H, W, "cores").render(zero, c2w, K.inverse())
+    also = grid_layout_depth([grid], "cpu", N, H, W, "cores", None, False).render(zero, c2w, K.inverse())
+    assert torch.equal(cores, also)  # the cores' own layout has no heights
+    with pytest.raises(ValueError, match="heights=1 is not valid"):
+        grid_layout_depth([grid], "cpu", 1, 8, 8, "footprints", None, 1)
 
 
 def test_obstacle_cores_undo_the_agent_dilation():

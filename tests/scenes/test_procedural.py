@@ -283,6 +283,7 @@ def test_scene_file_keeps_the_obstacle_footprints_and_reads_older_files(scenes, 
     assert loaded.occupied is not None and torch.equal(loaded.occupied, grid.occupied)
     tensors = load_file(str(path))
     del tensors["navigation_grid.occupied"]
+    del tensors["navigation_grid.occupied_height"]  # files from before the footprints had no heights either
     with safe_open(str(path), "pt") as f:
         metadata = f.metadata()
     old = tmp_path / "old.wfscene"
@@ -312,6 +313,39 @@ def test_scene_file_keeps_the_ceiling_and_reads_older_files_without_one(scenes, 
     old = tmp_path / "old.wfscene"
     save_file(load_file(str(path)), str(old), metadata={"scene": json.dumps(header)})
     assert load_scene_file(old).navigation_grid.ceiling_y is None
+
+
+def test_scene_file_keeps_the_obstacle_heights_and_reads_older_files_without_them(scenes, tmp_path):
+    """``NavigationGrid.occupied_height`` is written and read back exactly; a file written before the field reads as
+    None (every obstacle floor to ceiling)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    grid = scenes[0].navigation_grid
+    assert grid.occupied_height is not None
+    path = save_scene(scenes[0], tmp_path / "h.wfscene")
+    assert torch.equal(load_scene_file(path).navigation_grid.occupied_height, grid.occupied_height)
+    with safe_open(str(path), "pt") as f:
+        header = f.metadata()
+    tensors = load_file(str(path))
+    del tensors["navigation_grid.occupied_height"]
+    old = tmp_path / "old.wfscene"
+    save_file(tensors, str(old), metadata=header)
+    assert load_scene_file(old).navigation_grid.occupied_height is None
+
+
+def test_navigation_grid_obstacle_heights_are_validated_by_name():
+    free = torch.zeros(4, 4, dtype=torch.bool)
+    free[1:3, 1:3] = True
+    occupied = ~free
+    good = torch.where(occupied, 0.8, 0.0).float()
+    grid = NavigationGrid(free, (0.0, 0.0), 0.1, 0.0, occupied=occupied, occupied_height=good)
+    assert torch.equal(grid.to("cpu").occupied_height, good)
+    with pytest.raises(ValueError, match="occupied_height needs occupied"):
+        NavigationGrid(free, (0.0, 0.0), 0.1, 0.0, occupied_height=good)
+    for bad in (good.double(), good[:3], torch.where(occupied, 0.0, 0.0).float(), torch.full((4, 4), float("nan"))):
+        with pytest.raises(ValueError, match="occupied_height must be"):
+            NavigationGrid(free, (0.0, 0.0), 0.1, 0.0, occupied=occupied, occupied_height=bad)
 
 
 @pytest.mark.parametrize("bad", [0.0, 0.5, float("nan"), float("inf"), True, "high"])

@@ -169,8 +169,9 @@ class EnvConfig:
     """``renderer="worldfm"``: ``"none"`` (the frame's depth as the model generates it, the default) or
     ``"navigation"``: the depth of the pixels the anchor left empty is capped, in the ``depth`` observation and in
     what ``memory="grow"`` writes, at the depth where the pixel's ray meets the scene's navigation layout (its
-    obstacles as floor-to-ceiling columns, and the floor). Where the physics has a wall the model did not see,
-    vision then agrees with collisions; a ray passing over low furniture is capped at the furniture's footprint.
+    obstacles as columns as high as the grid records them, walls to the ceiling; the floor and the ceiling). Where the
+    physics has a wall the model did not see, vision then agrees with collisions; a ray passing under a table top is
+    capped at the table's side (one height per cell).
     The layout is the scene's true navigation grid, which collisions already use (:mod:`worldfm_env.render.layout`)."""
     keep_memory_on_reset: bool = False
     """``memory="grow"``: keep an env's grown memory across episodes while it stays in the same scene (default:

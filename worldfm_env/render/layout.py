@@ -1,12 +1,15 @@
 """Depth of a navigation layout: where the scene's physics says a pixel's ray must stop.
 
 The env's physics knows a scene as a top-down grid (:class:`~worldfm_env.scenes.scene.NavigationGrid`). Taken as
-floor-to-ceiling columns standing on the floor plane, the grid's obstacle cells (the obstacles' own footprints,
+columns standing on the floor plane, the grid's obstacle cells (the obstacles' own footprints,
 :func:`~worldfm_env.scenes.navigation.obstacle_footprints`) give every pixel ray a z-depth at which it meets the floor,
-the ceiling plane (where the grid knows one) or an obstacle's face: :class:`LayoutDepth`, one warp launch for N cameras.
-Seen through a camera, nothing of the scene lies beyond that depth except where the ray passes over a low obstacle (a
-table, a bed), under a lintel or through a gap narrower than a cell. The pipeline's ``depth_bound="navigation"`` caps
-generated depth with it, so what the agent sees and what it collides with agree (:mod:`worldfm_env.renderers.pipeline`).
+the ceiling plane (where the grid knows one) or an obstacle's side or top face: :class:`LayoutDepth`, one warp launch
+for N cameras. A column reaches the ceiling unless the grid records what stands on the cell
+(:attr:`~worldfm_env.scenes.scene.NavigationGrid.occupied_height`: furniture its own height), so rays pass over low
+furniture. Seen through a camera, nothing of the scene lies beyond that depth except where the ray passes under a
+lintel or a table top (a table counts as a solid block) or through a gap narrower than a cell. The pipeline's
+``depth_bound="navigation"`` caps generated depth with it, so what the agent sees and what it collides with agree
+(:mod:`worldfm_env.renderers.pipeline`).
 
 The walk through the grid visits every cell the ray's top-down trace crosses (a 2-D digital differential analyser),
 so a face is found whatever the cell size; cells outside the grid count as obstacles.
@@ -38,7 +41,7 @@ def _dda_axis(d: float, g: float, cell: int, cs: float) -> wp.vec3:
 
 @wp.kernel
 def _layout_depth_kernel(
-    obstacles: wp.array3d(dtype=wp.uint8),  # (S, Gz, Gx)
+    top: wp.array3d(dtype=wp.float32),  # (S, Gz, Gx) world y of each obstacle cell's top; _NO_HIT: no obstacle
     origin: wp.array(dtype=wp.vec2),  # (S,) world (x0, z0) of cell (0, 0)
     cell_size: wp.array(dtype=wp.float32),  # (S,)
     floor_y: wp.array(dtype=wp.float32),  # (S,)
@@ -74,8 +77,8 @@ def _layout_depth_kernel(
     gz = (oz - o[1]) / cs
     col = int(wp.floor(gx))
     row = int(wp.floor(gz))
-    rows = obstacles.shape[1]
-    cols = obstacles.shape[2]
+    rows = top.shape[1]
+    cols = top.shape[2]
     axis_c = _dda_axis(dx, gx, col, cs)
     axis_r = _dda_axis(dz, gz, row, cs)
     step_c = int(axis_c[0])
@@ -90,10 +93,20 @@ def _layout_depth_kernel(
         for _ in range(rows + cols + 2):
             if t >= best:
                 break
-            if row < 0 or col < 0 or row >= rows or col >= cols or obstacles[s, row, col] != wp.uint8(0):
-                if t > 0.0:
-                    best = wp.min(best, t)
-                break
+            cell_top = float(-_NO_HIT)  # outside the grid: an obstacle up to any ceiling
+            if row >= 0 and col >= 0 and row < rows and col < cols:
+                cell_top = top[s, row, col]
+            t_exit = wp.min(next_c, next_r)  # z-depth at which the trace leaves this cell
+            if cell_top < _NO_HIT:  # an obstacle stands on this cell, from the floor up to cell_top
+                if oy + dy * t >= cell_top:  # the ray enters the cell below the top: it meets the side face
+                    if t > 0.0:
+                        best = wp.min(best, t)
+                    break
+                if dy > 1.0e-6:  # above the top, going down: it may meet the top face inside the cell
+                    t_top = (cell_top - oy) / dy
+                    if t_top < t_exit:
+                        best = wp.min(best, t_top)
+                        break
             if next_c < next_r:
                 t = next_c
                 next_c = next_c + delta_c
@@ -116,6 +129,9 @@ class LayoutDepth:
         origin: (S, 2) world (x0, z0) of cell (0, 0). cell_size: (S,) cell edges. floor_y: (S,) floor heights.
         num_envs, height, width: the output batch and frame size.
         ceiling_y: (S,) ceiling heights, ``-inf`` for a scene without one; None: no scene has one.
+        obstacle_height: (S, Gz, Gx) height above the floor of what stands on each obstacle cell (``inf``: floor to
+            ceiling); a ray passes over a lower obstacle or meets its top face. None: every obstacle is a
+            floor-to-ceiling column. Read only where ``obstacles`` is True.
     """
 
     def __init__(
@@ -128,6 +144,7 @@ class LayoutDepth:
         height: int,
         width: int,
         ceiling_y: torch.Tensor | None = None,
+        obstacle_height: torch.Tensor | None = None,
     ) -> None:
         if obstacles.ndim != 3 or obstacles.dtype != torch.bool:
             raise ValueError(
@@ -146,13 +163,29 @@ class LayoutDepth:
         self.origin = origin.float().contiguous()
         self.cell_size = cell_size.float().contiguous()
         self.floor_y = floor_y.float().contiguous()
+        if obstacle_height is None:
+            obstacle_height = torch.full(obstacles.shape, torch.inf, device=self.device)
+        if tuple(obstacle_height.shape) != tuple(obstacles.shape):
+            raise ValueError(
+                f"obstacle_height must have obstacles' shape {tuple(obstacles.shape)}, "
+                f"got {tuple(obstacle_height.shape)}"
+            )
+        obstacle_height = obstacle_height.to(device=self.device, dtype=torch.float32)
+        on = obstacles.to(self.device)
+        if bool(torch.isnan(obstacle_height[on]).any()) or bool((obstacle_height[on] < 0).any()):
+            raise ValueError(
+                "obstacle_height must be >= 0 (or inf: floor to ceiling) on obstacle cells, got NaN or < 0"
+            )
+        # World y of each obstacle cell's top (+y is down); _NO_HIT marks a cell with no obstacle.
+        top = (self.floor_y[:, None, None] - obstacle_height).clamp(min=-_NO_HIT)
+        self.top = torch.where(on, top, torch.full_like(top, _NO_HIT)).contiguous()
         self.ceiling_y = ceiling_y.to(device=self.device, dtype=torch.float32).contiguous()
         if bool(torch.isnan(self.ceiling_y).any()) or bool((self.ceiling_y == torch.inf).any()):
             raise ValueError("ceiling_y must hold finite heights or -inf (no ceiling), got NaN or +inf")
         self.num_envs, self.height, self.width = num_envs, height, width
         self.depth = torch.zeros(num_envs, height, width, dtype=torch.float32, device=self.device)
         self._wp = [
-            wp.from_torch(self.obstacles),
+            wp.from_torch(self.top),
             wp.from_torch(self.origin, dtype=wp.vec2),
             wp.from_torch(self.cell_size),
             wp.from_torch(self.floor_y),

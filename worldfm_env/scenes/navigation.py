@@ -55,6 +55,7 @@ __all__ = [
     "LAYOUT_OBSTACLES_VALUES",
     "grid_layout_depth",
     "grid_obstacles",
+    "grid_obstacle_heights",
     "pool_layout_depth",
     "pool_obstacles",
     "FreeSpace",
@@ -184,6 +185,19 @@ def grid_obstacles(
     return out
 
 
+def grid_obstacle_heights(grids: list[NavigationGrid], device: torch.device | str) -> torch.Tensor:
+    """(S, Gz, Gx) float32: the height above the floor of what stands on every grid's obstacle cells
+    (:attr:`NavigationGrid.occupied_height`), padded as :func:`grid_obstacles`; ``inf`` (floor to ceiling) for a grid
+    that records none and outside a grid's own extent."""
+    Gz = max(g.shape[0] for g in grids)
+    Gx = max(g.shape[1] for g in grids)
+    out = torch.full((len(grids), Gz, Gx), torch.inf, dtype=torch.float32, device=device)
+    for i, g in enumerate(grids):
+        if g.occupied_height is not None:
+            out[i, : g.shape[0], : g.shape[1]] = g.occupied_height.to(device)
+    return out
+
+
 def pool_obstacles(pool: ScenePool, obstacles: str = "footprints") -> torch.Tensor:
     """:func:`grid_obstacles` of every scene of a pool, on its device."""
     return grid_obstacles([scene.navigation_grid for scene in pool.scenes], pool.device, obstacles)
@@ -197,20 +211,26 @@ def grid_layout_depth(
     width: int,
     obstacles: str = "footprints",
     ceiling: bool | None = None,
+    heights: bool | None = None,
 ) -> LayoutDepth:
     """The :class:`~worldfm_env.render.layout.LayoutDepth` of navigation grids (:func:`grid_obstacles` of kind
     ``obstacles``, their origins, cell sizes and floor heights) for ``num_envs`` cameras of ``height`` x ``width``
     pixels; scene index ``i`` of a render is ``grids[i]``.
 
     ``ceiling``: whether upward rays stop at the grids' ceiling planes (:attr:`NavigationGrid.ceiling_y`, where a
-    grid records one). None: the kind's own layout (:data:`LAYOUT_OBSTACLES_VALUES`): ``"footprints"`` has the
-    ceiling, ``"cores"`` (the layout older layout models were trained on) has none."""
-    if ceiling is not None and not isinstance(ceiling, bool):
-        raise ValueError(f"ceiling={ceiling!r} is not valid; choose True, False or None (the obstacles kind's own)")
+    grid records one). ``heights``: whether obstacles stand only as high as the grids record
+    (:attr:`NavigationGrid.occupied_height`, so rays pass over furniture) instead of floor to ceiling. None: the kind's
+    own layout (:data:`LAYOUT_OBSTACLES_VALUES`): ``"footprints"`` has the ceiling and the heights, ``"cores"`` (the
+    layout older layout models were trained on) has neither."""
+    for name, value in (("ceiling", ceiling), ("heights", heights)):
+        if value is not None and not isinstance(value, bool):
+            raise ValueError(f"{name}={value!r} is not valid; choose True, False or None (the obstacles kind's own)")
     if ceiling is None:
         ceiling = obstacles == "footprints"
+    if heights is None:
+        heights = obstacles == "footprints"
     f32 = dict(dtype=torch.float32, device=device)
-    heights = [g.ceiling_y if ceiling and g.ceiling_y is not None else -math.inf for g in grids]
+    ceilings = [g.ceiling_y if ceiling and g.ceiling_y is not None else -math.inf for g in grids]
     return LayoutDepth(
         grid_obstacles(grids, device, obstacles),
         torch.tensor([list(g.origin) for g in grids], **f32),
@@ -219,7 +239,8 @@ def grid_layout_depth(
         num_envs,
         height,
         width,
-        ceiling_y=torch.tensor(heights, **f32),
+        ceiling_y=torch.tensor(ceilings, **f32),
+        obstacle_height=grid_obstacle_heights(grids, device) if heights else None,
     )
 
 
@@ -230,10 +251,11 @@ def pool_layout_depth(
     width: int,
     obstacles: str = "footprints",
     ceiling: bool | None = None,
+    heights: bool | None = None,
 ) -> LayoutDepth:
     """:func:`grid_layout_depth` of a pool's scenes (scene index ``i`` is the pool's scene ``i``)."""
     grids = [scene.navigation_grid for scene in pool.scenes]
-    return grid_layout_depth(grids, pool.device, num_envs, height, width, obstacles, ceiling)
+    return grid_layout_depth(grids, pool.device, num_envs, height, width, obstacles, ceiling, heights)
 
 
 class FreeSpace:

@@ -98,6 +98,10 @@ class NavigationGrid:
         ceiling_y: world y of a flat ceiling over the whole grid (smaller than ``floor_y``: +y is down), or None
             where the source does not know one. Procedural scenes record theirs; the navigation layout stops
             upward rays there (:func:`~worldfm_env.scenes.navigation.grid_layout_depth`).
+        occupied_height: (Gz, Gx) float32 or None (needs ``occupied``); the height above the floor of what stands on
+            each occupied cell (``inf``: floor to ceiling, as walls; read only where ``occupied`` is True), so the
+            navigation layout lets rays pass over furniture. Procedural scenes record it; None: every obstacle is
+            taken as floor to ceiling.
     """
 
     free: torch.Tensor
@@ -107,6 +111,7 @@ class NavigationGrid:
     agent_radius: float = 0.18
     occupied: torch.Tensor | None = None
     ceiling_y: float | None = None
+    occupied_height: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         _check(
@@ -145,6 +150,28 @@ class NavigationGrid:
                 f"navigation grid ceiling_y must be None or a finite number below the floor (< floor_y = "
                 f"{self.floor_y}; +y is down), got {self.ceiling_y!r}",
             )
+        if self.occupied_height is not None:
+            h = self.occupied_height
+            _check(
+                self.occupied is not None,
+                "navigation grid occupied_height needs occupied (the cells it gives heights for); got occupied=None",
+            )
+            _check(
+                isinstance(h, torch.Tensor)
+                and h.dtype == torch.float32
+                and tuple(h.shape) == tuple(self.free.shape)
+                and h.device == self.free.device,
+                f"navigation grid occupied_height must be None or a float32 tensor shaped like free "
+                f"{tuple(self.free.shape)} on its device ({self.free.device}), got "
+                f"{getattr(h, 'dtype', type(h).__name__)} {tuple(getattr(h, 'shape', ()))} "
+                f"on {getattr(h, 'device', '-')}",
+            )
+            on = h[self.occupied]
+            _check(
+                not bool(torch.isnan(on).any()) and bool((on > 0).all()),
+                "navigation grid occupied_height must be > 0 (or inf: floor to ceiling) on every occupied cell, "
+                "got NaN or <= 0",
+            )
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -166,7 +193,8 @@ class NavigationGrid:
     def to(self, device: torch.device | str) -> NavigationGrid:
         """The same grid on ``device``."""
         occupied = None if self.occupied is None else self.occupied.to(device)
-        return replace(self, free=self.free.to(device), occupied=occupied)
+        height = None if self.occupied_height is None else self.occupied_height.to(device)
+        return replace(self, free=self.free.to(device), occupied=occupied, occupied_height=height)
 
 
 @dataclass(frozen=True)

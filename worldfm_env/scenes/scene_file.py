@@ -36,6 +36,8 @@ def save_scene(scene: Scene, path: str | Path) -> Path:
     }
     if scene.navigation_grid.occupied is not None:
         tensors["navigation_grid.occupied"] = scene.navigation_grid.occupied.to(torch.uint8)
+    if scene.navigation_grid.occupied_height is not None:
+        tensors["navigation_grid.occupied_height"] = scene.navigation_grid.occupied_height.float()
     if scene.points_normal is not None:
         tensors["points_normal"] = scene.points_normal.float()
     if scene.points_spacing is not None:
@@ -126,6 +128,7 @@ def _scene_from(header: dict, t: dict) -> Scene:
             # Files written before the field have none: the layout falls back to the grid's obstacle cores.
             occupied=t["navigation_grid.occupied"].bool() if "navigation_grid.occupied" in t else None,
             ceiling_y=None if nav.get("ceiling_y") is None else float(nav["ceiling_y"]),  # older files: none
+            occupied_height=t.get("navigation_grid.occupied_height"),  # older files: floor-to-ceiling obstacles
         ),
         camera_height=float(header["camera_height"]),
         mesh=mesh,

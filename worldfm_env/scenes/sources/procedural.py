@@ -623,9 +623,19 @@ def _rects_overlap(a, b, eps: float = 1e-6) -> bool:
 
 
 def _furnish_room(
-    rng, mb: _MeshBuilder, mt: _MaterialTable, room_rect, room_doors, wall_mat: int, cfg, obstacles: list, kind: str
+    rng,
+    mb: _MeshBuilder,
+    mt: _MaterialTable,
+    room_rect,
+    room_doors,
+    wall_mat: int,
+    cfg,
+    obstacles: list,
+    kind: str,
+    tops: list,
 ) -> None:
-    """Pillars, furniture and posters of one room; appends obstacle footprints (x0, x1, z0, z1)."""
+    """Pillars, furniture and posters of one room; appends obstacle footprints (x0, x1, z0, z1) to ``obstacles`` and
+    the boxes that stand on them, (x0, x1, z0, z1, height above the floor; inf: to the ceiling), to ``tops``."""
     t = cfg.wall_thickness
     H = cfg.ceiling_height
     ix0, ix1, iz0, iz1 = room_rect  # interior (wall faces), metres
@@ -667,6 +677,7 @@ def _furnish_room(
                     )
                     mb.box(fp[0], fp[1], -H, 0.0, fp[2], fp[3], mat)
                     placed.append((*fp, H))
+                    tops.append((*fp, math.inf))
                     break
 
     # Furniture: against a wall (flush to a corner or >= clearance from it) or free-standing.
@@ -705,7 +716,7 @@ def _furnish_room(
                     d0, d1 = sorted((wc, wc + sign * fd))
                     fp = (p, p + fw, d0, d1) if along_x else (d0, d1, p, p + fw)
                 if wall_gaps_ok(fp, touching, _CLEARANCE) and free_of(fp, _CLEARANCE):
-                    _emit_furniture(rng, mb, mt, name, fp, fh, back)
+                    tops += _emit_furniture(rng, mb, mt, name, fp, fh, back)
                     placed.append((*fp, fh))
                     break
 
@@ -757,8 +768,9 @@ def _furnish_room(
     obstacles += [p[:4] for p in placed]
 
 
-def _emit_furniture(rng, mb: _MeshBuilder, mt: _MaterialTable, name: str, fp, fh: float, back: str | None) -> None:
-    """Boxes of one furniture piece with footprint fp = (x0, x1, z0, z1) and height fh (metres)."""
+def _emit_furniture(rng, mb: _MeshBuilder, mt: _MaterialTable, name: str, fp, fh: float, back: str | None) -> list:
+    """Boxes of one furniture piece with footprint fp = (x0, x1, z0, z1) and height fh (metres). Returns the piece's
+    parts as (x0, x1, z0, z1, top height) for the navigation grid's heights (a table counts as a solid block)."""
     x0, x1, z0, z1 = fp
     if name in ("table", "desk"):
         mat = mt.add(_furniture_material(rng, "any"))
@@ -768,7 +780,7 @@ def _emit_furniture(rng, mb: _MeshBuilder, mt: _MaterialTable, name: str, fp, fh
         for lx in (x0, x1 - leg):
             for lz in (z0, z1 - leg):
                 mb.box(lx, lx + leg, -fh + top, 0.0, lz, lz + leg, mat)
-        return
+        return [(*fp, fh)]
     if name in ("bed", "sofa"):
         frame = mt.add(_furniture_material(rng, "wood" if name == "bed" else "fabric"))
         cushion = mt.add(_furniture_material(rng, "fabric"))
@@ -776,6 +788,7 @@ def _emit_furniture(rng, mb: _MeshBuilder, mt: _MaterialTable, name: str, fp, fh
         mats = [frame] * 6
         mats[2] = cushion  # -y slot is the top face
         mb.box(x0, x1, -base_h, 0.0, z0, z1, mats)
+        parts = [(*fp, base_h)]
         if back is not None:  # backrest / headboard against the wall
             d = 0.2 if name == "sofa" else 0.08
             h = fh if name == "sofa" else fh + 0.45
@@ -786,9 +799,11 @@ def _emit_furniture(rng, mb: _MeshBuilder, mt: _MaterialTable, name: str, fp, fh
                 "z1": (x0, x1, z1 - d, z1),
             }[back]
             mb.box(bx[0], bx[1], -h, -base_h, bx[2], bx[3], frame if name == "bed" else cushion)
-        return
+            parts.append((*bx, h))
+        return parts
     mat = mt.add(_furniture_material(rng, "wood" if name in ("shelf", "wardrobe") else "any"))
     mb.box(x0, x1, -fh, 0.0, z0, z1, mat)
+    return [(*fp, fh)]
 
 
 def _capture_positions(free, room_id, clear, xs, zs, num_rooms: int, spacing: float) -> np.ndarray:
@@ -880,6 +895,7 @@ def generate_procedural_scene(
 
     mb = _MeshBuilder()
     obstacles: list[tuple[float, float, float, float]] = []  # x-z footprints that block the agent
+    tops: list[tuple[float, float, float, float, float]] = []  # boxes on them: (x0, x1, z0, z1, height above floor)
 
     # ---- walls: split every wall line at room corners and door edges, so each piece has one room per side ----
     for axis, coord, lo, hi in lay.walls:
@@ -915,13 +931,17 @@ def generate_procedural_scene(
                 if not is_door:
                     obstacles.append((a, b, c - ht, c + ht))
 
+    n_walls = len(obstacles)  # the footprints so far are the walls'
+
     # ---- floors, ceilings and furniture per room ----
     for k, r in enumerate(lay.rooms):
         x0, x1, z0, z1 = r.x0 / 100, r.x1 / 100, r.z0 / 100, r.z1 / 100
         mb.quad(x0, x1, z0, z1, 0.0, True, room_floor[k])
         mb.quad(x0, x1, z0, z1, -H, False, room_ceil[k])
         doors = [d for d in lay.doors if _door_on_rect(d, r.x0, r.x1, r.z0, r.z1)]
-        _furnish_room(rng, mb, mt, (x0 + ht, x1 - ht, z0 + ht, z1 - ht), doors, room_wall[k], cfg, obstacles, r.kind)
+        _furnish_room(
+            rng, mb, mt, (x0 + ht, x1 - ht, z0 + ht, z1 - ht), doors, room_wall[k], cfg, obstacles, r.kind, tops
+        )
 
     verts, faces, face_mat = mb.build()
     materials = np.stack(mt.rows).astype(np.float32)
@@ -946,6 +966,14 @@ def generate_procedural_scene(
     free = inside & ~_blocked_mask(rects, xs, zs, cfg.agent_radius) & ~covered  # (Gz, Gx)
     largest, n_comp = _largest_component(free)
     occupied = ~inside | covered  # and beyond the outer walls
+    # Height of what stands on each occupied cell: walls and what lies beyond the outer walls reach the ceiling,
+    # furniture its own top (the tallest part over a cell).
+    furniture = np.zeros((gz, gx), dtype=np.float32)
+    for x0, x1, z0, z1, h in tops:
+        cells = _covered_mask(np.array([[x0, x1, z0, z1]]), gx, gz, cs)
+        furniture[cells] = np.maximum(furniture[cells], np.float32(h))
+    full = ~inside | _covered_mask(rects[:n_walls], gx, gz, cs) | (covered & (furniture <= 0))
+    occupied_height = np.where(full, np.float32(np.inf), np.where(covered, furniture, np.float32(0.0)))
     nav = NavigationGrid(
         torch.from_numpy(free).to(dev),
         (0.0, 0.0),
@@ -954,6 +982,7 @@ def generate_procedural_scene(
         float(cfg.agent_radius),
         occupied=torch.from_numpy(occupied).to(dev),
         ceiling_y=-float(cfg.ceiling_height),
+        occupied_height=torch.from_numpy(occupied_height.astype(np.float32)).to(dev),
     )
 
     # ---- reference bank ----
