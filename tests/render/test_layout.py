@@ -36,22 +36,40 @@ def _pose(x: float, y: float, z: float, yaw: float, pitch: float) -> torch.Tenso
     return c2w
 
 
-def _march(obstacles, origin, cell, floor_y, c2w, K_inv, H, W, step=5e-4, far=6.0):
+def _cameras_on_free_cells(obstacles, N, origin, cell, floor_y, gen, pitch_of) -> torch.Tensor:
+    """(N, 4, 4) cameras 1.2 above the floor on random free cells (off their centres), at random yaws, pitched by
+    ``pitch_of(u)`` for a uniform u."""
+    free_cells = torch.nonzero(~obstacles)
+    c2w = torch.empty(N, 4, 4)
+    for i in range(N):
+        r, c = free_cells[int(torch.randint(len(free_cells), (1,), generator=gen))].tolist()
+        yaw = float(torch.rand(1, generator=gen)) * 2 * math.pi
+        pitch = pitch_of(float(torch.rand(1, generator=gen)))
+        c2w[i] = _pose(origin[0] + (c + 0.37) * cell, floor_y - 1.2, origin[1] + (r + 0.61) * cell, yaw, pitch)
+    return c2w
+
+
+def _procedural_views(scene, N: int, H: int, W: int, pitch: float, seed: int):
+    """N eye-height cameras on random free cells of a procedural scene at random yaws, pitched by ``pitch`` (radians,
+    up positive), 90-degree field of view: (c2w (N, 4, 4), K (3, 3), the mesh's true depth (N, H, W))."""
+    from worldfm_env.render.raycast import MeshRaycaster
+
+    grid = scene.navigation_grid
+    gen = torch.Generator().manual_seed(seed)
+    rows, cols = torch.nonzero(grid.free, as_tuple=True)
+    pick = torch.randint(len(rows), (N,), generator=gen)
+    x, z = grid.cell_center(rows[pick], cols[pick])
+    pos = torch.stack([x, torch.full((N,), grid.floor_y - scene.camera_height), z], 1)
+    c2w = pose_from_yaw_pitch(pos, torch.rand(N, generator=gen) * 2 * math.pi - math.pi, torch.full((N,), pitch))
+    K = intrinsics_from_fov(W, H, 90.0)
+    _, true = MeshRaycaster([scene.mesh], "cpu").render(torch.zeros(N, dtype=torch.int32), c2w, K, H, W)
+    return c2w, K, true.reshape(N, H, W)
+
+
+def _march(obstacles, origin, cell, floor_y, c2w, K_inv, H, W):
     """Brute force: walk each pixel ray in small z-depth steps until it leaves free cells or reaches the floor."""
-    ys, xs = torch.meshgrid(torch.arange(H) + 0.5, torch.arange(W) + 0.5, indexing="ij")
-    rays = torch.stack([xs, ys, torch.ones_like(xs)], -1).reshape(-1, 3) @ K_inv.T
-    ts = torch.arange(1, int(far / step)) * step
-    out = torch.zeros(c2w.shape[0], H * W)
-    Gz, Gx = obstacles.shape
-    for i in range(c2w.shape[0]):
-        pts = c2w[i, :3, 3] + ts[:, None, None] * (rays @ c2w[i, :3, :3].T)[None]  # (T, HW, 3)
-        col = torch.floor((pts[..., 0] - origin[0]) / cell).long()
-        row = torch.floor((pts[..., 2] - origin[1]) / cell).long()
-        outside = (col < 0) | (row < 0) | (col >= Gx) | (row >= Gz)
-        hit = outside | obstacles[row.clamp(0, Gz - 1), col.clamp(0, Gx - 1)] | (pts[..., 1] >= floor_y)
-        first = hit.float().argmax(0)
-        out[i] = torch.where(hit.any(0), ts[first], torch.zeros(()))
-    return out.reshape(-1, H, W)
+    top = torch.where(obstacles, torch.tensor(-math.inf), torch.tensor(floor_y))
+    return _march_heights(top, origin, cell, c2w, K_inv, H, W)
 
 
 def test_layout_depth_matches_a_brute_force_march():
@@ -63,15 +81,9 @@ def test_layout_depth_matches_a_brute_force_march():
     for _ in range(6):
         r, c = int(torch.randint(0, Gz - 3, (1,), generator=gen)), int(torch.randint(0, Gx - 3, (1,), generator=gen))
         obstacles[r : r + 3, c : c + 2] = True
-    free_cells = torch.nonzero(~obstacles)
     N, H, W = 5, 12, 16
     origin, floor_y = (-1.0, 0.5), 0.2
-    c2w = torch.empty(N, 4, 4)
-    for i in range(N):
-        r, c = free_cells[int(torch.randint(len(free_cells), (1,), generator=gen))].tolist()
-        yaw = float(torch.rand(1, generator=gen)) * 2 * math.pi
-        pitch = (float(torch.rand(1, generator=gen)) - 0.5) * 1.2
-        c2w[i] = _pose(origin[0] + (c + 0.37) * cell, floor_y - 1.2, origin[1] + (r + 0.61) * cell, yaw, pitch)
+    c2w = _cameras_on_free_cells(obstacles, N, origin, cell, floor_y, gen, lambda u: (u - 0.5) * 1.2)
     K = intrinsics_from_fov(W, H, 90.0)
     layout = LayoutDepth(
         obstacles[None], torch.tensor([origin]), torch.tensor([cell]), torch.tensor([floor_y]), N, H, W
@@ -114,15 +126,10 @@ def test_layout_depth_with_obstacle_heights_matches_a_brute_force_march():
         obstacles[r : r + 3, c : c + 2] = True
         h = math.inf if k % 4 == 0 else 0.3 + 0.6 * float(torch.rand(1, generator=gen))
         heights[r : r + 3, c : c + 2] = torch.maximum(heights[r : r + 3, c : c + 2], torch.tensor(h))
-    free_cells = torch.nonzero(~obstacles)
     N, H, W = 6, 12, 16
     origin, floor_y = (-1.0, 0.5), 0.2
-    c2w = torch.empty(N, 4, 4)
-    for i in range(N):
-        r, c = free_cells[int(torch.randint(len(free_cells), (1,), generator=gen))].tolist()
-        yaw = float(torch.rand(1, generator=gen)) * 2 * math.pi
-        pitch = -0.2 - 0.6 * float(torch.rand(1, generator=gen))  # looking down onto the blocks
-        c2w[i] = _pose(origin[0] + (c + 0.37) * cell, floor_y - 1.2, origin[1] + (r + 0.61) * cell, yaw, pitch)
+    # looking down onto the blocks
+    c2w = _cameras_on_free_cells(obstacles, N, origin, cell, floor_y, gen, lambda u: -0.2 - 0.6 * u)
     K_inv = torch.linalg.inv(intrinsics_from_fov(W, H, 90.0))
     args = (obstacles[None], torch.tensor([origin]), torch.tensor([cell]), torch.tensor([floor_y]), N, H, W)
     zero = torch.zeros(N, dtype=torch.long)
@@ -227,22 +234,12 @@ def test_grid_layouts_take_the_ceiling_with_the_footprints_and_not_with_the_core
 def test_the_ceiling_brings_pitched_up_layout_views_of_procedural_scenes_to_the_true_depth():
     """Views pitched 35 degrees up from random free cells of a procedural scene, against the mesh: without the
     ceiling the upper rays run on to the walls, far beyond the truth; with it few pixels lie beyond it by a quarter."""
-    from worldfm_env.render.raycast import MeshRaycaster
     from worldfm_env.scenes.sources.procedural import generate_procedural_scene
 
     scene = generate_procedural_scene(5)
     grid = scene.navigation_grid
-    gen = torch.Generator().manual_seed(1)
-    rows, cols = torch.nonzero(grid.free, as_tuple=True)
     N, H, W = 16, 24, 24
-    pick = torch.randint(len(rows), (N,), generator=gen)
-    x, z = grid.cell_center(rows[pick], cols[pick])
-    pos = torch.stack([x, torch.full((N,), grid.floor_y - scene.camera_height), z], 1)
-    pitch = torch.full((N,), math.radians(35.0))
-    c2w = pose_from_yaw_pitch(pos, torch.rand(N, generator=gen) * 2 * math.pi - math.pi, pitch)
-    K = intrinsics_from_fov(W, H, 90.0)
-    _, true = MeshRaycaster([scene.mesh], "cpu").render(torch.zeros(N, dtype=torch.int32), c2w, K, H, W)
-    true = true.reshape(N, H, W)
+    c2w, K, true = _procedural_views(scene, N, H, W, math.radians(35.0), seed=1)
     beyond = {}
     for ceiling in (False, True):
         layout = grid_layout_depth([grid], "cpu", N, H, W, "footprints", ceiling).render(
@@ -257,7 +254,6 @@ def test_grid_layouts_stand_furniture_only_as_high_as_it_is_and_follow_the_truth
     """A procedural grid records what stands on each obstacle cell: walls and the outside floor to ceiling, furniture
     its own height. The footprints' layout lets rays pass over furniture (``heights``), so views pitched down from
     random free cells see far fewer pixels nearer than the mesh's depth; the cores' layout keeps full columns."""
-    from worldfm_env.render.raycast import MeshRaycaster
     from worldfm_env.scenes.sources.procedural import generate_procedural_scene
 
     scene = generate_procedural_scene(5)
@@ -268,16 +264,8 @@ def test_grid_layouts_stand_furniture_only_as_high_as_it_is_and_follow_the_truth
     low = grid.occupied & torch.isfinite(height)
     assert low.any() and bool((height[low] > 0.2).all()) and bool((height[low] < -grid.ceiling_y).all())
     assert bool((height[~grid.occupied] == 0).all())
-    gen = torch.Generator().manual_seed(2)
-    rows, cols = torch.nonzero(grid.free, as_tuple=True)
     N, H, W = 24, 24, 24
-    pick = torch.randint(len(rows), (N,), generator=gen)
-    x, z = grid.cell_center(rows[pick], cols[pick])
-    pos = torch.stack([x, torch.full((N,), grid.floor_y - scene.camera_height), z], 1)
-    c2w = pose_from_yaw_pitch(pos, torch.rand(N, generator=gen) * 2 * math.pi - math.pi, torch.full((N,), -0.4))
-    K = intrinsics_from_fov(W, H, 90.0)
-    _, true = MeshRaycaster([scene.mesh], "cpu").render(torch.zeros(N, dtype=torch.int32), c2w, K, H, W)
-    true = true.reshape(N, H, W)
+    c2w, K, true = _procedural_views(scene, N, H, W, -0.4, seed=2)
     zero = torch.zeros(N, dtype=torch.long)
     nearer, depths = {}, {}
     for heights in (None, False):
