@@ -559,17 +559,19 @@ def test_memory_carve_drops_floating_points_and_keeps_the_truths():
 def test_layout_models_read_the_layout_they_were_trained_on(tmp_path):
     """The shipped layout model was trained on layouts cast against the obstacle cores (its header predates the
     field): its env still gives it that layout, so it renders as before. A model whose header names the footprints
-    gets them, as does the depth bound of a model that reads no layout; a bad header value is refused by name."""
+    gets them (with the heights and the ceiling), as does the shipped footprints model and the depth bound of a model
+    that reads no layout; a bad header value is refused by name."""
     from safetensors import safe_open
     from safetensors.torch import load_file, save_file
 
     from worldfm_env.model.checkpoint import LAYOUT_OBSTACLES_METADATA_KEY, trained_layout_obstacles
     from worldfm_env.model.weights import resolve_weights
-    from worldfm_env.scenes.navigation import pool_obstacles
+    from worldfm_env.scenes.navigation import pool_layout_depth, pool_obstacles
 
     layout_model = resolve_weights("worldfm-srgbd-layout-64x64")
     assert trained_layout_obstacles(layout_model) == "cores"
     assert trained_layout_obstacles(resolve_weights("worldfm-srgbd-auto-64x64")) is None
+    assert trained_layout_obstacles(resolve_weights("worldfm-srgbd-layout-footprints-64x64")) == "footprints"
     with safe_open(str(layout_model), "pt") as f:
         metadata = f.metadata()
     tensors = load_file(str(layout_model))
@@ -585,12 +587,20 @@ def test_layout_models_read_the_layout_they_were_trained_on(tmp_path):
     cases = {
         "cores": dict(weights="worldfm-srgbd-layout-64x64"),
         "footprints": dict(weights=str(written["footprints"])),
+        "shipped footprints": dict(weights="worldfm-srgbd-layout-footprints-64x64"),
         "bound": dict(weights="worldfm-srgbd-auto-64x64", depth_bound="navigation"),
     }
     for name, extra in cases.items():
         env = WorldFMVectorEnv(**kw, **extra)
-        expected = pool_obstacles(env.pool, "footprints" if name == "bound" else name)
+        kind = "cores" if name == "cores" else "footprints"
+        expected = pool_obstacles(env.pool, kind)
         assert torch.equal(env.pipeline.layout.obstacles.bool(), expected)
+        # The kind's whole layout: the footprints' with the furniture's heights and the ceiling, the cores' without.
+        own = pool_layout_depth(env.pool, 1, env.height, env.width, kind)
+        assert torch.equal(env.pipeline.layout.top, own.top) and torch.equal(
+            env.pipeline.layout.ceiling_y, own.ceiling_y
+        )
+        assert (kind == "footprints") == bool(((own.top > -1e29) & (own.top < 1e29)).any())
         if name == "bound":
             assert not torch.equal(pool_obstacles(env.pool, "cores"), expected)
         env.close()

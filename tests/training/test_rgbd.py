@@ -560,6 +560,7 @@ def test_adversarial_run_resumes_exactly(tmp_path, design):
         ("worldfm-srgbd-auto-64x64", "auto"),
         ("worldfm-srgbd-auto-detail-64x64", "auto"),
         ("worldfm-srgbd-layout-64x64", "auto"),
+        ("worldfm-srgbd-layout-footprints-64x64", "auto"),
     ],
 )
 def test_the_shipped_rgbd_models_load_by_name_and_are_not_the_default(name, radius):
