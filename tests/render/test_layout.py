@@ -145,6 +145,8 @@ def test_layout_depth_with_obstacle_heights_matches_a_brute_force_march():
     )  # None: every obstacle floor to ceiling
     with pytest.raises(ValueError, match="obstacle_height must have obstacles' shape"):
         LayoutDepth(*args, obstacle_height=heights)
+    with pytest.raises(ValueError, match="obstacle_height must be None or an"):
+        LayoutDepth(*args, obstacle_height=[[0.5]])
     with pytest.raises(ValueError, match="obstacle_height must be >= 0"):
         LayoutDepth(*args, obstacle_height=torch.where(obstacles, -1.0, 0.0)[None])
 

@@ -165,6 +165,10 @@ class LayoutDepth:
         self.floor_y = floor_y.float().contiguous()
         if obstacle_height is None:
             obstacle_height = torch.full(obstacles.shape, torch.inf, device=self.device)
+        if not isinstance(obstacle_height, torch.Tensor):
+            raise ValueError(
+                f"obstacle_height must be None or an (S, Gz, Gx) tensor, got {type(obstacle_height).__name__}"
+            )
         if tuple(obstacle_height.shape) != tuple(obstacles.shape):
             raise ValueError(
                 f"obstacle_height must have obstacles' shape {tuple(obstacles.shape)}, "

@@ -972,7 +972,7 @@ def generate_procedural_scene(
     for x0, x1, z0, z1, h in tops:
         cells = _covered_mask(np.array([[x0, x1, z0, z1]]), gx, gz, cs)
         furniture[cells] = np.maximum(furniture[cells], np.float32(h))
-    full = ~inside | _covered_mask(rects[:n_walls], gx, gz, cs) | (covered & (furniture <= 0))
+    full = ~inside | _covered_mask(rects[:n_walls], gx, gz, cs)
     occupied_height = np.where(full, np.float32(np.inf), np.where(covered, furniture, np.float32(0.0)))
     nav = NavigationGrid(
         torch.from_numpy(free).to(dev),
